@@ -1,0 +1,304 @@
+//! Authentication: a shared login from the config, and a passwd file of users.
+//!
+//! Built on the main thread at start; read by every worker through an `Arc`. Slow (salted) hash
+//! checks run on the auth thread ([`spawn_auth_thread`]) so a CONNECT never stalls a worker loop.
+//!
+//! passwd lines (`#` starts a comment; a trailing `:true` marks an admin):
+//! - `name:<64 hex>` — the old romp format: unsalted SHA-256 of the passcode plus a newline
+//!   (`echo PASS | sha256sum`). Checked inline; kept for compatibility only.
+//! - `name:$pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>` — the recommended format, printed
+//!   by `romp passwd NAME`.
+//!
+//! # Invariants
+//! - Every secret comparison is constant-time ([`ct_eq`]).
+//! - With neither a shared login nor a passwd file, every CONNECT is accepted (guest/guest works).
+
+use crate::broker::ConnRef;
+use crate::bus::{AuthOutcome, Peer, ToWorker};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path;
+use thiserror::Error;
+
+/// Iterations for new PBKDF2 hashes (about 30-60 ms on one core here).
+pub const PBKDF2_ITERATIONS: u32 = 100_000;
+
+#[derive(Debug, Error)]
+pub enum AuthError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}:{line}: {message}")]
+    Line { file: String, line: usize, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    Sha256([u8; 32]),
+    Pbkdf2 { iterations: u32, salt: Vec<u8>, hash: Vec<u8> },
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub credential: Credential,
+    pub admin: bool,
+}
+
+/// What a CONNECT's credentials get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accept { admin: bool },
+    Reject,
+    /// Needs a slow hash check: hand it to the auth thread.
+    Deferred(Credential, bool),
+}
+
+#[derive(Debug, Default)]
+pub struct Authenticator {
+    shared: Option<(String, String)>,
+    users: HashMap<String, User>,
+}
+
+/// Constant-time equality for secrets and hashes.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// PBKDF2-HMAC-SHA256.
+pub fn pbkdf2_sha256(passcode: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(passcode, salt, iterations, &mut out);
+    out
+}
+
+/// Check a passcode against a credential (slow for PBKDF2).
+pub fn verify(cred: &Credential, passcode: &str) -> bool {
+    match cred {
+        Credential::Sha256(h) => {
+            let mut d = Sha256::new();
+            d.update(passcode.as_bytes());
+            d.update(b"\n");
+            ct_eq(&d.finalize(), h)
+        }
+        Credential::Pbkdf2 { iterations, salt, hash } => ct_eq(&pbkdf2_sha256(passcode.as_bytes(), salt, *iterations), hash),
+    }
+}
+
+/// A passwd line for `name` with a fresh random salt (`romp passwd`).
+pub fn passwd_line(name: &str, passcode: &str, admin: bool) -> std::io::Result<String> {
+    let mut salt = [0u8; 16];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut salt)?;
+    let hash = pbkdf2_sha256(passcode.as_bytes(), &salt, PBKDF2_ITERATIONS);
+    Ok(format!("{name}:$pbkdf2-sha256${PBKDF2_ITERATIONS}${}${}{}", hex_encode(&salt), hex_encode(&hash), if admin { ":true" } else { "" }))
+}
+
+fn parse_credential(s: &str) -> Result<Credential, String> {
+    if let Some(rest) = s.strip_prefix("$pbkdf2-sha256$") {
+        let parts: Vec<&str> = rest.split('$').collect();
+        let [iters, salt, hash] = parts.as_slice() else { return Err("expected $pbkdf2-sha256$ITERATIONS$SALT$HASH".into()) };
+        let iterations: u32 = iters.parse().map_err(|_| format!("bad iteration count {iters:?}"))?;
+        if iterations == 0 {
+            return Err("iteration count must be positive".into());
+        }
+        let salt = hex_decode(salt).ok_or("salt is not hex")?;
+        let hash = hex_decode(hash).filter(|h| h.len() == 32).ok_or("hash is not 64 hex digits")?;
+        Ok(Credential::Pbkdf2 { iterations, salt, hash })
+    } else {
+        let h = hex_decode(s).filter(|h| h.len() == 32).ok_or("hash is neither 64 hex digits (sha256) nor $pbkdf2-sha256$...")?;
+        let mut a = [0u8; 32];
+        a.copy_from_slice(&h);
+        Ok(Credential::Sha256(a))
+    }
+}
+
+/// Parse passwd text; `file` names the source in errors.
+pub fn parse_passwd(text: &str, file: &str) -> Result<HashMap<String, User>, AuthError> {
+    let mut users = HashMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let err = |message: String| AuthError::Line { file: file.into(), line: i + 1, message };
+        let mut parts = line.splitn(3, ':');
+        let name = parts.next().unwrap_or("");
+        let hash = parts.next().ok_or_else(|| err("expected name:hash[:true]".into()))?;
+        let admin = match parts.next() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(x) => return Err(err(format!("third field must be true or false, not {x:?}"))),
+        };
+        if name.is_empty() {
+            return Err(err("empty user name".into()));
+        }
+        let credential = parse_credential(hash).map_err(err)?;
+        users.insert(name.to_string(), User { credential, admin });
+    }
+    Ok(users)
+}
+
+impl Authenticator {
+    /// Build from config values.
+    pub fn new(login: Option<&str>, passcode: Option<&str>, user_file: Option<&Path>) -> Result<Authenticator, AuthError> {
+        let shared = match (login, passcode) {
+            (Some(l), Some(p)) => Some((l.to_string(), p.to_string())),
+            _ => None,
+        };
+        let users = match user_file {
+            Some(path) => {
+                let file = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read { file: file.clone(), source })?;
+                parse_passwd(&text, &file)?
+            }
+            None => HashMap::new(),
+        };
+        Ok(Authenticator { shared, users })
+    }
+
+    /// Anyone may connect.
+    pub fn is_open(&self) -> bool {
+        self.shared.is_none() && self.users.is_empty()
+    }
+
+    pub fn check(&self, login: Option<&str>, passcode: Option<&str>) -> Verdict {
+        if self.is_open() {
+            return Verdict::Accept { admin: false };
+        }
+        let (login, passcode) = (login.unwrap_or(""), passcode.unwrap_or(""));
+        if let Some((l, p)) = &self.shared {
+            // Both compares always run, so timing does not tell which part was wrong.
+            let ok = ct_eq(l.as_bytes(), login.as_bytes()) & ct_eq(p.as_bytes(), passcode.as_bytes());
+            if ok {
+                return Verdict::Accept { admin: true };
+            }
+        }
+        match self.users.get(login) {
+            Some(u) => match &u.credential {
+                Credential::Sha256(_) => {
+                    if verify(&u.credential, passcode) {
+                        Verdict::Accept { admin: u.admin }
+                    } else {
+                        Verdict::Reject
+                    }
+                }
+                c @ Credential::Pbkdf2 { .. } => Verdict::Deferred(c.clone(), u.admin),
+            },
+            None => Verdict::Reject,
+        }
+    }
+}
+
+/// A slow credential check for the auth thread.
+pub struct AuthJob {
+    pub conn: ConnRef,
+    pub credential: Credential,
+    pub admin: bool,
+    pub passcode: String,
+}
+
+/// Capacity of the auth thread's queue; a CONNECT that finds it full is refused with ERROR.
+pub const AUTH_QUEUE: usize = 1024;
+
+/// Start the auth thread. It answers through each worker's `ToWorker` channel.
+pub fn spawn_auth_thread(peers: Vec<Peer>) -> std::io::Result<(Sender<AuthJob>, std::thread::JoinHandle<()>)> {
+    let (tx, rx): (Sender<AuthJob>, Receiver<AuthJob>) = crossbeam_channel::bounded(AUTH_QUEUE);
+    let h = std::thread::Builder::new().name("romp-auth".into()).spawn(move || {
+        for job in rx {
+            let outcome = if verify(&job.credential, &job.passcode) { AuthOutcome::Accepted { admin: job.admin } } else { AuthOutcome::Rejected };
+            let peer = &peers[job.conn.worker as usize];
+            // Blocking here is fine: this thread serves nobody else, and workers always drain
+            // their ToWorker inbox.
+            if peer.ctrl.send(ToWorker::AuthDone { conn: job.conn, outcome }).is_err() {
+                return;
+            }
+            peer.wake();
+        }
+    })?;
+    Ok((tx, h))
+}
+
+/// Submit a job without blocking; `false` if the queue is full or the thread is gone.
+pub fn submit(tx: &Sender<AuthJob>, job: AuthJob) -> bool {
+    !matches!(tx.try_send(job), Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // echo secret | sha256sum
+    const SECRET_SHA: &str = "e5afd4f1d0b4b4a1b7e1b5d0d0ee1b0b9bdba2ad3d0cd67fc5b2e84bbb0f2c46";
+
+    fn sha_line(name: &str, pass: &str, admin: bool) -> String {
+        let mut d = Sha256::new();
+        d.update(pass.as_bytes());
+        d.update(b"\n");
+        format!("{name}:{}{}", hex_encode(&d.finalize()), if admin { ":true" } else { "" })
+    }
+
+    #[test]
+    fn old_romp_sha256_format() {
+        let text = format!("# users\n{}\n\n{}  # trailing comment\n", sha_line("alice", "secret", true), sha_line("bob", "pw", false));
+        let users = parse_passwd(&text, "passwd").unwrap();
+        assert!(users["alice"].admin && !users["bob"].admin);
+        let a = Authenticator { shared: None, users };
+        assert_eq!(a.check(Some("alice"), Some("secret")), Verdict::Accept { admin: true });
+        assert_eq!(a.check(Some("alice"), Some("wrong")), Verdict::Reject);
+        assert_eq!(a.check(Some("carol"), Some("secret")), Verdict::Reject);
+        assert_eq!(a.check(None, None), Verdict::Reject);
+        assert_eq!(SECRET_SHA.len(), 64);
+    }
+
+    #[test]
+    fn pbkdf2_format_round_trip() {
+        let line = passwd_line("dave", "s3cret:x", false).unwrap();
+        let users = parse_passwd(&line, "p").unwrap();
+        let cred = users["dave"].credential.clone();
+        assert!(verify(&cred, "s3cret:x"));
+        assert!(!verify(&cred, "s3cret"));
+        let a = Authenticator { shared: None, users };
+        assert!(matches!(a.check(Some("dave"), Some("x")), Verdict::Deferred(_, false)));
+    }
+
+    #[test]
+    fn bad_lines_name_file_and_line() {
+        let e = parse_passwd("ok:zz\n", "etc/pw").unwrap_err().to_string();
+        assert!(e.starts_with("etc/pw:1:"), "{e}");
+        let e = parse_passwd(&format!("\n{}:maybe\n", sha_line("a", "b", false)), "pw").unwrap_err().to_string();
+        assert!(e.starts_with("pw:2:"), "{e}");
+    }
+
+    #[test]
+    fn open_and_shared() {
+        assert_eq!(Authenticator::default().check(Some("guest"), Some("guest")), Verdict::Accept { admin: false });
+        let a = Authenticator::new(Some("u"), Some("p:w"), None).unwrap();
+        assert_eq!(a.check(Some("u"), Some("p:w")), Verdict::Accept { admin: true });
+        assert_eq!(a.check(Some("u"), Some("p")), Verdict::Reject);
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,251 @@
+//! The inter-worker bus: bounded crossbeam channels plus one `mio::Waker` per worker.
+//!
+//! Two channels per worker, by direction of the relationship:
+//! - [`ToOwner`] ("data"): from a connection's worker to the worker that owns a destination
+//!   (publish, subscribe, acks, credit, receipt barriers). FIFO per sender, so one connection's
+//!   operations on one destination are applied in the order it sent them.
+//! - [`ToWorker`] ("ctrl"): from an owner back to the worker of a connection (deliveries, barrier
+//!   answers, rejections) and from helper threads (auth results).
+//!
+//! Messages to the worker itself skip the channels and go to two local FIFOs, processed in the
+//! same loop turn.
+//!
+//! # Backpressure and bounds
+//! A full channel never drops a message: it goes to a per-target backlog that is retried every
+//! loop turn. The worker stops *reading client sockets* while its `ToOwner` backlog is over
+//! `bus_capacity` messages, and stops *draining its own `ToOwner` inbox* (the only thing that
+//! produces deliveries) while its `ToWorker` backlog is over `bus_capacity`. `ToWorker` inboxes
+//! are always drained, so no cycle of workers can wait on each other: every backlog is bounded by
+//! `bus_capacity` plus the output of one processing step.
+//!
+//! # Wake-ups
+//! A sender rings the receiver's waker only when the receiver's `notified` flag goes from false to
+//! true; the receiver clears the flag before draining. Wake-ups are collected during a turn and
+//! rung once at its end ([`Outbox::flush`]).
+
+use crate::broker::{AckMode, ConnRef, Message, SubKey};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::Waker;
+use smallvec::SmallVec;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Queue-local sequence numbers settled by one ACK or NACK.
+pub type Seqs = SmallVec<[u64; 4]>;
+
+/// A connection's request to the owner of a destination.
+#[derive(Debug)]
+pub enum ToOwner {
+    /// Publish a message; `receipt` is echoed in a rejection's ERROR.
+    Publish { msg: Arc<Message>, from: ConnRef, receipt: Option<Box<str>> },
+    /// Add a subscription (topic or queue by the destination's name).
+    Subscribe { dest: Arc<str>, key: SubKey, mode: AckMode, prefetch: u32 },
+    /// Remove a subscription; a queue takes back everything it had in flight.
+    Unsubscribe { dest: Arc<str>, key: SubKey },
+    /// ACK (`requeue = false`) or NACK (`requeue = true`) of queue messages by queue sequence.
+    Settle { dest: Arc<str>, key: SubKey, seqs: Seqs, requeue: bool },
+    /// Return `n` delivery credits for an auto-ack queue subscription.
+    Credit { dest: Arc<str>, key: SubKey, n: u32 },
+    /// An auto-ack queue delivery that found its subscription gone: put it back.
+    Bounce { dest: Arc<str>, msg: Arc<Message>, seq: u64 },
+    /// Answer with [`ToWorker::BarrierDone`] once everything sent before it is applied.
+    Barrier { from: ConnRef },
+}
+
+/// The outcome of an authentication done off the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    Accepted { admin: bool },
+    Rejected,
+}
+
+/// A message for the worker that holds a connection.
+#[derive(Debug)]
+pub enum ToWorker {
+    /// A topic message for every local subscriber of `dest`.
+    TopicMessage { dest: Arc<str>, msg: Arc<Message> },
+    /// A queue message for one subscription. `retained`: the owner keeps it until ACK/NACK.
+    QueueMessage { key: SubKey, msg: Arc<Message>, seq: u64, redelivered: bool, retained: bool },
+    /// Everything the connection sent to this owner before its barrier has been applied.
+    BarrierDone { conn: ConnRef, owner: u16 },
+    /// The owner refused a frame; the connection gets ERROR and is closed.
+    Rejected { conn: ConnRef, word: &'static str, detail: String, receipt: Option<Box<str>> },
+    /// A slow credential check finished.
+    AuthDone { conn: ConnRef, outcome: AuthOutcome },
+}
+
+/// The receiving half of one worker's bus.
+pub struct Mailbox {
+    pub data: Receiver<ToOwner>,
+    pub ctrl: Receiver<ToWorker>,
+    pub notified: Arc<AtomicBool>,
+}
+
+/// The sending half to one worker; cheap to clone, shared by every other worker.
+#[derive(Clone)]
+pub struct Peer {
+    pub data: Sender<ToOwner>,
+    pub ctrl: Sender<ToWorker>,
+    pub waker: Arc<Waker>,
+    pub notified: Arc<AtomicBool>,
+}
+
+impl Peer {
+    /// Ring the waker unless a wake-up is already pending.
+    pub fn wake(&self) {
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            if let Err(e) = self.waker.wake() {
+                log::error!("waking a worker failed: {e}");
+            }
+        }
+    }
+}
+
+/// Create the channels for one worker. The waker is created by the worker's `Poll`.
+pub fn channel(capacity: usize, waker: Arc<Waker>) -> (Peer, Mailbox) {
+    let (dtx, drx) = crossbeam_channel::bounded(capacity);
+    let (ctx, crx) = crossbeam_channel::bounded(capacity);
+    let notified = Arc::new(AtomicBool::new(false));
+    (Peer { data: dtx, ctrl: ctx, waker, notified: notified.clone() }, Mailbox { data: drx, ctrl: crx, notified })
+}
+
+/// One worker's sending side: channels to every worker, backlogs, local FIFOs.
+pub struct Outbox {
+    me: usize,
+    peers: Vec<Peer>,
+    data_backlog: Vec<VecDeque<ToOwner>>,
+    ctrl_backlog: Vec<VecDeque<ToWorker>>,
+    data_backlogged: usize,
+    ctrl_backlogged: usize,
+    to_wake: Vec<bool>,
+    high_water: usize,
+    /// Requests to destinations this worker owns.
+    pub local_data: VecDeque<ToOwner>,
+    /// Messages for this worker's own connections.
+    pub local_ctrl: VecDeque<ToWorker>,
+}
+
+impl Outbox {
+    pub fn new(me: usize, peers: Vec<Peer>, high_water: usize) -> Outbox {
+        let n = peers.len();
+        Outbox {
+            me,
+            peers,
+            data_backlog: (0..n).map(|_| VecDeque::new()).collect(),
+            ctrl_backlog: (0..n).map(|_| VecDeque::new()).collect(),
+            data_backlogged: 0,
+            ctrl_backlogged: 0,
+            to_wake: vec![false; n],
+            high_water,
+            local_data: VecDeque::new(),
+            local_ctrl: VecDeque::new(),
+        }
+    }
+
+    pub fn me(&self) -> usize {
+        self.me
+    }
+
+    pub fn workers(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Send a request to the owner worker `w`.
+    pub fn to_owner(&mut self, w: usize, msg: ToOwner) {
+        if w == self.me {
+            self.local_data.push_back(msg);
+            return;
+        }
+        if !self.data_backlog[w].is_empty() {
+            self.data_backlog[w].push_back(msg);
+            self.data_backlogged += 1;
+            return;
+        }
+        match self.peers[w].data.try_send(msg) {
+            Ok(()) => self.to_wake[w] = true,
+            Err(TrySendError::Full(m)) => {
+                self.data_backlog[w].push_back(m);
+                self.data_backlogged += 1;
+                self.to_wake[w] = true;
+            }
+            Err(TrySendError::Disconnected(_)) => log::debug!("worker {w} is gone; request dropped at shutdown"),
+        }
+    }
+
+    /// Send a message to the worker `w` that holds a connection.
+    pub fn to_worker(&mut self, w: usize, msg: ToWorker) {
+        if w == self.me {
+            self.local_ctrl.push_back(msg);
+            return;
+        }
+        if !self.ctrl_backlog[w].is_empty() {
+            self.ctrl_backlog[w].push_back(msg);
+            self.ctrl_backlogged += 1;
+            return;
+        }
+        match self.peers[w].ctrl.try_send(msg) {
+            Ok(()) => self.to_wake[w] = true,
+            Err(TrySendError::Full(m)) => {
+                self.ctrl_backlog[w].push_back(m);
+                self.ctrl_backlogged += 1;
+                self.to_wake[w] = true;
+            }
+            Err(TrySendError::Disconnected(_)) => log::debug!("worker {w} is gone; message dropped at shutdown"),
+        }
+    }
+
+    /// Client sockets must not be read while this is true.
+    pub fn reads_paused(&self) -> bool {
+        self.data_backlogged > self.high_water
+    }
+
+    /// The own `ToOwner` inbox must not be drained while this is true.
+    pub fn owner_paused(&self) -> bool {
+        self.ctrl_backlogged > self.high_water
+    }
+
+    /// Anything still waiting for room in a channel.
+    pub fn has_backlog(&self) -> bool {
+        self.data_backlogged + self.ctrl_backlogged > 0
+    }
+
+    /// Move backlogs into channels while there is room, then ring every waker owed.
+    pub fn flush(&mut self) {
+        if self.has_backlog() {
+            for w in 0..self.peers.len() {
+                while let Some(m) = self.data_backlog[w].pop_front() {
+                    match self.peers[w].data.try_send(m) {
+                        Ok(()) => {
+                            self.data_backlogged -= 1;
+                            self.to_wake[w] = true;
+                        }
+                        Err(TrySendError::Full(m)) => {
+                            self.data_backlog[w].push_front(m);
+                            break;
+                        }
+                        Err(TrySendError::Disconnected(_)) => self.data_backlogged -= 1,
+                    }
+                }
+                while let Some(m) = self.ctrl_backlog[w].pop_front() {
+                    match self.peers[w].ctrl.try_send(m) {
+                        Ok(()) => {
+                            self.ctrl_backlogged -= 1;
+                            self.to_wake[w] = true;
+                        }
+                        Err(TrySendError::Full(m)) => {
+                            self.ctrl_backlog[w].push_front(m);
+                            break;
+                        }
+                        Err(TrySendError::Disconnected(_)) => self.ctrl_backlogged -= 1,
+                    }
+                }
+            }
+        }
+        for w in 0..self.peers.len() {
+            if std::mem::take(&mut self.to_wake[w]) {
+                self.peers[w].wake();
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Broker configuration: every key, its finite default, loading and validation.
+//!
+//! Loaded once on the main thread (and handed to workers as an `Arc<Config>`). Unknown keys and
+//! bad values are errors that name the key and the file; without a file the built-in defaults
+//! run. `conf/romp.toml` documents every key; keep the two in step.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// What a topic subscriber that exceeds `max_pending_bytes` gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowConsumerPolicy {
+    /// Drop the message for that subscriber only, and count it (`dropped_slow` in stats, a
+    /// rate-limited warning in the log).
+    Drop,
+    /// Send ERROR `slow consumer` and close the subscriber's connection.
+    Disconnect,
+}
+
+/// Configuration errors, each naming the file and the key where known.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: key `{key}`: {message}")]
+    Invalid { file: String, key: &'static str, message: String },
+}
+
+/// The whole configuration. Field names are the TOML keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Server name, sent in CONNECTED `server` and logged.
+    pub name: String,
+    /// Address the STOMP listeners bind to.
+    pub bind_address: String,
+    /// STOMP-over-TCP ports. Port 0 asks the OS for one (tests).
+    pub ports: Vec<u16>,
+    /// Worker threads; 0 = one per online core.
+    pub workers: usize,
+    /// Pin worker N to core N (a failure is a warning).
+    pub pin_workers: bool,
+    /// error, warn, info, debug or trace.
+    pub log_level: String,
+    /// Shared login. With `passcode`, every client must present it (unless `user_file` has them).
+    pub login: Option<String>,
+    pub passcode: Option<String>,
+    /// A passwd file: `name:hash[:true]` per line (see docs/auth.md).
+    pub user_file: Option<PathBuf>,
+    /// Open client connections across all workers; accept pauses at the limit and resumes below
+    /// 90% of it.
+    pub max_connections: usize,
+    /// Milliseconds a new connection has to complete CONNECT.
+    pub connect_timeout: u64,
+    /// Body bytes of one SEND.
+    pub max_message_size: usize,
+    /// Header lines in one frame.
+    pub max_headers: usize,
+    /// Bytes of one `name:value` header line, EOL excluded.
+    pub max_header_len: usize,
+    /// Subscriptions per connection.
+    pub max_subs: usize,
+    /// Open transactions per connection.
+    pub max_transactions: usize,
+    /// Frames (SENDs, ACKs, NACKs) held in one transaction.
+    pub max_tx_frames: usize,
+    /// Body bytes held in one transaction.
+    pub max_tx_bytes: usize,
+    /// Bytes waiting to be written to one connection before the slow-consumer policy applies.
+    pub max_pending_bytes: usize,
+    /// What happens to a topic subscriber over `max_pending_bytes`.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Unacknowledged messages in flight per queue subscription, unless the SUBSCRIBE sets
+    /// `prefetch-count` (or `activemq.prefetchSize`).
+    pub prefetch: u32,
+    /// Upper bound for a client's `prefetch-count`.
+    pub max_prefetch: u32,
+    /// Messages held by one queue (ready + unacknowledged); past it SEND gets ERROR `q flup`.
+    pub max_messages: usize,
+    /// Body bytes held by one queue; past it SEND gets ERROR `q flup`.
+    pub max_queue_bytes: usize,
+    /// Heart-beat floor in ms: client requests below it (e.g. `1,1`) are raised to it.
+    pub heart_beat_min: u32,
+    /// Heart-beat ceiling in ms.
+    pub heart_beat_max: u32,
+    /// A client that promised heart-beats every T ms is closed after T x this factor of silence.
+    pub heart_beat_grace: f64,
+    /// Capacity of each inter-worker channel, in messages.
+    pub bus_capacity: usize,
+    /// Milliseconds a closing connection lingers to flush its last frames (ERROR, RECEIPT).
+    pub linger: u64,
+    /// Milliseconds to wait for connections to flush on SIGINT/SIGTERM before closing anyway.
+    pub shutdown_timeout: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            name: "romp".into(),
+            bind_address: "127.0.0.1".into(),
+            ports: vec![61613],
+            workers: 0,
+            pin_workers: true,
+            log_level: "info".into(),
+            login: None,
+            passcode: None,
+            user_file: None,
+            max_connections: 10_000,
+            connect_timeout: 10_000,
+            max_message_size: 1 << 20,
+            max_headers: 64,
+            max_header_len: 4096,
+            max_subs: 1024,
+            max_transactions: 16,
+            max_tx_frames: 10_000,
+            max_tx_bytes: 16 << 20,
+            max_pending_bytes: 4 << 20,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+            prefetch: 1000,
+            max_prefetch: 100_000,
+            max_messages: 100_000,
+            max_queue_bytes: 256 << 20,
+            heart_beat_min: 500,
+            heart_beat_max: 3_600_000,
+            heart_beat_grace: 2.0,
+            bus_capacity: 8192,
+            linger: 2_000,
+            shutdown_timeout: 3_000,
+        }
+    }
+}
+
+/// The most workers the routing tables support.
+pub const MAX_WORKERS: usize = 256;
+
+impl Config {
+    /// Parse TOML text; `file` names the source in errors.
+    pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { file: file.into(), message: e.to_string().trim_end().to_string() })?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        Config::from_toml(&text, &file)
+    }
+
+    /// Workers to start: `workers`, or the number of online cores.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(MAX_WORKERS)
+        }
+    }
+
+    /// Check cross-key rules. `file` names the source in errors.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, message: String| Err(ConfigError::Invalid { file: file.into(), key, message });
+        if self.ports.is_empty() {
+            return bad("ports", "at least one port is needed".into());
+        }
+        if self.workers > MAX_WORKERS {
+            return bad("workers", format!("at most {MAX_WORKERS}"));
+        }
+        if self.bind_address.parse::<std::net::IpAddr>().is_err() {
+            return bad("bind_address", format!("{:?} is not an IP address", self.bind_address));
+        }
+        if log_level(&self.log_level).is_none() {
+            return bad("log_level", format!("{:?} is not one of error, warn, info, debug, trace", self.log_level));
+        }
+        if self.login.is_some() != self.passcode.is_some() {
+            return bad("passcode", "login and passcode go together".into());
+        }
+        let positive: [(&'static str, usize); 12] = [
+            ("max_connections", self.max_connections),
+            ("max_message_size", self.max_message_size),
+            ("max_headers", self.max_headers),
+            ("max_header_len", self.max_header_len),
+            ("max_subs", self.max_subs),
+            ("max_transactions", self.max_transactions),
+            ("max_tx_frames", self.max_tx_frames),
+            ("max_tx_bytes", self.max_tx_bytes),
+            ("max_messages", self.max_messages),
+            ("max_queue_bytes", self.max_queue_bytes),
+            ("bus_capacity", self.bus_capacity),
+            ("connect_timeout", self.connect_timeout as usize),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return bad(key, "must be greater than 0".into());
+            }
+        }
+        if self.max_header_len < 64 {
+            return bad("max_header_len", "must be at least 64".into());
+        }
+        if self.max_pending_bytes < self.max_message_size + 64 * 1024 {
+            return bad("max_pending_bytes", format!("must hold one largest message: at least max_message_size + 65536 = {}", self.max_message_size + 65536));
+        }
+        if self.prefetch == 0 || self.prefetch > self.max_prefetch {
+            return bad("prefetch", format!("must be between 1 and max_prefetch ({})", self.max_prefetch));
+        }
+        if self.heart_beat_min == 0 || self.heart_beat_min > self.heart_beat_max {
+            return bad("heart_beat_min", "must be between 1 and heart_beat_max".into());
+        }
+        if !(1.1..=10.0).contains(&self.heart_beat_grace) {
+            return bad("heart_beat_grace", "must be between 1.1 and 10".into());
+        }
+        Ok(())
+    }
+
+    /// The parser limits these settings imply.
+    pub fn limits(&self) -> crate::stomp::Limits {
+        crate::stomp::Limits { max_headers: self.max_headers, max_header_len: self.max_header_len, max_body: self.max_message_size }
+    }
+}
+
+/// Map a `log_level` value to a filter.
+pub fn log_level(s: &str) -> Option<log::LevelFilter> {
+    Some(match s {
+        "error" => log::LevelFilter::Error,
+        "warn" => log::LevelFilter::Warn,
+        "info" => log::LevelFilter::Info,
+        "debug" => log::LevelFilter::Debug,
+        "trace" => log::LevelFilter::Trace,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate("built-in").unwrap();
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let e = Config::from_toml("max_sub = 4\n", "conf/x.toml").unwrap_err().to_string();
+        assert!(e.contains("conf/x.toml") && e.contains("max_sub"), "{e}");
+    }
+
+    #[test]
+    fn bad_type_names_key_and_file() {
+        let e = Config::from_toml("workers = \"many\"\n", "a.toml").unwrap_err().to_string();
+        assert!(e.contains("a.toml") && e.contains("workers"), "{e}");
+    }
+
+    #[test]
+    fn cross_key_rules_name_the_key() {
+        let e = Config::from_toml("max_message_size = 10000000\n", "a.toml").unwrap_err().to_string();
+        assert!(e.contains("`max_pending_bytes`"), "{e}");
+        let e = Config::from_toml("login = \"a\"\n", "a.toml").unwrap_err().to_string();
+        assert!(e.contains("`passcode`"), "{e}");
+        let e = Config::from_toml("slow_consumer = \"explode\"\n", "a.toml").unwrap_err().to_string();
+        assert!(e.contains("slow_consumer"), "{e}");
+    }
+
+    #[test]
+    fn shipped_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/romp.toml");
+        Config::load(&path).unwrap();
+    }
+}

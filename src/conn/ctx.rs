@@ -1,0 +1,130 @@
+//! The worker context a connection's handlers use: config, bus outbox, local topic index,
+//! timers, buffer pool and counters. One per worker; never shared.
+
+use crate::auth::{AuthJob, Authenticator};
+use crate::broker::{message_id, SubKey};
+use crate::bus::{Outbox, ToOwner};
+use crate::config::Config;
+use crate::stomp::Limits;
+use crate::timer::Timers;
+use crossbeam_channel::Sender;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A local subscriber of a topic: the connection's slot and generation, and its subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalSub {
+    pub slot: u32,
+    pub gen: u32,
+    pub serial: u32,
+}
+
+/// Per-worker counters (read by stats; never shared-locked).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WorkerStats {
+    pub accepted: u64,
+    pub closed: u64,
+    pub frames_in: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub dropped_slow: u64,
+    pub errors_sent: u64,
+}
+
+/// Buffers returned by idle connections, reused by busy ones.
+#[derive(Debug, Default)]
+pub struct BufPool {
+    free: Vec<Vec<u8>>,
+}
+
+/// Buffers kept in a pool; larger ones are freed.
+const POOL_BUF_MAX: usize = 256 * 1024;
+const POOL_MAX: usize = 1024;
+
+impl BufPool {
+    pub fn take(&mut self) -> Vec<u8> {
+        self.free.pop().unwrap_or_default()
+    }
+
+    pub fn give(&mut self, mut b: Vec<u8>) {
+        if b.capacity() == 0 || b.capacity() > POOL_BUF_MAX || self.free.len() >= POOL_MAX {
+            return;
+        }
+        b.clear();
+        self.free.push(b);
+    }
+}
+
+pub struct Ctx {
+    pub worker: usize,
+    pub cfg: Arc<Config>,
+    pub limits: Limits,
+    pub outbox: Outbox,
+    pub auth: Arc<Authenticator>,
+    pub auth_tx: Sender<AuthJob>,
+    /// Local subscribers per topic name (this worker's connections only).
+    pub topics: HashMap<Arc<str>, Vec<LocalSub>>,
+    pub timers: Timers,
+    pub now: Instant,
+    pub pool: BufPool,
+    pub stats: WorkerStats,
+    /// Connections with bytes to flush this turn.
+    pub dirty: Vec<u32>,
+    /// Connections with input to read or process.
+    pub read_list: Vec<u32>,
+    /// Auto-ack queue credits to return at the end of the turn, merged per subscription.
+    pub credits: Vec<(Arc<str>, SubKey, u32)>,
+    next_msg: u64,
+    /// Server name for CONNECTED: `romp/<version>`.
+    pub server_header: String,
+}
+
+impl Ctx {
+    pub fn new(worker: usize, cfg: Arc<Config>, outbox: Outbox, auth: Arc<Authenticator>, auth_tx: Sender<AuthJob>) -> Ctx {
+        Ctx {
+            worker,
+            limits: cfg.limits(),
+            server_header: format!("{}/{}", cfg.name, env!("CARGO_PKG_VERSION")),
+            cfg,
+            outbox,
+            auth,
+            auth_tx,
+            topics: HashMap::new(),
+            timers: Timers::default(),
+            now: Instant::now(),
+            pool: BufPool::default(),
+            stats: WorkerStats::default(),
+            dirty: Vec::new(),
+            read_list: Vec::new(),
+            credits: Vec::new(),
+            next_msg: 0,
+        }
+    }
+
+    /// A fresh broker-wide unique message id.
+    pub fn next_message_id(&mut self) -> u64 {
+        self.next_msg += 1;
+        message_id(self.worker, self.next_msg)
+    }
+
+    /// Queue one credit for an auto-ack queue subscription.
+    pub fn add_credit(&mut self, dest: &Arc<str>, key: SubKey, n: u32) {
+        if let Some(last) = self.credits.last_mut() {
+            if last.1 == key {
+                last.2 += n;
+                return;
+            }
+        }
+        self.credits.push((dest.clone(), key, n));
+    }
+
+    /// Send the credits collected this turn to their owners.
+    pub fn flush_credits(&mut self) {
+        let workers = self.outbox.workers();
+        for (dest, key, n) in std::mem::take(&mut self.credits) {
+            let w = crate::broker::owner_of(&dest, workers);
+            self.outbox.to_owner(w, ToOwner::Credit { dest, key, n });
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Messages arriving for this worker's connections: deliveries, barrier answers, rejections and
+//! authentication results ([`ToWorker`]). Runs on the connection's worker.
+//!
+//! MESSAGE frames are encoded here, per subscriber, for the subscriber's protocol version (B6):
+//! broker headers first (`subscription`, `message-id`, `destination`, `ack`, `redelivered`), then
+//! the user headers in the order sent, then `content-length` and the shared body.
+//!
+//! # Slow consumers
+//! A topic delivery to a connection whose output already holds `max_pending_bytes`, or to a
+//! client-ack subscription with `prefetch` messages unacknowledged, gets the configured policy:
+//! `drop` (counted) or `disconnect` (ERROR `slow consumer`). Queue deliveries are bounded by
+//! credit instead: auto-ack credit is returned only while the output is under half full.
+
+use super::session::{self, Fatal, Pending};
+use super::{mark_dirty, CloseReason, Conn, Ctx, Phase};
+use crate::broker::{owner_of, AckMode, DestKind, Message, SubKey};
+use crate::bus::{AuthOutcome, ToOwner, ToWorker};
+use crate::config::SlowConsumerPolicy;
+use crate::stomp::{encoder, Command};
+use slab::Slab;
+use std::sync::Arc;
+
+/// Look up a live connection by slot and generation.
+fn live(conns: &mut Slab<Conn>, slot: u32, gen: u32) -> Option<&mut Conn> {
+    conns.get_mut(slot as usize).filter(|c| c.me.gen == gen)
+}
+
+/// Encode one MESSAGE for `sub_id` into `out`.
+pub fn write_message(out: &mut Vec<u8>, conn_version: crate::stomp::Version, sub_id: &str, msg: &Message, ack: Option<(u32, u64)>, redelivered: bool) {
+    let esc = encoder::escaping(conn_version);
+    encoder::command(out, Command::Message);
+    encoder::header(out, "subscription", sub_id, esc);
+    encoder::header_u64(out, "message-id", msg.id);
+    encoder::header(out, "destination", &msg.destination, esc);
+    if let Some((serial, tag)) = ack {
+        out.extend_from_slice(b"ack:");
+        encoder::push_u64(out, serial as u64);
+        out.push(b'.');
+        encoder::push_u64(out, tag);
+        out.push(b'\n');
+    }
+    if redelivered {
+        out.extend_from_slice(b"redelivered:true\n");
+    }
+    for (k, v) in &msg.headers {
+        encoder::header(out, k, v, esc);
+    }
+    encoder::body(out, &msg.body);
+}
+
+/// Handle one message for this worker's connections.
+pub fn handle(msg: ToWorker, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+    match msg {
+        ToWorker::TopicMessage { dest, msg } => topic_message(&dest, &msg, conns, ctx),
+        ToWorker::QueueMessage { key, msg, seq, redelivered, retained } => queue_message(key, msg, seq, redelivered, retained, conns, ctx),
+        ToWorker::BarrierDone { conn, owner } => {
+            if let Some(c) = live(conns, conn.slot, conn.gen) {
+                session::barrier_done(c, owner as usize, ctx);
+            }
+        }
+        ToWorker::Rejected { conn, word, detail, receipt } => {
+            if let Some(c) = live(conns, conn.slot, conn.gen) {
+                session::fail(c, ctx, Fatal { word, detail, receipt: receipt.map(String::from), versions: false });
+            }
+        }
+        ToWorker::AuthDone { conn, outcome } => {
+            if let Some(c) = live(conns, conn.slot, conn.gen).filter(|c| c.phase == Phase::Authenticating) {
+                match outcome {
+                    AuthOutcome::Accepted { admin } => {
+                        session::finish_connect(c, ctx, admin);
+                        // Frames pipelined after CONNECT waited in inbuf; the worker resumes them.
+                        super::want_read(c, ctx);
+                    }
+                    AuthOutcome::Rejected => session::fail(c, ctx, Fatal::new("auth err", "bad login or passcode")),
+                }
+            }
+        }
+    }
+}
+
+fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+    let Some(list) = ctx.topics.get(dest) else { return };
+    // The list is stable while we deliver: closes started here only change the phase; the
+    // subscription is removed from the index later, when the worker finishes the close.
+    let list = list.clone();
+    for ls in list {
+        let Some(conn) = live(conns, ls.slot, ls.gen) else { continue };
+        if conn.phase != Phase::Open {
+            continue;
+        }
+        let max_pending = ctx.cfg.max_pending_bytes;
+        let Some(sub) = conn.session.subs.get(&ls.serial) else { continue };
+        let over = conn.out.len() >= max_pending || (sub.mode != AckMode::Auto && sub.pending.len() >= sub.prefetch as usize);
+        if over {
+            match ctx.cfg.slow_consumer {
+                SlowConsumerPolicy::Drop => {
+                    ctx.stats.dropped_slow += 1;
+                    let sid = conn.session_id();
+                    if let Some(sub) = conn.session.subs.get_mut(&ls.serial) {
+                        sub.dropped += 1;
+                        if sub.dropped.is_power_of_two() {
+                            log::warn!("{sid} {}: slow consumer on {dest}: {} messages dropped so far (slow_consumer = \"drop\")", conn.peer, sub.dropped);
+                        }
+                    }
+                }
+                SlowConsumerPolicy::Disconnect => {
+                    let detail = format!("this subscriber on {dest} fell behind (limits: max_pending_bytes = {max_pending}, prefetch); slow_consumer = \"disconnect\"");
+                    session::fail(conn, ctx, Fatal::new("slow consumer", detail));
+                    conn.close_reason = Some(CloseReason::SlowConsumer);
+                }
+            }
+            continue;
+        }
+        write_to(conn, ls.serial, msg, false, 0, ctx);
+    }
+}
+
+/// Write a MESSAGE for subscription `serial`, recording it as pending for client-ack modes.
+fn write_to(conn: &mut Conn, serial: u32, msg: &Message, redelivered: bool, seq: u64, ctx: &mut Ctx) {
+    if conn.out.capacity() == 0 {
+        conn.out = ctx.pool.take();
+    }
+    let version = conn.version;
+    let s = &mut conn.session;
+    let tag = s.next_tag();
+    let Some(sub) = s.subs.get_mut(&serial) else { return };
+    let ack = if sub.mode == AckMode::Auto {
+        None
+    } else {
+        sub.pending.push_back(Pending { tag, msg_id: msg.id, seq });
+        Some((serial, tag))
+    };
+    // 1.0 and 1.1 clients ACK by message-id; the ack header is 1.2's.
+    let ack = if version == crate::stomp::Version::V1_2 { ack } else { None };
+    write_message(&mut conn.out, version, &sub.id, msg, ack, redelivered);
+    ctx.stats.messages_out += 1;
+    mark_dirty(conn, ctx);
+}
+
+fn queue_message(key: SubKey, msg: Arc<Message>, seq: u64, redelivered: bool, retained: bool, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+    let target = live(conns, key.conn.slot, key.conn.gen).filter(|c| c.phase == Phase::Open && c.session.subs.contains_key(&key.serial));
+    let Some(conn) = target else {
+        // The subscription is gone. A retained message is still held by the owner (it was or will
+        // be requeued by the Unsubscribe); an auto-ack one must go back, or it would be lost.
+        if !retained {
+            let dest = msg.destination.clone();
+            let w = owner_of(&dest, ctx.outbox.workers());
+            ctx.outbox.to_owner(w, ToOwner::Bounce { dest, msg, seq });
+        }
+        return;
+    };
+    write_to(conn, key.serial, &msg, redelivered, seq, ctx);
+    if !retained {
+        let half = ctx.cfg.max_pending_bytes / 2;
+        if conn.out.len() < half {
+            ctx.add_credit(&msg.destination, key, 1);
+        } else if let Some(sub) = conn.session.subs.get_mut(&key.serial) {
+            sub.owed_credit += 1;
+            conn.session.owes_credit = true;
+        }
+    }
+}
+
+/// After a flush: give back auto-ack credit held while the output was over half full.
+pub fn release_owed_credit(conn: &mut Conn, ctx: &mut Ctx) {
+    if !conn.session.owes_credit || conn.out.len() >= ctx.cfg.max_pending_bytes / 2 {
+        return;
+    }
+    conn.session.owes_credit = false;
+    let me = conn.me;
+    for (&serial, sub) in conn.session.subs.iter_mut() {
+        if sub.owed_credit > 0 && sub.kind == DestKind::Queue {
+            let n = std::mem::take(&mut sub.owed_credit);
+            ctx.add_credit(&sub.dest, SubKey { conn: me, serial }, n);
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Client connections: transport state, the STOMP session, and the worker context they use.
+//!
+//! Everything here runs on the worker that accepted the connection and owns it in its `Slab`.
+//! A connection moves through [`Phase`]s by explicit transitions; when it must close, the reason is
+//! a [`CloseReason`] (for the log line and the counters), never a bool.
+//!
+//! # Invariants
+//! - `inbuf` holds only the unparsed tail of the input (a partial frame); an idle connection
+//!   owns no input buffer. `out` holds bytes not yet written; it is returned to the worker's pool
+//!   when empty.
+//! - Once a connection is `Closing`, no more input is parsed and nothing but what is already in
+//!   `out` is written.
+
+pub mod ctx;
+pub mod deliver;
+pub mod session;
+
+pub use ctx::Ctx;
+
+use crate::broker::ConnRef;
+use crate::stomp::version::Negotiated;
+use crate::stomp::Version;
+use mio::net::TcpStream;
+use session::Session;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted; waiting for CONNECT (or STOMP).
+    Handshake,
+    /// CONNECT received; a slow credential check is running on the auth thread.
+    Authenticating,
+    /// CONNECTED sent; frames flow.
+    Open,
+    /// DISCONNECT received: later frames are ignored; closes once its receipt is written.
+    Disconnecting,
+    /// Flushing the last bytes, then half-close and linger until EOF or the linger deadline.
+    Closing,
+}
+
+/// Why a connection closed. Logged once per close and counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// DISCONNECT (with its receipt flushed).
+    Disconnect,
+    /// The client closed its side without DISCONNECT.
+    PeerClosed,
+    /// A socket error (e.g. reset by peer).
+    Io(String),
+    /// The client broke the protocol or a limit; it got ERROR with this word.
+    Protocol(&'static str),
+    /// Bad credentials (ERROR `auth err`).
+    AuthFailed,
+    /// No CONNECT within `connect_timeout`.
+    ConnectTimeout,
+    /// The client promised heart-beats and went silent.
+    HeartBeatTimeout,
+    /// A topic subscriber exceeded `max_pending_bytes` under the `disconnect` policy.
+    SlowConsumer,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Disconnect => f.write_str("client DISCONNECT"),
+            CloseReason::PeerClosed => f.write_str("peer closed the connection"),
+            CloseReason::Io(e) => write!(f, "socket error: {e}"),
+            CloseReason::Protocol(w) => write!(f, "ERROR sent ({w})"),
+            CloseReason::AuthFailed => f.write_str("authentication failed"),
+            CloseReason::ConnectTimeout => f.write_str("no CONNECT before connect_timeout"),
+            CloseReason::HeartBeatTimeout => f.write_str("heart-beat timeout"),
+            CloseReason::SlowConsumer => f.write_str("slow consumer"),
+            CloseReason::Shutdown => f.write_str("server shutdown"),
+        }
+    }
+}
+
+/// One client connection.
+pub struct Conn {
+    pub sock: TcpStream,
+    pub me: ConnRef,
+    pub peer: SocketAddr,
+    pub phase: Phase,
+    pub close_reason: Option<CloseReason>,
+    /// Unparsed input tail.
+    pub inbuf: Vec<u8>,
+    /// Total length `inbuf` must reach before parsing is worth trying again (a known body size).
+    pub need: usize,
+    /// Bytes waiting to be written.
+    pub out: Vec<u8>,
+    pub version: Version,
+    pub session: Session,
+    pub hb: Negotiated,
+    pub last_read: Instant,
+    pub last_write: Instant,
+    /// On the worker's dirty list (has bytes to flush).
+    pub dirty: bool,
+    /// On the worker's read list (input or socket data left to process).
+    pub want_read: bool,
+    /// The peer sent FIN.
+    pub peer_eof: bool,
+    /// Our write side is shut down (after the last frame in `Closing`).
+    pub write_shut: bool,
+    pub login: Option<String>,
+    pub admin: bool,
+    /// The session's subscriptions and transactions have been released.
+    torn_down: bool,
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, me: ConnRef, peer: SocketAddr, now: Instant) -> Conn {
+        Conn {
+            sock,
+            me,
+            peer,
+            phase: Phase::Handshake,
+            close_reason: None,
+            inbuf: Vec::new(),
+            need: 0,
+            out: Vec::new(),
+            version: Version::V1_2,
+            session: Session::default(),
+            hb: Negotiated::default(),
+            last_read: now,
+            last_write: now,
+            dirty: false,
+            want_read: false,
+            peer_eof: false,
+            write_shut: false,
+            login: None,
+            admin: false,
+            torn_down: false,
+        }
+    }
+
+    /// The session id sent in CONNECTED and used in logs.
+    pub fn session_id(&self) -> String {
+        format!("{}-{}-{}", self.me.worker, self.me.slot, self.me.gen)
+    }
+
+    /// Start closing with `reason` (the first reason wins). What is in `out` is still flushed.
+    pub fn begin_close(&mut self, reason: CloseReason) {
+        if self.close_reason.is_none() {
+            self.close_reason = Some(reason);
+        }
+        self.phase = Phase::Closing;
+        self.inbuf = Vec::new();
+        self.need = 0;
+    }
+
+    pub fn session_torn_down(&self) -> bool {
+        self.torn_down
+    }
+
+    pub fn mark_torn_down(&mut self) {
+        self.torn_down = true;
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.phase == Phase::Closing
+    }
+}
+
+/// Put a connection on the worker's flush list for this turn.
+pub fn mark_dirty(conn: &mut Conn, ctx: &mut Ctx) {
+    if !conn.dirty {
+        conn.dirty = true;
+        ctx.dirty.push(conn.me.slot);
+    }
+}
+
+/// Put a connection on the worker's read list (input or socket data to process this turn).
+pub fn want_read(conn: &mut Conn, ctx: &mut Ctx) {
+    if !conn.want_read {
+        conn.want_read = true;
+        ctx.read_list.push(conn.me.slot);
+    }
+}

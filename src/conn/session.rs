@@ -1,0 +1,584 @@
+//! The STOMP session: what each client frame does (checklist sections D to M).
+//!
+//! Runs on the connection's worker. Frames become [`ToOwner`] requests to the owners of their
+//! destinations; nothing here waits. Receipts are kept in a per-connection queue and written in
+//! order (K2): a frame's receipt waits for a barrier answer from every owner the connection has
+//! sent anything to since the previous receipt, so "RECEIPT" really means "everything before this
+//! has been applied".
+//!
+//! Decisions (see docs/protocol.md): ACK/NACK of an unknown or already settled id is an ERROR;
+//! NACK requeues a queue message at its original place with `redelivered:true`; on a topic, NACK
+//! and unacknowledged messages at disconnect are discarded (topics do not redeliver); UNSUBSCRIBE
+//! of an unknown id is an ERROR; `receipt` on CONNECT is ignored (D9).
+
+use super::{mark_dirty, CloseReason, Conn, Ctx, Phase};
+use crate::auth::{self, AuthJob, Verdict};
+use crate::broker::{owner_of, AckMode, DestKind, Message, SubKey};
+use crate::bus::{Seqs, ToOwner};
+use crate::stomp::version::{self, negotiate_heart_beat, HeartBeat};
+use crate::stomp::{encoder, parse, skip_eols, Command, Frame, ParseError, Parsed, Version};
+use crate::timer::{Timer, TimerKind};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A set of worker indexes (up to [`crate::config::MAX_WORKERS`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSet([u64; 4]);
+
+impl WorkerSet {
+    pub fn insert(&mut self, w: usize) {
+        self.0[w / 64] |= 1 << (w % 64);
+    }
+    pub fn remove(&mut self, w: usize) -> bool {
+        let had = self.contains(w);
+        self.0[w / 64] &= !(1 << (w % 64));
+        had
+    }
+    pub fn contains(&self, w: usize) -> bool {
+        self.0[w / 64] & (1 << (w % 64)) != 0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&x| x == 0)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..256).filter(|&w| self.contains(w))
+    }
+}
+
+/// A delivered message waiting for ACK/NACK.
+#[derive(Debug, Clone, Copy)]
+pub struct Pending {
+    pub tag: u64,
+    pub msg_id: u64,
+    /// Queue sequence (0 for topics).
+    pub seq: u64,
+}
+
+#[derive(Debug)]
+pub struct Subscription {
+    pub id: Box<str>,
+    pub dest: Arc<str>,
+    pub kind: DestKind,
+    pub mode: AckMode,
+    pub prefetch: u32,
+    /// Client-ack deliveries not yet settled, in delivery order (tags ascending).
+    pub pending: VecDeque<Pending>,
+    /// Auto-ack queue credits held back while the connection's output is over half full.
+    pub owed_credit: u32,
+    /// Topic messages dropped for this subscription under the `drop` policy.
+    pub dropped: u64,
+}
+
+/// How an ACK/NACK named its message, resolved when it takes effect.
+#[derive(Debug, Clone, Copy)]
+struct SettleTarget {
+    serial: u32,
+    tag: u64,
+    nack: bool,
+}
+
+#[derive(Debug)]
+enum TxOp {
+    Publish(Arc<Message>),
+    Settle(SettleTarget),
+}
+
+#[derive(Debug, Default)]
+struct Tx {
+    ops: Vec<TxOp>,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct PendingReceipt {
+    id: Box<str>,
+    waiting: WorkerSet,
+    closes: bool,
+}
+
+/// Per-connection session state.
+#[derive(Debug, Default)]
+pub struct Session {
+    pub subs: HashMap<u32, Subscription>,
+    by_id: HashMap<Box<str>, u32>,
+    txs: HashMap<Box<str>, Tx>,
+    receipts: VecDeque<PendingReceipt>,
+    /// Owners sent anything since the last receipt barrier.
+    touched: WorkerSet,
+    next_serial: u32,
+    next_tag: u64,
+    /// Some subscription has `owed_credit`.
+    pub owes_credit: bool,
+}
+
+impl Session {
+    pub fn next_tag(&mut self) -> u64 {
+        self.next_tag += 1;
+        self.next_tag
+    }
+}
+
+/// A fatal protocol error: ERROR with `word`, `detail` in the body, then close.
+#[derive(Debug)]
+pub struct Fatal {
+    pub word: &'static str,
+    pub detail: String,
+    pub receipt: Option<String>,
+    /// Add `version:1.0,1.1,1.2` (failed negotiation, D4).
+    pub versions: bool,
+}
+
+impl Fatal {
+    pub fn new(word: &'static str, detail: impl Into<String>) -> Fatal {
+        Fatal { word, detail: detail.into(), receipt: None, versions: false }
+    }
+}
+
+type Res = Result<(), Fatal>;
+
+/// Send ERROR and start closing.
+pub fn fail(conn: &mut Conn, ctx: &mut Ctx, f: Fatal) {
+    if conn.is_closing() {
+        return;
+    }
+    if conn.out.capacity() == 0 {
+        conn.out = ctx.pool.take();
+    }
+    let extra: &[(&str, &str)] = if f.versions { &[("version", version::SUPPORTED)] } else { &[] };
+    encoder::error(&mut conn.out, conn.version, f.word, &f.detail, f.receipt.as_deref(), extra);
+    ctx.stats.errors_sent += 1;
+    mark_dirty(conn, ctx);
+    log::debug!("{} {}: ERROR {}: {}", conn.session_id(), conn.peer, f.word, f.detail);
+    conn.begin_close(if f.word == "auth err" { CloseReason::AuthFailed } else { CloseReason::Protocol(f.word) });
+}
+
+/// Parse and handle frames from `buf`. Returns how many bytes were consumed; the rest is a
+/// partial frame, or input left unread because the worker paused reads or the session waits for
+/// authentication. Sets `conn.need` when the size of the partial frame is known.
+pub fn process_input(conn: &mut Conn, buf: &[u8], ctx: &mut Ctx) -> usize {
+    let mut pos = 0;
+    conn.need = 0;
+    loop {
+        match conn.phase {
+            Phase::Closing | Phase::Authenticating => return pos,
+            Phase::Disconnecting => return buf.len(), // M2: frames after DISCONNECT are ignored
+            Phase::Handshake | Phase::Open => {}
+        }
+        if ctx.outbox.reads_paused() {
+            return pos;
+        }
+        pos += skip_eols(&buf[pos..]);
+        if pos >= buf.len() {
+            return pos;
+        }
+        match parse(&buf[pos..], conn.version, &ctx.limits) {
+            Ok(Parsed::Frame(f, n)) => {
+                pos += n;
+                ctx.stats.frames_in += 1;
+                if let Err(fatal) = on_frame(conn, &f, ctx) {
+                    let fatal = Fatal { receipt: fatal.receipt.or_else(|| f.header("receipt").map(str::to_string)), ..fatal };
+                    fail(conn, ctx, fatal);
+                    return pos;
+                }
+            }
+            Ok(Parsed::Incomplete { need }) => {
+                conn.need = need;
+                return pos;
+            }
+            Err(e) => {
+                let mut fatal = parse_fatal(&e, ctx);
+                if e == ParseError::BadCommand {
+                    let line = &buf[pos..];
+                    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len()).min(32)];
+                    fatal.detail = format!("unknown or malformed command {:?}", String::from_utf8_lossy(line));
+                }
+                fail(conn, ctx, fatal);
+                return pos;
+            }
+        }
+    }
+}
+
+fn parse_fatal(e: &ParseError, ctx: &Ctx) -> Fatal {
+    let detail = match e {
+        ParseError::HeaderTooLong(_) => format!("{e} (limit: max_header_len = {})", ctx.cfg.max_header_len),
+        ParseError::TooManyHeaders(_) => format!("{e} (limit: max_headers = {})", ctx.cfg.max_headers),
+        ParseError::BodyTooLarge(_) => format!("{e} (limit: max_message_size = {})", ctx.cfg.max_message_size),
+        _ => e.to_string(),
+    };
+    Fatal::new(e.word(), detail)
+}
+
+fn on_frame(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
+    if !f.command.takes_body() && !f.body.is_empty() {
+        return Err(Fatal::new("syntax", format!("{} frames must not have a body", f.command.as_str())));
+    }
+    match (conn.phase, f.command) {
+        (Phase::Handshake, Command::Connect | Command::Stomp) => return connect(conn, f, ctx),
+        (Phase::Handshake, c) => return Err(Fatal::new("syntax", format!("{} before CONNECT: the first frame must be CONNECT or STOMP", c.as_str()))),
+        (_, Command::Connect | Command::Stomp) => return Err(Fatal::new("syntax", "already connected: a second CONNECT is not allowed")),
+        _ => {}
+    }
+    match f.command {
+        Command::Send => send(conn, f, ctx)?,
+        Command::Subscribe => subscribe(conn, f, ctx)?,
+        Command::Unsubscribe => unsubscribe(conn, f, ctx)?,
+        Command::Ack => ack(conn, f, ctx, false)?,
+        Command::Nack if conn.version == Version::V1_0 => return Err(Fatal::new("syntax", "NACK is not a STOMP 1.0 command")),
+        Command::Nack => ack(conn, f, ctx, true)?,
+        Command::Begin => begin(conn, f, ctx)?,
+        Command::Commit => commit(conn, f, ctx)?,
+        Command::Abort => abort(conn, f)?,
+        Command::Disconnect => return disconnect(conn, f, ctx),
+        c => return Err(Fatal::new("syntax", format!("{} is a server frame; clients may not send it", c.as_str()))),
+    }
+    if let Some(r) = f.header("receipt") {
+        push_receipt(conn, ctx, r, false);
+    }
+    Ok(())
+}
+
+fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
+    let Some(v) = Version::negotiate(f.header("accept-version")) else {
+        return Err(Fatal {
+            word: "version",
+            detail: format!("no common protocol version: this server speaks {}", version::SUPPORTED),
+            receipt: None,
+            versions: true,
+        });
+    };
+    conn.version = v;
+    if v > Version::V1_0 {
+        let hb = match f.header("heart-beat") {
+            None => HeartBeat::default(),
+            Some(s) => HeartBeat::parse(s).ok_or_else(|| Fatal::new("ecg err", format!("heart-beat {s:?} is not two non-negative integers \"cx,cy\"")))?,
+        };
+        conn.hb = negotiate_heart_beat(hb, ctx.cfg.heart_beat_min, ctx.cfg.heart_beat_max);
+    }
+    let login = f.header("login");
+    conn.login = login.map(str::to_string);
+    match ctx.auth.check(login, f.header("passcode")) {
+        Verdict::Accept { admin } => {
+            finish_connect(conn, ctx, admin);
+            Ok(())
+        }
+        Verdict::Reject => Err(Fatal::new("auth err", "bad login or passcode")),
+        Verdict::Deferred(credential, admin) => {
+            let job = AuthJob { conn: conn.me, credential, admin, passcode: f.header("passcode").unwrap_or("").to_string() };
+            if !auth::submit(&ctx.auth_tx, job) {
+                return Err(Fatal::new("auth err", "the authentication service is busy; try again"));
+            }
+            conn.phase = Phase::Authenticating;
+            Ok(())
+        }
+    }
+}
+
+/// Credentials accepted: CONNECTED, then heart-beat timers.
+pub fn finish_connect(conn: &mut Conn, ctx: &mut Ctx, admin: bool) {
+    conn.admin = admin;
+    conn.phase = Phase::Open;
+    if conn.out.capacity() == 0 {
+        conn.out = ctx.pool.take();
+    }
+    let sid = conn.session_id();
+    encoder::connected(&mut conn.out, conn.version, (conn.hb.server_send_ms, conn.hb.client_send_ms), &sid, &ctx.server_header);
+    mark_dirty(conn, ctx);
+    let (slot, gen) = (conn.me.slot, conn.me.gen);
+    if conn.hb.server_send_ms > 0 {
+        let at = ctx.now + Duration::from_millis(conn.hb.server_send_ms as u64);
+        ctx.timers.arm(Timer { at, slot, gen, kind: TimerKind::HeartBeatSend });
+    }
+    if conn.hb.client_send_ms > 0 {
+        let at = ctx.now + recv_grace(conn, ctx);
+        ctx.timers.arm(Timer { at, slot, gen, kind: TimerKind::HeartBeatRecv });
+    }
+    log::debug!("{} {}: connected, STOMP {}, heart-beat {:?}", sid, conn.peer, conn.version, conn.hb);
+}
+
+/// How long a heart-beating client may stay silent.
+pub fn recv_grace(conn: &Conn, ctx: &Ctx) -> Duration {
+    Duration::from_millis((conn.hb.client_send_ms as f64 * ctx.cfg.heart_beat_grace) as u64)
+}
+
+fn required<'f>(f: &'f Frame<'_>, name: &str) -> Result<&'f str, Fatal> {
+    match f.header(name) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(Fatal::new("syntax", format!("{} requires a non-empty {name} header", f.command.as_str()))),
+    }
+}
+
+/// Headers the broker sets on MESSAGE itself; a SEND's copies are not passed on.
+fn is_broker_header(name: &str) -> bool {
+    matches!(name, "destination" | "content-length" | "receipt" | "transaction" | "message-id" | "subscription" | "ack" | "redelivered")
+}
+
+fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
+    let dest = required(f, "destination")?;
+    let headers = f.headers.iter().filter(|h| !is_broker_header(&h.name)).map(|h| (Box::from(h.name.as_ref()), Box::from(h.value.as_ref()))).collect();
+    let msg = Arc::new(Message { id: ctx.next_message_id(), destination: Arc::from(dest), headers, body: f.body.into() });
+    ctx.stats.messages_in += 1;
+    match f.header("transaction") {
+        Some(t) => {
+            let (max_frames, max_bytes) = (ctx.cfg.max_tx_frames, ctx.cfg.max_tx_bytes);
+            let tx = conn.session.txs.get_mut(t).ok_or_else(|| Fatal::new("general", format!("SEND in unknown transaction {t:?}")))?;
+            if tx.ops.len() >= max_frames || tx.bytes + msg.body.len() > max_bytes {
+                return Err(Fatal::new("tx flup", format!("transaction {t:?} holds too much (limits: max_tx_frames = {max_frames}, max_tx_bytes = {max_bytes})")));
+            }
+            tx.bytes += msg.body.len();
+            tx.ops.push(TxOp::Publish(msg));
+        }
+        None => publish(conn, msg, f.header("receipt"), ctx),
+    }
+    Ok(())
+}
+
+fn publish(conn: &mut Conn, msg: Arc<Message>, receipt: Option<&str>, ctx: &mut Ctx) {
+    let w = owner_of(&msg.destination, ctx.outbox.workers());
+    conn.session.touched.insert(w);
+    ctx.outbox.to_owner(w, ToOwner::Publish { msg, from: conn.me, receipt: receipt.map(Box::from) });
+}
+
+fn parse_prefetch(f: &Frame<'_>, ctx: &Ctx) -> Result<u32, Fatal> {
+    let raw = f.header("prefetch-count").or_else(|| f.header("activemq.prefetchSize"));
+    match raw {
+        None => Ok(ctx.cfg.prefetch),
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if n >= 1 && n <= ctx.cfg.max_prefetch => Ok(n),
+            _ => Err(Fatal::new("syntax", format!("prefetch-count {v:?} must be an integer from 1 to {}", ctx.cfg.max_prefetch))),
+        },
+    }
+}
+
+fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
+    let dest = required(f, "destination")?;
+    let id = match f.header("id") {
+        Some(id) if !id.is_empty() => id,
+        _ if conn.version == Version::V1_0 => dest, // G1: 1.0 ids are optional; the destination names it
+        _ => return Err(Fatal::new("syntax", "SUBSCRIBE requires an id header")),
+    };
+    let mode = match f.header("ack") {
+        None | Some("auto") => AckMode::Auto,
+        Some("client") => AckMode::Client,
+        Some("client-individual") if conn.version > Version::V1_0 => AckMode::ClientIndividual,
+        Some(m) => return Err(Fatal::new("syntax", format!("ack mode {m:?} is not auto, client or client-individual"))),
+    };
+    let prefetch = parse_prefetch(f, ctx)?;
+    if conn.session.by_id.contains_key(id) {
+        return Err(Fatal::new("syntax", format!("duplicated subscription identifier {id:?}")));
+    }
+    if conn.session.subs.len() >= ctx.cfg.max_subs {
+        return Err(Fatal::new("subs flup", format!("too many subscriptions on this connection (limit: max_subs = {})", ctx.cfg.max_subs)));
+    }
+    let s = &mut conn.session;
+    s.next_serial += 1;
+    let serial = s.next_serial;
+    let dest: Arc<str> = Arc::from(dest);
+    let kind = DestKind::of(&dest);
+    s.by_id.insert(Box::from(id), serial);
+    s.subs.insert(
+        serial,
+        Subscription { id: Box::from(id), dest: dest.clone(), kind, mode, prefetch, pending: VecDeque::new(), owed_credit: 0, dropped: 0 },
+    );
+    if kind == DestKind::Topic {
+        ctx.topics.entry(dest.clone()).or_default().push(super::ctx::LocalSub { slot: conn.me.slot, gen: conn.me.gen, serial });
+    }
+    let w = owner_of(&dest, ctx.outbox.workers());
+    s.touched.insert(w);
+    ctx.outbox.to_owner(w, ToOwner::Subscribe { dest, key: SubKey { conn: conn.me, serial }, mode, prefetch });
+    Ok(())
+}
+
+/// Remove a subscription here and at its owner (which requeues what a queue consumer held).
+pub fn drop_subscription(conn: &mut Conn, serial: u32, ctx: &mut Ctx) {
+    let Some(sub) = conn.session.subs.remove(&serial) else { return };
+    conn.session.by_id.remove(&sub.id);
+    if sub.kind == DestKind::Topic {
+        if let Some(list) = ctx.topics.get_mut(&sub.dest) {
+            list.retain(|l| !(l.slot == conn.me.slot && l.gen == conn.me.gen && l.serial == serial));
+            if list.is_empty() {
+                ctx.topics.remove(&sub.dest);
+            }
+        }
+    }
+    let w = owner_of(&sub.dest, ctx.outbox.workers());
+    conn.session.touched.insert(w);
+    ctx.outbox.to_owner(w, ToOwner::Unsubscribe { dest: sub.dest, key: SubKey { conn: conn.me, serial } });
+}
+
+fn unsubscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
+    let id = match f.header("id") {
+        Some(id) => id,
+        None if conn.version == Version::V1_0 => required(f, "destination")?,
+        None => return Err(Fatal::new("syntax", "UNSUBSCRIBE requires an id header")),
+    };
+    let serial = *conn.session.by_id.get(id).ok_or_else(|| Fatal::new("syntax", format!("no subscription with id {id:?}")))?;
+    drop_subscription(conn, serial, ctx);
+    Ok(())
+}
+
+/// Find the pending delivery an ACK/NACK names (I1-I3).
+fn resolve_ack(conn: &Conn, f: &Frame<'_>, nack: bool) -> Result<SettleTarget, Fatal> {
+    let what = f.command.as_str();
+    let unknown = |x: &str| Fatal::new("general", format!("{what} for {x}, which is not a message awaiting acknowledgement on this connection"));
+    let s = &conn.session;
+    match conn.version {
+        Version::V1_2 => {
+            let id = f.header("id").ok_or_else(|| Fatal::new("syntax", format!("{what} requires an id header (the MESSAGE's ack value)")))?;
+            let (serial, tag) = id.split_once('.').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u64>().ok()?))).ok_or_else(|| unknown(id))?;
+            let sub = s.subs.get(&serial).ok_or_else(|| unknown(id))?;
+            sub.pending.binary_search_by_key(&tag, |p| p.tag).map_err(|_| unknown(id))?;
+            Ok(SettleTarget { serial, tag, nack })
+        }
+        Version::V1_1 => {
+            let mid = required(f, "message-id")?;
+            let sid = required(f, "subscription")?;
+            let serial = *s.by_id.get(sid).ok_or_else(|| unknown(mid))?;
+            let msg_id: u64 = mid.parse().map_err(|_| unknown(mid))?;
+            let p = s.subs[&serial].pending.iter().find(|p| p.msg_id == msg_id).ok_or_else(|| unknown(mid))?;
+            Ok(SettleTarget { serial, tag: p.tag, nack })
+        }
+        Version::V1_0 => {
+            let mid = required(f, "message-id")?;
+            let msg_id: u64 = mid.parse().map_err(|_| unknown(mid))?;
+            s.subs
+                .iter()
+                .find_map(|(&serial, sub)| sub.pending.iter().find(|p| p.msg_id == msg_id).map(|p| SettleTarget { serial, tag: p.tag, nack }))
+                .ok_or_else(|| unknown(mid))
+        }
+    }
+}
+
+/// Apply an ACK/NACK: cumulative for `client`, single for `client-individual`. Returns false if
+/// the message is no longer pending.
+fn settle(conn: &mut Conn, t: SettleTarget, ctx: &mut Ctx) -> bool {
+    let Some(sub) = conn.session.subs.get_mut(&t.serial) else { return false };
+    let Ok(idx) = sub.pending.binary_search_by_key(&t.tag, |p| p.tag) else { return false };
+    let mut seqs = Seqs::new();
+    match sub.mode {
+        AckMode::Client => seqs.extend(sub.pending.drain(..=idx).map(|p| p.seq)),
+        _ => seqs.extend(sub.pending.remove(idx).map(|p| p.seq)),
+    }
+    if sub.kind == DestKind::Queue {
+        let w = owner_of(&sub.dest, ctx.outbox.workers());
+        let req = ToOwner::Settle { dest: sub.dest.clone(), key: SubKey { conn: conn.me, serial: t.serial }, seqs, requeue: t.nack };
+        conn.session.touched.insert(w);
+        ctx.outbox.to_owner(w, req);
+    }
+    true
+}
+
+fn ack(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx, nack: bool) -> Res {
+    let target = resolve_ack(conn, f, nack)?;
+    match f.header("transaction") {
+        Some(t) => {
+            let max = ctx.cfg.max_tx_frames;
+            let tx = conn.session.txs.get_mut(t).ok_or_else(|| Fatal::new("general", format!("{} in unknown transaction {t:?}", f.command.as_str())))?;
+            if tx.ops.len() >= max {
+                return Err(Fatal::new("tx flup", format!("transaction {t:?} holds too many frames (limit: max_tx_frames = {max})")));
+            }
+            tx.ops.push(TxOp::Settle(target));
+        }
+        None => {
+            settle(conn, target, ctx);
+        }
+    }
+    Ok(())
+}
+
+fn begin(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
+    let t = required(f, "transaction")?;
+    if conn.session.txs.contains_key(t) {
+        return Err(Fatal::new("general", format!("transaction {t:?} is already open")));
+    }
+    if conn.session.txs.len() >= ctx.cfg.max_transactions {
+        return Err(Fatal::new("tx flup", format!("too many open transactions (limit: max_transactions = {})", ctx.cfg.max_transactions)));
+    }
+    conn.session.txs.insert(Box::from(t), Tx::default());
+    Ok(())
+}
+
+fn commit(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
+    let t = required(f, "transaction")?;
+    let tx = conn.session.txs.remove(t).ok_or_else(|| Fatal::new("general", format!("COMMIT of unknown transaction {t:?}")))?;
+    for op in tx.ops {
+        match op {
+            TxOp::Publish(msg) => publish(conn, msg, f.header("receipt"), ctx),
+            TxOp::Settle(target) => {
+                if !settle(conn, target, ctx) {
+                    return Err(Fatal::new("general", format!("transaction {t:?} acknowledges a message that is no longer pending")));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn abort(conn: &mut Conn, f: &Frame<'_>) -> Res {
+    let t = required(f, "transaction")?;
+    conn.session.txs.remove(t).ok_or_else(|| Fatal::new("general", format!("ABORT of unknown transaction {t:?}")))?;
+    Ok(())
+}
+
+fn disconnect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
+    conn.session.txs.clear(); // J3
+    match f.header("receipt") {
+        Some(r) => {
+            conn.phase = Phase::Disconnecting;
+            push_receipt(conn, ctx, r, true);
+        }
+        None => {
+            conn.begin_close(CloseReason::Disconnect);
+            mark_dirty(conn, ctx);
+        }
+    }
+    Ok(())
+}
+
+fn push_receipt(conn: &mut Conn, ctx: &mut Ctx, id: &str, closes: bool) {
+    let s = &mut conn.session;
+    let waiting = std::mem::take(&mut s.touched);
+    for w in waiting.iter() {
+        ctx.outbox.to_owner(w, ToOwner::Barrier { from: conn.me });
+    }
+    s.receipts.push_back(PendingReceipt { id: Box::from(id), waiting, closes });
+    flush_receipts(conn, ctx);
+}
+
+/// An owner answered a barrier: the oldest receipt waiting on it is no longer.
+pub fn barrier_done(conn: &mut Conn, owner: usize, ctx: &mut Ctx) {
+    if let Some(r) = conn.session.receipts.iter_mut().find(|r| r.waiting.contains(owner)) {
+        r.waiting.remove(owner);
+    }
+    flush_receipts(conn, ctx);
+}
+
+/// Write every receipt at the front of the queue that waits for nothing (K2: in order).
+fn flush_receipts(conn: &mut Conn, ctx: &mut Ctx) {
+    while conn.session.receipts.front().is_some_and(|r| r.waiting.is_empty()) {
+        let Some(r) = conn.session.receipts.pop_front() else { break };
+        if conn.is_closing() {
+            return;
+        }
+        if conn.out.capacity() == 0 {
+            conn.out = ctx.pool.take();
+        }
+        encoder::receipt(&mut conn.out, &r.id, conn.version);
+        mark_dirty(conn, ctx);
+        if r.closes {
+            conn.begin_close(CloseReason::Disconnect);
+        }
+    }
+}
+
+/// Release everything the session holds (the connection is closing): subscriptions at their
+/// owners (queues requeue unacknowledged messages, I6/M3) and open transactions (J3).
+pub fn teardown(conn: &mut Conn, ctx: &mut Ctx) {
+    conn.session.txs.clear();
+    let serials: Vec<u32> = conn.session.subs.keys().copied().collect();
+    for s in serials {
+        drop_subscription(conn, s, ctx);
+    }
+    conn.session.receipts.clear();
+}

@@ -1,0 +1,164 @@
+//! The `romp` binary: arguments, config, logging, start, signals, join.
+
+use romp::config::{log_level, Config};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage:
+  romp [--config PATH] [--bind ADDR] [--port N]... [--workers N] [-v|-vv]
+  romp --check-config [--config PATH]
+  romp passwd NAME [--admin]      (reads the passcode from stdin; prints a passwd line)
+
+Without --config, the built-in defaults run (STOMP on 127.0.0.1:61613).";
+
+struct Args {
+    config: Option<PathBuf>,
+    check: bool,
+    bind: Option<String>,
+    ports: Vec<u16>,
+    workers: Option<usize>,
+    verbose: u8,
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args { config: None, check: false, bind: None, ports: Vec::new(), workers: None, verbose: 0 };
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--config" | "-c" => a.config = Some(PathBuf::from(value("--config")?)),
+            "--check-config" => a.check = true,
+            "--bind" => a.bind = Some(value("--bind")?),
+            "--port" => {
+                let v = value("--port")?;
+                a.ports.push(v.parse().map_err(|_| format!("--port {v:?} is not a port number"))?);
+            }
+            "--workers" => {
+                let v = value("--workers")?;
+                a.workers = Some(v.parse().map_err(|_| format!("--workers {v:?} is not a number"))?);
+            }
+            "-v" => a.verbose += 1,
+            "-vv" => a.verbose += 2,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(a)
+}
+
+fn passwd(mut it: impl Iterator<Item = String>) -> ExitCode {
+    let Some(name) = it.next() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let admin = it.any(|a| a == "--admin");
+    if name.contains(':') || name.contains('#') || name.is_empty() {
+        eprintln!("romp passwd: a user name may not be empty or contain ':' or '#'");
+        return ExitCode::from(2);
+    }
+    let mut pass = String::new();
+    if std::io::stdin().read_line(&mut pass).is_err() {
+        eprintln!("romp passwd: cannot read the passcode from stdin");
+        return ExitCode::from(2);
+    }
+    let pass = pass.strip_suffix('\n').unwrap_or(&pass);
+    let pass = pass.strip_suffix('\r').unwrap_or(pass);
+    match romp::auth::passwd_line(&name, pass, admin) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("romp passwd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let mut argv = std::env::args().skip(1).peekable();
+    if argv.peek().map(String::as_str) == Some("passwd") {
+        argv.next();
+        return passwd(argv);
+    }
+    let args = match parse_args(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("romp: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut cfg = match &args.config {
+        Some(p) => match Config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("romp: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    if let Some(b) = args.bind {
+        cfg.bind_address = b;
+    }
+    if !args.ports.is_empty() {
+        cfg.ports = args.ports;
+    }
+    if let Some(w) = args.workers {
+        cfg.workers = w;
+    }
+    match args.verbose {
+        0 => {}
+        1 => cfg.log_level = "debug".into(),
+        _ => cfg.log_level = "trace".into(),
+    }
+    let source = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "command line".into());
+    if let Err(e) = cfg.validate(&source) {
+        eprintln!("romp: {e}");
+        return ExitCode::from(2);
+    }
+    if args.check {
+        println!("{source}: configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    let level = log_level(&cfg.log_level).unwrap_or(log::LevelFilter::Info);
+    let log_cfg = simplelog::ConfigBuilder::new().set_thread_level(log::LevelFilter::Off).set_target_level(log::LevelFilter::Off).build();
+    let _ = simplelog::TermLogger::init(level, log_cfg, simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Never);
+
+    // Block the signals in every thread (workers inherit the mask) and wait for them here.
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    if let Err(e) = set.thread_block() {
+        eprintln!("romp: cannot block signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    let server = match romp::Server::start(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("romp: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    loop {
+        match set.wait() {
+            Ok(Signal::SIGHUP) => log::warn!("SIGHUP: configuration reload is not supported yet; ignoring"),
+            Ok(sig) => {
+                log::info!("{sig}: shutting down");
+                break;
+            }
+            Err(e) => {
+                log::error!("sigwait failed: {e}; shutting down");
+                break;
+            }
+        }
+    }
+    server.shutdown();
+    server.join();
+    log::info!("stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,576 @@
+//! The worker: one thread, one mio `Poll`, one `Slab` of connections, one shard of destinations.
+//!
+//! Each turn of the loop: poll; accept; drain the `ToWorker` inbox (deliveries); read and parse
+//! client input; drain the `ToOwner` inbox (requests for destinations owned here); fire timers;
+//! move bus backlogs and wake peers; write every dirty connection once; finish closes.
+//!
+//! # Invariants
+//! - Nothing in a worker is shared or locked; other threads reach it only through its
+//!   [`crate::bus::Mailbox`] and waker. The only shared state is the atomic connection count
+//!   (for the accept gate) and the stop flag.
+//! - A token carries the slot's generation in its high 32 bits, so an event for a connection that
+//!   closed and whose slot was reused in the same poll batch is ignored.
+//! - Per turn, each connection reads at most [`READS_PER_TURN`] buffers and each inbox at most
+//!   [`INBOX_BUDGET`] messages; whatever is left is picked up next turn without sleeping.
+
+pub mod listener;
+
+use crate::broker::shard::Shard;
+use crate::broker::ConnRef;
+use crate::bus::Mailbox;
+use crate::conn::{deliver, session, CloseReason, Conn, Ctx, Phase};
+use crate::timer::{Timer, TimerKind};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Bytes read from a socket per `read` call (the worker's scratch buffer).
+pub const READ_CHUNK: usize = 64 * 1024;
+/// Reads per connection per loop turn before others get a go.
+pub const READS_PER_TURN: usize = 4;
+/// Messages taken from each inbox per loop turn.
+pub const INBOX_BUDGET: usize = 4096;
+
+const WAKER: Token = Token(usize::MAX);
+const LISTENER_BASE: usize = usize::MAX - 1024;
+
+fn conn_token(slot: u32, gen: u32) -> Token {
+    Token(((gen as usize) << 32) | slot as usize)
+}
+
+/// State shared by all workers: the stop flag and the connection count for the accept gate.
+pub struct Shared {
+    pub stop: AtomicBool,
+    pub connections: AtomicUsize,
+}
+
+pub struct Worker {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    conns: Slab<Conn>,
+    ctx: Ctx,
+    shard: Shard,
+    mailbox: Mailbox,
+    shared: Arc<Shared>,
+    scratch: Vec<u8>,
+    next_gen: u32,
+    accept_paused: bool,
+    accept_retry_at: Option<Instant>,
+    stopping_until: Option<Instant>,
+}
+
+impl Worker {
+    pub fn new(poll: Poll, listeners: Vec<TcpListener>, ctx: Ctx, shard: Shard, mailbox: Mailbox, shared: Arc<Shared>) -> io::Result<Worker> {
+        let mut listeners = listeners;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            poll.registry().register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+        }
+        Ok(Worker {
+            poll,
+            listeners,
+            conns: Slab::new(),
+            ctx,
+            shard,
+            mailbox,
+            shared,
+            scratch: vec![0; READ_CHUNK],
+            next_gen: 0,
+            accept_paused: false,
+            accept_retry_at: None,
+            stopping_until: None,
+        })
+    }
+
+    /// Run until shutdown completes.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("worker {}: poll failed: {e}", self.ctx.worker);
+                    return;
+                }
+            }
+            self.ctx.now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {}
+                    Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE),
+                    Token(t) => {
+                        let (slot, gen) = ((t & 0xffff_ffff) as u32, (t >> 32) as u32);
+                        let Some(conn) = self.conns.get_mut(slot as usize) else { continue };
+                        if conn.me.gen != gen {
+                            continue;
+                        }
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            crate::conn::want_read(conn, &mut self.ctx);
+                        }
+                        if ev.is_writable() && !conn.dirty && !conn.out.is_empty() {
+                            conn.dirty = true;
+                            self.ctx.dirty.push(slot);
+                        }
+                    }
+                }
+            }
+            self.turn();
+            if self.check_stop() {
+                return;
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        let busy = !self.ctx.read_list.is_empty() && !self.ctx.outbox.reads_paused();
+        if busy || !self.mailbox.ctrl.is_empty() || (!self.mailbox.data.is_empty() && !self.ctx.outbox.owner_paused()) {
+            return Some(Duration::ZERO);
+        }
+        let mut t = self.ctx.timers.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+        let mut cap = |d: Duration| t = Some(t.map_or(d, |x| x.min(d)));
+        if self.ctx.outbox.has_backlog() {
+            cap(Duration::from_millis(1));
+        }
+        if self.accept_paused {
+            cap(Duration::from_millis(50));
+        }
+        if self.stopping_until.is_some() {
+            cap(Duration::from_millis(20));
+        }
+        t
+    }
+
+    fn turn(&mut self) {
+        self.mailbox.notified.store(false, Ordering::Release);
+        self.drain_ctrl();
+        self.service_reads();
+        self.drain_data();
+        self.run_local();
+        self.fire_timers();
+        self.run_local();
+        self.ctx.flush_credits();
+        self.run_local();
+        self.flush_all();
+        // Closing connections released subscriptions: apply those locally too.
+        self.run_local();
+        self.ctx.flush_credits();
+        self.ctx.outbox.flush();
+        self.flush_all();
+        self.maybe_resume_accept();
+    }
+
+    fn drain_ctrl(&mut self) {
+        for _ in 0..INBOX_BUDGET {
+            match self.mailbox.ctrl.try_recv() {
+                Ok(m) => deliver::handle(m, &mut self.conns, &mut self.ctx),
+                Err(_) => break,
+            }
+        }
+        self.run_local();
+    }
+
+    fn drain_data(&mut self) {
+        for _ in 0..INBOX_BUDGET {
+            if self.ctx.outbox.owner_paused() {
+                break;
+            }
+            match self.mailbox.data.try_recv() {
+                Ok(m) => self.shard.handle(m, &mut self.ctx.outbox),
+                Err(_) => break,
+            }
+            // Deliveries to our own connections go out in the same turn.
+            while let Some(m) = self.ctx.outbox.local_ctrl.pop_front() {
+                deliver::handle(m, &mut self.conns, &mut self.ctx);
+            }
+        }
+        self.run_local();
+    }
+
+    /// Process the local FIFOs until both are empty.
+    fn run_local(&mut self) {
+        loop {
+            let mut did = false;
+            while let Some(m) = self.ctx.outbox.local_data.pop_front() {
+                self.shard.handle(m, &mut self.ctx.outbox);
+                did = true;
+            }
+            while let Some(m) = self.ctx.outbox.local_ctrl.pop_front() {
+                deliver::handle(m, &mut self.conns, &mut self.ctx);
+                did = true;
+            }
+            if !did {
+                return;
+            }
+        }
+    }
+
+    fn service_reads(&mut self) {
+        if self.ctx.outbox.reads_paused() {
+            return;
+        }
+        let list = std::mem::take(&mut self.ctx.read_list);
+        let mut again = Vec::new();
+        for slot in list {
+            let more = self.read_conn(slot);
+            self.run_local();
+            if let Some(c) = self.conns.get_mut(slot as usize) {
+                if more {
+                    again.push(slot);
+                } else {
+                    c.want_read = false;
+                }
+            }
+        }
+        again.append(&mut self.ctx.read_list);
+        self.ctx.read_list = again;
+    }
+
+    /// Read and process input for one connection. Returns true if it must be visited again
+    /// without waiting for a new readiness event (read budget used up, or reads paused).
+    fn read_conn(&mut self, slot: u32) -> bool {
+        let mut reads = 0;
+        // Whether `inbuf` may hold input not yet offered to the parser.
+        let mut fresh = true;
+        loop {
+            let Some(conn) = self.conns.get_mut(slot as usize) else { return false };
+            if conn.is_closing() {
+                return self.discard_input(slot);
+            }
+            if self.ctx.outbox.reads_paused() {
+                return true;
+            }
+            if conn.phase == Phase::Authenticating {
+                return false;
+            }
+            // 1. Parse what is buffered, if it can make progress.
+            if fresh && !conn.inbuf.is_empty() && (conn.need == 0 || conn.inbuf.len() >= conn.need) {
+                fresh = false;
+                let mut buf = std::mem::take(&mut conn.inbuf);
+                let used = session::process_input(conn, &buf, &mut self.ctx);
+                if conn.is_closing() {
+                    self.ctx.pool.give(buf);
+                } else {
+                    buf.drain(..used);
+                    if buf.is_empty() {
+                        self.ctx.pool.give(buf);
+                    } else {
+                        conn.inbuf = buf;
+                    }
+                }
+                self.run_local();
+                continue;
+            }
+            if conn.peer_eof {
+                let reason = if conn.inbuf.is_empty() { CloseReason::PeerClosed } else { CloseReason::Io("connection closed in the middle of a frame".into()) };
+                self.finalize(slot, reason);
+                return false;
+            }
+            if reads >= READS_PER_TURN {
+                return true;
+            }
+            reads += 1;
+            // 2. Read more: straight into the partial frame's buffer, or into scratch.
+            if !conn.inbuf.is_empty() {
+                let want = conn.need.saturating_sub(conn.inbuf.len()).clamp(READ_CHUNK, 16 * READ_CHUNK);
+                let len = conn.inbuf.len();
+                conn.inbuf.resize(len + want, 0);
+                let r = conn.sock.read(&mut conn.inbuf[len..]);
+                conn.inbuf.truncate(len + *r.as_ref().unwrap_or(&0));
+                match r {
+                    Ok(0) => conn.peer_eof = true,
+                    Ok(_) => {
+                        conn.last_read = self.ctx.now;
+                        fresh = true;
+                    }
+                    Err(e) => {
+                        if let Some(more) = self.read_error(slot, e) {
+                            return more;
+                        }
+                    }
+                }
+                continue;
+            }
+            match conn.sock.read(&mut self.scratch) {
+                Ok(0) => conn.peer_eof = true,
+                Ok(n) => {
+                    conn.last_read = self.ctx.now;
+                    let used = session::process_input(conn, &self.scratch[..n], &mut self.ctx);
+                    if !conn.is_closing() && used < n {
+                        let mut b = self.ctx.pool.take();
+                        b.extend_from_slice(&self.scratch[used..n]);
+                        conn.inbuf = b;
+                    }
+                    self.run_local();
+                }
+                Err(e) => {
+                    if let Some(more) = self.read_error(slot, e) {
+                        return more;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handle a read error. `Some(more)` ends the read loop; `None` retries.
+    fn read_error(&mut self, slot: u32, e: io::Error) -> Option<bool> {
+        match e.kind() {
+            io::ErrorKind::WouldBlock => Some(false),
+            io::ErrorKind::Interrupted => None,
+            _ => {
+                self.finalize(slot, CloseReason::Io(e.to_string()));
+                Some(false)
+            }
+        }
+    }
+
+    /// A closing connection: read and drop input until EOF (then finish the close) or would-block.
+    fn discard_input(&mut self, slot: u32) -> bool {
+        for _ in 0..READS_PER_TURN {
+            let Some(conn) = self.conns.get_mut(slot as usize) else { return false };
+            match conn.sock.read(&mut self.scratch) {
+                Ok(0) => {
+                    conn.peer_eof = true;
+                    if conn.out.is_empty() || conn.write_shut {
+                        let r = conn.close_reason.clone().unwrap_or(CloseReason::PeerClosed);
+                        self.finalize(slot, r);
+                    }
+                    return false;
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => {
+                    let r = conn.close_reason.clone().unwrap_or(CloseReason::PeerClosed);
+                    self.finalize(slot, r);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Write every dirty connection once; start or finish closes.
+    fn flush_all(&mut self) {
+        let dirty = std::mem::take(&mut self.ctx.dirty);
+        for slot in dirty {
+            self.flush_conn(slot);
+        }
+    }
+
+    fn flush_conn(&mut self, slot: u32) {
+        let Some(conn) = self.conns.get_mut(slot as usize) else { return };
+        conn.dirty = false;
+        if conn.is_closing() && !conn.session_torn_down() {
+            session::teardown(conn, &mut self.ctx);
+            conn.mark_torn_down();
+        }
+        while !conn.out.is_empty() {
+            match conn.sock.write(&conn.out) {
+                Ok(n) => {
+                    conn.out.drain(..n);
+                    conn.last_write = self.ctx.now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let reason = conn.close_reason.clone().unwrap_or(CloseReason::Io(e.to_string()));
+                    self.finalize(slot, reason);
+                    return;
+                }
+            }
+        }
+        if conn.out.is_empty() && conn.out.capacity() > 0 {
+            self.ctx.pool.give(std::mem::take(&mut conn.out));
+        }
+        deliver::release_owed_credit(conn, &mut self.ctx);
+        if conn.is_closing() && conn.out.is_empty() {
+            if conn.peer_eof {
+                let r = conn.close_reason.clone().unwrap_or(CloseReason::PeerClosed);
+                self.finalize(slot, r);
+                return;
+            }
+            if !conn.write_shut {
+                // L4: half-close so the client reads everything, then linger for its EOF.
+                let _ = conn.sock.shutdown(Shutdown::Write);
+                conn.write_shut = true;
+                let at = self.ctx.now + Duration::from_millis(self.ctx.cfg.linger);
+                self.ctx.timers.arm(Timer { at, slot, gen: conn.me.gen, kind: TimerKind::Linger });
+                crate::conn::want_read(conn, &mut self.ctx);
+            }
+        }
+    }
+
+    /// Remove a connection now: release its session, deregister, drop the socket, log once.
+    fn finalize(&mut self, slot: u32, reason: CloseReason) {
+        if !self.conns.contains(slot as usize) {
+            return;
+        }
+        let mut conn = self.conns.remove(slot as usize);
+        if !conn.session_torn_down() {
+            session::teardown(&mut conn, &mut self.ctx);
+        }
+        let _ = self.poll.registry().deregister(&mut conn.sock);
+        let reason = conn.close_reason.clone().unwrap_or(reason);
+        log::info!("{} {}: closed: {}", conn.session_id(), conn.peer, reason);
+        self.ctx.pool.give(std::mem::take(&mut conn.out));
+        self.ctx.pool.give(std::mem::take(&mut conn.inbuf));
+        self.ctx.stats.closed += 1;
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn accept(&mut self, li: usize) {
+        if self.accept_paused || self.stopping_until.is_some() {
+            return;
+        }
+        let max = self.ctx.cfg.max_connections;
+        loop {
+            if self.shared.connections.load(Ordering::Acquire) >= max {
+                if !self.accept_paused {
+                    log::warn!("worker {}: max_connections ({max}) reached; accepting paused", self.ctx.worker);
+                }
+                self.accept_paused = true;
+                return;
+            }
+            let Some(l) = self.listeners.get(li) else { return };
+            match l.accept() {
+                Ok((sock, peer)) => self.add_conn(sock, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE and friends: back off instead of spinning on a full backlog.
+                    log::warn!("worker {}: accept failed: {e}; retrying in 100 ms", self.ctx.worker);
+                    self.accept_paused = true;
+                    self.accept_retry_at = Some(self.ctx.now + Duration::from_millis(100));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut sock: mio::net::TcpStream, peer: std::net::SocketAddr) {
+        let _ = sock.set_nodelay(true);
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let gen = self.next_gen;
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key() as u32;
+        if let Err(e) = self.poll.registry().register(&mut sock, conn_token(slot, gen), Interest::READABLE | Interest::WRITABLE) {
+            log::warn!("worker {}: cannot register a connection from {peer}: {e}", self.ctx.worker);
+            return;
+        }
+        let me = ConnRef { worker: self.ctx.worker as u16, slot, gen };
+        entry.insert(Conn::new(sock, me, peer, self.ctx.now));
+        self.shared.connections.fetch_add(1, Ordering::AcqRel);
+        self.ctx.stats.accepted += 1;
+        let at = self.ctx.now + Duration::from_millis(self.ctx.cfg.connect_timeout);
+        self.ctx.timers.arm(Timer { at, slot, gen, kind: TimerKind::Connect });
+        log::debug!("{}-{}-{} {peer}: accepted", self.ctx.worker, slot, gen);
+    }
+
+    fn maybe_resume_accept(&mut self) {
+        if !self.accept_paused || self.stopping_until.is_some() {
+            return;
+        }
+        if self.accept_retry_at.is_some_and(|t| self.ctx.now < t) {
+            return;
+        }
+        let max = self.ctx.cfg.max_connections;
+        // Hysteresis: resume below 90% of the limit.
+        if self.shared.connections.load(Ordering::Acquire) * 10 < max * 9 || self.accept_retry_at.is_some() {
+            self.accept_paused = false;
+            self.accept_retry_at = None;
+            for i in 0..self.listeners.len() {
+                self.accept(i);
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.ctx.now;
+        while let Some(t) = self.ctx.timers.pop_due(now) {
+            let Some(conn) = self.conns.get_mut(t.slot as usize) else { continue };
+            if conn.me.gen != t.gen {
+                continue;
+            }
+            match t.kind {
+                TimerKind::Connect => {
+                    if matches!(conn.phase, Phase::Handshake | Phase::Authenticating) {
+                        let ms = self.ctx.cfg.connect_timeout;
+                        session::fail(conn, &mut self.ctx, session::Fatal::new("general", format!("no CONNECT within connect_timeout ({ms} ms)")));
+                        conn.close_reason = Some(CloseReason::ConnectTimeout);
+                    }
+                }
+                TimerKind::HeartBeatSend => {
+                    if matches!(conn.phase, Phase::Open | Phase::Disconnecting) {
+                        let every = Duration::from_millis(conn.hb.server_send_ms as u64);
+                        let next = if now.duration_since(conn.last_write) >= every && conn.out.is_empty() {
+                            if conn.out.capacity() == 0 {
+                                conn.out = self.ctx.pool.take();
+                            }
+                            conn.out.push(b'\n');
+                            crate::conn::mark_dirty(conn, &mut self.ctx);
+                            now + every
+                        } else {
+                            conn.last_write.max(now - every.min(now.duration_since(conn.last_write))) + every
+                        };
+                        self.ctx.timers.arm(Timer { at: next.max(now + Duration::from_millis(1)), ..t });
+                    }
+                }
+                TimerKind::HeartBeatRecv => {
+                    if matches!(conn.phase, Phase::Open | Phase::Disconnecting) {
+                        let grace = session::recv_grace(conn, &self.ctx);
+                        if now.duration_since(conn.last_read) >= grace {
+                            let ms = grace.as_millis();
+                            session::fail(conn, &mut self.ctx, session::Fatal::new("ecg err", format!("nothing received for {ms} ms although heart-beats were promised")));
+                            conn.close_reason = Some(CloseReason::HeartBeatTimeout);
+                        } else {
+                            self.ctx.timers.arm(Timer { at: conn.last_read + grace, ..t });
+                        }
+                    }
+                }
+                TimerKind::Linger => {
+                    if conn.is_closing() {
+                        let r = conn.close_reason.clone().unwrap_or(CloseReason::PeerClosed);
+                        self.finalize(t.slot, r);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Shutdown: stop accepting, close every connection (flushing it), and return true once
+    /// all are gone or `shutdown_timeout` passed.
+    fn check_stop(&mut self) -> bool {
+        if !self.shared.stop.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.stopping_until.is_none() {
+            self.stopping_until = Some(self.ctx.now + Duration::from_millis(self.ctx.cfg.shutdown_timeout));
+            for mut l in self.listeners.drain(..) {
+                let _ = self.poll.registry().deregister(&mut l);
+            }
+            let slots: Vec<usize> = self.conns.iter().map(|(s, _)| s).collect();
+            for s in slots {
+                let conn = &mut self.conns[s];
+                if !conn.is_closing() {
+                    conn.begin_close(CloseReason::Shutdown);
+                    crate::conn::mark_dirty(conn, &mut self.ctx);
+                }
+            }
+            self.flush_all();
+        }
+        if self.conns.is_empty() || self.stopping_until.is_some_and(|t| self.ctx.now >= t) {
+            let slots: Vec<usize> = self.conns.iter().map(|(s, _)| s).collect();
+            for s in slots {
+                self.finalize(s as u32, CloseReason::Shutdown);
+            }
+            self.ctx.outbox.flush();
+            log::debug!("worker {} stopped", self.ctx.worker);
+            return true;
+        }
+        false
+    }
+}
