@@ -74,7 +74,11 @@ impl Queue {
         self.count += 1;
         self.bytes += msg.weight();
         self.enqueued += 1;
-        self.ready.push_back(Entry { seq, msg, redelivered: false });
+        self.ready.push_back(Entry {
+            seq,
+            msg,
+            redelivered: false,
+        });
     }
 
     /// Put a message back in its place (NACK, consumer gone, bounced auto delivery).
@@ -88,7 +92,12 @@ impl Queue {
         if self.consumers.iter().any(|c| c.key == key) {
             return;
         }
-        self.consumers.push(Consumer { key, credit: prefetch, retains: mode != AckMode::Auto, inflight: BTreeMap::new() });
+        self.consumers.push(Consumer {
+            key,
+            credit: prefetch,
+            retains: mode != AckMode::Auto,
+            inflight: BTreeMap::new(),
+        });
     }
 
     /// Remove a consumer; what it had in flight goes back to the queue.
@@ -106,7 +115,9 @@ impl Queue {
 
     /// ACK or NACK messages a consumer holds. Returns how many it held.
     pub fn settle(&mut self, key: SubKey, seqs: &Seqs, requeue: bool) -> usize {
-        let Some(c) = self.consumers.iter_mut().find(|c| c.key == key) else { return 0 };
+        let Some(c) = self.consumers.iter_mut().find(|c| c.key == key) else {
+            return 0;
+        };
         let mut back = Vec::new();
         let mut n = 0;
         for s in seqs {
@@ -138,7 +149,11 @@ impl Queue {
     pub fn bounce(&mut self, msg: Arc<Message>, seq: u64) {
         self.count += 1;
         self.bytes += msg.weight();
-        self.requeue(Entry { seq, msg, redelivered: true });
+        self.requeue(Entry {
+            seq,
+            msg,
+            redelivered: true,
+        });
     }
 
     /// Hand ready messages to consumers with credit, round-robin.
@@ -155,7 +170,9 @@ impl Queue {
             }
             let Some(i) = picked else { break };
             self.rr = (i + 1) % n;
-            let Some(entry) = self.ready.pop_front() else { break };
+            let Some(entry) = self.ready.pop_front() else {
+                break;
+            };
             let c = &mut self.consumers[i];
             c.credit -= 1;
             self.delivered += 1;
@@ -165,7 +182,11 @@ impl Queue {
                 self.count -= 1;
                 self.bytes -= entry.msg.weight();
             }
-            out.push(Dispatch { key: c.key, entry, retained: c.retains });
+            out.push(Dispatch {
+                key: c.key,
+                entry,
+                retained: c.retains,
+            });
         }
     }
 }
@@ -176,10 +197,22 @@ mod tests {
     use crate::broker::ConnRef;
 
     fn msg(i: u64) -> Arc<Message> {
-        Arc::new(Message { id: i, destination: "/queue/q".into(), headers: vec![], body: vec![b'x'; 10].into() })
+        Arc::new(Message {
+            id: i,
+            destination: "/queue/q".into(),
+            headers: vec![],
+            body: vec![b'x'; 10].into(),
+        })
     }
     fn key(slot: u32) -> SubKey {
-        SubKey { conn: ConnRef { worker: 0, slot, gen: 0 }, serial: 0 }
+        SubKey {
+            conn: ConnRef {
+                worker: 0,
+                slot,
+                gen: 0,
+            },
+            serial: 0,
+        }
     }
 
     #[test]

@@ -77,7 +77,12 @@ impl Shard {
     pub fn handle(&mut self, req: ToOwner, out: &mut Outbox) {
         match req {
             ToOwner::Publish { msg, from, receipt } => self.publish(msg, from, receipt, out),
-            ToOwner::Subscribe { dest, key, mode, prefetch } => match DestKind::of(&dest) {
+            ToOwner::Subscribe {
+                dest,
+                key,
+                mode,
+                prefetch,
+            } => match DestKind::of(&dest) {
                 DestKind::Topic => {
                     let t = self.topics.entry(dest).or_default();
                     if t.per_worker.is_empty() {
@@ -112,7 +117,12 @@ impl Shard {
                     self.dispatch(&dest, out);
                 }
             },
-            ToOwner::Settle { dest, key, seqs, requeue } => {
+            ToOwner::Settle {
+                dest,
+                key,
+                seqs,
+                requeue,
+            } => {
                 if let Some(q) = self.queues.get_mut(&dest) {
                     q.settle(key, &seqs, requeue);
                 }
@@ -125,17 +135,29 @@ impl Shard {
                 self.dispatch(&dest, out);
             }
             ToOwner::Bounce { dest, msg, seq } => {
-                self.queues.entry(dest.clone()).or_default().bounce(msg, seq);
+                self.queues
+                    .entry(dest.clone())
+                    .or_default()
+                    .bounce(msg, seq);
                 self.dispatch(&dest, out);
             }
             ToOwner::Barrier { from } => {
                 let owner = out.me() as u16;
-                out.to_worker(from.worker as usize, ToWorker::BarrierDone { conn: from, owner })
+                out.to_worker(
+                    from.worker as usize,
+                    ToWorker::BarrierDone { conn: from, owner },
+                )
             }
         }
     }
 
-    fn publish(&mut self, msg: Arc<Message>, from: crate::broker::ConnRef, receipt: Option<Box<str>>, out: &mut Outbox) {
+    fn publish(
+        &mut self,
+        msg: Arc<Message>,
+        from: crate::broker::ConnRef,
+        receipt: Option<Box<str>>,
+        out: &mut Outbox,
+    ) {
         let dest = msg.destination.clone();
         match DestKind::of(&dest) {
             DestKind::Topic => {
@@ -147,7 +169,13 @@ impl Shard {
                 t.delivered += t.total as u64;
                 for (w, &n) in t.per_worker.iter().enumerate() {
                     if n > 0 {
-                        out.to_worker(w, ToWorker::TopicMessage { dest: dest.clone(), msg: msg.clone() });
+                        out.to_worker(
+                            w,
+                            ToWorker::TopicMessage {
+                                dest: dest.clone(),
+                                msg: msg.clone(),
+                            },
+                        );
                     }
                 }
             }
@@ -164,7 +192,15 @@ impl Shard {
                     if q.is_idle() {
                         self.queues.remove(&dest);
                     }
-                    out.to_worker(from.worker as usize, ToWorker::Rejected { conn: from, word: "q flup", detail, receipt });
+                    out.to_worker(
+                        from.worker as usize,
+                        ToWorker::Rejected {
+                            conn: from,
+                            word: "q flup",
+                            detail,
+                            receipt,
+                        },
+                    );
                     return;
                 }
                 self.stats.published += 1;
@@ -176,13 +212,21 @@ impl Shard {
     }
 
     fn dispatch(&mut self, dest: &Arc<str>, out: &mut Outbox) {
-        let Some(q) = self.queues.get_mut(dest) else { return };
+        let Some(q) = self.queues.get_mut(dest) else {
+            return;
+        };
         q.dispatch(&mut self.scratch);
         let idle = q.is_idle();
         for d in self.scratch.drain(..) {
             out.to_worker(
                 d.key.conn.worker as usize,
-                ToWorker::QueueMessage { key: d.key, msg: d.entry.msg, seq: d.entry.seq, redelivered: d.entry.redelivered, retained: d.retained },
+                ToWorker::QueueMessage {
+                    key: d.key,
+                    msg: d.entry.msg,
+                    seq: d.entry.seq,
+                    redelivered: d.entry.redelivered,
+                    retained: d.retained,
+                },
             );
         }
         if idle {

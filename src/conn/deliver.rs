@@ -26,7 +26,14 @@ fn live(conns: &mut Slab<Conn>, slot: u32, gen: u32) -> Option<&mut Conn> {
 }
 
 /// Encode one MESSAGE for `sub_id` into `out`.
-pub fn write_message(out: &mut Vec<u8>, conn_version: crate::stomp::Version, sub_id: &str, msg: &Message, ack: Option<(u32, u64)>, redelivered: bool) {
+pub fn write_message(
+    out: &mut Vec<u8>,
+    conn_version: crate::stomp::Version,
+    sub_id: &str,
+    msg: &Message,
+    ack: Option<(u32, u64)>,
+    redelivered: bool,
+) {
     let esc = encoder::escaping(conn_version);
     encoder::command(out, Command::Message);
     encoder::header(out, "subscription", sub_id, esc);
@@ -43,6 +50,14 @@ pub fn write_message(out: &mut Vec<u8>, conn_version: crate::stomp::Version, sub
         out.extend_from_slice(b"redelivered:true\n");
     }
     for (k, v) in &msg.headers {
+        // STOMP 1.0 has no escaping (B3): a header that holds a colon in its name, or an EOL
+        // anywhere, cannot be written without corrupting the frame, so 1.0 receivers do not get
+        // it. Other versions escape it.
+        if conn_version == crate::stomp::Version::V1_0
+            && (k.contains([':', '\n', '\r']) || v.contains(['\n', '\r']))
+        {
+            continue;
+        }
         encoder::header(out, k, v, esc);
     }
     encoder::body(out, &msg.body);
@@ -52,26 +67,50 @@ pub fn write_message(out: &mut Vec<u8>, conn_version: crate::stomp::Version, sub
 pub fn handle(msg: ToWorker, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
     match msg {
         ToWorker::TopicMessage { dest, msg } => topic_message(&dest, &msg, conns, ctx),
-        ToWorker::QueueMessage { key, msg, seq, redelivered, retained } => queue_message(key, msg, seq, redelivered, retained, conns, ctx),
+        ToWorker::QueueMessage {
+            key,
+            msg,
+            seq,
+            redelivered,
+            retained,
+        } => queue_message(key, msg, seq, redelivered, retained, conns, ctx),
         ToWorker::BarrierDone { conn, owner } => {
             if let Some(c) = live(conns, conn.slot, conn.gen) {
                 session::barrier_done(c, owner as usize, ctx);
             }
         }
-        ToWorker::Rejected { conn, word, detail, receipt } => {
+        ToWorker::Rejected {
+            conn,
+            word,
+            detail,
+            receipt,
+        } => {
             if let Some(c) = live(conns, conn.slot, conn.gen) {
-                session::fail(c, ctx, Fatal { word, detail, receipt: receipt.map(String::from), versions: false });
+                session::fail(
+                    c,
+                    ctx,
+                    Fatal {
+                        word,
+                        detail,
+                        receipt: receipt.map(String::from),
+                        versions: false,
+                    },
+                );
             }
         }
         ToWorker::AuthDone { conn, outcome } => {
-            if let Some(c) = live(conns, conn.slot, conn.gen).filter(|c| c.phase == Phase::Authenticating) {
+            if let Some(c) =
+                live(conns, conn.slot, conn.gen).filter(|c| c.phase == Phase::Authenticating)
+            {
                 match outcome {
                     AuthOutcome::Accepted { admin } => {
                         session::finish_connect(c, ctx, admin);
                         // Frames pipelined after CONNECT waited in inbuf; the worker resumes them.
                         super::want_read(c, ctx);
                     }
-                    AuthOutcome::Rejected => session::fail(c, ctx, Fatal::new("auth err", "bad login or passcode")),
+                    AuthOutcome::Rejected => {
+                        session::fail(c, ctx, Fatal::new("auth err", "bad login or passcode"))
+                    }
                 }
             }
         }
@@ -79,18 +118,25 @@ pub fn handle(msg: ToWorker, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
 }
 
 fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
-    let Some(list) = ctx.topics.get(dest) else { return };
+    let Some(list) = ctx.topics.get(dest) else {
+        return;
+    };
     // The list is stable while we deliver: closes started here only change the phase; the
     // subscription is removed from the index later, when the worker finishes the close.
     let list = list.clone();
     for ls in list {
-        let Some(conn) = live(conns, ls.slot, ls.gen) else { continue };
+        let Some(conn) = live(conns, ls.slot, ls.gen) else {
+            continue;
+        };
         if conn.phase != Phase::Open {
             continue;
         }
         let max_pending = ctx.cfg.max_pending_bytes;
-        let Some(sub) = conn.session.subs.get(&ls.serial) else { continue };
-        let over = conn.out.len() >= max_pending || (sub.mode != AckMode::Auto && sub.pending.len() >= sub.prefetch as usize);
+        let Some(sub) = conn.session.subs.get(&ls.serial) else {
+            continue;
+        };
+        let over = conn.out.len() >= max_pending
+            || (sub.mode != AckMode::Auto && sub.pending.len() >= sub.prefetch as usize);
         if over {
             match ctx.cfg.slow_consumer {
                 SlowConsumerPolicy::Drop => {
@@ -116,29 +162,55 @@ fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ct
 }
 
 /// Write a MESSAGE for subscription `serial`, recording it as pending for client-ack modes.
-fn write_to(conn: &mut Conn, serial: u32, msg: &Message, redelivered: bool, seq: u64, ctx: &mut Ctx) {
+fn write_to(
+    conn: &mut Conn,
+    serial: u32,
+    msg: &Message,
+    redelivered: bool,
+    seq: u64,
+    ctx: &mut Ctx,
+) {
     if conn.out.capacity() == 0 {
         conn.out = ctx.pool.take();
     }
     let version = conn.version;
     let s = &mut conn.session;
     let tag = s.next_tag();
-    let Some(sub) = s.subs.get_mut(&serial) else { return };
+    let Some(sub) = s.subs.get_mut(&serial) else {
+        return;
+    };
     let ack = if sub.mode == AckMode::Auto {
         None
     } else {
-        sub.pending.push_back(Pending { tag, msg_id: msg.id, seq });
+        sub.pending.push_back(Pending {
+            tag,
+            msg_id: msg.id,
+            seq,
+        });
         Some((serial, tag))
     };
     // 1.0 and 1.1 clients ACK by message-id; the ack header is 1.2's.
-    let ack = if version == crate::stomp::Version::V1_2 { ack } else { None };
+    let ack = if version == crate::stomp::Version::V1_2 {
+        ack
+    } else {
+        None
+    };
     write_message(&mut conn.out, version, &sub.id, msg, ack, redelivered);
     ctx.stats.messages_out += 1;
     mark_dirty(conn, ctx);
 }
 
-fn queue_message(key: SubKey, msg: Arc<Message>, seq: u64, redelivered: bool, retained: bool, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
-    let target = live(conns, key.conn.slot, key.conn.gen).filter(|c| c.phase == Phase::Open && c.session.subs.contains_key(&key.serial));
+fn queue_message(
+    key: SubKey,
+    msg: Arc<Message>,
+    seq: u64,
+    redelivered: bool,
+    retained: bool,
+    conns: &mut Slab<Conn>,
+    ctx: &mut Ctx,
+) {
+    let target = live(conns, key.conn.slot, key.conn.gen)
+        .filter(|c| c.phase == Phase::Open && c.session.subs.contains_key(&key.serial));
     let Some(conn) = target else {
         // The subscription is gone. A retained message is still held by the owner (it was or will
         // be requeued by the Unsubscribe); an auto-ack one must go back, or it would be lost.

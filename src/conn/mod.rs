@@ -94,6 +94,8 @@ pub struct Conn {
     /// Bytes waiting to be written.
     pub out: Vec<u8>,
     pub version: Version,
+    /// The client sent `accept-version`.
+    pub negotiated: bool,
     pub session: Session,
     pub hb: Negotiated,
     pub last_read: Instant,
@@ -124,6 +126,7 @@ impl Conn {
             need: 0,
             out: Vec::new(),
             version: Version::V1_2,
+            negotiated: false,
             session: Session::default(),
             hb: Negotiated::default(),
             last_read: now,

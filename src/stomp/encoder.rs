@@ -73,10 +73,21 @@ pub fn end(out: &mut Vec<u8>) {
 }
 
 /// CONNECTED (D5): version, heart-beat, session and server; never escaped, no body.
-pub fn connected(out: &mut Vec<u8>, version: Version, heart_beat: (u32, u32), session: &str, server: &str) {
+/// `negotiated`: the client sent `accept-version`, so CONNECTED names the version even if it is
+/// 1.0; a plain 1.0 client (no `accept-version`) gets neither `version` nor `heart-beat` (D2).
+pub fn connected(
+    out: &mut Vec<u8>,
+    version: Version,
+    negotiated: bool,
+    heart_beat: (u32, u32),
+    session: &str,
+    server: &str,
+) {
     command(out, Command::Connected);
-    if version > Version::V1_0 {
+    if negotiated {
         header(out, "version", version.as_str(), Escaping::None);
+    }
+    if version > Version::V1_0 {
         out.extend_from_slice(b"heart-beat:");
         push_u64(out, heart_beat.0 as u64);
         out.push(b',');
@@ -97,7 +108,14 @@ pub fn receipt(out: &mut Vec<u8>, receipt_id: &str, version: Version) {
 
 /// ERROR with a short `message` word, a sentence in the body, and `receipt-id` when the failing
 /// frame asked for a receipt (K3, L2, L3). `extra` headers come after `message`.
-pub fn error(out: &mut Vec<u8>, version: Version, message: &str, detail: &str, receipt_id: Option<&str>, extra: &[(&str, &str)]) {
+pub fn error(
+    out: &mut Vec<u8>,
+    version: Version,
+    message: &str,
+    detail: &str,
+    receipt_id: Option<&str>,
+    extra: &[(&str, &str)],
+) {
     let esc = escaping(version);
     command(out, Command::Error);
     header(out, "message", message, esc);
@@ -128,7 +146,14 @@ mod tests {
     #[test]
     fn error_frame_parses_back() {
         let mut out = Vec::new();
-        error(&mut out, Version::V1_2, "syntax", "bad: frame", Some("r:1"), &[("version", "1.0,1.1,1.2")]);
+        error(
+            &mut out,
+            Version::V1_2,
+            "syntax",
+            "bad: frame",
+            Some("r:1"),
+            &[("version", "1.0,1.1,1.2")],
+        );
         match parse(&out, Version::V1_2, &Limits::default()).unwrap() {
             Parsed::Frame(f, n) => {
                 assert_eq!(n, out.len());
@@ -145,12 +170,12 @@ mod tests {
     #[test]
     fn connected_is_never_escaped() {
         let mut out = Vec::new();
-        connected(&mut out, Version::V1_2, (500, 0), "s:1", "romp/0.1");
+        connected(&mut out, Version::V1_2, true, (500, 0), "s:1", "romp/0.1");
         let s = String::from_utf8(out).unwrap();
         assert!(s.contains("session:s:1\n"), "{s}");
         assert!(s.contains("heart-beat:500,0\n"));
         let mut out = Vec::new();
-        connected(&mut out, Version::V1_0, (0, 0), "s", "romp");
+        connected(&mut out, Version::V1_0, false, (0, 0), "s", "romp");
         assert!(!String::from_utf8(out).unwrap().contains("version"));
     }
 }

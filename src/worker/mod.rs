@@ -65,10 +65,18 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(poll: Poll, listeners: Vec<TcpListener>, ctx: Ctx, shard: Shard, mailbox: Mailbox, shared: Arc<Shared>) -> io::Result<Worker> {
+    pub fn new(
+        poll: Poll,
+        listeners: Vec<TcpListener>,
+        ctx: Ctx,
+        shard: Shard,
+        mailbox: Mailbox,
+        shared: Arc<Shared>,
+    ) -> io::Result<Worker> {
         let mut listeners = listeners;
         for (i, l) in listeners.iter_mut().enumerate() {
-            poll.registry().register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            poll.registry()
+                .register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
         Ok(Worker {
             poll,
@@ -104,7 +112,9 @@ impl Worker {
                     Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE),
                     Token(t) => {
                         let (slot, gen) = ((t & 0xffff_ffff) as u32, (t >> 32) as u32);
-                        let Some(conn) = self.conns.get_mut(slot as usize) else { continue };
+                        let Some(conn) = self.conns.get_mut(slot as usize) else {
+                            continue;
+                        };
                         if conn.me.gen != gen {
                             continue;
                         }
@@ -127,10 +137,17 @@ impl Worker {
 
     fn poll_timeout(&self) -> Option<Duration> {
         let busy = !self.ctx.read_list.is_empty() && !self.ctx.outbox.reads_paused();
-        if busy || !self.mailbox.ctrl.is_empty() || (!self.mailbox.data.is_empty() && !self.ctx.outbox.owner_paused()) {
+        if busy
+            || !self.mailbox.ctrl.is_empty()
+            || (!self.mailbox.data.is_empty() && !self.ctx.outbox.owner_paused())
+        {
             return Some(Duration::ZERO);
         }
-        let mut t = self.ctx.timers.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+        let mut t = self
+            .ctx
+            .timers
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()));
         let mut cap = |d: Duration| t = Some(t.map_or(d, |x| x.min(d)));
         if self.ctx.outbox.has_backlog() {
             cap(Duration::from_millis(1));
@@ -236,7 +253,9 @@ impl Worker {
         // Whether `inbuf` may hold input not yet offered to the parser.
         let mut fresh = true;
         loop {
-            let Some(conn) = self.conns.get_mut(slot as usize) else { return false };
+            let Some(conn) = self.conns.get_mut(slot as usize) else {
+                return false;
+            };
             if conn.is_closing() {
                 return self.discard_input(slot);
             }
@@ -247,7 +266,8 @@ impl Worker {
                 return false;
             }
             // 1. Parse what is buffered, if it can make progress.
-            if fresh && !conn.inbuf.is_empty() && (conn.need == 0 || conn.inbuf.len() >= conn.need) {
+            if fresh && !conn.inbuf.is_empty() && (conn.need == 0 || conn.inbuf.len() >= conn.need)
+            {
                 fresh = false;
                 let mut buf = std::mem::take(&mut conn.inbuf);
                 let used = session::process_input(conn, &buf, &mut self.ctx);
@@ -265,7 +285,11 @@ impl Worker {
                 continue;
             }
             if conn.peer_eof {
-                let reason = if conn.inbuf.is_empty() { CloseReason::PeerClosed } else { CloseReason::Io("connection closed in the middle of a frame".into()) };
+                let reason = if conn.inbuf.is_empty() {
+                    CloseReason::PeerClosed
+                } else {
+                    CloseReason::Io("connection closed in the middle of a frame".into())
+                };
                 self.finalize(slot, reason);
                 return false;
             }
@@ -275,7 +299,10 @@ impl Worker {
             reads += 1;
             // 2. Read more: straight into the partial frame's buffer, or into scratch.
             if !conn.inbuf.is_empty() {
-                let want = conn.need.saturating_sub(conn.inbuf.len()).clamp(READ_CHUNK, 16 * READ_CHUNK);
+                let want = conn
+                    .need
+                    .saturating_sub(conn.inbuf.len())
+                    .clamp(READ_CHUNK, 16 * READ_CHUNK);
                 let len = conn.inbuf.len();
                 conn.inbuf.resize(len + want, 0);
                 let r = conn.sock.read(&mut conn.inbuf[len..]);
@@ -330,7 +357,9 @@ impl Worker {
     /// A closing connection: read and drop input until EOF (then finish the close) or would-block.
     fn discard_input(&mut self, slot: u32) -> bool {
         for _ in 0..READS_PER_TURN {
-            let Some(conn) = self.conns.get_mut(slot as usize) else { return false };
+            let Some(conn) = self.conns.get_mut(slot as usize) else {
+                return false;
+            };
             match conn.sock.read(&mut self.scratch) {
                 Ok(0) => {
                     conn.peer_eof = true;
@@ -362,7 +391,9 @@ impl Worker {
     }
 
     fn flush_conn(&mut self, slot: u32) {
-        let Some(conn) = self.conns.get_mut(slot as usize) else { return };
+        let Some(conn) = self.conns.get_mut(slot as usize) else {
+            return;
+        };
         conn.dirty = false;
         if conn.is_closing() && !conn.session_torn_down() {
             session::teardown(conn, &mut self.ctx);
@@ -377,7 +408,10 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    let reason = conn.close_reason.clone().unwrap_or(CloseReason::Io(e.to_string()));
+                    let reason = conn
+                        .close_reason
+                        .clone()
+                        .unwrap_or(CloseReason::Io(e.to_string()));
                     self.finalize(slot, reason);
                     return;
                 }
@@ -398,7 +432,12 @@ impl Worker {
                 let _ = conn.sock.shutdown(Shutdown::Write);
                 conn.write_shut = true;
                 let at = self.ctx.now + Duration::from_millis(self.ctx.cfg.linger);
-                self.ctx.timers.arm(Timer { at, slot, gen: conn.me.gen, kind: TimerKind::Linger });
+                self.ctx.timers.arm(Timer {
+                    at,
+                    slot,
+                    gen: conn.me.gen,
+                    kind: TimerKind::Linger,
+                });
                 crate::conn::want_read(conn, &mut self.ctx);
             }
         }
@@ -430,19 +469,32 @@ impl Worker {
         loop {
             if self.shared.connections.load(Ordering::Acquire) >= max {
                 if !self.accept_paused {
-                    log::warn!("worker {}: max_connections ({max}) reached; accepting paused", self.ctx.worker);
+                    log::warn!(
+                        "worker {}: max_connections ({max}) reached; accepting paused",
+                        self.ctx.worker
+                    );
                 }
                 self.accept_paused = true;
                 return;
             }
-            let Some(l) = self.listeners.get(li) else { return };
+            let Some(l) = self.listeners.get(li) else {
+                return;
+            };
             match l.accept() {
                 Ok((sock, peer)) => self.add_conn(sock, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        || e.kind() == io::ErrorKind::ConnectionAborted =>
+                {
+                    continue
+                }
                 Err(e) => {
                     // EMFILE/ENFILE and friends: back off instead of spinning on a full backlog.
-                    log::warn!("worker {}: accept failed: {e}; retrying in 100 ms", self.ctx.worker);
+                    log::warn!(
+                        "worker {}: accept failed: {e}; retrying in 100 ms",
+                        self.ctx.worker
+                    );
                     self.accept_paused = true;
                     self.accept_retry_at = Some(self.ctx.now + Duration::from_millis(100));
                     return;
@@ -457,16 +509,32 @@ impl Worker {
         let gen = self.next_gen;
         let entry = self.conns.vacant_entry();
         let slot = entry.key() as u32;
-        if let Err(e) = self.poll.registry().register(&mut sock, conn_token(slot, gen), Interest::READABLE | Interest::WRITABLE) {
-            log::warn!("worker {}: cannot register a connection from {peer}: {e}", self.ctx.worker);
+        if let Err(e) = self.poll.registry().register(
+            &mut sock,
+            conn_token(slot, gen),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!(
+                "worker {}: cannot register a connection from {peer}: {e}",
+                self.ctx.worker
+            );
             return;
         }
-        let me = ConnRef { worker: self.ctx.worker as u16, slot, gen };
+        let me = ConnRef {
+            worker: self.ctx.worker as u16,
+            slot,
+            gen,
+        };
         entry.insert(Conn::new(sock, me, peer, self.ctx.now));
         self.shared.connections.fetch_add(1, Ordering::AcqRel);
         self.ctx.stats.accepted += 1;
         let at = self.ctx.now + Duration::from_millis(self.ctx.cfg.connect_timeout);
-        self.ctx.timers.arm(Timer { at, slot, gen, kind: TimerKind::Connect });
+        self.ctx.timers.arm(Timer {
+            at,
+            slot,
+            gen,
+            kind: TimerKind::Connect,
+        });
         log::debug!("{}-{}-{} {peer}: accepted", self.ctx.worker, slot, gen);
     }
 
@@ -479,7 +547,9 @@ impl Worker {
         }
         let max = self.ctx.cfg.max_connections;
         // Hysteresis: resume below 90% of the limit.
-        if self.shared.connections.load(Ordering::Acquire) * 10 < max * 9 || self.accept_retry_at.is_some() {
+        if self.shared.connections.load(Ordering::Acquire) * 10 < max * 9
+            || self.accept_retry_at.is_some()
+        {
             self.accept_paused = false;
             self.accept_retry_at = None;
             for i in 0..self.listeners.len() {
@@ -491,7 +561,9 @@ impl Worker {
     fn fire_timers(&mut self) {
         let now = self.ctx.now;
         while let Some(t) = self.ctx.timers.pop_due(now) {
-            let Some(conn) = self.conns.get_mut(t.slot as usize) else { continue };
+            let Some(conn) = self.conns.get_mut(t.slot as usize) else {
+                continue;
+            };
             if conn.me.gen != t.gen {
                 continue;
             }
@@ -499,14 +571,23 @@ impl Worker {
                 TimerKind::Connect => {
                     if matches!(conn.phase, Phase::Handshake | Phase::Authenticating) {
                         let ms = self.ctx.cfg.connect_timeout;
-                        session::fail(conn, &mut self.ctx, session::Fatal::new("general", format!("no CONNECT within connect_timeout ({ms} ms)")));
+                        session::fail(
+                            conn,
+                            &mut self.ctx,
+                            session::Fatal::new(
+                                "general",
+                                format!("no CONNECT within connect_timeout ({ms} ms)"),
+                            ),
+                        );
                         conn.close_reason = Some(CloseReason::ConnectTimeout);
                     }
                 }
                 TimerKind::HeartBeatSend => {
                     if matches!(conn.phase, Phase::Open | Phase::Disconnecting) {
                         let every = Duration::from_millis(conn.hb.server_send_ms as u64);
-                        let next = if now.duration_since(conn.last_write) >= every && conn.out.is_empty() {
+                        let next = if now.duration_since(conn.last_write) >= every
+                            && conn.out.is_empty()
+                        {
                             if conn.out.capacity() == 0 {
                                 conn.out = self.ctx.pool.take();
                             }
@@ -514,9 +595,14 @@ impl Worker {
                             crate::conn::mark_dirty(conn, &mut self.ctx);
                             now + every
                         } else {
-                            conn.last_write.max(now - every.min(now.duration_since(conn.last_write))) + every
+                            conn.last_write
+                                .max(now - every.min(now.duration_since(conn.last_write)))
+                                + every
                         };
-                        self.ctx.timers.arm(Timer { at: next.max(now + Duration::from_millis(1)), ..t });
+                        self.ctx.timers.arm(Timer {
+                            at: next.max(now + Duration::from_millis(1)),
+                            ..t
+                        });
                     }
                 }
                 TimerKind::HeartBeatRecv => {
@@ -527,7 +613,10 @@ impl Worker {
                             session::fail(conn, &mut self.ctx, session::Fatal::new("ecg err", format!("nothing received for {ms} ms although heart-beats were promised")));
                             conn.close_reason = Some(CloseReason::HeartBeatTimeout);
                         } else {
-                            self.ctx.timers.arm(Timer { at: conn.last_read + grace, ..t });
+                            self.ctx.timers.arm(Timer {
+                                at: conn.last_read + grace,
+                                ..t
+                            });
                         }
                     }
                 }
@@ -548,7 +637,8 @@ impl Worker {
             return false;
         }
         if self.stopping_until.is_none() {
-            self.stopping_until = Some(self.ctx.now + Duration::from_millis(self.ctx.cfg.shutdown_timeout));
+            self.stopping_until =
+                Some(self.ctx.now + Duration::from_millis(self.ctx.cfg.shutdown_timeout));
             for mut l in self.listeners.drain(..) {
                 let _ = self.poll.registry().deregister(&mut l);
             }
