@@ -27,26 +27,15 @@ pub const PBKDF2_ITERATIONS: u32 = 100_000;
 #[derive(Debug, Error)]
 pub enum AuthError {
     #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    Read { file: String, source: std::io::Error },
     #[error("{file}:{line}: {message}")]
-    Line {
-        file: String,
-        line: usize,
-        message: String,
-    },
+    Line { file: String, line: usize, message: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
     Sha256([u8; 32]),
-    Pbkdf2 {
-        iterations: u32,
-        salt: Vec<u8>,
-        hash: Vec<u8>,
-    },
+    Pbkdf2 { iterations: u32, salt: Vec<u8>, hash: Vec<u8> },
 }
 
 #[derive(Debug, Clone)]
@@ -88,10 +77,7 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 fn hex_encode(b: &[u8]) -> String {
@@ -114,11 +100,7 @@ pub fn verify(cred: &Credential, passcode: &str) -> bool {
             d.update(b"\n");
             ct_eq(&d.finalize(), h)
         }
-        Credential::Pbkdf2 {
-            iterations,
-            salt,
-            hash,
-        } => ct_eq(&pbkdf2_sha256(passcode.as_bytes(), salt, *iterations), hash),
+        Credential::Pbkdf2 { iterations, salt, hash } => ct_eq(&pbkdf2_sha256(passcode.as_bytes(), salt, *iterations), hash),
     }
 }
 
@@ -128,12 +110,7 @@ pub fn passwd_line(name: &str, passcode: &str, admin: bool) -> std::io::Result<S
     use std::io::Read;
     std::fs::File::open("/dev/urandom")?.read_exact(&mut salt)?;
     let hash = pbkdf2_sha256(passcode.as_bytes(), &salt, PBKDF2_ITERATIONS);
-    Ok(format!(
-        "{name}:$pbkdf2-sha256${PBKDF2_ITERATIONS}${}${}{}",
-        hex_encode(&salt),
-        hex_encode(&hash),
-        if admin { ":true" } else { "" }
-    ))
+    Ok(format!("{name}:$pbkdf2-sha256${PBKDF2_ITERATIONS}${}${}{}", hex_encode(&salt), hex_encode(&hash), if admin { ":true" } else { "" }))
 }
 
 fn parse_credential(s: &str) -> Result<Credential, String> {
@@ -142,25 +119,15 @@ fn parse_credential(s: &str) -> Result<Credential, String> {
         let [iters, salt, hash] = parts.as_slice() else {
             return Err("expected $pbkdf2-sha256$ITERATIONS$SALT$HASH".into());
         };
-        let iterations: u32 = iters
-            .parse()
-            .map_err(|_| format!("bad iteration count {iters:?}"))?;
+        let iterations: u32 = iters.parse().map_err(|_| format!("bad iteration count {iters:?}"))?;
         if iterations == 0 {
             return Err("iteration count must be positive".into());
         }
         let salt = hex_decode(salt).ok_or("salt is not hex")?;
-        let hash = hex_decode(hash)
-            .filter(|h| h.len() == 32)
-            .ok_or("hash is not 64 hex digits")?;
-        Ok(Credential::Pbkdf2 {
-            iterations,
-            salt,
-            hash,
-        })
+        let hash = hex_decode(hash).filter(|h| h.len() == 32).ok_or("hash is not 64 hex digits")?;
+        Ok(Credential::Pbkdf2 { iterations, salt, hash })
     } else {
-        let h = hex_decode(s)
-            .filter(|h| h.len() == 32)
-            .ok_or("hash is neither 64 hex digits (sha256) nor $pbkdf2-sha256$...")?;
+        let h = hex_decode(s).filter(|h| h.len() == 32).ok_or("hash is neither 64 hex digits (sha256) nor $pbkdf2-sha256$...")?;
         let mut a = [0u8; 32];
         a.copy_from_slice(&h);
         Ok(Credential::Sha256(a))
@@ -175,16 +142,10 @@ pub fn parse_passwd(text: &str, file: &str) -> Result<HashMap<String, User>, Aut
         if line.is_empty() {
             continue;
         }
-        let err = |message: String| AuthError::Line {
-            file: file.into(),
-            line: i + 1,
-            message,
-        };
+        let err = |message: String| AuthError::Line { file: file.into(), line: i + 1, message };
         let mut parts = line.splitn(3, ':');
         let name = parts.next().unwrap_or("");
-        let hash = parts
-            .next()
-            .ok_or_else(|| err("expected name:hash[:true]".into()))?;
+        let hash = parts.next().ok_or_else(|| err("expected name:hash[:true]".into()))?;
         let admin = match parts.next() {
             None | Some("false") => false,
             Some("true") => true,
@@ -201,11 +162,7 @@ pub fn parse_passwd(text: &str, file: &str) -> Result<HashMap<String, User>, Aut
 
 impl Authenticator {
     /// Build from config values.
-    pub fn new(
-        login: Option<&str>,
-        passcode: Option<&str>,
-        user_file: Option<&Path>,
-    ) -> Result<Authenticator, AuthError> {
+    pub fn new(login: Option<&str>, passcode: Option<&str>, user_file: Option<&Path>) -> Result<Authenticator, AuthError> {
         let shared = match (login, passcode) {
             (Some(l), Some(p)) => Some((l.to_string(), p.to_string())),
             _ => None,
@@ -213,10 +170,7 @@ impl Authenticator {
         let users = match user_file {
             Some(path) => {
                 let file = path.display().to_string();
-                let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
-                    file: file.clone(),
-                    source,
-                })?;
+                let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read { file: file.clone(), source })?;
                 parse_passwd(&text, &file)?
             }
             None => HashMap::new(),
@@ -236,8 +190,7 @@ impl Authenticator {
         let (login, passcode) = (login.unwrap_or(""), passcode.unwrap_or(""));
         if let Some((l, p)) = &self.shared {
             // Both compares always run, so timing does not tell which part was wrong.
-            let ok =
-                ct_eq(l.as_bytes(), login.as_bytes()) & ct_eq(p.as_bytes(), passcode.as_bytes());
+            let ok = ct_eq(l.as_bytes(), login.as_bytes()) & ct_eq(p.as_bytes(), passcode.as_bytes());
             if ok {
                 return Verdict::Accept { admin: true };
             }
@@ -270,44 +223,27 @@ pub struct AuthJob {
 pub const AUTH_QUEUE: usize = 1024;
 
 /// Start the auth thread. It answers through each worker's `ToWorker` channel.
-pub fn spawn_auth_thread(
-    peers: Vec<Peer>,
-) -> std::io::Result<(Sender<AuthJob>, std::thread::JoinHandle<()>)> {
+pub fn spawn_auth_thread(peers: Vec<Peer>) -> std::io::Result<(Sender<AuthJob>, std::thread::JoinHandle<()>)> {
     let (tx, rx): (Sender<AuthJob>, Receiver<AuthJob>) = crossbeam_channel::bounded(AUTH_QUEUE);
-    let h = std::thread::Builder::new()
-        .name("romp-auth".into())
-        .spawn(move || {
-            for job in rx {
-                let outcome = if verify(&job.credential, &job.passcode) {
-                    AuthOutcome::Accepted { admin: job.admin }
-                } else {
-                    AuthOutcome::Rejected
-                };
-                let peer = &peers[job.conn.worker as usize];
-                // Blocking here is fine: this thread serves nobody else, and workers always drain
-                // their ToWorker inbox.
-                if peer
-                    .ctrl
-                    .send(ToWorker::AuthDone {
-                        conn: job.conn,
-                        outcome,
-                    })
-                    .is_err()
-                {
-                    return;
-                }
-                peer.wake();
+    let h = std::thread::Builder::new().name("romp-auth".into()).spawn(move || {
+        for job in rx {
+            let outcome =
+                if verify(&job.credential, &job.passcode) { AuthOutcome::Accepted { admin: job.admin } } else { AuthOutcome::Rejected };
+            let peer = &peers[job.conn.worker as usize];
+            // Blocking here is fine: this thread serves nobody else, and workers always drain
+            // their ToWorker inbox.
+            if peer.ctrl.send(ToWorker::AuthDone { conn: job.conn, outcome }).is_err() {
+                return;
             }
-        })?;
+            peer.wake();
+        }
+    })?;
     Ok((tx, h))
 }
 
 /// Submit a job without blocking; `false` if the queue is full or the thread is gone.
 pub fn submit(tx: &Sender<AuthJob>, job: AuthJob) -> bool {
-    !matches!(
-        tx.try_send(job),
-        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_))
-    )
+    !matches!(tx.try_send(job), Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)))
 }
 
 #[cfg(test)]
@@ -321,30 +257,16 @@ mod tests {
         let mut d = Sha256::new();
         d.update(pass.as_bytes());
         d.update(b"\n");
-        format!(
-            "{name}:{}{}",
-            hex_encode(&d.finalize()),
-            if admin { ":true" } else { "" }
-        )
+        format!("{name}:{}{}", hex_encode(&d.finalize()), if admin { ":true" } else { "" })
     }
 
     #[test]
     fn old_romp_sha256_format() {
-        let text = format!(
-            "# users\n{}\n\n{}  # trailing comment\n",
-            sha_line("alice", "secret", true),
-            sha_line("bob", "pw", false)
-        );
+        let text = format!("# users\n{}\n\n{}  # trailing comment\n", sha_line("alice", "secret", true), sha_line("bob", "pw", false));
         let users = parse_passwd(&text, "passwd").unwrap();
         assert!(users["alice"].admin && !users["bob"].admin);
-        let a = Authenticator {
-            shared: None,
-            users,
-        };
-        assert_eq!(
-            a.check(Some("alice"), Some("secret")),
-            Verdict::Accept { admin: true }
-        );
+        let a = Authenticator { shared: None, users };
+        assert_eq!(a.check(Some("alice"), Some("secret")), Verdict::Accept { admin: true });
         assert_eq!(a.check(Some("alice"), Some("wrong")), Verdict::Reject);
         assert_eq!(a.check(Some("carol"), Some("secret")), Verdict::Reject);
         assert_eq!(a.check(None, None), Verdict::Reject);
@@ -358,37 +280,23 @@ mod tests {
         let cred = users["dave"].credential.clone();
         assert!(verify(&cred, "s3cret:x"));
         assert!(!verify(&cred, "s3cret"));
-        let a = Authenticator {
-            shared: None,
-            users,
-        };
-        assert!(matches!(
-            a.check(Some("dave"), Some("x")),
-            Verdict::Deferred(_, false)
-        ));
+        let a = Authenticator { shared: None, users };
+        assert!(matches!(a.check(Some("dave"), Some("x")), Verdict::Deferred(_, false)));
     }
 
     #[test]
     fn bad_lines_name_file_and_line() {
         let e = parse_passwd("ok:zz\n", "etc/pw").unwrap_err().to_string();
         assert!(e.starts_with("etc/pw:1:"), "{e}");
-        let e = parse_passwd(&format!("\n{}:maybe\n", sha_line("a", "b", false)), "pw")
-            .unwrap_err()
-            .to_string();
+        let e = parse_passwd(&format!("\n{}:maybe\n", sha_line("a", "b", false)), "pw").unwrap_err().to_string();
         assert!(e.starts_with("pw:2:"), "{e}");
     }
 
     #[test]
     fn open_and_shared() {
-        assert_eq!(
-            Authenticator::default().check(Some("guest"), Some("guest")),
-            Verdict::Accept { admin: false }
-        );
+        assert_eq!(Authenticator::default().check(Some("guest"), Some("guest")), Verdict::Accept { admin: false });
         let a = Authenticator::new(Some("u"), Some("p:w"), None).unwrap();
-        assert_eq!(
-            a.check(Some("u"), Some("p:w")),
-            Verdict::Accept { admin: true }
-        );
+        assert_eq!(a.check(Some("u"), Some("p:w")), Verdict::Accept { admin: true });
         assert_eq!(a.check(Some("u"), Some("p")), Verdict::Reject);
     }
 

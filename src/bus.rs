@@ -38,35 +38,17 @@ pub type Seqs = SmallVec<[u64; 4]>;
 #[derive(Debug)]
 pub enum ToOwner {
     /// Publish a message; `receipt` is echoed in a rejection's ERROR.
-    Publish {
-        msg: Arc<Message>,
-        from: ConnRef,
-        receipt: Option<Box<str>>,
-    },
+    Publish { msg: Arc<Message>, from: ConnRef, receipt: Option<Box<str>> },
     /// Add a subscription (topic or queue by the destination's name).
-    Subscribe {
-        dest: Arc<str>,
-        key: SubKey,
-        mode: AckMode,
-        prefetch: u32,
-    },
+    Subscribe { dest: Arc<str>, key: SubKey, mode: AckMode, prefetch: u32 },
     /// Remove a subscription; a queue takes back everything it had in flight.
     Unsubscribe { dest: Arc<str>, key: SubKey },
     /// ACK (`requeue = false`) or NACK (`requeue = true`) of queue messages by queue sequence.
-    Settle {
-        dest: Arc<str>,
-        key: SubKey,
-        seqs: Seqs,
-        requeue: bool,
-    },
+    Settle { dest: Arc<str>, key: SubKey, seqs: Seqs, requeue: bool },
     /// Return `n` delivery credits for an auto-ack queue subscription.
     Credit { dest: Arc<str>, key: SubKey, n: u32 },
     /// An auto-ack queue delivery that found its subscription gone: put it back.
-    Bounce {
-        dest: Arc<str>,
-        msg: Arc<Message>,
-        seq: u64,
-    },
+    Bounce { dest: Arc<str>, msg: Arc<Message>, seq: u64 },
     /// Answer with [`ToWorker::BarrierDone`] once everything sent before it is applied.
     Barrier { from: ConnRef },
 }
@@ -84,22 +66,11 @@ pub enum ToWorker {
     /// A topic message for every local subscriber of `dest`.
     TopicMessage { dest: Arc<str>, msg: Arc<Message> },
     /// A queue message for one subscription. `retained`: the owner keeps it until ACK/NACK.
-    QueueMessage {
-        key: SubKey,
-        msg: Arc<Message>,
-        seq: u64,
-        redelivered: bool,
-        retained: bool,
-    },
+    QueueMessage { key: SubKey, msg: Arc<Message>, seq: u64, redelivered: bool, retained: bool },
     /// Everything the connection sent to this owner before its barrier has been applied.
     BarrierDone { conn: ConnRef, owner: u16 },
     /// The owner refused a frame; the connection gets ERROR and is closed.
-    Rejected {
-        conn: ConnRef,
-        word: &'static str,
-        detail: String,
-        receipt: Option<Box<str>>,
-    },
+    Rejected { conn: ConnRef, word: &'static str, detail: String, receipt: Option<Box<str>> },
     /// A slow credential check finished.
     AuthDone { conn: ConnRef, outcome: AuthOutcome },
 }
@@ -136,19 +107,7 @@ pub fn channel(capacity: usize, waker: Arc<Waker>) -> (Peer, Mailbox) {
     let (dtx, drx) = crossbeam_channel::bounded(capacity);
     let (ctx, crx) = crossbeam_channel::bounded(capacity);
     let notified = Arc::new(AtomicBool::new(false));
-    (
-        Peer {
-            data: dtx,
-            ctrl: ctx,
-            waker,
-            notified: notified.clone(),
-        },
-        Mailbox {
-            data: drx,
-            ctrl: crx,
-            notified,
-        },
-    )
+    (Peer { data: dtx, ctrl: ctx, waker, notified: notified.clone() }, Mailbox { data: drx, ctrl: crx, notified })
 }
 
 /// One worker's sending side: channels to every worker, backlogs, local FIFOs.

@@ -23,18 +23,11 @@ pub enum SlowConsumerPolicy {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    Read { file: String, source: std::io::Error },
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
     #[error("{file}: key `{key}`: {message}")]
-    Invalid {
-        file: String,
-        key: &'static str,
-        message: String,
-    },
+    Invalid { file: String, key: &'static str, message: String },
 }
 
 /// The whole configuration. Field names are the TOML keys.
@@ -147,10 +140,8 @@ pub const MAX_WORKERS: usize = 256;
 impl Config {
     /// Parse TOML text; `file` names the source in errors.
     pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.into(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { file: file.into(), message: e.to_string().trim_end().to_string() })?;
         cfg.validate(file)?;
         Ok(cfg)
     }
@@ -158,10 +149,7 @@ impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
         Config::from_toml(&text, &file)
     }
 
@@ -170,22 +158,13 @@ impl Config {
         if self.workers > 0 {
             self.workers
         } else {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .min(MAX_WORKERS)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(MAX_WORKERS)
         }
     }
 
     /// Check cross-key rules. `file` names the source in errors.
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let bad = |key: &'static str, message: String| {
-            Err(ConfigError::Invalid {
-                file: file.into(),
-                key,
-                message,
-            })
-        };
+        let bad = |key: &'static str, message: String| Err(ConfigError::Invalid { file: file.into(), key, message });
         if self.ports.is_empty() {
             return bad("ports", "at least one port is needed".into());
         }
@@ -193,19 +172,10 @@ impl Config {
             return bad("workers", format!("at most {MAX_WORKERS}"));
         }
         if self.bind_address.parse::<std::net::IpAddr>().is_err() {
-            return bad(
-                "bind_address",
-                format!("{:?} is not an IP address", self.bind_address),
-            );
+            return bad("bind_address", format!("{:?} is not an IP address", self.bind_address));
         }
         if log_level(&self.log_level).is_none() {
-            return bad(
-                "log_level",
-                format!(
-                    "{:?} is not one of error, warn, info, debug, trace",
-                    self.log_level
-                ),
-            );
+            return bad("log_level", format!("{:?} is not one of error, warn, info, debug, trace", self.log_level));
         }
         if self.login.is_some() != self.passcode.is_some() {
             return bad("passcode", "login and passcode go together".into());
@@ -235,23 +205,14 @@ impl Config {
         if self.max_pending_bytes < self.max_message_size + 64 * 1024 {
             return bad(
                 "max_pending_bytes",
-                format!(
-                    "must hold one largest message: at least max_message_size + 65536 = {}",
-                    self.max_message_size + 65536
-                ),
+                format!("must hold one largest message: at least max_message_size + 65536 = {}", self.max_message_size + 65536),
             );
         }
         if self.prefetch == 0 || self.prefetch > self.max_prefetch {
-            return bad(
-                "prefetch",
-                format!("must be between 1 and max_prefetch ({})", self.max_prefetch),
-            );
+            return bad("prefetch", format!("must be between 1 and max_prefetch ({})", self.max_prefetch));
         }
         if self.heart_beat_min == 0 || self.heart_beat_min > self.heart_beat_max {
-            return bad(
-                "heart_beat_min",
-                "must be between 1 and heart_beat_max".into(),
-            );
+            return bad("heart_beat_min", "must be between 1 and heart_beat_max".into());
         }
         if !(1.1..=10.0).contains(&self.heart_beat_grace) {
             return bad("heart_beat_grace", "must be between 1.1 and 10".into());
@@ -261,11 +222,7 @@ impl Config {
 
     /// The parser limits these settings imply.
     pub fn limits(&self) -> crate::stomp::Limits {
-        crate::stomp::Limits {
-            max_headers: self.max_headers,
-            max_header_len: self.max_header_len,
-            max_body: self.max_message_size,
-        }
+        crate::stomp::Limits { max_headers: self.max_headers, max_header_len: self.max_header_len, max_body: self.max_message_size }
     }
 }
 
@@ -292,33 +249,23 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_file() {
-        let e = Config::from_toml("max_sub = 4\n", "conf/x.toml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml("max_sub = 4\n", "conf/x.toml").unwrap_err().to_string();
         assert!(e.contains("conf/x.toml") && e.contains("max_sub"), "{e}");
     }
 
     #[test]
     fn bad_type_names_key_and_file() {
-        let e = Config::from_toml("workers = \"many\"\n", "a.toml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml("workers = \"many\"\n", "a.toml").unwrap_err().to_string();
         assert!(e.contains("a.toml") && e.contains("workers"), "{e}");
     }
 
     #[test]
     fn cross_key_rules_name_the_key() {
-        let e = Config::from_toml("max_message_size = 10000000\n", "a.toml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml("max_message_size = 10000000\n", "a.toml").unwrap_err().to_string();
         assert!(e.contains("`max_pending_bytes`"), "{e}");
-        let e = Config::from_toml("login = \"a\"\n", "a.toml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml("login = \"a\"\n", "a.toml").unwrap_err().to_string();
         assert!(e.contains("`passcode`"), "{e}");
-        let e = Config::from_toml("slow_consumer = \"explode\"\n", "a.toml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml("slow_consumer = \"explode\"\n", "a.toml").unwrap_err().to_string();
         assert!(e.contains("slow_consumer"), "{e}");
     }
 

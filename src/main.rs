@@ -21,14 +21,7 @@ struct Args {
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args {
-        config: None,
-        check: false,
-        bind: None,
-        ports: Vec::new(),
-        workers: None,
-        verbose: 0,
-    };
+    let mut a = Args { config: None, check: false, bind: None, ports: Vec::new(), workers: None, verbose: 0 };
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
@@ -37,17 +30,11 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--bind" => a.bind = Some(value("--bind")?),
             "--port" => {
                 let v = value("--port")?;
-                a.ports.push(
-                    v.parse()
-                        .map_err(|_| format!("--port {v:?} is not a port number"))?,
-                );
+                a.ports.push(v.parse().map_err(|_| format!("--port {v:?} is not a port number"))?);
             }
             "--workers" => {
                 let v = value("--workers")?;
-                a.workers = Some(
-                    v.parse()
-                        .map_err(|_| format!("--workers {v:?} is not a number"))?,
-                );
+                a.workers = Some(v.parse().map_err(|_| format!("--workers {v:?} is not a number"))?);
             }
             "-v" => a.verbose += 1,
             "-vv" => a.verbose += 2,
@@ -127,11 +114,7 @@ fn main() -> ExitCode {
         1 => cfg.log_level = "debug".into(),
         _ => cfg.log_level = "trace".into(),
     }
-    let source = args
-        .config
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "command line".into());
+    let source = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "command line".into());
     if let Err(e) = cfg.validate(&source) {
         eprintln!("romp: {e}");
         return ExitCode::from(2);
@@ -141,16 +124,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let level = log_level(&cfg.log_level).unwrap_or(log::LevelFilter::Info);
-    let log_cfg = simplelog::ConfigBuilder::new()
-        .set_thread_level(log::LevelFilter::Off)
-        .set_target_level(log::LevelFilter::Off)
-        .build();
-    let _ = simplelog::TermLogger::init(
-        level,
-        log_cfg,
-        simplelog::TerminalMode::Stderr,
-        simplelog::ColorChoice::Never,
-    );
+    let log_cfg = simplelog::ConfigBuilder::new().set_thread_level(log::LevelFilter::Off).set_target_level(log::LevelFilter::Off).build();
+    let _ = simplelog::TermLogger::init(level, log_cfg, simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Never);
 
     // Block the signals in every thread (workers inherit the mask) and wait for them here.
     use nix::sys::signal::{SigSet, Signal};

@@ -23,10 +23,7 @@ pub enum StartError {
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error("cannot listen on {addr} (key `bind_address`/`ports`): {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("cannot start a thread or poller: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -50,21 +47,14 @@ impl Server {
         cfg.validate("configuration")?;
         let cfg = Arc::new(cfg);
         let n = cfg.worker_count();
-        let authn = Arc::new(Authenticator::new(
-            cfg.login.as_deref(),
-            cfg.passcode.as_deref(),
-            cfg.user_file.as_deref(),
-        )?);
+        let authn = Arc::new(Authenticator::new(cfg.login.as_deref(), cfg.passcode.as_deref(), cfg.user_file.as_deref())?);
         let ip: IpAddr = cfg.bind_address.parse().map_err(|_| ConfigError::Invalid {
             file: "configuration".into(),
             key: "bind_address",
             message: "not an IP address".into(),
         })?;
         let (listeners, addrs) =
-            listener::bind_all(ip, &cfg.ports, n).map_err(|source| StartError::Bind {
-                addr: format!("{ip}:{:?}", cfg.ports),
-                source,
-            })?;
+            listener::bind_all(ip, &cfg.ports, n).map_err(|source| StartError::Bind { addr: format!("{ip}:{:?}", cfg.ports), source })?;
 
         let mut polls = Vec::new();
         let mut peers = Vec::new();
@@ -78,57 +68,29 @@ impl Server {
             mailboxes.push(mailbox);
         }
         let (auth_tx, auth_thread) = spawn_auth_thread(peers.clone())?;
-        let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
-            connections: AtomicUsize::new(0),
-        });
-        let cores = if cfg.pin_workers {
-            core_affinity::get_core_ids().unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let shared = Arc::new(Shared { stop: AtomicBool::new(false), connections: AtomicUsize::new(0) });
+        let cores = if cfg.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
 
         let mut workers = Vec::new();
-        for (i, ((poll, ls), mailbox)) in
-            polls.into_iter().zip(listeners).zip(mailboxes).enumerate()
-        {
+        for (i, ((poll, ls), mailbox)) in polls.into_iter().zip(listeners).zip(mailboxes).enumerate() {
             let outbox = Outbox::new(i, peers.clone(), cfg.bus_capacity);
             let ctx = Ctx::new(i, cfg.clone(), outbox, authn.clone(), auth_tx.clone());
             let shard = Shard::new(&cfg, n);
             let worker = Worker::new(poll, ls, ctx, shard, mailbox, shared.clone())?;
-            let core = if cores.is_empty() {
-                None
-            } else {
-                Some(cores[i % cores.len()])
-            };
-            let h = std::thread::Builder::new()
-                .name(format!("romp-w{i}"))
-                .spawn(move || {
-                    if let Some(c) = core {
-                        if !core_affinity::set_for_current(c) {
-                            log::warn!(
-                                "worker {i}: could not pin to core {}; running unpinned",
-                                c.id
-                            );
-                        }
+            let core = if cores.is_empty() { None } else { Some(cores[i % cores.len()]) };
+            let h = std::thread::Builder::new().name(format!("romp-w{i}")).spawn(move || {
+                if let Some(c) = core {
+                    if !core_affinity::set_for_current(c) {
+                        log::warn!("worker {i}: could not pin to core {}; running unpinned", c.id);
                     }
-                    worker.run();
-                })?;
+                }
+                worker.run();
+            })?;
             workers.push(h);
         }
         drop(auth_tx);
-        log::info!(
-            "romp {} listening on {:?} with {n} workers",
-            env!("CARGO_PKG_VERSION"),
-            addrs
-        );
-        Ok(ServerHandle {
-            addrs,
-            shared,
-            peers,
-            workers,
-            auth: Some(auth_thread),
-        })
+        log::info!("romp {} listening on {:?} with {n} workers", env!("CARGO_PKG_VERSION"), addrs);
+        Ok(ServerHandle { addrs, shared, peers, workers, auth: Some(auth_thread) })
     }
 }
 

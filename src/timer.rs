@@ -75,18 +75,11 @@ mod tests {
         let t0 = Instant::now();
         let mut t = Timers::default();
         for (ms, slot) in [(30, 3), (10, 1), (20, 2)] {
-            t.arm(Timer {
-                at: t0 + Duration::from_millis(ms),
-                slot,
-                gen: 0,
-                kind: TimerKind::Connect,
-            });
+            t.arm(Timer { at: t0 + Duration::from_millis(ms), slot, gen: 0, kind: TimerKind::Connect });
         }
         assert_eq!(t.next_deadline(), Some(t0 + Duration::from_millis(10)));
         assert!(t.pop_due(t0).is_none());
-        let due: Vec<u32> = std::iter::from_fn(|| t.pop_due(t0 + Duration::from_millis(25)))
-            .map(|x| x.slot)
-            .collect();
+        let due: Vec<u32> = std::iter::from_fn(|| t.pop_due(t0 + Duration::from_millis(25))).map(|x| x.slot).collect();
         assert_eq!(due, vec![1, 2]);
         assert_eq!(t.len(), 1);
     }

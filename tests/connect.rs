@@ -7,11 +7,7 @@ use std::time::{Duration, Instant};
 both!(d1_stomp_is_connect, |w| {
     let b = Broker::start(w);
     let mut c = b.raw();
-    c.send_frame(
-        "STOMP",
-        &[("accept-version", "1.2"), ("host", "127.0.0.1")],
-        b"",
-    );
+    c.send_frame("STOMP", &[("accept-version", "1.2"), ("host", "127.0.0.1")], b"");
     assert_eq!(c.expect("CONNECTED").h("version"), "1.2");
 });
 
@@ -33,13 +29,7 @@ both!(d2_no_accept_version_is_1_0, |w| {
 
 both!(d3_highest_common_version, |w| {
     let b = Broker::start(w);
-    for (offer, want) in [
-        ("1.0,1.1,2.0", "1.1"),
-        ("1.2", "1.2"),
-        ("1.1,1.0", "1.1"),
-        ("1.2,1.1", "1.2"),
-        ("1.0", "1.0"),
-    ] {
+    for (offer, want) in [("1.0,1.1,2.0", "1.1"), ("1.2", "1.2"), ("1.1,1.0", "1.1"), ("1.2,1.1", "1.2"), ("1.0", "1.0")] {
         let mut c = b.raw();
         c.send_frame("CONNECT", &[("accept-version", offer)], b"");
         let g = c.expect("CONNECTED");
@@ -59,11 +49,7 @@ both!(d4_no_common_version, |w| {
 both!(d5_connected_headers, |w| {
     let b = Broker::start(w);
     let mut c = b.raw();
-    c.send_frame(
-        "CONNECT",
-        &[("accept-version", "1.1,1.2"), ("heart-beat", "0,0")],
-        b"",
-    );
+    c.send_frame("CONNECT", &[("accept-version", "1.1,1.2"), ("heart-beat", "0,0")], b"");
     let g = c.expect("CONNECTED");
     assert_eq!(g.h("version"), "1.2");
     assert_eq!(g.h("heart-beat"), "0,0");
@@ -78,11 +64,7 @@ both!(d6_missing_or_unknown_host_is_accepted, |w| {
     c.send_frame("CONNECT", &[("accept-version", "1.2")], b"");
     c.expect("CONNECTED");
     let mut c = b.raw();
-    c.send_frame(
-        "CONNECT",
-        &[("accept-version", "1.2"), ("host", "no-such-vhost")],
-        b"",
-    );
+    c.send_frame("CONNECT", &[("accept-version", "1.2"), ("host", "no-such-vhost")], b"");
     c.expect("CONNECTED");
 });
 
@@ -91,11 +73,7 @@ both!(d7_bad_credentials, |w| {
         c.login = Some("u".into());
         c.passcode = Some("p".into());
     });
-    for creds in [
-        vec![("login", "u"), ("passcode", "x")],
-        vec![("login", "x"), ("passcode", "p")],
-        vec![],
-    ] {
+    for creds in [vec![("login", "u"), ("passcode", "x")], vec![("login", "x"), ("passcode", "p")], vec![]] {
         let mut c = b.raw();
         let mut h = vec![("accept-version", "1.2")];
         h.extend(creds);
@@ -103,11 +81,7 @@ both!(d7_bad_credentials, |w| {
         c.expect_error("auth err");
     }
     let mut c = b.raw();
-    c.send_frame(
-        "CONNECT",
-        &[("accept-version", "1.2"), ("login", "u"), ("passcode", "p")],
-        b"",
-    );
+    c.send_frame("CONNECT", &[("accept-version", "1.2"), ("login", "u"), ("passcode", "p")], b"");
     c.expect("CONNECTED");
 });
 
@@ -128,11 +102,7 @@ both!(d8_frames_before_connect_and_second_connect, |w| {
 both!(d9_receipt_on_connect_is_ignored, |w| {
     let b = Broker::start(w);
     let mut c = b.raw();
-    c.send_frame(
-        "CONNECT",
-        &[("accept-version", "1.2"), ("receipt", "r")],
-        b"",
-    );
+    c.send_frame("CONNECT", &[("accept-version", "1.2"), ("receipt", "r")], b"");
     c.expect("CONNECTED");
     c.expect_nothing(Duration::from_millis(200));
 });
@@ -144,40 +114,25 @@ both!(d10_connect_timeout, |w| {
     c.send_raw(b"CONN");
     c.expect_error("general");
     let took = t.elapsed();
-    assert!(
-        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "{took:?}");
 });
 
 both!(e1_malformed_heart_beat, |w| {
     let b = Broker::start(w);
     for bad in ["1", "a,b", "-1,0", "1,2,3", ""] {
         let mut c = b.raw();
-        c.send_frame(
-            "CONNECT",
-            &[("accept-version", "1.2"), ("heart-beat", bad)],
-            b"",
-        );
+        c.send_frame("CONNECT", &[("accept-version", "1.2"), ("heart-beat", bad)], b"");
         c.expect_error("ecg err");
     }
 });
 
 both!(e2_negotiation_honours_client_and_clamps, |w| {
     let b = Broker::start(w);
-    for (offer, want) in [
-        ("1000,2000", "2000,1000"),
-        ("1,1", "500,500"),
-        ("0,0", "0,0"),
-        ("10000,10000", "10000,10000"),
-        ("0,700", "700,0"),
-    ] {
+    for (offer, want) in
+        [("1000,2000", "2000,1000"), ("1,1", "500,500"), ("0,0", "0,0"), ("10000,10000", "10000,10000"), ("0,700", "700,0")]
+    {
         let mut c = b.raw();
-        c.send_frame(
-            "CONNECT",
-            &[("accept-version", "1.2"), ("heart-beat", offer)],
-            b"",
-        );
+        c.send_frame("CONNECT", &[("accept-version", "1.2"), ("heart-beat", offer)], b"");
         assert_eq!(c.expect("CONNECTED").h("heart-beat"), want, "offer {offer}");
     }
 });
@@ -185,45 +140,25 @@ both!(e2_negotiation_honours_client_and_clamps, |w| {
 both!(e3_server_sends_heart_beats, |w| {
     let b = Broker::start(w);
     let mut c = b.raw();
-    c.send_frame(
-        "CONNECT",
-        &[("accept-version", "1.2"), ("heart-beat", "0,500")],
-        b"",
-    );
+    c.send_frame("CONNECT", &[("accept-version", "1.2"), ("heart-beat", "0,500")], b"");
     assert_eq!(c.expect("CONNECTED").h("heart-beat"), "500,0");
     c.expect_nothing(Duration::from_millis(1700));
-    assert!(
-        (2..=4).contains(&c.eols),
-        "{} beats in 1.7 s at 500 ms",
-        c.eols
-    );
+    assert!((2..=4).contains(&c.eols), "{} beats in 1.7 s at 500 ms", c.eols);
 });
 
 both!(e3_abusive_interval_is_raised_to_the_floor, |w| {
     let b = Broker::start(w);
     let mut c = b.raw();
-    c.send_frame(
-        "CONNECT",
-        &[("accept-version", "1.2"), ("heart-beat", "0,1")],
-        b"",
-    );
+    c.send_frame("CONNECT", &[("accept-version", "1.2"), ("heart-beat", "0,1")], b"");
     assert_eq!(c.expect("CONNECTED").h("heart-beat"), "500,0");
     c.expect_nothing(Duration::from_millis(1200));
-    assert!(
-        c.eols <= 3,
-        "{} beats in 1.2 s: the 500 ms floor was not applied",
-        c.eols
-    );
+    assert!(c.eols <= 3, "{} beats in 1.2 s: the 500 ms floor was not applied", c.eols);
 });
 
 both!(e4_silent_client_closed_after_grace_not_before, |w| {
     let b = Broker::with(w, |c| c.heart_beat_min = 100);
     let mut c = b.raw();
-    c.send_frame(
-        "CONNECT",
-        &[("accept-version", "1.2"), ("heart-beat", "300,0")],
-        b"",
-    );
+    c.send_frame("CONNECT", &[("accept-version", "1.2"), ("heart-beat", "300,0")], b"");
     assert_eq!(c.expect("CONNECTED").h("heart-beat"), "0,300");
     // Beats keep it alive well past the interval.
     for _ in 0..6 {
@@ -252,39 +187,15 @@ both!(auth_passwd_file_both_formats, |w| {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("passwd");
     let slow = romp::auth::passwd_line("slow", "pw:2", false).unwrap();
-    std::fs::write(
-        &path,
-        format!("# test users\n{}\n{slow}\n", sha_line("old", "pw1", true)),
-    )
-    .unwrap();
+    std::fs::write(&path, format!("# test users\n{}\n{slow}\n", sha_line("old", "pw1", true))).unwrap();
     let b = Broker::with(w, |c| c.user_file = Some(path.clone()));
-    for (login, pass, ok) in [
-        ("old", "pw1", true),
-        ("old", "pw2", false),
-        ("slow", "pw:2", true),
-        ("slow", "pw", false),
-        ("nobody", "pw1", false),
-    ] {
+    for (login, pass, ok) in
+        [("old", "pw1", true), ("old", "pw2", false), ("slow", "pw:2", true), ("slow", "pw", false), ("nobody", "pw1", false)]
+    {
         let mut c = b.raw();
         // Pipeline a SUBSCRIBE behind CONNECT: it must wait for the (off-thread) check.
-        let mut bytes = frame(
-            "CONNECT",
-            &[
-                ("accept-version", "1.2"),
-                ("login", login),
-                ("passcode", pass),
-            ],
-            b"",
-        );
-        bytes.extend(frame(
-            "SUBSCRIBE",
-            &[
-                ("id", "1"),
-                ("destination", "/topic/auth"),
-                ("receipt", "r"),
-            ],
-            b"",
-        ));
+        let mut bytes = frame("CONNECT", &[("accept-version", "1.2"), ("login", login), ("passcode", pass)], b"");
+        bytes.extend(frame("SUBSCRIBE", &[("id", "1"), ("destination", "/topic/auth"), ("receipt", "r")], b""));
         c.send_raw(&bytes);
         if ok {
             c.expect("CONNECTED");

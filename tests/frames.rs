@@ -18,11 +18,7 @@ both!(a1_split_into_single_bytes_and_pipelined, |w| {
     // Several frames in one write.
     let mut many = Vec::new();
     for i in 0..3 {
-        many.extend(frame(
-            "SEND",
-            &[("destination", "/queue/a1")],
-            format!("p{i}").as_bytes(),
-        ));
+        many.extend(frame("SEND", &[("destination", "/queue/a1")], format!("p{i}").as_bytes()));
     }
     c.send_raw(&many);
     let got: Vec<String> = (0..4).map(|_| sub.expect("MESSAGE").text()).collect();
@@ -74,11 +70,7 @@ both!(a7_content_length_with_nuls, |w| {
     let mut sub = b.client("1.2");
     sub.subscribe_sync("0", "/queue/a7", "auto");
     let mut c = b.client("1.2");
-    c.send_frame(
-        "SEND",
-        &[("destination", "/queue/a7"), ("content-length", "5")],
-        b"a\0b\0c",
-    );
+    c.send_frame("SEND", &[("destination", "/queue/a7"), ("content-length", "5")], b"a\0b\0c");
     let m = sub.expect("MESSAGE");
     assert_eq!(m.body, b"a\0b\0c");
     // A8: the MESSAGE says how long it is.
@@ -97,14 +89,7 @@ both!(a9_content_type_and_length_pass_through, |w| {
     let mut sub = b.client("1.2");
     sub.subscribe_sync("0", "/topic/a9", "auto");
     let mut c = b.client("1.2");
-    c.send_frame(
-        "SEND",
-        &[
-            ("destination", "/topic/a9"),
-            ("content-type", "application/json;charset=utf-8"),
-        ],
-        b"{}",
-    );
+    c.send_frame("SEND", &[("destination", "/topic/a9"), ("content-type", "application/json;charset=utf-8")], b"{}");
     let m = sub.expect("MESSAGE");
     assert_eq!(m.h("content-type"), "application/json;charset=utf-8");
     assert_eq!(m.h("content-length"), "2");
@@ -124,11 +109,7 @@ both!(a11_a12_values_are_kept_exactly, |w| {
     let b = Broker::start(w);
     let mut c = b.client("1.1");
     c.subscribe_sync("0", "/topic/a11", "auto");
-    c.send_frame(
-        "SEND",
-        &[("destination", "/topic/a11"), ("k", " v "), ("empty", "")],
-        b"",
-    );
+    c.send_frame("SEND", &[("destination", "/topic/a11"), ("k", " v "), ("empty", "")], b"");
     let m = c.expect("MESSAGE");
     assert_eq!(m.h("k"), " v ");
     assert_eq!(m.h("empty"), "");
@@ -138,11 +119,7 @@ both!(a13_utf8_round_trips, |w| {
     let b = Broker::start(w);
     let mut c = b.client("1.2");
     c.subscribe_sync("0", "/topic/ünï", "auto");
-    c.send_frame(
-        "SEND",
-        &[("destination", "/topic/ünï"), ("clé", "välue✓")],
-        "bödy✓".as_bytes(),
-    );
+    c.send_frame("SEND", &[("destination", "/topic/ünï"), ("clé", "välue✓")], "bödy✓".as_bytes());
     let m = c.expect("MESSAGE");
     assert_eq!(m.h("clé"), "välue✓");
     assert_eq!(m.h("destination"), "/topic/ünï");
@@ -256,11 +233,6 @@ both!(c2_repeated_user_header_first_value_effective, |w| {
     c.send_raw(b"SEND\ndestination:/topic/c2\ndupkey:v0\ndupkey:v1\ndupkey:v2\n\n\0");
     let m = c.expect("MESSAGE");
     assert_eq!(m.h("dupkey"), "v0");
-    let all: Vec<&str> = m
-        .headers
-        .iter()
-        .filter(|(k, _)| k == "dupkey")
-        .map(|(_, v)| v.as_str())
-        .collect();
+    let all: Vec<&str> = m.headers.iter().filter(|(k, _)| k == "dupkey").map(|(_, v)| v.as_str()).collect();
     assert_eq!(all, ["v0", "v1", "v2"], "later copies are kept in order");
 });

@@ -13,11 +13,7 @@ both!(f1_send_requires_destination, |w| {
     let mut c = b.client("1.2");
     c.send_frame("SEND", &[("receipt", "r1")], b"x");
     let e = c.expect_error("syntax");
-    assert_eq!(
-        e.h("receipt-id"),
-        "r1",
-        "K3/L3: the ERROR names the failed frame's receipt"
-    );
+    assert_eq!(e.h("receipt-id"), "r1", "K3/L3: the ERROR names the failed frame's receipt");
 });
 
 both!(f2_user_headers_pass_through, |w| {
@@ -25,21 +21,9 @@ both!(f2_user_headers_pass_through, |w| {
     let mut s = b.client("1.2");
     s.subscribe_sync("0", "/topic/f2", "auto");
     let mut p = b.client("1.2");
-    p.send_frame(
-        "SEND",
-        &[
-            ("destination", "/topic/f2"),
-            ("x-app", "1"),
-            ("priority", "9"),
-            ("reply-to", "/queue/r"),
-        ],
-        b"",
-    );
+    p.send_frame("SEND", &[("destination", "/topic/f2"), ("x-app", "1"), ("priority", "9"), ("reply-to", "/queue/r")], b"");
     let m = s.expect("MESSAGE");
-    assert_eq!(
-        (m.h("x-app"), m.h("priority"), m.h("reply-to")),
-        ("1", "9", "/queue/r")
-    );
+    assert_eq!((m.h("x-app"), m.h("priority"), m.h("reply-to")), ("1", "9", "/queue/r"));
 });
 
 both!(f3_full_queue_rejects_with_q_flup, |w| {
@@ -47,11 +31,7 @@ both!(f3_full_queue_rejects_with_q_flup, |w| {
     let mut p = b.client("1.2");
     p.with_receipt("SEND", &[("destination", "/queue/f3")], b"1", "a");
     p.with_receipt("SEND", &[("destination", "/queue/f3")], b"2", "b");
-    p.send_frame(
-        "SEND",
-        &[("destination", "/queue/f3"), ("receipt", "c")],
-        b"3",
-    );
+    p.send_frame("SEND", &[("destination", "/queue/f3"), ("receipt", "c")], b"3");
     let e = p.expect_error("q flup");
     assert_eq!(e.h("receipt-id"), "c");
     assert!(e.text().contains("max_messages"));
@@ -76,19 +56,11 @@ both!(g1_subscribe_requires_destination_and_id, |w| {
 both!(g1_1_0_subscription_without_id, |w| {
     let b = Broker::start(w);
     let mut c = b.client("1.0");
-    c.send_frame(
-        "SUBSCRIBE",
-        &[("destination", "/topic/g1"), ("receipt", "r")],
-        b"",
-    );
+    c.send_frame("SUBSCRIBE", &[("destination", "/topic/g1"), ("receipt", "r")], b"");
     c.expect("RECEIPT");
     c.send("/topic/g1", "x");
     assert_eq!(c.expect("MESSAGE").text(), "x");
-    c.send_frame(
-        "UNSUBSCRIBE",
-        &[("destination", "/topic/g1"), ("receipt", "u")],
-        b"",
-    );
+    c.send_frame("UNSUBSCRIBE", &[("destination", "/topic/g1"), ("receipt", "u")], b"");
     c.expect("RECEIPT");
     c.send("/topic/g1", "y");
     c.expect_nothing(QUIET);
@@ -129,10 +101,7 @@ both!(g4_h1_h2_message_headers, |w| {
         let m = s.expect("MESSAGE");
         assert_eq!(m.h("subscription"), "sub-7");
         assert_eq!(m.h("destination"), "/topic/h1");
-        assert!(
-            ids.insert(m.h("message-id").to_string()),
-            "duplicate message-id"
-        );
+        assert!(ids.insert(m.h("message-id").to_string()), "duplicate message-id");
     }
 });
 
@@ -177,20 +146,17 @@ both!(h3_ack_header_only_for_client_modes, |w| {
     assert_eq!(seen, 3);
 });
 
-both!(
-    topic_every_subscriber_gets_a_copy_including_the_sender,
-    |w| {
-        let b = Broker::start(w);
-        let mut subs: Vec<Client> = (0..5).map(|_| b.client("1.2")).collect();
-        for s in subs.iter_mut() {
-            s.subscribe_sync("t", "/topic/fan", "auto");
-        }
-        subs[0].send("/topic/fan", "hello");
-        for s in subs.iter_mut() {
-            assert_eq!(s.expect("MESSAGE").text(), "hello");
-        }
+both!(topic_every_subscriber_gets_a_copy_including_the_sender, |w| {
+    let b = Broker::start(w);
+    let mut subs: Vec<Client> = (0..5).map(|_| b.client("1.2")).collect();
+    for s in subs.iter_mut() {
+        s.subscribe_sync("t", "/topic/fan", "auto");
     }
-);
+    subs[0].send("/topic/fan", "hello");
+    for s in subs.iter_mut() {
+        assert_eq!(s.expect("MESSAGE").text(), "hello");
+    }
+});
 
 both!(queue_competing_consumers_round_robin, |w| {
     let b = Broker::start(w);
@@ -234,16 +200,7 @@ both!(queue_prefetch_bounds_unacked, |w| {
         p.send("/queue/pf", &i.to_string());
     }
     let mut s = b.client("1.2");
-    s.send_frame(
-        "SUBSCRIBE",
-        &[
-            ("id", "0"),
-            ("destination", "/queue/pf"),
-            ("ack", "client-individual"),
-            ("prefetch-count", "2"),
-        ],
-        b"",
-    );
+    s.send_frame("SUBSCRIBE", &[("id", "0"), ("destination", "/queue/pf"), ("ack", "client-individual"), ("prefetch-count", "2")], b"");
     let m0 = s.expect("MESSAGE");
     let _m1 = s.expect("MESSAGE");
     s.expect_nothing(QUIET);
@@ -288,12 +245,7 @@ both!(i2_1_1_ack_by_message_id_and_subscription, |w| {
     s.subscribe("sub", "/queue/i2", "client-individual");
     let m = s.expect("MESSAGE");
     assert_eq!(m.header("ack"), None, "the ack header is 1.2's");
-    s.with_receipt(
-        "ACK",
-        &[("message-id", m.h("message-id")), ("subscription", "sub")],
-        b"",
-        "r",
-    );
+    s.with_receipt("ACK", &[("message-id", m.h("message-id")), ("subscription", "sub")], b"", "r");
     s.disconnect();
     assert!(drain(&b, "/queue/i2").is_empty());
 });
@@ -303,11 +255,7 @@ both!(i3_1_0_ack_by_message_id, |w| {
     let mut p = b.client("1.0");
     p.send("/queue/i3", "a");
     let mut s = b.client("1.0");
-    s.send_frame(
-        "SUBSCRIBE",
-        &[("destination", "/queue/i3"), ("ack", "client")],
-        b"",
-    );
+    s.send_frame("SUBSCRIBE", &[("destination", "/queue/i3"), ("ack", "client")], b"");
     let m = s.expect("MESSAGE");
     s.with_receipt("ACK", &[("message-id", m.h("message-id"))], b"", "r");
     s.disconnect();
@@ -334,18 +282,15 @@ both!(i5_client_individual_acks_one, |w| {
     assert!(left.iter().all(|m| m.h("redelivered") == "true"));
 });
 
-both!(
-    i6_unacked_go_to_another_consumer_when_a_connection_drops,
-    |w| {
-        let b = Broker::start(w);
-        let mut other = b.client("1.2");
-        let (s, _ms) = three_to_client(&b, "/queue/i6", "client");
-        other.subscribe_sync("o", "/queue/i6", "client");
-        drop(s); // abrupt close, no DISCONNECT
-        let texts: Vec<String> = (0..3).map(|_| other.expect("MESSAGE").text()).collect();
-        assert_eq!(texts, ["m1", "m2", "m3"]);
-    }
-);
+both!(i6_unacked_go_to_another_consumer_when_a_connection_drops, |w| {
+    let b = Broker::start(w);
+    let mut other = b.client("1.2");
+    let (s, _ms) = three_to_client(&b, "/queue/i6", "client");
+    other.subscribe_sync("o", "/queue/i6", "client");
+    drop(s); // abrupt close, no DISCONNECT
+    let texts: Vec<String> = (0..3).map(|_| other.expect("MESSAGE").text()).collect();
+    assert_eq!(texts, ["m1", "m2", "m3"]);
+});
 
 both!(i7_nack_requeues_in_place, |w| {
     let b = Broker::start(w);
@@ -373,11 +318,7 @@ both!(i8_ack_in_transaction_takes_effect_on_commit, |w| {
     s.with_receipt("COMMIT", &[("transaction", "t2")], b"", "c");
     s.disconnect();
     let texts: Vec<String> = drain(&b, "/queue/i8").iter().map(Got::text).collect();
-    assert_eq!(
-        texts,
-        ["m1", "m3"],
-        "the aborted ACK left m1 unacknowledged; the committed one took m2"
-    );
+    assert_eq!(texts, ["m1", "m3"], "the aborted ACK left m1 unacknowledged; the committed one took m2");
 });
 
 both!(i9_ack_of_unknown_or_auto_is_an_error, |w| {

@@ -81,13 +81,7 @@ pub struct Message {
 impl Message {
     /// Bytes this message holds, for queue byte bounds.
     pub fn weight(&self) -> usize {
-        self.body.len()
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 2)
-                .sum::<usize>()
-            + self.destination.len()
+        self.body.len() + self.headers.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>() + self.destination.len()
     }
 }
 

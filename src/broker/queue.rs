@@ -74,11 +74,7 @@ impl Queue {
         self.count += 1;
         self.bytes += msg.weight();
         self.enqueued += 1;
-        self.ready.push_back(Entry {
-            seq,
-            msg,
-            redelivered: false,
-        });
+        self.ready.push_back(Entry { seq, msg, redelivered: false });
     }
 
     /// Put a message back in its place (NACK, consumer gone, bounced auto delivery).
@@ -92,12 +88,7 @@ impl Queue {
         if self.consumers.iter().any(|c| c.key == key) {
             return;
         }
-        self.consumers.push(Consumer {
-            key,
-            credit: prefetch,
-            retains: mode != AckMode::Auto,
-            inflight: BTreeMap::new(),
-        });
+        self.consumers.push(Consumer { key, credit: prefetch, retains: mode != AckMode::Auto, inflight: BTreeMap::new() });
     }
 
     /// Remove a consumer; what it had in flight goes back to the queue.
@@ -149,11 +140,7 @@ impl Queue {
     pub fn bounce(&mut self, msg: Arc<Message>, seq: u64) {
         self.count += 1;
         self.bytes += msg.weight();
-        self.requeue(Entry {
-            seq,
-            msg,
-            redelivered: true,
-        });
+        self.requeue(Entry { seq, msg, redelivered: true });
     }
 
     /// Hand ready messages to consumers with credit, round-robin.
@@ -182,11 +169,7 @@ impl Queue {
                 self.count -= 1;
                 self.bytes -= entry.msg.weight();
             }
-            out.push(Dispatch {
-                key: c.key,
-                entry,
-                retained: c.retains,
-            });
+            out.push(Dispatch { key: c.key, entry, retained: c.retains });
         }
     }
 }
@@ -197,22 +180,10 @@ mod tests {
     use crate::broker::ConnRef;
 
     fn msg(i: u64) -> Arc<Message> {
-        Arc::new(Message {
-            id: i,
-            destination: "/queue/q".into(),
-            headers: vec![],
-            body: vec![b'x'; 10].into(),
-        })
+        Arc::new(Message { id: i, destination: "/queue/q".into(), headers: vec![], body: vec![b'x'; 10].into() })
     }
     fn key(slot: u32) -> SubKey {
-        SubKey {
-            conn: ConnRef {
-                worker: 0,
-                slot,
-                gen: 0,
-            },
-            serial: 0,
-        }
+        SubKey { conn: ConnRef { worker: 0, slot, gen: 0 }, serial: 0 }
     }
 
     #[test]
@@ -255,7 +226,8 @@ mod tests {
         let ids: Vec<u64> = out.iter().map(|d| d.entry.msg.id).collect();
         assert_eq!(ids, vec![0, 2]);
         assert!(out.iter().all(|d| d.entry.redelivered));
-        assert!(q.is_idle());
+        assert_eq!(q.depth(), 0);
+        assert!(!q.is_idle(), "a consumer is still subscribed");
     }
 
     #[test]

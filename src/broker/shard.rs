@@ -77,12 +77,7 @@ impl Shard {
     pub fn handle(&mut self, req: ToOwner, out: &mut Outbox) {
         match req {
             ToOwner::Publish { msg, from, receipt } => self.publish(msg, from, receipt, out),
-            ToOwner::Subscribe {
-                dest,
-                key,
-                mode,
-                prefetch,
-            } => match DestKind::of(&dest) {
+            ToOwner::Subscribe { dest, key, mode, prefetch } => match DestKind::of(&dest) {
                 DestKind::Topic => {
                     let t = self.topics.entry(dest).or_default();
                     if t.per_worker.is_empty() {
@@ -117,12 +112,7 @@ impl Shard {
                     self.dispatch(&dest, out);
                 }
             },
-            ToOwner::Settle {
-                dest,
-                key,
-                seqs,
-                requeue,
-            } => {
+            ToOwner::Settle { dest, key, seqs, requeue } => {
                 if let Some(q) = self.queues.get_mut(&dest) {
                     q.settle(key, &seqs, requeue);
                 }
@@ -135,29 +125,17 @@ impl Shard {
                 self.dispatch(&dest, out);
             }
             ToOwner::Bounce { dest, msg, seq } => {
-                self.queues
-                    .entry(dest.clone())
-                    .or_default()
-                    .bounce(msg, seq);
+                self.queues.entry(dest.clone()).or_default().bounce(msg, seq);
                 self.dispatch(&dest, out);
             }
             ToOwner::Barrier { from } => {
                 let owner = out.me() as u16;
-                out.to_worker(
-                    from.worker as usize,
-                    ToWorker::BarrierDone { conn: from, owner },
-                )
+                out.to_worker(from.worker as usize, ToWorker::BarrierDone { conn: from, owner })
             }
         }
     }
 
-    fn publish(
-        &mut self,
-        msg: Arc<Message>,
-        from: crate::broker::ConnRef,
-        receipt: Option<Box<str>>,
-        out: &mut Outbox,
-    ) {
+    fn publish(&mut self, msg: Arc<Message>, from: crate::broker::ConnRef, receipt: Option<Box<str>>, out: &mut Outbox) {
         let dest = msg.destination.clone();
         match DestKind::of(&dest) {
             DestKind::Topic => {
@@ -169,13 +147,7 @@ impl Shard {
                 t.delivered += t.total as u64;
                 for (w, &n) in t.per_worker.iter().enumerate() {
                     if n > 0 {
-                        out.to_worker(
-                            w,
-                            ToWorker::TopicMessage {
-                                dest: dest.clone(),
-                                msg: msg.clone(),
-                            },
-                        );
+                        out.to_worker(w, ToWorker::TopicMessage { dest: dest.clone(), msg: msg.clone() });
                     }
                 }
             }
@@ -192,15 +164,7 @@ impl Shard {
                     if q.is_idle() {
                         self.queues.remove(&dest);
                     }
-                    out.to_worker(
-                        from.worker as usize,
-                        ToWorker::Rejected {
-                            conn: from,
-                            word: "q flup",
-                            detail,
-                            receipt,
-                        },
-                    );
+                    out.to_worker(from.worker as usize, ToWorker::Rejected { conn: from, word: "q flup", detail, receipt });
                     return;
                 }
                 self.stats.published += 1;

@@ -81,13 +81,7 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(
-        worker: usize,
-        cfg: Arc<Config>,
-        outbox: Outbox,
-        auth: Arc<Authenticator>,
-        auth_tx: Sender<AuthJob>,
-    ) -> Ctx {
+    pub fn new(worker: usize, cfg: Arc<Config>, outbox: Outbox, auth: Arc<Authenticator>, auth_tx: Sender<AuthJob>) -> Ctx {
         Ctx {
             worker,
             limits: cfg.limits(),

@@ -53,9 +53,7 @@ pub fn write_message(
         // STOMP 1.0 has no escaping (B3): a header that holds a colon in its name, or an EOL
         // anywhere, cannot be written without corrupting the frame, so 1.0 receivers do not get
         // it. Other versions escape it.
-        if conn_version == crate::stomp::Version::V1_0
-            && (k.contains([':', '\n', '\r']) || v.contains(['\n', '\r']))
-        {
+        if conn_version == crate::stomp::Version::V1_0 && (k.contains([':', '\n', '\r']) || v.contains(['\n', '\r'])) {
             continue;
         }
         encoder::header(out, k, v, esc);
@@ -67,50 +65,26 @@ pub fn write_message(
 pub fn handle(msg: ToWorker, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
     match msg {
         ToWorker::TopicMessage { dest, msg } => topic_message(&dest, &msg, conns, ctx),
-        ToWorker::QueueMessage {
-            key,
-            msg,
-            seq,
-            redelivered,
-            retained,
-        } => queue_message(key, msg, seq, redelivered, retained, conns, ctx),
+        ToWorker::QueueMessage { key, msg, seq, redelivered, retained } => queue_message(key, msg, seq, redelivered, retained, conns, ctx),
         ToWorker::BarrierDone { conn, owner } => {
             if let Some(c) = live(conns, conn.slot, conn.gen) {
                 session::barrier_done(c, owner as usize, ctx);
             }
         }
-        ToWorker::Rejected {
-            conn,
-            word,
-            detail,
-            receipt,
-        } => {
+        ToWorker::Rejected { conn, word, detail, receipt } => {
             if let Some(c) = live(conns, conn.slot, conn.gen) {
-                session::fail(
-                    c,
-                    ctx,
-                    Fatal {
-                        word,
-                        detail,
-                        receipt: receipt.map(String::from),
-                        versions: false,
-                    },
-                );
+                session::fail(c, ctx, Fatal { word, detail, receipt: receipt.map(String::from), versions: false });
             }
         }
         ToWorker::AuthDone { conn, outcome } => {
-            if let Some(c) =
-                live(conns, conn.slot, conn.gen).filter(|c| c.phase == Phase::Authenticating)
-            {
+            if let Some(c) = live(conns, conn.slot, conn.gen).filter(|c| c.phase == Phase::Authenticating) {
                 match outcome {
                     AuthOutcome::Accepted { admin } => {
                         session::finish_connect(c, ctx, admin);
                         // Frames pipelined after CONNECT waited in inbuf; the worker resumes them.
                         super::want_read(c, ctx);
                     }
-                    AuthOutcome::Rejected => {
-                        session::fail(c, ctx, Fatal::new("auth err", "bad login or passcode"))
-                    }
+                    AuthOutcome::Rejected => session::fail(c, ctx, Fatal::new("auth err", "bad login or passcode")),
                 }
             }
         }
@@ -135,8 +109,7 @@ fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ct
         let Some(sub) = conn.session.subs.get(&ls.serial) else {
             continue;
         };
-        let over = conn.out.len() >= max_pending
-            || (sub.mode != AckMode::Auto && sub.pending.len() >= sub.prefetch as usize);
+        let over = conn.out.len() >= max_pending || (sub.mode != AckMode::Auto && sub.pending.len() >= sub.prefetch as usize);
         if over {
             match ctx.cfg.slow_consumer {
                 SlowConsumerPolicy::Drop => {
@@ -145,7 +118,11 @@ fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ct
                     if let Some(sub) = conn.session.subs.get_mut(&ls.serial) {
                         sub.dropped += 1;
                         if sub.dropped.is_power_of_two() {
-                            log::warn!("{sid} {}: slow consumer on {dest}: {} messages dropped so far (slow_consumer = \"drop\")", conn.peer, sub.dropped);
+                            log::warn!(
+                                "{sid} {}: slow consumer on {dest}: {} messages dropped so far (slow_consumer = \"drop\")",
+                                conn.peer,
+                                sub.dropped
+                            );
                         }
                     }
                 }
@@ -162,14 +139,7 @@ fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ct
 }
 
 /// Write a MESSAGE for subscription `serial`, recording it as pending for client-ack modes.
-fn write_to(
-    conn: &mut Conn,
-    serial: u32,
-    msg: &Message,
-    redelivered: bool,
-    seq: u64,
-    ctx: &mut Ctx,
-) {
+fn write_to(conn: &mut Conn, serial: u32, msg: &Message, redelivered: bool, seq: u64, ctx: &mut Ctx) {
     if conn.out.capacity() == 0 {
         conn.out = ctx.pool.take();
     }
@@ -182,35 +152,18 @@ fn write_to(
     let ack = if sub.mode == AckMode::Auto {
         None
     } else {
-        sub.pending.push_back(Pending {
-            tag,
-            msg_id: msg.id,
-            seq,
-        });
+        sub.pending.push_back(Pending { tag, msg_id: msg.id, seq });
         Some((serial, tag))
     };
     // 1.0 and 1.1 clients ACK by message-id; the ack header is 1.2's.
-    let ack = if version == crate::stomp::Version::V1_2 {
-        ack
-    } else {
-        None
-    };
+    let ack = if version == crate::stomp::Version::V1_2 { ack } else { None };
     write_message(&mut conn.out, version, &sub.id, msg, ack, redelivered);
     ctx.stats.messages_out += 1;
     mark_dirty(conn, ctx);
 }
 
-fn queue_message(
-    key: SubKey,
-    msg: Arc<Message>,
-    seq: u64,
-    redelivered: bool,
-    retained: bool,
-    conns: &mut Slab<Conn>,
-    ctx: &mut Ctx,
-) {
-    let target = live(conns, key.conn.slot, key.conn.gen)
-        .filter(|c| c.phase == Phase::Open && c.session.subs.contains_key(&key.serial));
+fn queue_message(key: SubKey, msg: Arc<Message>, seq: u64, redelivered: bool, retained: bool, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+    let target = live(conns, key.conn.slot, key.conn.gen).filter(|c| c.phase == Phase::Open && c.session.subs.contains_key(&key.serial));
     let Some(conn) = target else {
         // The subscription is gone. A retained message is still held by the owner (it was or will
         // be requeued by the Unsubscribe); an auto-ack one must go back, or it would be lost.

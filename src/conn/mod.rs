@@ -108,6 +108,8 @@ pub struct Conn {
     pub peer_eof: bool,
     /// Our write side is shut down (after the last frame in `Closing`).
     pub write_shut: bool,
+    /// Writing failed (peer reset): output is discarded while remaining input is processed.
+    pub write_dead: bool,
     pub login: Option<String>,
     pub admin: bool,
     /// The session's subscriptions and transactions have been released.
@@ -135,6 +137,7 @@ impl Conn {
             want_read: false,
             peer_eof: false,
             write_shut: false,
+            write_dead: false,
             login: None,
             admin: false,
             torn_down: false,

@@ -131,12 +131,7 @@ pub struct Fatal {
 
 impl Fatal {
     pub fn new(word: &'static str, detail: impl Into<String>) -> Fatal {
-        Fatal {
-            word,
-            detail: detail.into(),
-            receipt: None,
-            versions: false,
-        }
+        Fatal { word, detail: detail.into(), receipt: None, versions: false }
     }
 }
 
@@ -150,33 +145,12 @@ pub fn fail(conn: &mut Conn, ctx: &mut Ctx, f: Fatal) {
     if conn.out.capacity() == 0 {
         conn.out = ctx.pool.take();
     }
-    let extra: &[(&str, &str)] = if f.versions {
-        &[("version", version::SUPPORTED)]
-    } else {
-        &[]
-    };
-    encoder::error(
-        &mut conn.out,
-        conn.version,
-        f.word,
-        &f.detail,
-        f.receipt.as_deref(),
-        extra,
-    );
+    let extra: &[(&str, &str)] = if f.versions { &[("version", version::SUPPORTED)] } else { &[] };
+    encoder::error(&mut conn.out, conn.version, f.word, &f.detail, f.receipt.as_deref(), extra);
     ctx.stats.errors_sent += 1;
     mark_dirty(conn, ctx);
-    log::debug!(
-        "{} {}: ERROR {}: {}",
-        conn.session_id(),
-        conn.peer,
-        f.word,
-        f.detail
-    );
-    conn.begin_close(if f.word == "auth err" {
-        CloseReason::AuthFailed
-    } else {
-        CloseReason::Protocol(f.word)
-    });
+    log::debug!("{} {}: ERROR {}: {}", conn.session_id(), conn.peer, f.word, f.detail);
+    conn.begin_close(if f.word == "auth err" { CloseReason::AuthFailed } else { CloseReason::Protocol(f.word) });
 }
 
 /// Parse and handle frames from `buf`. Returns how many bytes were consumed; the rest is a
@@ -203,12 +177,7 @@ pub fn process_input(conn: &mut Conn, buf: &[u8], ctx: &mut Ctx) -> usize {
                 pos += n;
                 ctx.stats.frames_in += 1;
                 if let Err(fatal) = on_frame(conn, &f, ctx) {
-                    let fatal = Fatal {
-                        receipt: fatal
-                            .receipt
-                            .or_else(|| f.header("receipt").map(str::to_string)),
-                        ..fatal
-                    };
+                    let fatal = Fatal { receipt: fatal.receipt.or_else(|| f.header("receipt").map(str::to_string)), ..fatal };
                     fail(conn, ctx, fatal);
                     return pos;
                 }
@@ -221,15 +190,8 @@ pub fn process_input(conn: &mut Conn, buf: &[u8], ctx: &mut Ctx) -> usize {
                 let mut fatal = parse_fatal(&e, ctx);
                 if e == ParseError::BadCommand {
                     let line = &buf[pos..];
-                    let line = &line[..line
-                        .iter()
-                        .position(|&b| b == b'\n')
-                        .unwrap_or(line.len())
-                        .min(32)];
-                    fatal.detail = format!(
-                        "unknown or malformed command {:?}",
-                        String::from_utf8_lossy(line)
-                    );
+                    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len()).min(32)];
+                    fatal.detail = format!("unknown or malformed command {:?}", String::from_utf8_lossy(line));
                 }
                 fail(conn, ctx, fatal);
                 return pos;
@@ -246,10 +208,7 @@ fn parse_fatal(e: &ParseError, ctx: &Ctx) -> Fatal {
         ParseError::TooManyHeaders(_) => {
             format!("{e} (limit: max_headers = {})", ctx.cfg.max_headers)
         }
-        ParseError::BodyTooLarge(_) => format!(
-            "{e} (limit: max_message_size = {})",
-            ctx.cfg.max_message_size
-        ),
+        ParseError::BodyTooLarge(_) => format!("{e} (limit: max_message_size = {})", ctx.cfg.max_message_size),
         _ => e.to_string(),
     };
     Fatal::new(e.word(), detail)
@@ -257,28 +216,14 @@ fn parse_fatal(e: &ParseError, ctx: &Ctx) -> Fatal {
 
 fn on_frame(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     if !f.command.takes_body() && !f.body.is_empty() {
-        return Err(Fatal::new(
-            "syntax",
-            format!("{} frames must not have a body", f.command.as_str()),
-        ));
+        return Err(Fatal::new("syntax", format!("{} frames must not have a body", f.command.as_str())));
     }
     match (conn.phase, f.command) {
         (Phase::Handshake, Command::Connect | Command::Stomp) => return connect(conn, f, ctx),
         (Phase::Handshake, c) => {
-            return Err(Fatal::new(
-                "syntax",
-                format!(
-                    "{} before CONNECT: the first frame must be CONNECT or STOMP",
-                    c.as_str()
-                ),
-            ))
+            return Err(Fatal::new("syntax", format!("{} before CONNECT: the first frame must be CONNECT or STOMP", c.as_str())))
         }
-        (_, Command::Connect | Command::Stomp) => {
-            return Err(Fatal::new(
-                "syntax",
-                "already connected: a second CONNECT is not allowed",
-            ))
-        }
+        (_, Command::Connect | Command::Stomp) => return Err(Fatal::new("syntax", "already connected: a second CONNECT is not allowed")),
         _ => {}
     }
     match f.command {
@@ -286,20 +231,13 @@ fn on_frame(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         Command::Subscribe => subscribe(conn, f, ctx)?,
         Command::Unsubscribe => unsubscribe(conn, f, ctx)?,
         Command::Ack => ack(conn, f, ctx, false)?,
-        Command::Nack if conn.version == Version::V1_0 => {
-            return Err(Fatal::new("syntax", "NACK is not a STOMP 1.0 command"))
-        }
+        Command::Nack if conn.version == Version::V1_0 => return Err(Fatal::new("syntax", "NACK is not a STOMP 1.0 command")),
         Command::Nack => ack(conn, f, ctx, true)?,
         Command::Begin => begin(conn, f, ctx)?,
         Command::Commit => commit(conn, f, ctx)?,
         Command::Abort => abort(conn, f)?,
         Command::Disconnect => return disconnect(conn, f, ctx),
-        c => {
-            return Err(Fatal::new(
-                "syntax",
-                format!("{} is a server frame; clients may not send it", c.as_str()),
-            ))
-        }
+        c => return Err(Fatal::new("syntax", format!("{} is a server frame; clients may not send it", c.as_str()))),
     }
     if let Some(r) = f.header("receipt") {
         push_receipt(conn, ctx, r, false);
@@ -311,10 +249,7 @@ fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let Some(v) = Version::negotiate(f.header("accept-version")) else {
         return Err(Fatal {
             word: "version",
-            detail: format!(
-                "no common protocol version: this server speaks {}",
-                version::SUPPORTED
-            ),
+            detail: format!("no common protocol version: this server speaks {}", version::SUPPORTED),
             receipt: None,
             versions: true,
         });
@@ -324,12 +259,8 @@ fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     if v > Version::V1_0 {
         let hb = match f.header("heart-beat") {
             None => HeartBeat::default(),
-            Some(s) => HeartBeat::parse(s).ok_or_else(|| {
-                Fatal::new(
-                    "ecg err",
-                    format!("heart-beat {s:?} is not two non-negative integers \"cx,cy\""),
-                )
-            })?,
+            Some(s) => HeartBeat::parse(s)
+                .ok_or_else(|| Fatal::new("ecg err", format!("heart-beat {s:?} is not two non-negative integers \"cx,cy\"")))?,
         };
         conn.hb = negotiate_heart_beat(hb, ctx.cfg.heart_beat_min, ctx.cfg.heart_beat_max);
     }
@@ -342,17 +273,9 @@ fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         }
         Verdict::Reject => Err(Fatal::new("auth err", "bad login or passcode")),
         Verdict::Deferred(credential, admin) => {
-            let job = AuthJob {
-                conn: conn.me,
-                credential,
-                admin,
-                passcode: f.header("passcode").unwrap_or("").to_string(),
-            };
+            let job = AuthJob { conn: conn.me, credential, admin, passcode: f.header("passcode").unwrap_or("").to_string() };
             if !auth::submit(&ctx.auth_tx, job) {
-                return Err(Fatal::new(
-                    "auth err",
-                    "the authentication service is busy; try again",
-                ));
+                return Err(Fatal::new("auth err", "the authentication service is busy; try again"));
             }
             conn.phase = Phase::Authenticating;
             Ok(())
@@ -380,29 +303,13 @@ pub fn finish_connect(conn: &mut Conn, ctx: &mut Ctx, admin: bool) {
     let (slot, gen) = (conn.me.slot, conn.me.gen);
     if conn.hb.server_send_ms > 0 {
         let at = ctx.now + Duration::from_millis(conn.hb.server_send_ms as u64);
-        ctx.timers.arm(Timer {
-            at,
-            slot,
-            gen,
-            kind: TimerKind::HeartBeatSend,
-        });
+        ctx.timers.arm(Timer { at, slot, gen, kind: TimerKind::HeartBeatSend });
     }
     if conn.hb.client_send_ms > 0 {
         let at = ctx.now + recv_grace(conn, ctx);
-        ctx.timers.arm(Timer {
-            at,
-            slot,
-            gen,
-            kind: TimerKind::HeartBeatRecv,
-        });
+        ctx.timers.arm(Timer { at, slot, gen, kind: TimerKind::HeartBeatRecv });
     }
-    log::debug!(
-        "{} {}: connected, STOMP {}, heart-beat {:?}",
-        sid,
-        conn.peer,
-        conn.version,
-        conn.hb
-    );
+    log::debug!("{} {}: connected, STOMP {}, heart-beat {:?}", sid, conn.peer, conn.version, conn.hb);
 }
 
 /// How long a heart-beating client may stay silent.
@@ -415,10 +322,7 @@ pub fn recv_grace(conn: &Conn, ctx: &Ctx) -> Duration {
 fn destination<'f>(f: &'f Frame<'_>) -> Result<&'f str, Fatal> {
     let d = required(f, "destination")?;
     if d.chars().any(char::is_control) {
-        return Err(Fatal::new(
-            "syntax",
-            "destination names may not contain control characters",
-        ));
+        return Err(Fatal::new("syntax", "destination names may not contain control characters"));
     }
     Ok(d)
 }
@@ -426,26 +330,13 @@ fn destination<'f>(f: &'f Frame<'_>) -> Result<&'f str, Fatal> {
 fn required<'f>(f: &'f Frame<'_>, name: &str) -> Result<&'f str, Fatal> {
     match f.header(name) {
         Some(v) if !v.is_empty() => Ok(v),
-        _ => Err(Fatal::new(
-            "syntax",
-            format!("{} requires a non-empty {name} header", f.command.as_str()),
-        )),
+        _ => Err(Fatal::new("syntax", format!("{} requires a non-empty {name} header", f.command.as_str()))),
     }
 }
 
 /// Headers the broker sets on MESSAGE itself; a SEND's copies are not passed on.
 fn is_broker_header(name: &str) -> bool {
-    matches!(
-        name,
-        "destination"
-            | "content-length"
-            | "receipt"
-            | "transaction"
-            | "message-id"
-            | "subscription"
-            | "ack"
-            | "redelivered"
-    )
+    matches!(name, "destination" | "content-length" | "receipt" | "transaction" | "message-id" | "subscription" | "ack" | "redelivered")
 }
 
 fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
@@ -456,21 +347,17 @@ fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         .filter(|h| !is_broker_header(&h.name))
         .map(|h| (Box::from(h.name.as_ref()), Box::from(h.value.as_ref())))
         .collect();
-    let msg = Arc::new(Message {
-        id: ctx.next_message_id(),
-        destination: Arc::from(dest),
-        headers,
-        body: f.body.into(),
-    });
+    let msg = Arc::new(Message { id: ctx.next_message_id(), destination: Arc::from(dest), headers, body: f.body.into() });
     ctx.stats.messages_in += 1;
     match f.header("transaction") {
         Some(t) => {
             let (max_frames, max_bytes) = (ctx.cfg.max_tx_frames, ctx.cfg.max_tx_bytes);
-            let tx = conn.session.txs.get_mut(t).ok_or_else(|| {
-                Fatal::new("general", format!("SEND in unknown transaction {t:?}"))
-            })?;
+            let tx = conn.session.txs.get_mut(t).ok_or_else(|| Fatal::new("general", format!("SEND in unknown transaction {t:?}")))?;
             if tx.ops.len() >= max_frames || tx.bytes + msg.body.len() > max_bytes {
-                return Err(Fatal::new("tx flup", format!("transaction {t:?} holds too much (limits: max_tx_frames = {max_frames}, max_tx_bytes = {max_bytes})")));
+                return Err(Fatal::new(
+                    "tx flup",
+                    format!("transaction {t:?} holds too much (limits: max_tx_frames = {max_frames}, max_tx_bytes = {max_bytes})"),
+                ));
             }
             tx.bytes += msg.body.len();
             tx.ops.push(TxOp::Publish(msg));
@@ -483,31 +370,16 @@ fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
 fn publish(conn: &mut Conn, msg: Arc<Message>, receipt: Option<&str>, ctx: &mut Ctx) {
     let w = owner_of(&msg.destination, ctx.outbox.workers());
     conn.session.touched.insert(w);
-    ctx.outbox.to_owner(
-        w,
-        ToOwner::Publish {
-            msg,
-            from: conn.me,
-            receipt: receipt.map(Box::from),
-        },
-    );
+    ctx.outbox.to_owner(w, ToOwner::Publish { msg, from: conn.me, receipt: receipt.map(Box::from) });
 }
 
 fn parse_prefetch(f: &Frame<'_>, ctx: &Ctx) -> Result<u32, Fatal> {
-    let raw = f
-        .header("prefetch-count")
-        .or_else(|| f.header("activemq.prefetchSize"));
+    let raw = f.header("prefetch-count").or_else(|| f.header("activemq.prefetchSize"));
     match raw {
         None => Ok(ctx.cfg.prefetch),
         Some(v) => match v.parse::<u32>() {
             Ok(n) if n >= 1 && n <= ctx.cfg.max_prefetch => Ok(n),
-            _ => Err(Fatal::new(
-                "syntax",
-                format!(
-                    "prefetch-count {v:?} must be an integer from 1 to {}",
-                    ctx.cfg.max_prefetch
-                ),
-            )),
+            _ => Err(Fatal::new("syntax", format!("prefetch-count {v:?} must be an integer from 1 to {}", ctx.cfg.max_prefetch))),
         },
     }
 }
@@ -523,28 +395,14 @@ fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         None | Some("auto") => AckMode::Auto,
         Some("client") => AckMode::Client,
         Some("client-individual") if conn.version > Version::V1_0 => AckMode::ClientIndividual,
-        Some(m) => {
-            return Err(Fatal::new(
-                "syntax",
-                format!("ack mode {m:?} is not auto, client or client-individual"),
-            ))
-        }
+        Some(m) => return Err(Fatal::new("syntax", format!("ack mode {m:?} is not auto, client or client-individual"))),
     };
     let prefetch = parse_prefetch(f, ctx)?;
     if conn.session.by_id.contains_key(id) {
-        return Err(Fatal::new(
-            "syntax",
-            format!("duplicated subscription identifier {id:?}"),
-        ));
+        return Err(Fatal::new("syntax", format!("duplicated subscription identifier {id:?}")));
     }
     if conn.session.subs.len() >= ctx.cfg.max_subs {
-        return Err(Fatal::new(
-            "subs flup",
-            format!(
-                "too many subscriptions on this connection (limit: max_subs = {})",
-                ctx.cfg.max_subs
-            ),
-        ));
+        return Err(Fatal::new("subs flup", format!("too many subscriptions on this connection (limit: max_subs = {})", ctx.cfg.max_subs)));
     }
     let s = &mut conn.session;
     s.next_serial += 1;
@@ -554,41 +412,14 @@ fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     s.by_id.insert(Box::from(id), serial);
     s.subs.insert(
         serial,
-        Subscription {
-            id: Box::from(id),
-            dest: dest.clone(),
-            kind,
-            mode,
-            prefetch,
-            pending: VecDeque::new(),
-            owed_credit: 0,
-            dropped: 0,
-        },
+        Subscription { id: Box::from(id), dest: dest.clone(), kind, mode, prefetch, pending: VecDeque::new(), owed_credit: 0, dropped: 0 },
     );
     if kind == DestKind::Topic {
-        ctx.topics
-            .entry(dest.clone())
-            .or_default()
-            .push(super::ctx::LocalSub {
-                slot: conn.me.slot,
-                gen: conn.me.gen,
-                serial,
-            });
+        ctx.topics.entry(dest.clone()).or_default().push(super::ctx::LocalSub { slot: conn.me.slot, gen: conn.me.gen, serial });
     }
     let w = owner_of(&dest, ctx.outbox.workers());
     s.touched.insert(w);
-    ctx.outbox.to_owner(
-        w,
-        ToOwner::Subscribe {
-            dest,
-            key: SubKey {
-                conn: conn.me,
-                serial,
-            },
-            mode,
-            prefetch,
-        },
-    );
+    ctx.outbox.to_owner(w, ToOwner::Subscribe { dest, key: SubKey { conn: conn.me, serial }, mode, prefetch });
     Ok(())
 }
 
@@ -600,9 +431,7 @@ pub fn drop_subscription(conn: &mut Conn, serial: u32, ctx: &mut Ctx) {
     conn.session.by_id.remove(&sub.id);
     if sub.kind == DestKind::Topic {
         if let Some(list) = ctx.topics.get_mut(&sub.dest) {
-            list.retain(|l| {
-                !(l.slot == conn.me.slot && l.gen == conn.me.gen && l.serial == serial)
-            });
+            list.retain(|l| !(l.slot == conn.me.slot && l.gen == conn.me.gen && l.serial == serial));
             if list.is_empty() {
                 ctx.topics.remove(&sub.dest);
             }
@@ -610,16 +439,7 @@ pub fn drop_subscription(conn: &mut Conn, serial: u32, ctx: &mut Ctx) {
     }
     let w = owner_of(&sub.dest, ctx.outbox.workers());
     conn.session.touched.insert(w);
-    ctx.outbox.to_owner(
-        w,
-        ToOwner::Unsubscribe {
-            dest: sub.dest,
-            key: SubKey {
-                conn: conn.me,
-                serial,
-            },
-        },
-    );
+    ctx.outbox.to_owner(w, ToOwner::Unsubscribe { dest: sub.dest, key: SubKey { conn: conn.me, serial } });
 }
 
 fn unsubscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
@@ -628,11 +448,7 @@ fn unsubscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         None if conn.version == Version::V1_0 => required(f, "destination")?,
         None => return Err(Fatal::new("syntax", "UNSUBSCRIBE requires an id header")),
     };
-    let serial = *conn
-        .session
-        .by_id
-        .get(id)
-        .ok_or_else(|| Fatal::new("syntax", format!("no subscription with id {id:?}")))?;
+    let serial = *conn.session.by_id.get(id).ok_or_else(|| Fatal::new("syntax", format!("no subscription with id {id:?}")))?;
     drop_subscription(conn, serial, ctx);
     Ok(())
 }
@@ -640,26 +456,17 @@ fn unsubscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
 /// Find the pending delivery an ACK/NACK names (I1-I3).
 fn resolve_ack(conn: &Conn, f: &Frame<'_>, nack: bool) -> Result<SettleTarget, Fatal> {
     let what = f.command.as_str();
-    let unknown = |x: &str| {
-        Fatal::new("general", format!("{what} for {x}, which is not a message awaiting acknowledgement on this connection"))
-    };
+    let unknown =
+        |x: &str| Fatal::new("general", format!("{what} for {x}, which is not a message awaiting acknowledgement on this connection"));
     let s = &conn.session;
     match conn.version {
         Version::V1_2 => {
-            let id = f.header("id").ok_or_else(|| {
-                Fatal::new(
-                    "syntax",
-                    format!("{what} requires an id header (the MESSAGE's ack value)"),
-                )
-            })?;
-            let (serial, tag) = id
-                .split_once('.')
-                .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u64>().ok()?)))
-                .ok_or_else(|| unknown(id))?;
+            let id =
+                f.header("id").ok_or_else(|| Fatal::new("syntax", format!("{what} requires an id header (the MESSAGE's ack value)")))?;
+            let (serial, tag) =
+                id.split_once('.').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u64>().ok()?))).ok_or_else(|| unknown(id))?;
             let sub = s.subs.get(&serial).ok_or_else(|| unknown(id))?;
-            sub.pending
-                .binary_search_by_key(&tag, |p| p.tag)
-                .map_err(|_| unknown(id))?;
+            sub.pending.binary_search_by_key(&tag, |p| p.tag).map_err(|_| unknown(id))?;
             Ok(SettleTarget { serial, tag, nack })
         }
         Version::V1_1 => {
@@ -667,16 +474,8 @@ fn resolve_ack(conn: &Conn, f: &Frame<'_>, nack: bool) -> Result<SettleTarget, F
             let sid = required(f, "subscription")?;
             let serial = *s.by_id.get(sid).ok_or_else(|| unknown(mid))?;
             let msg_id: u64 = mid.parse().map_err(|_| unknown(mid))?;
-            let p = s.subs[&serial]
-                .pending
-                .iter()
-                .find(|p| p.msg_id == msg_id)
-                .ok_or_else(|| unknown(mid))?;
-            Ok(SettleTarget {
-                serial,
-                tag: p.tag,
-                nack,
-            })
+            let p = s.subs[&serial].pending.iter().find(|p| p.msg_id == msg_id).ok_or_else(|| unknown(mid))?;
+            Ok(SettleTarget { serial, tag: p.tag, nack })
         }
         Version::V1_0 => {
             let mid = required(f, "message-id")?;
@@ -684,14 +483,7 @@ fn resolve_ack(conn: &Conn, f: &Frame<'_>, nack: bool) -> Result<SettleTarget, F
             s.subs
                 .iter()
                 .find_map(|(&serial, sub)| {
-                    sub.pending
-                        .iter()
-                        .find(|p| p.msg_id == msg_id)
-                        .map(|p| SettleTarget {
-                            serial,
-                            tag: p.tag,
-                            nack,
-                        })
+                    sub.pending.iter().find(|p| p.msg_id == msg_id).map(|p| SettleTarget { serial, tag: p.tag, nack })
                 })
                 .ok_or_else(|| unknown(mid))
         }
@@ -714,15 +506,7 @@ fn settle(conn: &mut Conn, t: SettleTarget, ctx: &mut Ctx) -> bool {
     }
     if sub.kind == DestKind::Queue {
         let w = owner_of(&sub.dest, ctx.outbox.workers());
-        let req = ToOwner::Settle {
-            dest: sub.dest.clone(),
-            key: SubKey {
-                conn: conn.me,
-                serial: t.serial,
-            },
-            seqs,
-            requeue: t.nack,
-        };
+        let req = ToOwner::Settle { dest: sub.dest.clone(), key: SubKey { conn: conn.me, serial: t.serial }, seqs, requeue: t.nack };
         conn.session.touched.insert(w);
         ctx.outbox.to_owner(w, req);
     }
@@ -734,19 +518,13 @@ fn ack(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx, nack: bool) -> Res {
     match f.header("transaction") {
         Some(t) => {
             let max = ctx.cfg.max_tx_frames;
-            let tx = conn.session.txs.get_mut(t).ok_or_else(|| {
-                Fatal::new(
-                    "general",
-                    format!("{} in unknown transaction {t:?}", f.command.as_str()),
-                )
-            })?;
+            let tx = conn
+                .session
+                .txs
+                .get_mut(t)
+                .ok_or_else(|| Fatal::new("general", format!("{} in unknown transaction {t:?}", f.command.as_str())))?;
             if tx.ops.len() >= max {
-                return Err(Fatal::new(
-                    "tx flup",
-                    format!(
-                        "transaction {t:?} holds too many frames (limit: max_tx_frames = {max})"
-                    ),
-                ));
+                return Err(Fatal::new("tx flup", format!("transaction {t:?} holds too many frames (limit: max_tx_frames = {max})")));
             }
             tx.ops.push(TxOp::Settle(target));
         }
@@ -760,19 +538,10 @@ fn ack(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx, nack: bool) -> Res {
 fn begin(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let t = required(f, "transaction")?;
     if conn.session.txs.contains_key(t) {
-        return Err(Fatal::new(
-            "general",
-            format!("transaction {t:?} is already open"),
-        ));
+        return Err(Fatal::new("general", format!("transaction {t:?} is already open")));
     }
     if conn.session.txs.len() >= ctx.cfg.max_transactions {
-        return Err(Fatal::new(
-            "tx flup",
-            format!(
-                "too many open transactions (limit: max_transactions = {})",
-                ctx.cfg.max_transactions
-            ),
-        ));
+        return Err(Fatal::new("tx flup", format!("too many open transactions (limit: max_transactions = {})", ctx.cfg.max_transactions)));
     }
     conn.session.txs.insert(Box::from(t), Tx::default());
     Ok(())
@@ -780,22 +549,13 @@ fn begin(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
 
 fn commit(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let t = required(f, "transaction")?;
-    let tx = conn
-        .session
-        .txs
-        .remove(t)
-        .ok_or_else(|| Fatal::new("general", format!("COMMIT of unknown transaction {t:?}")))?;
+    let tx = conn.session.txs.remove(t).ok_or_else(|| Fatal::new("general", format!("COMMIT of unknown transaction {t:?}")))?;
     for op in tx.ops {
         match op {
             TxOp::Publish(msg) => publish(conn, msg, f.header("receipt"), ctx),
             TxOp::Settle(target) => {
                 if !settle(conn, target, ctx) {
-                    return Err(Fatal::new(
-                        "general",
-                        format!(
-                            "transaction {t:?} acknowledges a message that is no longer pending"
-                        ),
-                    ));
+                    return Err(Fatal::new("general", format!("transaction {t:?} acknowledges a message that is no longer pending")));
                 }
             }
         }
@@ -805,10 +565,7 @@ fn commit(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
 
 fn abort(conn: &mut Conn, f: &Frame<'_>) -> Res {
     let t = required(f, "transaction")?;
-    conn.session
-        .txs
-        .remove(t)
-        .ok_or_else(|| Fatal::new("general", format!("ABORT of unknown transaction {t:?}")))?;
+    conn.session.txs.remove(t).ok_or_else(|| Fatal::new("general", format!("ABORT of unknown transaction {t:?}")))?;
     Ok(())
 }
 
@@ -833,22 +590,13 @@ fn push_receipt(conn: &mut Conn, ctx: &mut Ctx, id: &str, closes: bool) {
     for w in waiting.iter() {
         ctx.outbox.to_owner(w, ToOwner::Barrier { from: conn.me });
     }
-    s.receipts.push_back(PendingReceipt {
-        id: Box::from(id),
-        waiting,
-        closes,
-    });
+    s.receipts.push_back(PendingReceipt { id: Box::from(id), waiting, closes });
     flush_receipts(conn, ctx);
 }
 
 /// An owner answered a barrier: the oldest receipt waiting on it is no longer.
 pub fn barrier_done(conn: &mut Conn, owner: usize, ctx: &mut Ctx) {
-    if let Some(r) = conn
-        .session
-        .receipts
-        .iter_mut()
-        .find(|r| r.waiting.contains(owner))
-    {
+    if let Some(r) = conn.session.receipts.iter_mut().find(|r| r.waiting.contains(owner)) {
         r.waiting.remove(owner);
     }
     flush_receipts(conn, ctx);
@@ -856,12 +604,7 @@ pub fn barrier_done(conn: &mut Conn, owner: usize, ctx: &mut Ctx) {
 
 /// Write every receipt at the front of the queue that waits for nothing (K2: in order).
 fn flush_receipts(conn: &mut Conn, ctx: &mut Ctx) {
-    while conn
-        .session
-        .receipts
-        .front()
-        .is_some_and(|r| r.waiting.is_empty())
-    {
+    while conn.session.receipts.front().is_some_and(|r| r.waiting.is_empty()) {
         let Some(r) = conn.session.receipts.pop_front() else {
             break;
         };

@@ -75,14 +75,7 @@ pub fn end(out: &mut Vec<u8>) {
 /// CONNECTED (D5): version, heart-beat, session and server; never escaped, no body.
 /// `negotiated`: the client sent `accept-version`, so CONNECTED names the version even if it is
 /// 1.0; a plain 1.0 client (no `accept-version`) gets neither `version` nor `heart-beat` (D2).
-pub fn connected(
-    out: &mut Vec<u8>,
-    version: Version,
-    negotiated: bool,
-    heart_beat: (u32, u32),
-    session: &str,
-    server: &str,
-) {
+pub fn connected(out: &mut Vec<u8>, version: Version, negotiated: bool, heart_beat: (u32, u32), session: &str, server: &str) {
     command(out, Command::Connected);
     if negotiated {
         header(out, "version", version.as_str(), Escaping::None);
@@ -108,14 +101,7 @@ pub fn receipt(out: &mut Vec<u8>, receipt_id: &str, version: Version) {
 
 /// ERROR with a short `message` word, a sentence in the body, and `receipt-id` when the failing
 /// frame asked for a receipt (K3, L2, L3). `extra` headers come after `message`.
-pub fn error(
-    out: &mut Vec<u8>,
-    version: Version,
-    message: &str,
-    detail: &str,
-    receipt_id: Option<&str>,
-    extra: &[(&str, &str)],
-) {
+pub fn error(out: &mut Vec<u8>, version: Version, message: &str, detail: &str, receipt_id: Option<&str>, extra: &[(&str, &str)]) {
     let esc = escaping(version);
     command(out, Command::Error);
     header(out, "message", message, esc);
@@ -146,14 +132,7 @@ mod tests {
     #[test]
     fn error_frame_parses_back() {
         let mut out = Vec::new();
-        error(
-            &mut out,
-            Version::V1_2,
-            "syntax",
-            "bad: frame",
-            Some("r:1"),
-            &[("version", "1.0,1.1,1.2")],
-        );
+        error(&mut out, Version::V1_2, "syntax", "bad: frame", Some("r:1"), &[("version", "1.0,1.1,1.2")]);
         match parse(&out, Version::V1_2, &Limits::default()).unwrap() {
             Parsed::Frame(f, n) => {
                 assert_eq!(n, out.len());
@@ -164,7 +143,7 @@ mod tests {
                 assert_eq!(f.body, b"bad: frame");
             }
             _ => panic!(),
-        }
+        };
     }
 
     #[test]

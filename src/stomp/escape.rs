@@ -47,9 +47,7 @@ pub fn decode(raw: &str, esc: Escaping) -> Result<Cow<'_, str>, BadEscape> {
 pub fn encode_into(out: &mut Vec<u8>, value: &str, esc: Escaping) {
     let needs = match esc {
         Escaping::None => false,
-        _ => value
-            .bytes()
-            .any(|b| matches!(b, b'\\' | b'\n' | b':' | b'\r')),
+        _ => value.bytes().any(|b| matches!(b, b'\\' | b'\n' | b':' | b'\r')),
     };
     if !needs {
         out.extend_from_slice(value.as_bytes());
@@ -101,15 +99,7 @@ mod tests {
 
     #[test]
     fn b6_round_trip() {
-        for s in [
-            "plain",
-            "a:b",
-            "back\\slash",
-            "line\nfeed",
-            "cr\rx",
-            ":\\\n\r::",
-            "",
-        ] {
+        for s in ["plain", "a:b", "back\\slash", "line\nfeed", "cr\rx", ":\\\n\r::", ""] {
             let mut out = Vec::new();
             encode_into(&mut out, s, Escaping::V12);
             let enc = std::str::from_utf8(&out).unwrap();

@@ -100,9 +100,6 @@ pub struct Frame<'a> {
 impl<'a> Frame<'a> {
     /// The first value of header `name` (C1: first wins).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|h| h.name == name)
-            .map(|h| h.value.as_ref())
+        self.headers.iter().find(|h| h.name == name).map(|h| h.value.as_ref())
     }
 }

@@ -64,10 +64,7 @@ impl HeartBeat {
     /// `None`, which the session turns into ERROR `ecg err` (E1).
     pub fn parse(value: &str) -> Option<HeartBeat> {
         let (a, b) = value.split_once(',')?;
-        Some(HeartBeat {
-            send_ms: parse_u32(a)?,
-            recv_ms: parse_u32(b)?,
-        })
+        Some(HeartBeat { send_ms: parse_u32(a)?, recv_ms: parse_u32(b)? })
     }
 }
 
@@ -102,10 +99,7 @@ pub fn negotiate_heart_beat(client: HeartBeat, floor_ms: u32, ceiling_ms: u32) -
     let server_send_ms = clamp(client.recv_ms);
     // ... and wants to receive at whatever interval the client can send (cx).
     let client_send_ms = clamp(client.send_ms);
-    Negotiated {
-        server_send_ms,
-        client_send_ms,
-    }
+    Negotiated { server_send_ms, client_send_ms }
 }
 
 #[cfg(test)]
@@ -125,81 +119,20 @@ mod tests {
 
     #[test]
     fn e1_heart_beat_parse() {
-        assert_eq!(
-            HeartBeat::parse("0,0"),
-            Some(HeartBeat {
-                send_ms: 0,
-                recv_ms: 0
-            })
-        );
-        assert_eq!(
-            HeartBeat::parse("10000,500"),
-            Some(HeartBeat {
-                send_ms: 10000,
-                recv_ms: 500
-            })
-        );
-        for bad in [
-            "",
-            "1",
-            "1,",
-            ",1",
-            "-1,0",
-            "a,b",
-            "1,2,3",
-            " 1,2",
-            "99999999999,1",
-        ] {
+        assert_eq!(HeartBeat::parse("0,0"), Some(HeartBeat { send_ms: 0, recv_ms: 0 }));
+        assert_eq!(HeartBeat::parse("10000,500"), Some(HeartBeat { send_ms: 10000, recv_ms: 500 }));
+        for bad in ["", "1", "1,", ",1", "-1,0", "a,b", "1,2,3", " 1,2", "99999999999,1"] {
             assert_eq!(HeartBeat::parse(bad), None, "{bad:?}");
         }
     }
 
     #[test]
     fn e2_negotiation_clamps() {
-        let n = negotiate_heart_beat(
-            HeartBeat {
-                send_ms: 1,
-                recv_ms: 1,
-            },
-            500,
-            60_000,
-        );
-        assert_eq!(
-            n,
-            Negotiated {
-                server_send_ms: 500,
-                client_send_ms: 500
-            }
-        );
-        let n = negotiate_heart_beat(
-            HeartBeat {
-                send_ms: 0,
-                recv_ms: 10_000,
-            },
-            500,
-            60_000,
-        );
-        assert_eq!(
-            n,
-            Negotiated {
-                server_send_ms: 10_000,
-                client_send_ms: 0
-            }
-        );
-        let n = negotiate_heart_beat(
-            HeartBeat {
-                send_ms: 999_999,
-                recv_ms: 0,
-            },
-            500,
-            60_000,
-        );
-        assert_eq!(
-            n,
-            Negotiated {
-                server_send_ms: 0,
-                client_send_ms: 60_000
-            }
-        );
+        let n = negotiate_heart_beat(HeartBeat { send_ms: 1, recv_ms: 1 }, 500, 60_000);
+        assert_eq!(n, Negotiated { server_send_ms: 500, client_send_ms: 500 });
+        let n = negotiate_heart_beat(HeartBeat { send_ms: 0, recv_ms: 10_000 }, 500, 60_000);
+        assert_eq!(n, Negotiated { server_send_ms: 10_000, client_send_ms: 0 });
+        let n = negotiate_heart_beat(HeartBeat { send_ms: 999_999, recv_ms: 0 }, 500, 60_000);
+        assert_eq!(n, Negotiated { server_send_ms: 0, client_send_ms: 60_000 });
     }
 }

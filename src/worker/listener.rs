@@ -25,11 +25,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Bind `workers` listeners on each of `ports`. Returns, per worker, its listeners, and the
 /// addresses actually bound (one per port).
-pub fn bind_all(
-    ip: std::net::IpAddr,
-    ports: &[u16],
-    workers: usize,
-) -> io::Result<(Vec<Vec<TcpListener>>, Vec<SocketAddr>)> {
+pub fn bind_all(ip: std::net::IpAddr, ports: &[u16], workers: usize) -> io::Result<(Vec<Vec<TcpListener>>, Vec<SocketAddr>)> {
     let mut per_worker: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut addrs = Vec::new();
     for &port in ports {

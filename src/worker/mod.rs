@@ -75,8 +75,7 @@ impl Worker {
     ) -> io::Result<Worker> {
         let mut listeners = listeners;
         for (i, l) in listeners.iter_mut().enumerate() {
-            poll.registry()
-                .register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            poll.registry().register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
         Ok(Worker {
             poll,
@@ -138,16 +137,13 @@ impl Worker {
     fn poll_timeout(&self) -> Option<Duration> {
         let busy = !self.ctx.read_list.is_empty() && !self.ctx.outbox.reads_paused();
         if busy
+            || self.has_local_work()
             || !self.mailbox.ctrl.is_empty()
             || (!self.mailbox.data.is_empty() && !self.ctx.outbox.owner_paused())
         {
             return Some(Duration::ZERO);
         }
-        let mut t = self
-            .ctx
-            .timers
-            .next_deadline()
-            .map(|d| d.saturating_duration_since(Instant::now()));
+        let mut t = self.ctx.timers.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
         let mut cap = |d: Duration| t = Some(t.map_or(d, |x| x.min(d)));
         if self.ctx.outbox.has_backlog() {
             cap(Duration::from_millis(1));
@@ -166,18 +162,34 @@ impl Worker {
         self.drain_ctrl();
         self.service_reads();
         self.drain_data();
-        self.run_local();
         self.fire_timers();
-        self.run_local();
-        self.ctx.flush_credits();
-        self.run_local();
+        self.settle();
         self.flush_all();
-        // Closing connections released subscriptions: apply those locally too.
-        self.run_local();
-        self.ctx.flush_credits();
+        // Closing connections released subscriptions and flushes released credit: apply those,
+        // then write whatever that produced.
+        self.settle();
+        self.flush_all();
         self.ctx.outbox.flush();
-        self.flush_all();
         self.maybe_resume_accept();
+    }
+
+    /// Run local work (own-shard requests, own deliveries, returned credits) until none is left.
+    fn settle(&mut self) {
+        loop {
+            self.run_local();
+            if self.ctx.credits.is_empty() {
+                return;
+            }
+            self.ctx.flush_credits();
+        }
+    }
+
+    /// Local work that must not wait for the next poll event.
+    fn has_local_work(&self) -> bool {
+        !self.ctx.dirty.is_empty()
+            || !self.ctx.credits.is_empty()
+            || !self.ctx.outbox.local_data.is_empty()
+            || !self.ctx.outbox.local_ctrl.is_empty()
     }
 
     fn drain_ctrl(&mut self) {
@@ -266,8 +278,7 @@ impl Worker {
                 return false;
             }
             // 1. Parse what is buffered, if it can make progress.
-            if fresh && !conn.inbuf.is_empty() && (conn.need == 0 || conn.inbuf.len() >= conn.need)
-            {
+            if fresh && !conn.inbuf.is_empty() && (conn.need == 0 || conn.inbuf.len() >= conn.need) {
                 fresh = false;
                 let mut buf = std::mem::take(&mut conn.inbuf);
                 let used = session::process_input(conn, &buf, &mut self.ctx);
@@ -299,10 +310,7 @@ impl Worker {
             reads += 1;
             // 2. Read more: straight into the partial frame's buffer, or into scratch.
             if !conn.inbuf.is_empty() {
-                let want = conn
-                    .need
-                    .saturating_sub(conn.inbuf.len())
-                    .clamp(READ_CHUNK, 16 * READ_CHUNK);
+                let want = conn.need.saturating_sub(conn.inbuf.len()).clamp(READ_CHUNK, 16 * READ_CHUNK);
                 let len = conn.inbuf.len();
                 conn.inbuf.resize(len + want, 0);
                 let r = conn.sock.read(&mut conn.inbuf[len..]);
@@ -399,6 +407,9 @@ impl Worker {
             session::teardown(conn, &mut self.ctx);
             conn.mark_torn_down();
         }
+        if conn.write_dead {
+            conn.out.clear();
+        }
         while !conn.out.is_empty() {
             match conn.sock.write(&conn.out) {
                 Ok(n) => {
@@ -408,12 +419,19 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    let reason = conn
-                        .close_reason
-                        .clone()
-                        .unwrap_or(CloseReason::Io(e.to_string()));
-                    self.finalize(slot, reason);
-                    return;
+                    if conn.is_closing() {
+                        let reason = conn.close_reason.clone().unwrap_or(CloseReason::Io(e.to_string()));
+                        self.finalize(slot, reason);
+                        return;
+                    }
+                    // The peer is gone for writing, but input it sent before may still be
+                    // queued (the kernel keeps it readable after a reset): stop writing, and keep
+                    // reading and processing until the read side ends (M4).
+                    log::debug!("{} {}: write failed ({e}); draining its input", conn.session_id(), conn.peer);
+                    conn.write_dead = true;
+                    conn.out.clear();
+                    crate::conn::want_read(conn, &mut self.ctx);
+                    break;
                 }
             }
         }
@@ -432,12 +450,7 @@ impl Worker {
                 let _ = conn.sock.shutdown(Shutdown::Write);
                 conn.write_shut = true;
                 let at = self.ctx.now + Duration::from_millis(self.ctx.cfg.linger);
-                self.ctx.timers.arm(Timer {
-                    at,
-                    slot,
-                    gen: conn.me.gen,
-                    kind: TimerKind::Linger,
-                });
+                self.ctx.timers.arm(Timer { at, slot, gen: conn.me.gen, kind: TimerKind::Linger });
                 crate::conn::want_read(conn, &mut self.ctx);
             }
         }
@@ -469,10 +482,7 @@ impl Worker {
         loop {
             if self.shared.connections.load(Ordering::Acquire) >= max {
                 if !self.accept_paused {
-                    log::warn!(
-                        "worker {}: max_connections ({max}) reached; accepting paused",
-                        self.ctx.worker
-                    );
+                    log::warn!("worker {}: max_connections ({max}) reached; accepting paused", self.ctx.worker);
                 }
                 self.accept_paused = true;
                 return;
@@ -483,18 +493,10 @@ impl Worker {
             match l.accept() {
                 Ok((sock, peer)) => self.add_conn(sock, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if e.kind() == io::ErrorKind::Interrupted
-                        || e.kind() == io::ErrorKind::ConnectionAborted =>
-                {
-                    continue
-                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
                     // EMFILE/ENFILE and friends: back off instead of spinning on a full backlog.
-                    log::warn!(
-                        "worker {}: accept failed: {e}; retrying in 100 ms",
-                        self.ctx.worker
-                    );
+                    log::warn!("worker {}: accept failed: {e}; retrying in 100 ms", self.ctx.worker);
                     self.accept_paused = true;
                     self.accept_retry_at = Some(self.ctx.now + Duration::from_millis(100));
                     return;
@@ -509,32 +511,16 @@ impl Worker {
         let gen = self.next_gen;
         let entry = self.conns.vacant_entry();
         let slot = entry.key() as u32;
-        if let Err(e) = self.poll.registry().register(
-            &mut sock,
-            conn_token(slot, gen),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            log::warn!(
-                "worker {}: cannot register a connection from {peer}: {e}",
-                self.ctx.worker
-            );
+        if let Err(e) = self.poll.registry().register(&mut sock, conn_token(slot, gen), Interest::READABLE | Interest::WRITABLE) {
+            log::warn!("worker {}: cannot register a connection from {peer}: {e}", self.ctx.worker);
             return;
         }
-        let me = ConnRef {
-            worker: self.ctx.worker as u16,
-            slot,
-            gen,
-        };
+        let me = ConnRef { worker: self.ctx.worker as u16, slot, gen };
         entry.insert(Conn::new(sock, me, peer, self.ctx.now));
         self.shared.connections.fetch_add(1, Ordering::AcqRel);
         self.ctx.stats.accepted += 1;
         let at = self.ctx.now + Duration::from_millis(self.ctx.cfg.connect_timeout);
-        self.ctx.timers.arm(Timer {
-            at,
-            slot,
-            gen,
-            kind: TimerKind::Connect,
-        });
+        self.ctx.timers.arm(Timer { at, slot, gen, kind: TimerKind::Connect });
         log::debug!("{}-{}-{} {peer}: accepted", self.ctx.worker, slot, gen);
     }
 
@@ -547,9 +533,7 @@ impl Worker {
         }
         let max = self.ctx.cfg.max_connections;
         // Hysteresis: resume below 90% of the limit.
-        if self.shared.connections.load(Ordering::Acquire) * 10 < max * 9
-            || self.accept_retry_at.is_some()
-        {
+        if self.shared.connections.load(Ordering::Acquire) * 10 < max * 9 || self.accept_retry_at.is_some() {
             self.accept_paused = false;
             self.accept_retry_at = None;
             for i in 0..self.listeners.len() {
@@ -574,10 +558,7 @@ impl Worker {
                         session::fail(
                             conn,
                             &mut self.ctx,
-                            session::Fatal::new(
-                                "general",
-                                format!("no CONNECT within connect_timeout ({ms} ms)"),
-                            ),
+                            session::Fatal::new("general", format!("no CONNECT within connect_timeout ({ms} ms)")),
                         );
                         conn.close_reason = Some(CloseReason::ConnectTimeout);
                     }
@@ -585,9 +566,7 @@ impl Worker {
                 TimerKind::HeartBeatSend => {
                     if matches!(conn.phase, Phase::Open | Phase::Disconnecting) {
                         let every = Duration::from_millis(conn.hb.server_send_ms as u64);
-                        let next = if now.duration_since(conn.last_write) >= every
-                            && conn.out.is_empty()
-                        {
+                        let next = if now.duration_since(conn.last_write) >= every && conn.out.is_empty() {
                             if conn.out.capacity() == 0 {
                                 conn.out = self.ctx.pool.take();
                             }
@@ -595,14 +574,9 @@ impl Worker {
                             crate::conn::mark_dirty(conn, &mut self.ctx);
                             now + every
                         } else {
-                            conn.last_write
-                                .max(now - every.min(now.duration_since(conn.last_write)))
-                                + every
+                            conn.last_write.max(now - every.min(now.duration_since(conn.last_write))) + every
                         };
-                        self.ctx.timers.arm(Timer {
-                            at: next.max(now + Duration::from_millis(1)),
-                            ..t
-                        });
+                        self.ctx.timers.arm(Timer { at: next.max(now + Duration::from_millis(1)), ..t });
                     }
                 }
                 TimerKind::HeartBeatRecv => {
@@ -610,13 +584,14 @@ impl Worker {
                         let grace = session::recv_grace(conn, &self.ctx);
                         if now.duration_since(conn.last_read) >= grace {
                             let ms = grace.as_millis();
-                            session::fail(conn, &mut self.ctx, session::Fatal::new("ecg err", format!("nothing received for {ms} ms although heart-beats were promised")));
+                            session::fail(
+                                conn,
+                                &mut self.ctx,
+                                session::Fatal::new("ecg err", format!("nothing received for {ms} ms although heart-beats were promised")),
+                            );
                             conn.close_reason = Some(CloseReason::HeartBeatTimeout);
                         } else {
-                            self.ctx.timers.arm(Timer {
-                                at: conn.last_read + grace,
-                                ..t
-                            });
+                            self.ctx.timers.arm(Timer { at: conn.last_read + grace, ..t });
                         }
                     }
                 }
@@ -637,8 +612,7 @@ impl Worker {
             return false;
         }
         if self.stopping_until.is_none() {
-            self.stopping_until =
-                Some(self.ctx.now + Duration::from_millis(self.ctx.cfg.shutdown_timeout));
+            self.stopping_until = Some(self.ctx.now + Duration::from_millis(self.ctx.cfg.shutdown_timeout));
             for mut l in self.listeners.drain(..) {
                 let _ = self.poll.registry().deregister(&mut l);
             }

@@ -22,19 +22,11 @@ impl Broker {
     }
 
     pub fn with(workers: usize, f: impl FnOnce(&mut Config)) -> Broker {
-        let mut cfg = Config {
-            ports: vec![0],
-            workers,
-            pin_workers: false,
-            ..Config::default()
-        };
+        let mut cfg = Config { ports: vec![0], workers, pin_workers: false, ..Config::default() };
         f(&mut cfg);
         let handle = Server::start(cfg).expect("broker starts");
         let addr = handle.local_addrs()[0];
-        Broker {
-            handle: Some(handle),
-            addr,
-        }
+        Broker { handle: Some(handle), addr }
     }
 
     /// A raw TCP connection, no CONNECT sent.
@@ -73,15 +65,11 @@ pub struct Got {
 
 impl Got {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     pub fn h(&self, name: &str) -> &str {
-        self.header(name)
-            .unwrap_or_else(|| panic!("{} has no {name} header: {self:?}", self.command))
+        self.header(name).unwrap_or_else(|| panic!("{} has no {name} header: {self:?}", self.command))
     }
 
     pub fn text(&self) -> String {
@@ -95,6 +83,8 @@ pub struct Client {
     pub version: Version,
     /// Heart-beat EOLs seen between frames.
     pub eols: usize,
+    /// Frames that arrived while [`Client::with_receipt`] waited; `recv` returns them first.
+    pub stash: std::collections::VecDeque<Got>,
 }
 
 /// Build a frame from parts (headers are written as given: escape them yourself).
@@ -118,23 +108,14 @@ impl Client {
     pub fn raw(addr: SocketAddr) -> Client {
         let sock = TcpStream::connect(addr).expect("connect");
         sock.set_nodelay(true).unwrap();
-        Client {
-            sock,
-            buf: Vec::new(),
-            version: Version::V1_2,
-            eols: 0,
-        }
+        Client { sock, buf: Vec::new(), version: Version::V1_2, eols: 0, stash: Default::default() }
     }
 
     pub fn connect(&mut self, version: &str) -> Got {
         let f = if version == "1.0" {
             frame("CONNECT", &[], b"")
         } else {
-            frame(
-                "CONNECT",
-                &[("accept-version", version), ("host", "/")],
-                b"",
-            )
+            frame("CONNECT", &[("accept-version", version), ("host", "/")], b"")
         };
         self.send_raw(&f);
         let g = self.expect("CONNECTED");
@@ -160,73 +141,70 @@ impl Client {
     }
 
     pub fn subscribe(&mut self, id: &str, dest: &str, ack: &str) {
-        self.send_frame(
-            "SUBSCRIBE",
-            &[("id", id), ("destination", dest), ("ack", ack)],
-            b"",
-        );
+        self.send_frame("SUBSCRIBE", &[("id", id), ("destination", dest), ("ack", ack)], b"");
     }
 
-    /// Send a frame with `receipt:r` and wait for that RECEIPT.
+    /// Send a frame with `receipt:r` and wait for that RECEIPT. Other frames that arrive first
+    /// (MESSAGEs) are kept for later `recv` calls.
     pub fn with_receipt(&mut self, cmd: &str, headers: &[(&str, &str)], body: &[u8], r: &str) {
         let mut h = headers.to_vec();
         h.push(("receipt", r));
         self.send_frame(cmd, &h, body);
-        let g = self.expect("RECEIPT");
-        assert_eq!(g.h("receipt-id"), r);
+        loop {
+            let g = self.recv_wire(WAIT).expect("timed out waiting for a RECEIPT");
+            match g.command.as_str() {
+                "RECEIPT" => {
+                    assert_eq!(g.h("receipt-id"), r);
+                    return;
+                }
+                "MESSAGE" => self.stash.push_back(g),
+                _ => panic!("expected RECEIPT {r}, got {g:?}"),
+            }
+        }
     }
 
     /// Subscribe and wait until the subscription is in place.
     pub fn subscribe_sync(&mut self, id: &str, dest: &str, ack: &str) {
         let r = format!("sub-{id}");
-        self.with_receipt(
-            "SUBSCRIBE",
-            &[("id", id), ("destination", dest), ("ack", ack)],
-            b"",
-            &r,
-        );
+        self.with_receipt("SUBSCRIBE", &[("id", id), ("destination", dest), ("ack", ack)], b"", &r);
     }
 
     fn try_parse(&mut self) -> Option<Got> {
-        loop {
-            let n = skip_eols(&self.buf);
-            if n > 0 {
-                self.eols += self.buf[..n].iter().filter(|&&b| b == b'\n').count();
-                self.buf.drain(..n);
-            }
-            if self.buf.is_empty() {
-                return None;
-            }
-            let limits = Limits {
-                max_headers: 10_000,
-                max_header_len: 1 << 20,
-                max_body: 64 << 20,
-            };
-            let got = match parse(&self.buf, self.version, &limits)
-                .expect("broker sent a malformed frame")
-            {
-                Parsed::Frame(f, used) => Some((
-                    Got {
-                        command: f.command.as_str().to_string(),
-                        headers: f
-                            .headers
-                            .iter()
-                            .map(|h| (h.name.to_string(), h.value.to_string()))
-                            .collect(),
-                        body: f.body.to_vec(),
-                    },
-                    used,
-                )),
-                Parsed::Incomplete { .. } => None,
-            };
-            let (g, used) = got?;
-            self.buf.drain(..used);
-            return Some(g);
+        let n = skip_eols(&self.buf);
+        if n > 0 {
+            self.eols += self.buf[..n].iter().filter(|&&b| b == b'\n').count();
+            self.buf.drain(..n);
         }
+        if self.buf.is_empty() {
+            return None;
+        }
+        let limits = Limits { max_headers: 10_000, max_header_len: 1 << 20, max_body: 64 << 20 };
+        let got = match parse(&self.buf, self.version, &limits).expect("broker sent a malformed frame") {
+            Parsed::Frame(f, used) => Some((
+                Got {
+                    command: f.command.as_str().to_string(),
+                    headers: f.headers.iter().map(|h| (h.name.to_string(), h.value.to_string())).collect(),
+                    body: f.body.to_vec(),
+                },
+                used,
+            )),
+            Parsed::Incomplete { .. } => None,
+        };
+        let (g, used) = got?;
+        self.buf.drain(..used);
+        Some(g)
     }
 
     /// Read until a frame arrives or `timeout`; `None` on timeout. Panics on EOF.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Got> {
+        if let Some(g) = self.stash.pop_front() {
+            return Some(g);
+        }
+        self.recv_wire(timeout)
+    }
+
+    /// Like `recv_timeout`, but only from the socket, never from the stash.
+    fn recv_wire(&mut self, timeout: Duration) -> Option<Got> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(g) = self.try_parse() {
@@ -236,15 +214,10 @@ impl Client {
             if left.is_zero() {
                 return None;
             }
-            self.sock
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .unwrap();
+            self.sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
             let mut tmp = [0u8; 65536];
             match self.sock.read(&mut tmp) {
-                Ok(0) => panic!(
-                    "connection closed while waiting for a frame; buffered: {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                ),
+                Ok(0) => panic!("connection closed while waiting for a frame; buffered: {:?}", String::from_utf8_lossy(&self.buf)),
                 Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => panic!("read error: {e}"),
@@ -253,8 +226,7 @@ impl Client {
     }
 
     pub fn recv(&mut self) -> Got {
-        self.recv_timeout(WAIT)
-            .expect("timed out waiting for a frame")
+        self.recv_timeout(WAIT).expect("timed out waiting for a frame")
     }
 
     /// The next frame must be `cmd`.
@@ -281,6 +253,7 @@ impl Client {
 
     /// The broker closes the connection (EOF or reset) within the deadline, sending no frame.
     pub fn expect_closed(&mut self) {
+        assert!(self.stash.is_empty(), "expected close, have {:?}", self.stash);
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(g) = self.try_parse() {
