@@ -1,0 +1,52 @@
+# romp: build, run, test, bench. `make help` lists the targets.
+CARGO ?= cargo
+VENV := .venv
+CLIENTS := tests/clients
+
+.PHONY: help run build release test unit client-tests client-deps bench lint fmt clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+run: ## Run the broker on its built-in defaults (STOMP on 127.0.0.1:61613)
+	$(CARGO) run --release --bin romp
+
+build: ## Debug build
+	$(CARGO) build --all-targets
+
+release: ## Optimised build: target/release/romp
+	$(CARGO) build --release
+
+test: unit client-tests ## The whole test suite: unit, integration, and third-party clients
+
+unit: ## Rust unit and integration tests
+	$(CARGO) test
+
+client-deps: $(VENV)/.ok $(CLIENTS)/node_modules/.ok ## Install stomp.py and @stomp/stompjs locally
+
+$(VENV)/.ok: $(CLIENTS)/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(CLIENTS)/requirements.txt
+	touch $@
+
+$(CLIENTS)/node_modules/.ok: $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
+	cd $(CLIENTS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+client-tests: client-deps ## stomp.py and stompjs against a real broker process
+	$(CARGO) build --bin romp
+	$(CLIENTS)/run.sh target/debug/romp
+
+bench: ## Criterion benches of the protocol hot paths
+	$(CARGO) bench --bench stomp -- --warm-up-time 1 --measurement-time 3
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV) $(CLIENTS)/node_modules

@@ -1,0 +1,67 @@
+//! Hot paths of the sans-io core: parsing a SEND, encoding a MESSAGE, header escaping.
+//! Run with `make bench` (criterion); compare runs on the same machine only.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use romp::broker::Message;
+use romp::conn::deliver::write_message;
+use romp::stomp::escape::{encode_into, Escaping};
+use romp::stomp::{parse, Limits, Parsed, Version};
+use std::hint::black_box;
+use std::sync::Arc;
+
+fn send_frame(body: usize) -> Vec<u8> {
+    let mut f = b"SEND\ndestination:/queue/bench\ncontent-type:text/plain\nx-seq:12345\n".to_vec();
+    f.extend_from_slice(format!("content-length:{body}\n\n").as_bytes());
+    f.extend(std::iter::repeat_n(b'x', body));
+    f.push(0);
+    f
+}
+
+fn bench_parse(c: &mut Criterion) {
+    let mut g = c.benchmark_group("parse_send");
+    let limits = Limits { max_body: 1 << 20, ..Limits::default() };
+    for body in [20usize, 100, 1024, 65536] {
+        let f = send_frame(body);
+        g.throughput(Throughput::Bytes(f.len() as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(body), &f, |b, f| {
+            b.iter(|| match parse(black_box(f), Version::V1_2, &limits) {
+                Ok(Parsed::Frame(fr, n)) => black_box((fr.body.len(), n)),
+                _ => unreachable!(),
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_encode(c: &mut Criterion) {
+    let msg = Arc::new(Message {
+        id: 42,
+        destination: "/topic/bench".into(),
+        headers: vec![("content-type".into(), "text/plain".into()), ("x-seq".into(), "12345".into())],
+        body: vec![b'x'; 100].into(),
+    });
+    let mut out = Vec::with_capacity(4096);
+    c.bench_function("encode_message_100b", |b| {
+        b.iter(|| {
+            out.clear();
+            write_message(&mut out, Version::V1_2, "sub-1", black_box(&msg), Some((1, 99)), false);
+            black_box(out.len())
+        })
+    });
+}
+
+fn bench_escape(c: &mut Criterion) {
+    let mut out = Vec::with_capacity(256);
+    for (name, v) in [("plain", "just/a/plain/value/without/specials"), ("escaped", "a:b\\c\nd:e:f\\g")] {
+        c.bench_function(&format!("escape_{name}"), |b| {
+            b.iter(|| {
+                out.clear();
+                encode_into(&mut out, black_box(v), Escaping::V12);
+                black_box(out.len())
+            })
+        });
+    }
+}
+
+criterion_group!(benches, bench_parse, bench_encode, bench_escape);
+criterion_main!(benches);

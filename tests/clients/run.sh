@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Run third-party STOMP clients (stomp.py, @stomp/stompjs) against a romp binary.
+# Usage: tests/clients/run.sh [path/to/romp]. Needs .venv (stomp-py) and tests/clients/node_modules
+# (installed by .ci/run or `make client-deps`). Starts one broker, stops it by PID.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+bin=${1:-$top/target/debug/romp}
+py=$top/.venv/bin/python
+[ -x "$bin" ] || { echo "no broker binary at $bin (cargo build first)"; exit 1; }
+[ -x "$py" ] || { echo "no $py: run 'make client-deps'"; exit 1; }
+[ -d "$here/node_modules/@stomp/stompjs" ] || { echo "no stompjs: run 'make client-deps'"; exit 1; }
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+log=$(mktemp)
+"$bin" --port "$port" --workers 2 >"$log" 2>&1 &
+pid=$!
+cleanup() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -f "$log"; }
+trap cleanup EXIT
+for _ in $(seq 100); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1',$port)).close()" 2>/dev/null && break
+  sleep 0.05
+done
+
+export ROMP_PORT=$port
+status=0
+echo "== stomp.py $("$py" -c 'import stomp; print(stomp.__version__)')"
+timeout 120 "$py" "$here/stomppy_test.py" || status=1
+echo "== @stomp/stompjs over TCP"
+(cd "$here" && timeout 120 node --test --test-reporter=spec stompjs.test.mjs) || status=1
+if [ $status -ne 0 ]; then
+  echo "--- broker log"; tail -50 "$log"
+fi
+# The broker must stop cleanly on SIGTERM, exit code 0.
+kill -TERM "$pid"
+if ! timeout 10 tail --pid="$pid" -f /dev/null; then echo "broker did not exit within 10 s of SIGTERM"; status=1; fi
+wait "$pid" || { echo "broker exited non-zero after SIGTERM"; status=1; }
+trap - EXIT
+rm -f "$log"
+exit $status

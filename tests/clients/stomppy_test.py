@@ -1,0 +1,153 @@
+"""stomp.py (PyPI stomp-py) against a running romp on $ROMP_PORT. Run by tests/clients/run.sh."""
+import os
+import threading
+import time
+import unittest
+
+import stomp
+
+PORT = int(os.environ.get("ROMP_PORT", "61613"))
+WAIT = 10.0
+
+
+class Collector(stomp.ConnectionListener):
+    def __init__(self):
+        self.messages = []
+        self.receipts = []
+        self.errors = []
+        self.cond = threading.Condition()
+
+    def on_message(self, frame):
+        with self.cond:
+            self.messages.append(frame)
+            self.cond.notify_all()
+
+    def on_receipt(self, frame):
+        with self.cond:
+            self.receipts.append(frame.headers["receipt-id"])
+            self.cond.notify_all()
+
+    def on_error(self, frame):
+        with self.cond:
+            self.errors.append(frame)
+            self.cond.notify_all()
+
+    def wait(self, pred, what):
+        with self.cond:
+            ok = self.cond.wait_for(pred, timeout=WAIT)
+        if not ok:
+            raise AssertionError(f"timed out waiting for {what}")
+
+    def wait_messages(self, n):
+        self.wait(lambda: len(self.messages) >= n, f"{n} messages (have {len(self.messages)})")
+        return self.messages[:n]
+
+
+def connect(version="1.2"):
+    cls = {"1.0": stomp.Connection10, "1.1": stomp.Connection11, "1.2": stomp.Connection12}[version]
+    kw = {} if version == "1.0" else {"heartbeats": (0, 0)}
+    conn = cls([("127.0.0.1", PORT)], **kw)
+    listener = Collector()
+    conn.set_listener("c", listener)
+    conn.connect("guest", "guest", wait=True)
+    return conn, listener
+
+
+class StompPy(unittest.TestCase):
+    def test_versions(self):
+        for v in ("1.0", "1.1", "1.2"):
+            conn, l = connect(v)
+            dest = f"/queue/py-ver-{v}"
+            sub = {"id": "1"} if v != "1.0" else {}
+            conn.subscribe(dest, ack="auto", **sub)
+            conn.send(dest, f"hello {v}", headers={"x": "a:b"})
+            [m] = l.wait_messages(1)
+            self.assertEqual(m.body, f"hello {v}")
+            self.assertEqual(m.headers["x"], "a:b")
+            conn.disconnect()
+
+    def test_receipts_in_order(self):
+        conn, l = connect()
+        for i in range(50):
+            conn.send(f"/queue/py-r{i % 5}", "x", receipt=str(i))
+        l.wait(lambda: len(l.receipts) >= 50, "50 receipts")
+        self.assertEqual(l.receipts, [str(i) for i in range(50)])
+        conn.disconnect()
+        for i in range(5):
+            c, cl = connect()
+            c.subscribe(f"/queue/py-r{i}", id="d", ack="auto")
+            cl.wait_messages(10)
+            c.disconnect()
+
+    def test_client_ack_and_nack(self):
+        conn, l = connect()
+        conn.subscribe("/queue/py-ack", id="s", ack="client-individual")
+        for b in ("a", "b", "c"):
+            conn.send("/queue/py-ack", b)
+        ms = l.wait_messages(3)
+        conn.ack(ms[0].headers["ack"])
+        conn.nack(ms[1].headers["ack"])
+        # The NACKed one comes back, redelivered.
+        l.wait_messages(4)
+        again = l.messages[3]
+        self.assertEqual(again.body, "b")
+        self.assertEqual(again.headers.get("redelivered"), "true")
+        conn.ack(again.headers["ack"])
+        conn.disconnect(receipt="bye")
+        # c was never acked: it is redelivered to the next consumer; a and b are gone.
+        c2, l2 = connect()
+        c2.subscribe("/queue/py-ack", id="t", ack="auto")
+        [m] = l2.wait_messages(1)
+        self.assertEqual(m.body, "c")
+        time.sleep(0.3)
+        self.assertEqual(len(l2.messages), 1)
+        c2.disconnect()
+
+    def test_transactions(self):
+        conn, l = connect()
+        conn.subscribe("/queue/py-tx", id="s", ack="auto")
+        tx = conn.begin()
+        conn.send("/queue/py-tx", "in-tx", transaction=tx)
+        conn.send("/queue/py-tx", "now")
+        [m] = l.wait_messages(1)
+        self.assertEqual(m.body, "now")
+        conn.commit(tx)
+        l.wait_messages(2)
+        self.assertEqual(l.messages[1].body, "in-tx")
+        tx2 = conn.begin()
+        conn.send("/queue/py-tx", "aborted", transaction=tx2)
+        conn.abort(tx2)
+        conn.send("/queue/py-tx", "after", receipt="r")
+        l.wait(lambda: "r" in l.receipts, "receipt")
+        l.wait_messages(3)
+        self.assertEqual(l.messages[2].body, "after")
+        conn.disconnect()
+
+    def test_topic_fan_out(self):
+        subs = [connect() for _ in range(3)]
+        for i, (c, _) in enumerate(subs):
+            c.subscribe("/topic/py-fan", id=str(i), ack="auto", headers={"receipt": f"s{i}"})
+            subs[i][1].wait(lambda i=i: f"s{i}" in subs[i][1].receipts, "subscribe receipt")
+        p, _ = connect()
+        for i in range(20):
+            p.send("/topic/py-fan", str(i))
+        for _, l in subs:
+            self.assertEqual([m.body for m in l.wait_messages(20)], [str(i) for i in range(20)])
+        for c, _ in subs + [(p, None)]:
+            c.disconnect()
+
+    def test_disconnect_receipt(self):
+        conn, l = connect()
+        conn.disconnect(receipt="bye-now")
+        self.assertIn("bye-now", l.receipts)
+
+    def test_error_frame(self):
+        conn, l = connect()
+        conn.subscribe("/queue/py-err", id="dup", ack="auto")
+        conn.subscribe("/queue/py-err2", id="dup", ack="auto")
+        l.wait(lambda: l.errors, "ERROR")
+        self.assertEqual(l.errors[0].headers["message"], "syntax")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
