@@ -22,7 +22,8 @@ fn free_port() -> u16 {
 
 #[test]
 fn check_config_accepts_the_shipped_file() {
-    let out = Command::new(BIN).args(["--check-config", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/conf/romp.toml")]).output().unwrap();
+    let out =
+        Command::new(BIN).args(["--check-config", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/conf/romp.toml")]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 

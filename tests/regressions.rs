@@ -43,3 +43,41 @@ both!(write_error_still_processes_received_input, |w| {
     }
     assert_eq!(got, n);
 });
+
+// A client that pipelines frames with receipts and never reads them must not grow the broker's
+// memory: past max_pending_bytes of its own unsent output, the broker stops reading it. Once it
+// reads, everything it sent is processed and every receipt arrives, in order.
+both!(client_that_never_reads_its_receipts_is_paused_not_buffered, |w| {
+    let b = Broker::with(w, |c| {
+        c.max_message_size = 1024;
+        c.max_pending_bytes = 1024 + 65536;
+    });
+    let addr = b.addr;
+    // ~18 MB of SENDs: more than loopback socket buffers hold, so if the broker kept reading
+    // (and buffering receipts) the client's write would finish while nobody reads.
+    let n = 400_000;
+    let writer = std::thread::spawn(move || {
+        let mut p = Client::raw(addr);
+        p.connect("1.2");
+        let mut bytes = Vec::new();
+        for i in 0..n {
+            bytes.extend(frame("SEND", &[("destination", "/topic/unread"), ("receipt", &i.to_string())], b"x"));
+        }
+        let s2 = p.sock.try_clone().unwrap();
+        // Write on another thread: with the broker pausing, this blocks until we read.
+        let w = std::thread::spawn(move || {
+            let mut s2 = s2;
+            std::io::Write::write_all(&mut s2, &bytes).unwrap();
+        });
+        // An unpaused broker reads all 18 MB in well under this; a paused one never does.
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(!w.is_finished(), "the broker kept reading (and buffering for) a client that does not read");
+        }
+        for i in 0..n {
+            assert_eq!(p.expect("RECEIPT").h("receipt-id"), i.to_string());
+        }
+        w.join().unwrap();
+    });
+    writer.join().unwrap();
+});

@@ -110,6 +110,8 @@ pub struct Conn {
     pub write_shut: bool,
     /// Writing failed (peer reset): output is discarded while remaining input is processed.
     pub write_dead: bool,
+    /// Input is not read because the connection's own output is over `max_pending_bytes`.
+    pub read_blocked: bool,
     pub login: Option<String>,
     pub admin: bool,
     /// The session's subscriptions and transactions have been released.
@@ -138,6 +140,7 @@ impl Conn {
             peer_eof: false,
             write_shut: false,
             write_dead: false,
+            read_blocked: false,
             login: None,
             admin: false,
             torn_down: false,

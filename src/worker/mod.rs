@@ -277,6 +277,12 @@ impl Worker {
             if conn.phase == Phase::Authenticating {
                 return false;
             }
+            // A client that does not read what it asked for (receipts, errors) is not read either:
+            // its own output stays bounded. `flush_conn` puts it back on the read list.
+            if conn.out.len() >= self.ctx.cfg.max_pending_bytes {
+                conn.read_blocked = true;
+                return false;
+            }
             // 1. Parse what is buffered, if it can make progress.
             if fresh && !conn.inbuf.is_empty() && (conn.need == 0 || conn.inbuf.len() >= conn.need) {
                 fresh = false;
@@ -439,6 +445,10 @@ impl Worker {
             self.ctx.pool.give(std::mem::take(&mut conn.out));
         }
         deliver::release_owed_credit(conn, &mut self.ctx);
+        if conn.read_blocked && conn.out.len() < self.ctx.cfg.max_pending_bytes / 2 {
+            conn.read_blocked = false;
+            crate::conn::want_read(conn, &mut self.ctx);
+        }
         if conn.is_closing() && conn.out.is_empty() {
             if conn.peer_eof {
                 let r = conn.close_reason.clone().unwrap_or(CloseReason::PeerClosed);
@@ -566,17 +576,21 @@ impl Worker {
                 TimerKind::HeartBeatSend => {
                     if matches!(conn.phase, Phase::Open | Phase::Disconnecting) {
                         let every = Duration::from_millis(conn.hb.server_send_ms as u64);
-                        let next = if now.duration_since(conn.last_write) >= every && conn.out.is_empty() {
-                            if conn.out.capacity() == 0 {
-                                conn.out = self.ctx.pool.take();
+                        let next = if now.duration_since(conn.last_write) >= every {
+                            // Nothing written for a whole interval: send an EOL, unless output is
+                            // already waiting (then the socket is full and a beat would not help).
+                            if conn.out.is_empty() {
+                                if conn.out.capacity() == 0 {
+                                    conn.out = self.ctx.pool.take();
+                                }
+                                conn.out.push(b'\n');
+                                crate::conn::mark_dirty(conn, &mut self.ctx);
                             }
-                            conn.out.push(b'\n');
-                            crate::conn::mark_dirty(conn, &mut self.ctx);
                             now + every
                         } else {
-                            conn.last_write.max(now - every.min(now.duration_since(conn.last_write))) + every
+                            conn.last_write + every
                         };
-                        self.ctx.timers.arm(Timer { at: next.max(now + Duration::from_millis(1)), ..t });
+                        self.ctx.timers.arm(Timer { at: next, ..t });
                     }
                 }
                 TimerKind::HeartBeatRecv => {
