@@ -1,0 +1,236 @@
+//! One load thread: a mio loop over its share of producer and consumer connections.
+
+use crate::report::Tally;
+use crate::{Opts, Shared};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use romp::stomp::{parse, skip_eols, Command, Limits, Parsed, Version};
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Bytes at the start of every body: producer id (u32), sequence (u64), checksum (u32), LE.
+pub const HEADER_LEN: usize = 16;
+/// Messages a producer appends per loop turn at most.
+const BATCH: u64 = 512;
+/// Bytes a producer keeps queued for writing at most.
+const WBUF_MAX: usize = 256 * 1024;
+
+fn fnv32(parts: &[&[u8]]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for p in parts {
+        for &b in *p {
+            h ^= b as u32;
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    h
+}
+
+/// Fill `body` (at least HEADER_LEN long) for message `seq` of producer `pid`.
+pub fn stamp(body: &mut [u8], pid: u32, seq: u64) {
+    body[..4].copy_from_slice(&pid.to_le_bytes());
+    body[4..12].copy_from_slice(&seq.to_le_bytes());
+    let sum = fnv32(&[&body[..12], &body[HEADER_LEN..]]);
+    body[12..16].copy_from_slice(&sum.to_le_bytes());
+}
+
+/// Check a body; returns (producer, sequence) if intact.
+pub fn check(body: &[u8]) -> Option<(u32, u64)> {
+    if body.len() < HEADER_LEN {
+        return None;
+    }
+    let pid = u32::from_le_bytes(body[..4].try_into().ok()?);
+    let seq = u64::from_le_bytes(body[4..12].try_into().ok()?);
+    let sum = u32::from_le_bytes(body[12..16].try_into().ok()?);
+    (fnv32(&[&body[..12], &body[HEADER_LEN..]]) == sum).then_some((pid, seq))
+}
+
+enum Role {
+    Producer { pid: u32, seq: u64, copies: u64, dest: String },
+    Consumer { cid: usize },
+}
+
+struct Conn {
+    sock: TcpStream,
+    role: Role,
+    connected: bool,
+    ready: bool,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+}
+
+fn connect_frame(o: &Opts) -> Vec<u8> {
+    let mut f = format!("CONNECT\naccept-version:1.2\nhost:{}\nheart-beat:0,0\n", o.vhost);
+    if let (Some(l), Some(p)) = (&o.login, &o.passcode) {
+        f.push_str(&format!("login:{l}\npasscode:{p}\n"));
+    }
+    f.push_str("\n\0");
+    f.into_bytes()
+}
+
+fn flush(c: &mut Conn) -> std::io::Result<()> {
+    while !c.wbuf.is_empty() {
+        match c.sock.write(&c.wbuf) {
+            Ok(n) => {
+                c.wbuf.drain(..n);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Result<Tally, String> {
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    let mut conns: Vec<Conn> = Vec::new();
+    let mut tally = Tally::new(o.producers);
+    let open = |role: Role| -> Result<Conn, String> {
+        let s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        Ok(Conn { sock: TcpStream::from_std(s), role, connected: false, ready: false, rbuf: Vec::new(), wbuf: connect_frame(o) })
+    };
+    for cid in (0..o.consumers).filter(|c| c % o.threads == t) {
+        conns.push(open(Role::Consumer { cid })?);
+    }
+    for pid in (0..o.producers).filter(|p| p % o.threads == t) {
+        let copies = o.copies_of(pid % o.destinations);
+        conns.push(open(Role::Producer { pid: pid as u32, seq: 0, copies, dest: o.destination(pid) })?);
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        poll.registry().register(&mut c.sock, Token(i), Interest::READABLE | Interest::WRITABLE).map_err(|e| e.to_string())?;
+        flush(c).map_err(|e| e.to_string())?;
+    }
+    let limits = Limits { max_headers: 1000, max_header_len: 1 << 16, max_body: 64 << 20 };
+    let mut events = Events::with_capacity(1024);
+    let mut body = vec![0u8; o.size];
+    let mut scratch = vec![0u8; 256 * 1024];
+    let mut acks: Vec<u8> = Vec::new();
+    while !shared.done.load(Ordering::Acquire) {
+        poll.poll(&mut events, Some(Duration::from_millis(1))).map_err(|e| e.to_string())?;
+        for ev in events.iter() {
+            let c = &mut conns[ev.token().0];
+            if !ev.is_readable() && !ev.is_read_closed() {
+                continue;
+            }
+            loop {
+                match c.sock.read(&mut scratch) {
+                    Ok(0) => {
+                        if !shared.done.load(Ordering::Acquire) {
+                            return Err("the broker closed a connection".into());
+                        }
+                        break;
+                    }
+                    Ok(n) => c.rbuf.extend_from_slice(&scratch[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(format!("read: {e}")),
+                }
+            }
+            // Parse everything buffered.
+            let mut pos = 0;
+            let mut last_ack: Option<String> = None;
+            let mut delivered = 0u64;
+            loop {
+                pos += skip_eols(&c.rbuf[pos..]);
+                if pos >= c.rbuf.len() {
+                    break;
+                }
+                let (cmd, used) = match parse(&c.rbuf[pos..], Version::V1_2, &limits) {
+                    Ok(Parsed::Frame(f, used)) => {
+                        if f.command == Command::Message {
+                            if let Role::Consumer { cid } = c.role {
+                                match check(f.body) {
+                                    Some((pid, seq)) => tally.record(cid, pid, seq),
+                                    None => tally.corrupt += 1,
+                                }
+                                delivered += 1;
+                                match o.ack.as_str() {
+                                    "client-individual" => {
+                                        acks.extend_from_slice(b"ACK\nid:");
+                                        acks.extend_from_slice(f.header("ack").unwrap_or("").as_bytes());
+                                        acks.extend_from_slice(b"\n\n\0");
+                                    }
+                                    "client" => last_ack = f.header("ack").map(str::to_string),
+                                    _ => {}
+                                }
+                            }
+                        } else if f.command == Command::Error {
+                            return Err(format!(
+                                "ERROR from broker: {} {}",
+                                f.header("message").unwrap_or(""),
+                                String::from_utf8_lossy(f.body)
+                            ));
+                        }
+                        (f.command, used)
+                    }
+                    Ok(Parsed::Incomplete { .. }) => break,
+                    Err(e) => return Err(format!("broker sent a malformed frame: {e}")),
+                };
+                pos += used;
+                match cmd {
+                    Command::Connected => {
+                        c.connected = true;
+                        match &c.role {
+                            Role::Consumer { cid } => {
+                                let sub =
+                                    format!("SUBSCRIBE\nid:{cid}\ndestination:{}\nack:{}\nreceipt:ready\n\n\0", o.destination(*cid), o.ack);
+                                c.wbuf.extend_from_slice(sub.as_bytes());
+                            }
+                            Role::Producer { .. } => c.ready = true,
+                        }
+                    }
+                    Command::Receipt => {
+                        c.ready = true;
+                        shared.ready_consumers.fetch_add(1, Ordering::AcqRel);
+                    }
+                    _ => {}
+                }
+            }
+            c.rbuf.drain(..pos);
+            if let Some(a) = last_ack {
+                acks.extend_from_slice(format!("ACK\nid:{a}\n\n\0").as_bytes());
+            }
+            c.wbuf.append(&mut acks);
+            if delivered > 0 {
+                shared.delivered.fetch_add(delivered, Ordering::AcqRel);
+            }
+        }
+        // Producers: publish while the window allows.
+        let go = shared.go.load(Ordering::Acquire) && !shared.stop_sending.load(Ordering::Acquire);
+        for c in conns.iter_mut() {
+            if let Role::Producer { pid, seq, copies, dest } = &mut c.role {
+                if go && c.ready && c.wbuf.len() < WBUF_MAX {
+                    let outstanding = shared.sent.load(Ordering::Acquire) * *copies
+                        - shared.delivered.load(Ordering::Acquire).min(shared.sent.load(Ordering::Acquire) * *copies);
+                    let room = (o.window * *copies).saturating_sub(outstanding) / *copies;
+                    let n = room.min(BATCH);
+                    for _ in 0..n {
+                        stamp(&mut body, *pid, *seq);
+                        *seq += 1;
+                        c.wbuf.extend_from_slice(b"SEND\ndestination:");
+                        c.wbuf.extend_from_slice(dest.as_bytes());
+                        c.wbuf.extend_from_slice(format!("\ncontent-length:{}\n\n", body.len()).as_bytes());
+                        c.wbuf.extend_from_slice(&body);
+                        c.wbuf.push(0);
+                    }
+                    if n > 0 {
+                        tally.sent[*pid as usize] = *seq;
+                        shared.sent.fetch_add(n, Ordering::AcqRel);
+                    }
+                }
+            }
+            flush(c).map_err(|e| format!("write: {e}"))?;
+        }
+    }
+    for c in conns.iter_mut() {
+        if let Role::Producer { pid, seq, .. } = c.role {
+            tally.sent[pid as usize] = seq;
+        }
+    }
+    Ok(tally)
+}

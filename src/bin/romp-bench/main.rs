@@ -1,0 +1,253 @@
+//! romp-bench: a STOMP load generator that works against any broker.
+//!
+//! Built like the broker: a few threads, each a mio loop over many connections; producers
+//! pipeline SENDs into one buffer per connection and write once per turn; consumers parse with
+//! romp's sans-io parser. Every message body carries its producer id, sequence number and a
+//! checksum, so each run reports sent, delivered, lost, duplicated and reordered messages.
+//!
+//! Producers are paced by a window: at most `--window` messages may be published and not yet
+//! delivered (per copy), so a queue never overflows and the figure is the sustainable rate.
+
+mod conn;
+mod report;
+
+use report::{Report, Tally};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Queue,
+    Topic,
+}
+
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub host: String,
+    pub port: u16,
+    pub login: Option<String>,
+    pub passcode: Option<String>,
+    pub vhost: String,
+    pub kind: Kind,
+    pub producers: usize,
+    pub consumers: usize,
+    pub destinations: usize,
+    pub queue_prefix: String,
+    pub topic_prefix: String,
+    pub size: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub window: u64,
+    pub ack: String,
+    pub threads: usize,
+    pub json: bool,
+}
+
+const USAGE: &str = "usage: romp-bench [options]
+  --host H (127.0.0.1)  --port P (61613)  --login L  --passcode P  --vhost V (/)
+  --kind queue|topic (queue)   --producers N (1)  --consumers N (1)  --destinations N (1)
+  --queue-prefix S (/queue/bench-)  --topic-prefix S (/topic/bench-)
+  --size BYTES (100, at least 16)  --duration SECS (5)  --warmup SECS (1)
+  --window N (20000: published but undelivered messages allowed)
+  --ack auto|client|client-individual (auto)  --threads N (2)  --json
+
+Producers and consumers are spread over the destinations round-robin (partitioned when
+producers = consumers = destinations). Topic consumers each get every message of their
+destination; queue consumers compete.";
+
+fn parse_opts() -> Result<Opts, String> {
+    let mut o = Opts {
+        host: "127.0.0.1".into(),
+        port: 61613,
+        login: None,
+        passcode: None,
+        vhost: "/".into(),
+        kind: Kind::Queue,
+        producers: 1,
+        consumers: 1,
+        destinations: 1,
+        queue_prefix: "/queue/bench-".into(),
+        topic_prefix: "/topic/bench-".into(),
+        size: 100,
+        duration: Duration::from_secs(5),
+        warmup: Duration::from_secs(1),
+        window: 20_000,
+        ack: "auto".into(),
+        threads: 2,
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut v = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        let num = |s: String| s.parse::<u64>().map_err(|_| format!("{s:?} is not a number"));
+        match a.as_str() {
+            "--host" => o.host = v()?,
+            "--port" => o.port = num(v()?)? as u16,
+            "--login" => o.login = Some(v()?),
+            "--passcode" => o.passcode = Some(v()?),
+            "--vhost" => o.vhost = v()?,
+            "--kind" => {
+                o.kind = match v()?.as_str() {
+                    "queue" => Kind::Queue,
+                    "topic" => Kind::Topic,
+                    k => return Err(format!("--kind {k:?}: queue or topic")),
+                }
+            }
+            "--producers" => o.producers = num(v()?)? as usize,
+            "--consumers" => o.consumers = num(v()?)? as usize,
+            "--destinations" => o.destinations = num(v()?)?.max(1) as usize,
+            "--queue-prefix" => o.queue_prefix = v()?,
+            "--topic-prefix" => o.topic_prefix = v()?,
+            "--size" => o.size = (num(v()?)? as usize).max(conn::HEADER_LEN),
+            "--duration" => o.duration = Duration::from_secs_f64(v()?.parse().map_err(|_| "bad --duration")?),
+            "--warmup" => o.warmup = Duration::from_secs_f64(v()?.parse().map_err(|_| "bad --warmup")?),
+            "--window" => o.window = num(v()?)?.max(1),
+            "--ack" => o.ack = v()?,
+            "--threads" => o.threads = num(v()?)?.max(1) as usize,
+            "--json" => o.json = true,
+            "-h" | "--help" => return Err(String::new()),
+            _ => return Err(format!("unknown option {a}")),
+        }
+    }
+    if !matches!(o.ack.as_str(), "auto" | "client" | "client-individual") {
+        return Err(format!("--ack {:?}: auto, client or client-individual", o.ack));
+    }
+    if o.producers == 0 || o.consumers == 0 {
+        return Err("need at least one producer and one consumer".into());
+    }
+    Ok(o)
+}
+
+impl Opts {
+    pub fn destination(&self, i: usize) -> String {
+        let prefix = if self.kind == Kind::Queue { &self.queue_prefix } else { &self.topic_prefix };
+        format!("{prefix}{}", i % self.destinations)
+    }
+
+    /// Copies of each message that should be delivered.
+    pub fn copies_of(&self, dest: usize) -> u64 {
+        match self.kind {
+            Kind::Queue => 1,
+            Kind::Topic => (0..self.consumers).filter(|c| c % self.destinations == dest % self.destinations).count() as u64,
+        }
+    }
+}
+
+/// State shared by the load threads: phase flags and progress counters (atomics only).
+pub struct Shared {
+    pub ready_consumers: AtomicUsize,
+    pub go: AtomicBool,
+    pub stop_sending: AtomicBool,
+    pub done: AtomicBool,
+    pub sent: AtomicU64,
+    /// Deliveries divided by the copies each message should get (so comparable with `sent`).
+    pub delivered_units: AtomicU64,
+    pub delivered: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+fn main() {
+    let opts = match parse_opts() {
+        Ok(o) => o,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("romp-bench: {e}");
+            }
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let opts = Arc::new(opts);
+    let shared = Arc::new(Shared {
+        ready_consumers: AtomicUsize::new(0),
+        go: AtomicBool::new(false),
+        stop_sending: AtomicBool::new(false),
+        done: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
+        delivered_units: AtomicU64::new(0),
+        delivered: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    });
+    let addr = match std::net::ToSocketAddrs::to_socket_addrs(&(opts.host.as_str(), opts.port)).ok().and_then(|mut a| a.next()) {
+        Some(a) => a,
+        None => {
+            eprintln!("romp-bench: cannot resolve {}:{}", opts.host, opts.port);
+            std::process::exit(2);
+        }
+    };
+
+    let threads: Vec<_> = (0..opts.threads)
+        .map(|t| {
+            let (opts, shared) = (opts.clone(), shared.clone());
+            std::thread::spawn(move || conn::run_thread(t, addr, &opts, &shared))
+        })
+        .collect();
+
+    // Wait for every consumer to be subscribed, then run.
+    let t0 = Instant::now();
+    while shared.ready_consumers.load(Ordering::Acquire) < opts.consumers {
+        if t0.elapsed() > Duration::from_secs(30) || shared.errors.load(Ordering::Acquire) > 0 {
+            eprintln!("romp-bench: consumers not ready ({} of {})", shared.ready_consumers.load(Ordering::Acquire), opts.consumers);
+            shared.done.store(true, Ordering::Release);
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    shared.go.store(true, Ordering::Release);
+    let start = Instant::now();
+    std::thread::sleep(opts.warmup);
+    let (s0, d0, t_measure) = (shared.sent.load(Ordering::Acquire), shared.delivered.load(Ordering::Acquire), Instant::now());
+    let mut last = (Instant::now(), d0);
+    while t_measure.elapsed() < opts.duration {
+        std::thread::sleep(
+            Duration::from_millis(1000).min(opts.duration.saturating_sub(t_measure.elapsed()).max(Duration::from_millis(1))),
+        );
+        if !opts.json {
+            let d = shared.delivered.load(Ordering::Acquire);
+            let dt = last.0.elapsed().as_secs_f64();
+            eprint!(
+                "\r{:>6.1}s  sent {:>10}  delivered {:>10}  {:>12.0} deliveries/s   ",
+                start.elapsed().as_secs_f64(),
+                shared.sent.load(Ordering::Acquire),
+                d,
+                (d - last.1) as f64 / dt
+            );
+            last = (Instant::now(), d);
+        }
+    }
+    let elapsed = t_measure.elapsed().as_secs_f64();
+    let (s1, d1) = (shared.sent.load(Ordering::Acquire), shared.delivered.load(Ordering::Acquire));
+    shared.stop_sending.store(true, Ordering::Release);
+    // Let everything in flight arrive.
+    let t_drain = Instant::now();
+    let mut prev = u64::MAX;
+    while t_drain.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+        let units = shared.delivered_units.load(Ordering::Acquire);
+        if units >= shared.sent.load(Ordering::Acquire) || (units == prev && t_drain.elapsed() > Duration::from_secs(2)) {
+            break;
+        }
+        prev = units;
+    }
+    shared.done.store(true, Ordering::Release);
+    let mut tally = Tally::default();
+    for t in threads {
+        match t.join() {
+            Ok(Ok(part)) => tally.merge(part),
+            Ok(Err(e)) => {
+                eprintln!("romp-bench: {e}");
+                tally.errors += 1;
+            }
+            Err(_) => tally.errors += 1,
+        }
+    }
+    if !opts.json {
+        eprintln!();
+    }
+    let report = Report::new(&opts, &tally, (s1 - s0) as f64 / elapsed, (d1 - d0) as f64 / elapsed, elapsed);
+    report.print(opts.json);
+    if !report.clean() {
+        std::process::exit(1);
+    }
+}

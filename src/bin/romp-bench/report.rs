@@ -1,0 +1,136 @@
+//! Counting what arrived, and the end-of-run report (human table or JSON).
+
+use crate::{Kind, Opts};
+
+/// What one thread saw. Merged across threads at the end.
+#[derive(Default)]
+pub struct Tally {
+    /// Messages sent per producer (its next sequence number).
+    pub sent: Vec<u64>,
+    /// Per producer, per sequence: copies received.
+    pub seen: Vec<Vec<u16>>,
+    /// Per (consumer, producer): the last sequence seen, for reorder detection.
+    last: std::collections::HashMap<(usize, u32), u64>,
+    pub reordered: u64,
+    pub corrupt: u64,
+    pub errors: u64,
+}
+
+impl Tally {
+    pub fn new(producers: usize) -> Tally {
+        Tally { sent: vec![0; producers], seen: vec![Vec::new(); producers], ..Tally::default() }
+    }
+
+    pub fn record(&mut self, consumer: usize, pid: u32, seq: u64) {
+        let Some(v) = self.seen.get_mut(pid as usize) else {
+            self.corrupt += 1;
+            return;
+        };
+        let i = seq as usize;
+        if v.len() <= i {
+            v.resize((i + 1).next_power_of_two(), 0);
+        }
+        v[i] = v[i].saturating_add(1);
+        let last = self.last.entry((consumer, pid)).or_insert(u64::MAX);
+        if *last != u64::MAX && seq <= *last {
+            self.reordered += 1;
+        }
+        *last = seq;
+    }
+
+    pub fn merge(&mut self, other: Tally) {
+        if self.sent.len() < other.sent.len() {
+            self.sent.resize(other.sent.len(), 0);
+            self.seen.resize(other.seen.len(), Vec::new());
+        }
+        for (i, s) in other.sent.into_iter().enumerate() {
+            self.sent[i] = self.sent[i].max(s);
+        }
+        for (i, v) in other.seen.into_iter().enumerate() {
+            let mine = &mut self.seen[i];
+            if mine.len() < v.len() {
+                mine.resize(v.len(), 0);
+            }
+            for (j, n) in v.into_iter().enumerate() {
+                mine[j] = mine[j].saturating_add(n);
+            }
+        }
+        self.reordered += other.reordered;
+        self.corrupt += other.corrupt;
+        self.errors += other.errors;
+    }
+}
+
+pub struct Report {
+    scenario: String,
+    sent: u64,
+    delivered: u64,
+    lost: u64,
+    duplicated: u64,
+    reordered: u64,
+    corrupt: u64,
+    errors: u64,
+    send_rate: f64,
+    delivery_rate: f64,
+    seconds: f64,
+}
+
+impl Report {
+    pub fn new(o: &Opts, t: &Tally, send_rate: f64, delivery_rate: f64, seconds: f64) -> Report {
+        let (mut lost, mut dup, mut delivered) = (0, 0, 0);
+        for (pid, &sent) in t.sent.iter().enumerate() {
+            let copies = o.copies_of(pid % o.destinations);
+            let seen = &t.seen[pid];
+            for seq in 0..sent as usize {
+                let n = seen.get(seq).copied().unwrap_or(0) as u64;
+                delivered += n;
+                lost += copies.saturating_sub(n);
+                dup += n.saturating_sub(copies);
+            }
+        }
+        let kind = if o.kind == Kind::Queue { "queue" } else { "topic" };
+        Report {
+            scenario: format!(
+                "{kind} {}->{} over {} destination(s), {} B, ack {}",
+                o.producers, o.consumers, o.destinations, o.size, o.ack
+            ),
+            sent: t.sent.iter().sum(),
+            delivered,
+            lost,
+            duplicated: dup,
+            reordered: t.reordered,
+            corrupt: t.corrupt,
+            errors: t.errors,
+            send_rate,
+            delivery_rate,
+            seconds,
+        }
+    }
+
+    /// Nothing lost, duplicated, reordered or corrupted, and no errors.
+    pub fn clean(&self) -> bool {
+        self.lost + self.duplicated + self.reordered + self.corrupt + self.errors == 0
+    }
+
+    pub fn print(&self, json: bool) {
+        if json {
+            println!(
+                "{{\"scenario\":\"{}\",\"seconds\":{:.3},\"sent\":{},\"delivered\":{},\"lost\":{},\"duplicated\":{},\"reordered\":{},\"corrupt\":{},\"errors\":{},\"send_rate\":{:.0},\"delivery_rate\":{:.0}}}",
+                self.scenario, self.seconds, self.sent, self.delivered, self.lost, self.duplicated, self.reordered, self.corrupt, self.errors, self.send_rate, self.delivery_rate
+            );
+            return;
+        }
+        println!("scenario     {}", self.scenario);
+        println!("measured     {:.1} s (after warm-up)", self.seconds);
+        println!("send rate    {:>12.0} msg/s", self.send_rate);
+        println!("deliveries   {:>12.0} msg/s", self.delivery_rate);
+        println!("sent         {:>12}", self.sent);
+        println!("delivered    {:>12}", self.delivered);
+        println!("lost         {:>12}", self.lost);
+        println!("duplicated   {:>12}", self.duplicated);
+        println!("reordered    {:>12}", self.reordered);
+        println!("corrupt      {:>12}", self.corrupt);
+        println!("errors       {:>12}", self.errors);
+        println!("verdict      {}", if self.clean() { "CLEAN" } else { "FAILED: messages lost, duplicated, reordered or corrupted" });
+    }
+}
