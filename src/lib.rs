@@ -25,3 +25,5 @@ pub mod worker;
 
 pub use config::Config;
 pub use server::{Server, ServerHandle, StartError};
+pub mod http;
+pub mod ws;
