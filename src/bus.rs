@@ -51,6 +51,8 @@ pub enum ToOwner {
     Bounce { dest: Arc<str>, msg: Arc<Message>, seq: u64 },
     /// Answer with [`ToWorker::BarrierDone`] once everything sent before it is applied.
     Barrier { from: ConnRef },
+    /// Answer with [`ToWorker::StatsPart`]: this worker's numbers for a console page.
+    Stats { from: ConnRef },
 }
 
 /// The outcome of an authentication done off the worker.
@@ -73,6 +75,8 @@ pub enum ToWorker {
     Rejected { conn: ConnRef, word: &'static str, detail: String, receipt: Option<Box<str>> },
     /// A slow credential check finished.
     AuthDone { conn: ConnRef, outcome: AuthOutcome },
+    /// One worker's numbers for a console page.
+    StatsPart { conn: ConnRef, part: Box<crate::worker::stats::WorkerSnapshot> },
 }
 
 /// The receiving half of one worker's bus.

@@ -91,6 +91,26 @@ pub struct Config {
     pub heart_beat_grace: f64,
     /// Capacity of each inter-worker channel, in messages.
     pub bus_capacity: usize,
+    /// Serve HTTP GET and STOMP over WebSocket on `web_port`.
+    pub enable_web: bool,
+    /// The web port (0 lets the OS pick one).
+    pub web_port: u16,
+    /// Accept WebSocket upgrades on the web port.
+    pub websockets: bool,
+    /// Paths that accept a WebSocket upgrade.
+    pub websocket_paths: Vec<String>,
+    /// Allowed `Origin` values for WebSocket upgrades (`*` = any). Requests without Origin
+    /// (non-browser clients) are always allowed.
+    pub websockets_origin: Vec<String>,
+    /// Send STOMP frames as text WebSocket messages when they are valid UTF-8 (binary otherwise).
+    pub websocket_text: bool,
+    /// Serve static files from this directory instead of the built-in console page. Read once at
+    /// start (at most 32 MiB in total).
+    pub web_root: Option<PathBuf>,
+    /// Serve the JSON info pages (`/romp/info`, `/romp/destinations`).
+    pub enable_console: bool,
+    /// Bytes of one HTTP request head.
+    pub max_http_head: usize,
     /// Milliseconds a closing connection lingers to flush its last frames (ERROR, RECEIPT).
     pub linger: u64,
     /// Milliseconds to wait for connections to flush on SIGINT/SIGTERM before closing anyway.
@@ -128,6 +148,15 @@ impl Default for Config {
             heart_beat_max: 3_600_000,
             heart_beat_grace: 2.0,
             bus_capacity: 8192,
+            enable_web: true,
+            web_port: 8080,
+            websockets: true,
+            websocket_paths: vec!["/".into(), "/stomp".into()],
+            websockets_origin: vec!["*".into()],
+            websocket_text: false,
+            web_root: None,
+            enable_console: true,
+            max_http_head: 8192,
             linger: 2_000,
             shutdown_timeout: 3_000,
         }
@@ -198,6 +227,15 @@ impl Config {
             if v == 0 {
                 return bad(key, "must be greater than 0".into());
             }
+        }
+        if self.max_http_head < 1024 {
+            return bad("max_http_head", "must be at least 1024".into());
+        }
+        if let Some(p) = self.websocket_paths.iter().find(|p| !p.starts_with('/')) {
+            return bad("websocket_paths", format!("{p:?} must start with /"));
+        }
+        if self.enable_web && self.ports.contains(&self.web_port) && self.web_port != 0 {
+            return bad("web_port", format!("{} is also in ports", self.web_port));
         }
         if self.max_header_len < 64 {
             return bad("max_header_len", "must be at least 64".into());

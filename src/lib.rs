@@ -24,6 +24,7 @@ pub mod timer;
 pub mod worker;
 
 pub use config::Config;
-pub use server::{Server, ServerHandle, StartError};
+pub use server::{PublishError, Server, ServerBuilder, ServerHandle, StartError};
+pub mod api;
 pub mod http;
 pub mod ws;

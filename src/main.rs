@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  romp [--config PATH] [--bind ADDR] [--port N]... [--workers N] [-v|-vv]
+  romp [--config PATH] [--bind ADDR] [--port N]... [--web-port N] [--workers N] [-v|-vv]
   romp --check-config [--config PATH]
   romp passwd NAME [--admin]      (reads the passcode from stdin; prints a passwd line)
 
@@ -16,12 +16,13 @@ struct Args {
     check: bool,
     bind: Option<String>,
     ports: Vec<u16>,
+    web_port: Option<u16>,
     workers: Option<usize>,
     verbose: u8,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args { config: None, check: false, bind: None, ports: Vec::new(), workers: None, verbose: 0 };
+    let mut a = Args { config: None, check: false, bind: None, ports: Vec::new(), web_port: None, workers: None, verbose: 0 };
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
@@ -31,6 +32,10 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--port" => {
                 let v = value("--port")?;
                 a.ports.push(v.parse().map_err(|_| format!("--port {v:?} is not a port number"))?);
+            }
+            "--web-port" => {
+                let v = value("--web-port")?;
+                a.web_port = Some(v.parse().map_err(|_| format!("--web-port {v:?} is not a port number"))?);
             }
             "--workers" => {
                 let v = value("--workers")?;
@@ -105,6 +110,9 @@ fn main() -> ExitCode {
     }
     if !args.ports.is_empty() {
         cfg.ports = args.ports;
+    }
+    if let Some(p) = args.web_port {
+        cfg.web_port = p;
     }
     if let Some(w) = args.workers {
         cfg.workers = w;

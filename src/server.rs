@@ -28,9 +28,22 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
+/// Why [`ServerHandle::publish`] could not hand a message over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum PublishError {
+    #[error("the owner worker's channel is full; try again")]
+    Busy,
+    #[error("the server has stopped")]
+    Stopped,
+    #[error("destination names must be non-empty and free of control characters")]
+    BadDestination,
+}
+
 /// A running broker.
 pub struct ServerHandle {
     addrs: Vec<SocketAddr>,
+    web_addr: Option<SocketAddr>,
+    next_id: std::sync::atomic::AtomicU64,
     shared: Arc<Shared>,
     peers: Vec<bus::Peer>,
     workers: Vec<JoinHandle<()>>,
@@ -40,11 +53,91 @@ pub struct ServerHandle {
 /// Builds and starts brokers.
 pub struct Server;
 
+/// Configure a broker and its embedded handlers, then [`ServerBuilder::start`] it.
+///
+/// ```
+/// use romp::api::{Flow, Reply, SendContext};
+/// let mut cfg = romp::Config::default();
+/// cfg.ports = vec![0];
+/// cfg.web_port = 0;
+/// let server = romp::Server::builder()
+///     .config(cfg)
+///     .stomp_handler("/virt/ping", |send: &SendContext<'_>, reply: &mut Reply<'_>| {
+///         let _ = reply.send("/virt/ping", &[("pong", "1")], send.body);
+///         Flow::Handled
+///     })
+///     .http_handler("/hello", |_req: &romp::api::HttpContext<'_>| Some(romp::http::Response::text(200, "hello")))
+///     .start()
+///     .expect("start");
+/// assert_eq!(server.local_addrs().len(), 1);
+/// server.shutdown();
+/// server.join();
+/// ```
+#[derive(Default)]
+pub struct ServerBuilder {
+    cfg: Config,
+    handlers: crate::api::Handlers,
+}
+
+impl ServerBuilder {
+    /// Use this configuration (default: [`Config::default`]).
+    pub fn config(mut self, cfg: Config) -> Self {
+        self.cfg = cfg;
+        self
+    }
+
+    /// Load the configuration from a TOML file.
+    pub fn config_file(mut self, path: &std::path::Path) -> Result<Self, ConfigError> {
+        self.cfg = Config::load(path)?;
+        Ok(self)
+    }
+
+    /// Handle SENDs whose destination starts with `prefix` (e.g. `/virt/ping`) on the worker that
+    /// received them. Handlers run in registration order until one returns [`crate::api::Flow::Handled`].
+    pub fn stomp_handler(mut self, prefix: &str, h: impl crate::api::StompHandler + 'static) -> Self {
+        self.handlers.stomp.push((prefix.to_string(), Arc::new(h)));
+        self
+    }
+
+    /// Answer GETs whose path starts with `prefix`, before static files.
+    pub fn http_handler(mut self, prefix: &str, h: impl crate::api::HttpHandler + 'static) -> Self {
+        self.handlers.http.push((prefix.to_string(), Arc::new(h)));
+        self
+    }
+
+    /// See (and veto or rewrite) every client SEND before it reaches its destination.
+    pub fn pre_publish(mut self, h: impl crate::api::PrePublish + 'static) -> Self {
+        self.handlers.pre_publish = Some(Arc::new(h));
+        self
+    }
+
+    pub fn start(self) -> Result<ServerHandle, StartError> {
+        Server::start_with(self.cfg, self.handlers)
+    }
+}
+
 impl Server {
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
     /// Validate `cfg`, bind, start the workers. Returns once every listener is bound, so clients
     /// may connect as soon as this returns.
     pub fn start(cfg: Config) -> Result<ServerHandle, StartError> {
+        Server::start_with(cfg, crate::api::Handlers::default())
+    }
+
+    fn start_with(cfg: Config, handlers: crate::api::Handlers) -> Result<ServerHandle, StartError> {
         cfg.validate("configuration")?;
+        let handlers = Arc::new(handlers);
+        let site = Arc::new(match &cfg.web_root {
+            Some(dir) => crate::conn::web::Site::load(dir).map_err(|e| ConfigError::Invalid {
+                file: "configuration".into(),
+                key: "web_root",
+                message: format!("{}: {e}", dir.display()),
+            })?,
+            None => crate::conn::web::Site::builtin(),
+        });
         let cfg = Arc::new(cfg);
         let n = cfg.worker_count();
         let authn = Arc::new(Authenticator::new(cfg.login.as_deref(), cfg.passcode.as_deref(), cfg.user_file.as_deref())?);
@@ -53,8 +146,20 @@ impl Server {
             key: "bind_address",
             message: "not an IP address".into(),
         })?;
-        let (listeners, addrs) =
+        let (mut listeners, addrs) =
             listener::bind_all(ip, &cfg.ports, n).map_err(|source| StartError::Bind { addr: format!("{ip}:{:?}", cfg.ports), source })?;
+        let mut kinds = vec![crate::worker::ListenerKind::Stomp; cfg.ports.len()];
+        let web_addr = if cfg.enable_web {
+            let (web, waddr) = listener::bind_all(ip, &[cfg.web_port], n)
+                .map_err(|source| StartError::Bind { addr: format!("{ip}:{} (key `web_port`)", cfg.web_port), source })?;
+            for (mine, w) in listeners.iter_mut().zip(web) {
+                mine.extend(w);
+            }
+            kinds.push(crate::worker::ListenerKind::Web);
+            Some(waddr[0])
+        } else {
+            None
+        };
 
         let mut polls = Vec::new();
         let mut peers = Vec::new();
@@ -74,9 +179,9 @@ impl Server {
         let mut workers = Vec::new();
         for (i, ((poll, ls), mailbox)) in polls.into_iter().zip(listeners).zip(mailboxes).enumerate() {
             let outbox = Outbox::new(i, peers.clone(), cfg.bus_capacity);
-            let ctx = Ctx::new(i, cfg.clone(), outbox, authn.clone(), auth_tx.clone());
+            let ctx = Ctx::new(i, cfg.clone(), outbox, authn.clone(), auth_tx.clone(), handlers.clone(), site.clone());
             let shard = Shard::new(&cfg, n);
-            let worker = Worker::new(poll, ls, ctx, shard, mailbox, shared.clone())?;
+            let worker = Worker::new(poll, ls, kinds.clone(), ctx, shard, mailbox, shared.clone())?;
             let core = if cores.is_empty() { None } else { Some(cores[i % cores.len()]) };
             let h = std::thread::Builder::new().name(format!("romp-w{i}")).spawn(move || {
                 if let Some(c) = core {
@@ -89,8 +194,13 @@ impl Server {
             workers.push(h);
         }
         drop(auth_tx);
-        log::info!("romp {} listening on {:?} with {n} workers", env!("CARGO_PKG_VERSION"), addrs);
-        Ok(ServerHandle { addrs, shared, peers, workers, auth: Some(auth_thread) })
+        match web_addr {
+            Some(w) => {
+                log::info!("romp {} listening on {:?} (STOMP) and {w} (HTTP/WebSocket) with {n} workers", env!("CARGO_PKG_VERSION"), addrs)
+            }
+            None => log::info!("romp {} listening on {:?} with {n} workers", env!("CARGO_PKG_VERSION"), addrs),
+        }
+        Ok(ServerHandle { addrs, web_addr, next_id: Default::default(), shared, peers, workers, auth: Some(auth_thread) })
     }
 }
 
@@ -98,6 +208,37 @@ impl ServerHandle {
     /// The STOMP addresses actually bound (useful with port 0).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The web port's address (HTTP and WebSocket), if enabled.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_addr
+    }
+
+    /// Publish a message from any thread, as if a client had sent it. Non-blocking: if the
+    /// owning worker's channel is full the message is handed back as [`PublishError::Busy`],
+    /// never dropped. A queue that is full refuses it with a warning in the log.
+    pub fn publish(&self, destination: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(), PublishError> {
+        if destination.is_empty() || destination.chars().any(char::is_control) {
+            return Err(PublishError::BadDestination);
+        }
+        let n = self.peers.len();
+        if n == 0 || self.shared.stop.load(Ordering::Acquire) {
+            return Err(PublishError::Stopped);
+        }
+        let id = crate::broker::message_id(crate::broker::EXTERNAL as usize, self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
+        let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let msg = Arc::new(crate::api::message(id, destination, headers, body.to_vec()));
+        let owner = crate::broker::owner_of(destination, n);
+        let from = crate::broker::ConnRef { worker: crate::broker::EXTERNAL, slot: 0, gen: 0 };
+        match self.peers[owner].data.try_send(bus::ToOwner::Publish { msg, from, receipt: None }) {
+            Ok(()) => {
+                self.peers[owner].wake();
+                Ok(())
+            }
+            Err(crossbeam_channel::TrySendError::Full(_)) => Err(PublishError::Busy),
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(PublishError::Stopped),
+        }
     }
 
     /// Open client connections right now.

@@ -5,7 +5,7 @@ use common::*;
 use std::time::Duration;
 
 /// `n` pipelined SENDs from one producer reach one consumer exactly once and in order.
-fn queue_burst(w: usize, n: usize) {
+fn queue_burst(w: Setup, n: usize) {
     let b = Broker::start(w);
     let mut s = b.client("1.2");
     s.subscribe_sync("0", "/queue/burst", "auto");

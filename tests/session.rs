@@ -164,7 +164,7 @@ both!(l4_error_reaches_client_even_with_unread_input, |w| {
     // and half-close so the ERROR is readable.
     let mut bytes = frame("BOGUS", &[], b"");
     bytes.extend(std::iter::repeat_n(b'x', 200_000));
-    let _ = std::io::Write::write_all(&mut c.sock, &bytes);
+    let _ = c.try_send_raw(&bytes);
     let e = c.expect("ERROR");
     assert_eq!(e.h("message"), "syntax");
 });

@@ -21,6 +21,10 @@ pub struct ConnRef {
     pub gen: u32,
 }
 
+/// The `worker` of a [`ConnRef`] that stands for a publisher outside the broker
+/// (`ServerHandle::publish`); replies to it are logged instead of sent.
+pub const EXTERNAL: u16 = u16::MAX;
+
 /// Identifies one subscription: its connection and the connection's serial for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubKey {

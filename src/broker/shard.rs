@@ -26,6 +26,17 @@ struct Topic {
     delivered: u64,
 }
 
+/// One destination on the console page.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DestInfo {
+    pub name: String,
+    pub kind: &'static str,
+    pub subscribers: usize,
+    pub depth: usize,
+    pub enqueued: u64,
+    pub delivered: u64,
+}
+
 /// Counters for the stats pages.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ShardStats {
@@ -66,6 +77,29 @@ impl Shard {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Up to `max` destinations, for the console.
+    pub fn snapshot(&self, max: usize) -> (Vec<DestInfo>, bool) {
+        let topics = self.topics.iter().map(|(n, t)| DestInfo {
+            name: n.to_string(),
+            kind: "topic",
+            subscribers: t.total as usize,
+            depth: 0,
+            enqueued: 0,
+            delivered: t.delivered,
+        });
+        let queues = self.queues.iter().map(|(n, q)| DestInfo {
+            name: n.to_string(),
+            kind: "queue",
+            subscribers: q.consumers(),
+            depth: q.depth(),
+            enqueued: q.enqueued,
+            delivered: q.delivered,
+        });
+        let all: Vec<DestInfo> = topics.chain(queues).take(max + 1).collect();
+        let truncated = all.len() > max;
+        (all.into_iter().take(max).collect(), truncated)
     }
 
     /// Depth of a queue this shard owns.
@@ -128,6 +162,7 @@ impl Shard {
                 self.queues.entry(dest.clone()).or_default().bounce(msg, seq);
                 self.dispatch(&dest, out);
             }
+            ToOwner::Stats { .. } => {} // answered by the worker, which knows its connections
             ToOwner::Barrier { from } => {
                 let owner = out.me() as u16;
                 out.to_worker(from.worker as usize, ToWorker::BarrierDone { conn: from, owner })
@@ -164,7 +199,11 @@ impl Shard {
                     if q.is_idle() {
                         self.queues.remove(&dest);
                     }
-                    out.to_worker(from.worker as usize, ToWorker::Rejected { conn: from, word: "q flup", detail, receipt });
+                    if from.worker == crate::broker::EXTERNAL {
+                        log::warn!("ServerHandle::publish to {dest} refused: {detail}");
+                    } else {
+                        out.to_worker(from.worker as usize, ToWorker::Rejected { conn: from, word: "q flup", detail, receipt });
+                    }
                     return;
                 }
                 self.stats.published += 1;

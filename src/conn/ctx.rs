@@ -78,10 +78,23 @@ pub struct Ctx {
     next_msg: u64,
     /// Server name for CONNECTED: `romp/<version>`.
     pub server_header: String,
+    /// Embedded handlers and hooks.
+    pub handlers: Arc<crate::api::Handlers>,
+    /// Static files for the web port.
+    pub site: Arc<super::web::Site>,
+    pub started: Instant,
 }
 
 impl Ctx {
-    pub fn new(worker: usize, cfg: Arc<Config>, outbox: Outbox, auth: Arc<Authenticator>, auth_tx: Sender<AuthJob>) -> Ctx {
+    pub fn new(
+        worker: usize,
+        cfg: Arc<Config>,
+        outbox: Outbox,
+        auth: Arc<Authenticator>,
+        auth_tx: Sender<AuthJob>,
+        handlers: Arc<crate::api::Handlers>,
+        site: Arc<super::web::Site>,
+    ) -> Ctx {
         Ctx {
             worker,
             limits: cfg.limits(),
@@ -99,6 +112,9 @@ impl Ctx {
             read_list: Vec::new(),
             credits: Vec::new(),
             next_msg: 0,
+            handlers,
+            site,
+            started: Instant::now(),
         }
     }
 

@@ -76,6 +76,11 @@ pub fn handle(msg: ToWorker, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
                 session::fail(c, ctx, Fatal { word, detail, receipt: receipt.map(String::from), versions: false });
             }
         }
+        ToWorker::StatsPart { conn, part } => {
+            if let Some(c) = live(conns, conn.slot, conn.gen) {
+                super::web::stats_part(c, *part, ctx);
+            }
+        }
         ToWorker::AuthDone { conn, outcome } => {
             if let Some(c) = live(conns, conn.slot, conn.gen).filter(|c| c.phase == Phase::Authenticating) {
                 match outcome {
@@ -109,7 +114,7 @@ fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ct
         let Some(sub) = conn.session.subs.get(&ls.serial) else {
             continue;
         };
-        let over = conn.out.len() >= max_pending || (sub.mode != AckMode::Auto && sub.pending.len() >= sub.prefetch as usize);
+        let over = conn.pending_out() >= max_pending || (sub.mode != AckMode::Auto && sub.pending.len() >= sub.prefetch as usize);
         if over {
             match ctx.cfg.slow_consumer {
                 SlowConsumerPolicy::Drop => {
@@ -177,7 +182,7 @@ fn queue_message(key: SubKey, msg: Arc<Message>, seq: u64, redelivered: bool, re
     write_to(conn, key.serial, &msg, redelivered, seq, ctx);
     if !retained {
         let half = ctx.cfg.max_pending_bytes / 2;
-        if conn.out.len() < half {
+        if conn.pending_out() < half {
             ctx.add_credit(&msg.destination, key, 1);
         } else if let Some(sub) = conn.session.subs.get_mut(&key.serial) {
             sub.owed_credit += 1;
@@ -188,7 +193,7 @@ fn queue_message(key: SubKey, msg: Arc<Message>, seq: u64, redelivered: bool, re
 
 /// After a flush: give back auto-ack credit held while the output was over half full.
 pub fn release_owed_credit(conn: &mut Conn, ctx: &mut Ctx) {
-    if !conn.session.owes_credit || conn.out.len() >= ctx.cfg.max_pending_bytes / 2 {
+    if !conn.session.owes_credit || conn.pending_out() >= ctx.cfg.max_pending_bytes / 2 {
         return;
     }
     conn.session.owes_credit = false;

@@ -14,6 +14,7 @@
 pub mod ctx;
 pub mod deliver;
 pub mod session;
+pub mod web;
 
 pub use ctx::Ctx;
 
@@ -116,6 +117,8 @@ pub struct Conn {
     pub admin: bool,
     /// The session's subscriptions and transactions have been released.
     torn_down: bool,
+    /// Web-port state (HTTP, then WebSocket); `None` for STOMP over TCP.
+    pub web: Option<Box<web::Web>>,
 }
 
 impl Conn {
@@ -144,6 +147,7 @@ impl Conn {
             login: None,
             admin: false,
             torn_down: false,
+            web: None,
         }
     }
 
@@ -160,6 +164,16 @@ impl Conn {
         self.phase = Phase::Closing;
         self.inbuf = Vec::new();
         self.need = 0;
+    }
+
+    /// Bytes waiting to be written: STOMP output plus encoded WebSocket frames.
+    pub fn pending_out(&self) -> usize {
+        self.out.len() + self.web.as_ref().map_or(0, |w| w.wire_len())
+    }
+
+    /// Came in over the web port.
+    pub fn is_web(&self) -> bool {
+        self.web.is_some()
     }
 
     pub fn session_torn_down(&self) -> bool {

@@ -362,15 +362,102 @@ fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
             tx.bytes += msg.body.len();
             tx.ops.push(TxOp::Publish(msg));
         }
-        None => publish(conn, msg, f.header("receipt"), ctx),
+        None => publish(conn, msg, f.header("receipt"), ctx)?,
     }
     Ok(())
 }
 
-fn publish(conn: &mut Conn, msg: Arc<Message>, receipt: Option<&str>, ctx: &mut Ctx) {
+fn publish(conn: &mut Conn, msg: Arc<Message>, receipt: Option<&str>, ctx: &mut Ctx) -> Res {
+    let msg = if ctx.handlers.is_empty() {
+        msg
+    } else {
+        match run_handlers(conn, msg, ctx)? {
+            Some(m) => m,
+            None => return Ok(()),
+        }
+    };
     let w = owner_of(&msg.destination, ctx.outbox.workers());
     conn.session.touched.insert(w);
     ctx.outbox.to_owner(w, ToOwner::Publish { msg, from: conn.me, receipt: receipt.map(Box::from) });
+    Ok(())
+}
+
+/// Embedded STOMP handlers and the pre-publish hook. Returns the message to publish, or `None`
+/// if a handler took it. A panicking handler closes only this connection.
+fn run_handlers(conn: &mut Conn, msg: Arc<Message>, ctx: &mut Ctx) -> Result<Option<Arc<Message>>, Fatal> {
+    use crate::api::{Draft, Flow, Reply, SendContext, Verdict};
+    let handlers = ctx.handlers.clone();
+    let sid = conn.session_id();
+    let (mut to_sender, mut publishes) = (Vec::new(), Vec::new());
+    let room = ctx.cfg.max_pending_bytes.saturating_sub(conn.pending_out());
+    let send = SendContext {
+        destination: &msg.destination,
+        headers: &msg.headers,
+        body: &msg.body,
+        session: &sid,
+        login: conn.login.as_deref(),
+        admin: conn.admin,
+        web: conn.is_web(),
+    };
+    let mut handled = false;
+    let mut verdict = Verdict::Accept;
+    let mut draft = None;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut reply = Reply { to_sender: &mut to_sender, publishes: &mut publishes, room };
+        for h in handlers.stomp_for(&msg.destination) {
+            if h.on_send(&send, &mut reply) == Flow::Handled {
+                handled = true;
+                return;
+            }
+        }
+        if let Some(pp) = &handlers.pre_publish {
+            let mut d = Draft {
+                destination: msg.destination.to_string(),
+                headers: msg.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                body: msg.body.to_vec(),
+            };
+            verdict = pp.check(&mut d, &send);
+            draft = Some(d);
+        }
+    }));
+    if outcome.is_err() {
+        log::error!("{sid} {}: a STOMP handler panicked on a SEND to {}", conn.peer, msg.destination);
+        return Err(Fatal::new("general", "the server failed to handle this message"));
+    }
+    for (dest, headers, body) in to_sender {
+        let sub_id = conn.session.subs.values().find(|s| *s.dest == *dest).map_or("romp-reply".to_string(), |s| s.id.to_string());
+        let m = crate::api::message(ctx.next_message_id(), &dest, headers, body);
+        if conn.out.capacity() == 0 {
+            conn.out = ctx.pool.take();
+        }
+        super::deliver::write_message(&mut conn.out, conn.version, &sub_id, &m, None, false);
+        mark_dirty(conn, ctx);
+    }
+    for (dest, headers, body) in publishes {
+        let m = Arc::new(crate::api::message(ctx.next_message_id(), &dest, headers, body));
+        let w = owner_of(&m.destination, ctx.outbox.workers());
+        conn.session.touched.insert(w);
+        ctx.outbox.to_owner(w, ToOwner::Publish { msg: m, from: conn.me, receipt: None });
+    }
+    if handled {
+        return Ok(None);
+    }
+    if let Verdict::Reject(reason) = verdict {
+        return Err(Fatal::new("blocked", reason));
+    }
+    Ok(Some(match draft {
+        Some(d) if d.destination != *msg.destination || d.body != *msg.body || !same_headers(&d.headers, &msg.headers) => {
+            if d.destination.is_empty() || d.destination.chars().any(char::is_control) {
+                return Err(Fatal::new("blocked", "the pre-publish hook produced an invalid destination"));
+            }
+            Arc::new(crate::api::message(msg.id, &d.destination, d.headers, d.body))
+        }
+        _ => msg,
+    }))
+}
+
+fn same_headers(a: &[(String, String)], b: &[(Box<str>, Box<str>)]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|((k1, v1), (k2, v2))| **k2 == **k1 && **v2 == **v1)
 }
 
 fn parse_prefetch(f: &Frame<'_>, ctx: &Ctx) -> Result<u32, Fatal> {
@@ -552,7 +639,7 @@ fn commit(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let tx = conn.session.txs.remove(t).ok_or_else(|| Fatal::new("general", format!("COMMIT of unknown transaction {t:?}")))?;
     for op in tx.ops {
         match op {
-            TxOp::Publish(msg) => publish(conn, msg, f.header("receipt"), ctx),
+            TxOp::Publish(msg) => publish(conn, msg, f.header("receipt"), ctx)?,
             TxOp::Settle(target) => {
                 if !settle(conn, target, ctx) {
                     return Err(Fatal::new("general", format!("transaction {t:?} acknowledges a message that is no longer pending")));

@@ -14,6 +14,7 @@
 //!   [`INBOX_BUDGET`] messages; whatever is left is picked up next turn without sleeping.
 
 pub mod listener;
+pub mod stats;
 
 use crate::broker::shard::Shard;
 use crate::broker::ConnRef;
@@ -43,6 +44,15 @@ fn conn_token(slot: u32, gen: u32) -> Token {
     Token(((gen as usize) << 32) | slot as usize)
 }
 
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// STOMP over TCP.
+    Stomp,
+    /// HTTP GET and STOMP over WebSocket.
+    Web,
+}
+
 /// State shared by all workers: the stop flag and the connection count for the accept gate.
 pub struct Shared {
     pub stop: AtomicBool,
@@ -52,6 +62,7 @@ pub struct Shared {
 pub struct Worker {
     poll: Poll,
     listeners: Vec<TcpListener>,
+    kinds: Vec<ListenerKind>,
     conns: Slab<Conn>,
     ctx: Ctx,
     shard: Shard,
@@ -68,6 +79,7 @@ impl Worker {
     pub fn new(
         poll: Poll,
         listeners: Vec<TcpListener>,
+        kinds: Vec<ListenerKind>,
         ctx: Ctx,
         shard: Shard,
         mailbox: Mailbox,
@@ -80,6 +92,7 @@ impl Worker {
         Ok(Worker {
             poll,
             listeners,
+            kinds,
             conns: Slab::new(),
             ctx,
             shard,
@@ -120,7 +133,7 @@ impl Worker {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             crate::conn::want_read(conn, &mut self.ctx);
                         }
-                        if ev.is_writable() && !conn.dirty && !conn.out.is_empty() {
+                        if ev.is_writable() && !conn.dirty && conn.pending_out() > 0 {
                             conn.dirty = true;
                             self.ctx.dirty.push(slot);
                         }
@@ -208,7 +221,7 @@ impl Worker {
                 break;
             }
             match self.mailbox.data.try_recv() {
-                Ok(m) => self.shard.handle(m, &mut self.ctx.outbox),
+                Ok(m) => self.owner_request(m),
                 Err(_) => break,
             }
             // Deliveries to our own connections go out in the same turn.
@@ -219,12 +232,32 @@ impl Worker {
         self.run_local();
     }
 
+    /// A request for this worker as an owner: destinations go to the shard; stats are answered
+    /// here, where the connection count is known.
+    fn owner_request(&mut self, m: crate::bus::ToOwner) {
+        match m {
+            crate::bus::ToOwner::Stats { from } => {
+                let (destinations, truncated) = self.shard.snapshot(stats::MAX_LISTED);
+                let part = stats::WorkerSnapshot {
+                    worker: self.ctx.worker,
+                    connections: self.conns.len(),
+                    stats: self.ctx.stats.into(),
+                    shard: self.shard.stats.into(),
+                    destinations,
+                    truncated,
+                };
+                self.ctx.outbox.to_worker(from.worker as usize, crate::bus::ToWorker::StatsPart { conn: from, part: Box::new(part) });
+            }
+            m => self.shard.handle(m, &mut self.ctx.outbox),
+        }
+    }
+
     /// Process the local FIFOs until both are empty.
     fn run_local(&mut self) {
         loop {
             let mut did = false;
             while let Some(m) = self.ctx.outbox.local_data.pop_front() {
-                self.shard.handle(m, &mut self.ctx.outbox);
+                self.owner_request(m);
                 did = true;
             }
             while let Some(m) = self.ctx.outbox.local_ctrl.pop_front() {
@@ -279,11 +312,19 @@ impl Worker {
             }
             // A client that does not read what it asked for (receipts, errors) is not read either:
             // its own output stays bounded. `flush_conn` puts it back on the read list.
-            if conn.out.len() >= self.ctx.cfg.max_pending_bytes {
+            if conn.pending_out() >= self.ctx.cfg.max_pending_bytes {
                 conn.read_blocked = true;
                 return false;
             }
             // 1. Parse what is buffered, if it can make progress.
+            if fresh && conn.is_web() {
+                fresh = false;
+                if crate::conn::web::has_buffered(conn) {
+                    crate::conn::web::pump(conn, &mut self.ctx);
+                    self.run_local();
+                }
+                continue;
+            }
             if fresh && !conn.inbuf.is_empty() && (conn.need == 0 || conn.inbuf.len() >= conn.need) {
                 fresh = false;
                 let mut buf = std::mem::take(&mut conn.inbuf);
@@ -315,6 +356,22 @@ impl Worker {
             }
             reads += 1;
             // 2. Read more: straight into the partial frame's buffer, or into scratch.
+            if conn.is_web() {
+                match conn.sock.read(&mut self.scratch) {
+                    Ok(0) => conn.peer_eof = true,
+                    Ok(n) => {
+                        conn.last_read = self.ctx.now;
+                        crate::conn::web::ingest(conn, &self.scratch[..n], &mut self.ctx);
+                        self.run_local();
+                    }
+                    Err(e) => {
+                        if let Some(more) = self.read_error(slot, e) {
+                            return more;
+                        }
+                    }
+                }
+                continue;
+            }
             if !conn.inbuf.is_empty() {
                 let want = conn.need.saturating_sub(conn.inbuf.len()).clamp(READ_CHUNK, 16 * READ_CHUNK);
                 let len = conn.inbuf.len();
@@ -413,43 +470,53 @@ impl Worker {
             session::teardown(conn, &mut self.ctx);
             conn.mark_torn_down();
         }
-        if conn.write_dead {
-            conn.out.clear();
+        crate::conn::web::frame_output(conn, self.ctx.cfg.websocket_text);
+        let crate::conn::Conn { sock, out, web, write_dead, .. } = conn;
+        let buf = match web.as_deref_mut() {
+            Some(crate::conn::web::Web { mode: crate::conn::web::Mode::Ws { wire, .. }, .. }) => wire,
+            _ => out,
+        };
+        if *write_dead {
+            buf.clear();
         }
-        while !conn.out.is_empty() {
-            match conn.sock.write(&conn.out) {
+        let mut failed = None;
+        while !buf.is_empty() {
+            match sock.write(buf) {
                 Ok(n) => {
-                    conn.out.drain(..n);
+                    buf.drain(..n);
                     conn.last_write = self.ctx.now;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    if conn.is_closing() {
-                        let reason = conn.close_reason.clone().unwrap_or(CloseReason::Io(e.to_string()));
-                        self.finalize(slot, reason);
-                        return;
-                    }
-                    // The peer is gone for writing, but input it sent before may still be
-                    // queued (the kernel keeps it readable after a reset): stop writing, and keep
-                    // reading and processing until the read side ends (M4).
-                    log::debug!("{} {}: write failed ({e}); draining its input", conn.session_id(), conn.peer);
-                    conn.write_dead = true;
-                    conn.out.clear();
-                    crate::conn::want_read(conn, &mut self.ctx);
+                    failed = Some(e);
                     break;
                 }
             }
+        }
+        if let Some(e) = failed {
+            if conn.is_closing() {
+                let reason = conn.close_reason.clone().unwrap_or(CloseReason::Io(e.to_string()));
+                self.finalize(slot, reason);
+                return;
+            }
+            // The peer is gone for writing, but input it sent before may still be queued (the
+            // kernel keeps it readable after a reset): stop writing, and keep reading and
+            // processing until the read side ends (M4).
+            log::debug!("{} {}: write failed ({e}); draining its input", conn.session_id(), conn.peer);
+            conn.write_dead = true;
+            conn.out.clear();
+            crate::conn::want_read(conn, &mut self.ctx);
         }
         if conn.out.is_empty() && conn.out.capacity() > 0 {
             self.ctx.pool.give(std::mem::take(&mut conn.out));
         }
         deliver::release_owed_credit(conn, &mut self.ctx);
-        if conn.read_blocked && conn.out.len() < self.ctx.cfg.max_pending_bytes / 2 {
+        if conn.read_blocked && conn.pending_out() < self.ctx.cfg.max_pending_bytes / 2 {
             conn.read_blocked = false;
             crate::conn::want_read(conn, &mut self.ctx);
         }
-        if conn.is_closing() && conn.out.is_empty() {
+        if conn.is_closing() && conn.pending_out() == 0 {
             if conn.peer_eof {
                 let r = conn.close_reason.clone().unwrap_or(CloseReason::PeerClosed);
                 self.finalize(slot, r);
@@ -500,8 +567,9 @@ impl Worker {
             let Some(l) = self.listeners.get(li) else {
                 return;
             };
+            let web = self.kinds.get(li) == Some(&ListenerKind::Web);
             match l.accept() {
-                Ok((sock, peer)) => self.add_conn(sock, peer),
+                Ok((sock, peer)) => self.add_conn(sock, peer, web),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
@@ -515,7 +583,7 @@ impl Worker {
         }
     }
 
-    fn add_conn(&mut self, mut sock: mio::net::TcpStream, peer: std::net::SocketAddr) {
+    fn add_conn(&mut self, mut sock: mio::net::TcpStream, peer: std::net::SocketAddr, web: bool) {
         let _ = sock.set_nodelay(true);
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
@@ -526,7 +594,11 @@ impl Worker {
             return;
         }
         let me = ConnRef { worker: self.ctx.worker as u16, slot, gen };
-        entry.insert(Conn::new(sock, me, peer, self.ctx.now));
+        let mut conn = Conn::new(sock, me, peer, self.ctx.now);
+        if web {
+            conn.web = Some(Box::default());
+        }
+        entry.insert(conn);
         self.shared.connections.fetch_add(1, Ordering::AcqRel);
         self.ctx.stats.accepted += 1;
         let at = self.ctx.now + Duration::from_millis(self.ctx.cfg.connect_timeout);
@@ -562,6 +634,11 @@ impl Worker {
                 continue;
             }
             match t.kind {
+                TimerKind::Connect if conn.is_web() && !conn.web.as_ref().is_some_and(|w| w.is_ws() && t.at > conn.last_read) => {
+                    if matches!(conn.phase, Phase::Handshake | Phase::Authenticating) {
+                        crate::conn::web::timed_out(conn, &mut self.ctx);
+                    }
+                }
                 TimerKind::Connect => {
                     if matches!(conn.phase, Phase::Handshake | Phase::Authenticating) {
                         let ms = self.ctx.cfg.connect_timeout;

@@ -11,27 +11,54 @@ use std::time::{Duration, Instant};
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// How a test runs: workers, and whether its clients speak STOMP over WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setup {
+    pub workers: usize,
+    pub ws: bool,
+}
+
+impl From<usize> for Setup {
+    fn from(workers: usize) -> Setup {
+        Setup { workers, ws: false }
+    }
+}
+
+impl std::fmt::Display for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", if self.ws { "ws" } else { "w" }, self.workers)
+    }
+}
+
 pub struct Broker {
     pub handle: Option<ServerHandle>,
     pub addr: SocketAddr,
+    pub web: SocketAddr,
+    pub ws: bool,
 }
 
 impl Broker {
-    pub fn start(workers: usize) -> Broker {
-        Broker::with(workers, |_| {})
+    pub fn start(setup: impl Into<Setup>) -> Broker {
+        Broker::with(setup, |_| {})
     }
 
-    pub fn with(workers: usize, f: impl FnOnce(&mut Config)) -> Broker {
-        let mut cfg = Config { ports: vec![0], workers, pin_workers: false, ..Config::default() };
+    pub fn with(setup: impl Into<Setup>, f: impl FnOnce(&mut Config)) -> Broker {
+        let setup = setup.into();
+        let mut cfg = Config { ports: vec![0], web_port: 0, workers: setup.workers, pin_workers: false, ..Config::default() };
         f(&mut cfg);
         let handle = Server::start(cfg).expect("broker starts");
         let addr = handle.local_addrs()[0];
-        Broker { handle: Some(handle), addr }
+        let web = handle.web_addr().unwrap_or(addr);
+        Broker { handle: Some(handle), addr, web, ws: setup.ws }
     }
 
-    /// A raw TCP connection, no CONNECT sent.
+    /// A raw connection (TCP, or WebSocket after the upgrade), no CONNECT sent.
     pub fn raw(&self) -> Client {
-        Client::raw(self.addr)
+        if self.ws {
+            Client::websocket(self.web, "/stomp")
+        } else {
+            Client::raw(self.addr)
+        }
     }
 
     /// A connected client speaking `version` ("1.0", "1.1" or "1.2").
@@ -80,11 +107,22 @@ impl Got {
 pub struct Client {
     pub sock: TcpStream,
     pub buf: Vec<u8>,
+    /// Parse position in `buf`.
+    pub pos: usize,
     pub version: Version,
     /// Heart-beat EOLs seen between frames.
     pub eols: usize,
     /// Frames that arrived while [`Client::with_receipt`] waited; `recv` returns them first.
     pub stash: std::collections::VecDeque<Got>,
+    /// Speaking WebSocket: server bytes not yet unframed, and the close code once received.
+    pub ws: Option<WsState>,
+}
+
+#[derive(Debug, Default)]
+pub struct WsState {
+    pub raw: Vec<u8>,
+    pub closed: Option<u16>,
+    pub messages: usize,
 }
 
 /// Build a frame from parts (headers are written as given: escape them yourself).
@@ -108,7 +146,57 @@ impl Client {
     pub fn raw(addr: SocketAddr) -> Client {
         let sock = TcpStream::connect(addr).expect("connect");
         sock.set_nodelay(true).unwrap();
-        Client { sock, buf: Vec::new(), version: Version::V1_2, eols: 0, stash: Default::default() }
+        Client { sock, buf: Vec::new(), pos: 0, version: Version::V1_2, eols: 0, stash: Default::default(), ws: None }
+    }
+
+    /// Open a WebSocket to `path` on the web port, offering the STOMP subprotocols.
+    pub fn websocket(addr: SocketAddr, path: &str) -> Client {
+        let mut c = Client::raw(addr);
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v12.stomp, v11.stomp, v10.stomp\r\n\r\n"
+        );
+        c.sock.write_all(req.as_bytes()).unwrap();
+        let head = read_http_head(&mut c.sock, &mut c.buf);
+        assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
+        assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+        let leftover = std::mem::take(&mut c.buf);
+        c.pos = 0;
+        c.ws = Some(WsState { raw: leftover, ..WsState::default() });
+        c
+    }
+
+    /// Move complete server WebSocket frames from `ws.raw` into the STOMP byte stream.
+    fn unframe(&mut self) {
+        let Some(ws) = self.ws.as_mut() else { return };
+        loop {
+            let r = &ws.raw;
+            if r.len() < 2 {
+                return;
+            }
+            assert_eq!(r[1] & 0x80, 0, "server frames must not be masked");
+            let (len, hdr) = match r[1] & 0x7f {
+                126 if r.len() >= 4 => (u16::from_be_bytes([r[2], r[3]]) as usize, 4),
+                127 if r.len() >= 10 => (u64::from_be_bytes(r[2..10].try_into().unwrap()) as usize, 10),
+                126 | 127 => return,
+                n => (n as usize, 2),
+            };
+            if r.len() < hdr + len {
+                return;
+            }
+            let op = r[0] & 0x0f;
+            assert!(r[0] & 0x80 != 0, "server messages are not fragmented");
+            let payload = r[hdr..hdr + len].to_vec();
+            ws.raw.drain(..hdr + len);
+            match op {
+                1 | 2 => {
+                    ws.messages += 1;
+                    self.buf.extend_from_slice(&payload);
+                }
+                8 => ws.closed = Some(if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { 1005 }),
+                9 | 10 => {}
+                x => panic!("unexpected server opcode {x}"),
+            }
+        }
     }
 
     pub fn connect(&mut self, version: &str) -> Got {
@@ -128,7 +216,18 @@ impl Client {
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.sock.write_all(bytes).expect("write");
+        self.try_send_raw(bytes).expect("write");
+    }
+
+    /// Write STOMP bytes (as one binary WebSocket message when speaking WebSocket).
+    pub fn try_send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.ws.is_some() {
+            let mut f = Vec::with_capacity(bytes.len() + 14);
+            romp::ws::frame::encode_client(&mut f, romp::ws::Opcode::Binary, true, bytes, [1, 2, 3, 4]);
+            self.sock.write_all(&f)
+        } else {
+            self.sock.write_all(bytes)
+        }
     }
 
     pub fn send_frame(&mut self, cmd: &str, headers: &[(&str, &str)], body: &[u8]) {
@@ -170,16 +269,23 @@ impl Client {
     }
 
     fn try_parse(&mut self) -> Option<Got> {
-        let n = skip_eols(&self.buf);
-        if n > 0 {
-            self.eols += self.buf[..n].iter().filter(|&&b| b == b'\n').count();
-            self.buf.drain(..n);
+        // Parse at an offset and compact only now and then: a WebSocket message can carry
+        // megabytes of frames, and draining per frame would be quadratic.
+        if self.pos > 0 && (self.pos >= self.buf.len() || self.pos > 1 << 16) {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
         }
-        if self.buf.is_empty() {
+        let rest = &self.buf[self.pos..];
+        let n = skip_eols(rest);
+        if n > 0 {
+            self.eols += rest[..n].iter().filter(|&&b| b == b'\n').count();
+            self.pos += n;
+        }
+        if self.pos >= self.buf.len() {
             return None;
         }
         let limits = Limits { max_headers: 10_000, max_header_len: 1 << 20, max_body: 64 << 20 };
-        let got = match parse(&self.buf, self.version, &limits).expect("broker sent a malformed frame") {
+        let got = match parse(&self.buf[self.pos..], self.version, &limits).expect("broker sent a malformed frame") {
             Parsed::Frame(f, used) => Some((
                 Got {
                     command: f.command.as_str().to_string(),
@@ -191,7 +297,7 @@ impl Client {
             Parsed::Incomplete { .. } => None,
         };
         let (g, used) = got?;
-        self.buf.drain(..used);
+        self.pos += used;
         Some(g)
     }
 
@@ -218,7 +324,7 @@ impl Client {
             let mut tmp = [0u8; 65536];
             match self.sock.read(&mut tmp) {
                 Ok(0) => panic!("connection closed while waiting for a frame; buffered: {:?}", String::from_utf8_lossy(&self.buf)),
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Ok(n) => self.take_bytes(&tmp[..n]),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => panic!("read error: {e}"),
             }
@@ -262,14 +368,38 @@ impl Client {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(!left.is_zero(), "connection not closed in time");
             self.sock.set_read_timeout(Some(left)).unwrap();
+            if self.ws.as_ref().is_some_and(|w| w.closed.is_some()) {
+                // The WebSocket close frame came; the TCP close must follow.
+                let mut tmp = [0u8; 4096];
+                self.sock.set_read_timeout(Some(left)).unwrap();
+                match self.sock.read(&mut tmp) {
+                    Ok(0) => return,
+                    Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
+                    Ok(_) => panic!("data after the WebSocket close frame"),
+                    Err(e) => panic!("no TCP close after the WebSocket close: {e}"),
+                }
+            }
             let mut tmp = [0u8; 4096];
             match self.sock.read(&mut tmp) {
-                Ok(0) => return,
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Ok(0) => {
+                    assert!(self.ws.as_ref().is_none_or(|w| w.closed.is_some()), "WebSocket closed without a close frame");
+                    return;
+                }
+                Ok(n) => self.take_bytes(&tmp[..n]),
                 Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => panic!("read error: {e}"),
             }
+        }
+    }
+
+    fn take_bytes(&mut self, bytes: &[u8]) {
+        match self.ws.as_mut() {
+            Some(ws) => {
+                ws.raw.extend_from_slice(bytes);
+                self.unframe();
+            }
+            None => self.buf.extend_from_slice(bytes),
         }
     }
 
@@ -279,8 +409,24 @@ impl Client {
     }
 }
 
-/// Run a test body once with one worker and once with four (more workers than cores, so
-/// clients and destinations land on different workers).
+/// Read an HTTP response head (through the blank line); bytes after it stay in `rest`.
+pub fn read_http_head(sock: &mut TcpStream, rest: &mut Vec<u8>) -> String {
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            rest.extend_from_slice(&buf[i + 4..]);
+            return String::from_utf8_lossy(&buf[..i + 4]).into_owned();
+        }
+        let n = sock.read(&mut tmp).expect("read HTTP head");
+        assert!(n > 0, "closed before the HTTP head ended: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
+/// Run a test body with one worker and with four (more workers than cores, so clients and
+/// destinations land on different workers) over TCP, and with four over WebSocket.
 #[macro_export]
 macro_rules! both {
     ($name:ident, $f:expr) => {
@@ -289,11 +435,34 @@ macro_rules! both {
             use super::*;
             #[test]
             fn w1() {
-                ($f)(1usize)
+                ($f)(Setup { workers: 1, ws: false })
             }
             #[test]
             fn w4() {
-                ($f)(4usize)
+                ($f)(Setup { workers: 4, ws: false })
+            }
+            #[test]
+            fn ws4() {
+                ($f)(Setup { workers: 4, ws: true })
+            }
+        }
+    };
+}
+
+/// Like [`both!`], over TCP only (the test is about TCP itself).
+#[macro_export]
+macro_rules! tcp_only {
+    ($name:ident, $f:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn w1() {
+                ($f)(Setup { workers: 1, ws: false })
+            }
+            #[test]
+            fn w4() {
+                ($f)(Setup { workers: 4, ws: false })
             }
         }
     };

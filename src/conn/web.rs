@@ -1,0 +1,431 @@
+//! Connections on the web port: HTTP/1.1 GET (keep-alive) until an upgrade, then STOMP over
+//! WebSocket. Runs on the connection's worker, on the same loop as STOMP over TCP.
+//!
+//! Input: raw socket bytes collect in `Web::raw`. In HTTP mode, request heads are parsed from it
+//! (bounded by `max_http_head`); in WebSocket mode, frames are decoded from it in place and data
+//! payloads are fed to the STOMP session as one byte stream (a STOMP frame may span messages;
+//! a message may hold several frames). Output: the session writes STOMP bytes to `conn.out` as
+//! for TCP; [`frame_output`] wraps them into one WebSocket message per flush in `wire`.
+//!
+//! # Invariants
+//! - `raw` holds at most one partial request head or one partial WebSocket frame plus one read
+//!   batch; a frame's size is checked from its header before its payload is buffered.
+//! - After the close frame is queued nothing else is written.
+
+use super::session::{self, Fatal};
+use super::{mark_dirty, CloseReason, Conn, Ctx, Phase};
+use crate::api::HttpContext;
+use crate::bus::ToOwner;
+use crate::http::{self, Parsed, Request, Response};
+use crate::timer::{Timer, TimerKind};
+use crate::ws::frame::{encode, encode_close, CloseCode, Decoder, Event, Opcode};
+use crate::ws::handshake;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Extra WebSocket message room above `max_message_size`, for the STOMP headers around a body.
+pub const WS_HEADROOM: usize = 64 * 1024;
+
+/// Static files served on the web port, loaded once at start.
+#[derive(Debug, Default)]
+pub struct Site {
+    files: HashMap<String, (&'static str, Vec<u8>)>,
+}
+
+/// Most bytes a `web_root` may hold.
+pub const SITE_MAX_BYTES: usize = 32 << 20;
+
+impl Site {
+    /// The built-in console page.
+    pub fn builtin() -> Site {
+        let mut files = HashMap::new();
+        for (name, bytes) in [
+            ("/index.html", include_bytes!("../../web/index.html") as &[u8]),
+            ("/console.js", include_bytes!("../../web/console.js")),
+            ("/console.css", include_bytes!("../../web/console.css")),
+            ("/stomp.umd.min.js", include_bytes!("../../web/stomp.umd.min.js")),
+            ("/LICENSE-stompjs.txt", include_bytes!("../../web/LICENSE-stompjs.txt")),
+        ] {
+            files.insert(name.to_string(), (http::content_type(name), bytes.to_vec()));
+        }
+        Site { files }
+    }
+
+    /// Every regular file under `dir` (recursively), at most [`SITE_MAX_BYTES`] in total.
+    pub fn load(dir: &std::path::Path) -> std::io::Result<Site> {
+        let mut files = HashMap::new();
+        let mut total = 0usize;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d)? {
+                let e = e?;
+                let ft = e.file_type()?;
+                let p = e.path();
+                if ft.is_dir() {
+                    stack.push(p);
+                } else if ft.is_file() {
+                    let bytes = std::fs::read(&p)?;
+                    total += bytes.len();
+                    if total > SITE_MAX_BYTES {
+                        return Err(std::io::Error::other(format!("{} holds more than {SITE_MAX_BYTES} bytes", dir.display())));
+                    }
+                    let rel = p.strip_prefix(dir).map_err(std::io::Error::other)?;
+                    let name = format!("/{}", rel.to_string_lossy());
+                    files.insert(name.clone(), (http::content_type(&name), bytes));
+                }
+            }
+        }
+        Ok(Site { files })
+    }
+
+    fn get(&self, path: &str) -> Option<&(&'static str, Vec<u8>)> {
+        let path = if path.ends_with('/') { format!("{path}index.html") } else { path.to_string() };
+        self.files.get(&path)
+    }
+}
+
+/// HTTP or WebSocket.
+#[derive(Debug)]
+pub enum Mode {
+    Http {
+        /// A console page waiting for every worker's stats: (request, keep-alive, head-only,
+        /// parts still due, parts so far).
+        waiting: Option<Box<StatsWait>>,
+    },
+    Ws {
+        decoder: Decoder,
+        /// Encoded WebSocket frames not yet written.
+        wire: Vec<u8>,
+        close_queued: bool,
+        close_code: CloseCode,
+    },
+}
+
+#[derive(Debug)]
+pub struct StatsWait {
+    pub path: String,
+    pub keep_alive: bool,
+    pub head_only: bool,
+    pub due: usize,
+    pub parts: Vec<crate::worker::stats::WorkerSnapshot>,
+}
+
+/// Web-port state of a connection.
+#[derive(Debug)]
+pub struct Web {
+    pub raw: Vec<u8>,
+    pub mode: Mode,
+}
+
+impl Web {
+    pub fn new() -> Web {
+        Web { raw: Vec::new(), mode: Mode::Http { waiting: None } }
+    }
+
+    pub fn is_ws(&self) -> bool {
+        matches!(self.mode, Mode::Ws { .. })
+    }
+
+    pub fn wire_len(&self) -> usize {
+        match &self.mode {
+            Mode::Ws { wire, .. } => wire.len(),
+            Mode::Http { .. } => 0,
+        }
+    }
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web::new()
+    }
+}
+
+/// Is there buffered input that processing could make progress on?
+pub fn has_buffered(conn: &Conn) -> bool {
+    let Some(w) = conn.web.as_ref() else { return false };
+    match &w.mode {
+        Mode::Http { waiting } => waiting.is_none() && !w.raw.is_empty(),
+        Mode::Ws { .. } => !w.raw.is_empty() || (!conn.inbuf.is_empty() && (conn.need == 0 || conn.inbuf.len() >= conn.need)),
+    }
+}
+
+/// New bytes from the socket.
+pub fn ingest(conn: &mut Conn, bytes: &[u8], ctx: &mut Ctx) {
+    if let Some(w) = conn.web.as_mut() {
+        w.raw.extend_from_slice(bytes);
+    }
+    pump(conn, ctx);
+}
+
+/// Process buffered input as far as possible.
+pub fn pump(conn: &mut Conn, ctx: &mut Ctx) {
+    loop {
+        if conn.is_closing() {
+            return;
+        }
+        let Some(w) = conn.web.as_mut() else { return };
+        match w.mode {
+            Mode::Http { ref waiting } => {
+                if waiting.is_some() || w.raw.is_empty() {
+                    return;
+                }
+                match http::parse_request(&w.raw, ctx.cfg.max_http_head) {
+                    Ok(Parsed::Partial) => return,
+                    Ok(Parsed::Complete(req, used)) => {
+                        w.raw.drain(..used);
+                        on_request(conn, req, ctx);
+                    }
+                    Err(e) => {
+                        respond(conn, ctx, &Response::text(e.status(), &e.to_string()), false, false);
+                        return;
+                    }
+                }
+            }
+            Mode::Ws { .. } => {
+                if !pump_ws(conn, ctx) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Decode WebSocket frames and feed STOMP. Returns true if the mode changed and the caller
+/// should loop; false when it cannot progress further now.
+fn pump_ws(conn: &mut Conn, ctx: &mut Ctx) -> bool {
+    // STOMP bytes left over from an earlier message come first.
+    if !conn.inbuf.is_empty() && (conn.need == 0 || conn.inbuf.len() >= conn.need) && stomp_can_run(conn, ctx) {
+        let buf = std::mem::take(&mut conn.inbuf);
+        let used = session::process_input(conn, &buf, ctx);
+        keep_tail(conn, buf, used, ctx);
+    }
+    loop {
+        if conn.is_closing() || !stomp_can_run(conn, ctx) {
+            return false;
+        }
+        let Some(w) = conn.web.as_mut() else { return false };
+        let Mode::Ws { decoder, wire, .. } = &mut w.mode else { return false };
+        let mut raw = std::mem::take(&mut w.raw);
+        let step = decoder.decode(&mut raw);
+        match step {
+            Ok(None) => {
+                w.raw = raw;
+                return false;
+            }
+            Err(e) => {
+                w.raw = raw;
+                log::debug!("{} {}: {e}", conn.session_id(), conn.peer);
+                close_ws(conn, ctx, e.code(), &e.to_string());
+                return false;
+            }
+            Ok(Some((ev, used))) => {
+                match ev {
+                    Event::Data(payload) => {
+                        conn.last_read = ctx.now;
+                        if conn.inbuf.is_empty() {
+                            let n = session::process_input(conn, payload, ctx);
+                            if !conn.is_closing() && n < payload.len() {
+                                let mut b = ctx.pool.take();
+                                b.extend_from_slice(&payload[n..]);
+                                conn.inbuf = b;
+                            }
+                        } else {
+                            conn.inbuf.extend_from_slice(payload);
+                            if conn.need == 0 || conn.inbuf.len() >= conn.need {
+                                let buf = std::mem::take(&mut conn.inbuf);
+                                let n = session::process_input(conn, &buf, ctx);
+                                keep_tail(conn, buf, n, ctx);
+                            }
+                        }
+                    }
+                    Event::Ping(p) => {
+                        encode(wire, Opcode::Pong, p);
+                        mark_dirty(conn, ctx);
+                    }
+                    Event::Pong => {}
+                    Event::Close(code) => {
+                        log::debug!("{} {}: WebSocket close {code:?}", conn.session_id(), conn.peer);
+                        raw.drain(..used);
+                        if let Some(w) = conn.web.as_mut() {
+                            w.raw = raw;
+                        }
+                        close_ws(conn, ctx, CloseCode::Normal, "");
+                        if conn.close_reason.is_none() || conn.close_reason == Some(CloseReason::Protocol("ws")) {
+                            conn.close_reason = Some(CloseReason::PeerClosed);
+                        }
+                        return false;
+                    }
+                }
+                raw.drain(..used);
+                if let Some(w) = conn.web.as_mut() {
+                    w.raw = raw;
+                }
+            }
+        }
+    }
+}
+
+fn stomp_can_run(conn: &Conn, ctx: &Ctx) -> bool {
+    !matches!(conn.phase, Phase::Authenticating | Phase::Closing) && !ctx.outbox.reads_paused()
+}
+
+fn keep_tail(conn: &mut Conn, mut buf: Vec<u8>, used: usize, ctx: &mut Ctx) {
+    if conn.is_closing() {
+        ctx.pool.give(buf);
+        return;
+    }
+    buf.drain(..used);
+    if buf.is_empty() {
+        ctx.pool.give(buf);
+    } else {
+        conn.inbuf = buf;
+    }
+}
+
+/// Queue a close frame and start closing (the STOMP session's ERROR, if any, goes first).
+pub fn close_ws(conn: &mut Conn, ctx: &mut Ctx, code: CloseCode, _why: &str) {
+    if let Some(Web { mode: Mode::Ws { close_code, .. }, .. }) = conn.web.as_deref_mut() {
+        *close_code = code;
+    }
+    if !conn.is_closing() {
+        conn.begin_close(if code == CloseCode::Normal { CloseReason::PeerClosed } else { CloseReason::Protocol("ws") });
+    }
+    mark_dirty(conn, ctx);
+}
+
+/// Before writing: wrap pending STOMP output into a WebSocket message, and queue the close frame
+/// once the connection is closing and everything before it is framed.
+pub fn frame_output(conn: &mut Conn, text: bool) {
+    let closing = conn.is_closing();
+    let Some(Web { mode: Mode::Ws { wire, close_queued, close_code, .. }, .. }) = conn.web.as_deref_mut() else { return };
+    if *close_queued {
+        conn.out.clear();
+        return;
+    }
+    if !conn.out.is_empty() {
+        let op = if text && std::str::from_utf8(&conn.out).is_ok() { Opcode::Text } else { Opcode::Binary };
+        encode(wire, op, &conn.out);
+        conn.out.clear();
+    }
+    if closing {
+        encode_close(wire, *close_code, "");
+        *close_queued = true;
+    }
+}
+
+fn respond(conn: &mut Conn, ctx: &mut Ctx, resp: &Response, keep_alive: bool, head_only: bool) {
+    if conn.out.capacity() == 0 {
+        conn.out = ctx.pool.take();
+    }
+    resp.write(&mut conn.out, keep_alive, head_only);
+    mark_dirty(conn, ctx);
+    log::debug!("{} {}: HTTP {}", conn.session_id(), conn.peer, resp.status);
+    if !keep_alive {
+        conn.begin_close(CloseReason::Disconnect);
+    }
+}
+
+fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
+    let head_only = req.method == "HEAD";
+    let keep_alive = req.keep_alive();
+    if req.method != "GET" && !head_only {
+        let r = Response::text(405, "only GET and HEAD are served here").with_header("Allow", "GET, HEAD");
+        return respond(conn, ctx, &r, false, false);
+    }
+    if req.has_body() {
+        return respond(conn, ctx, &Response::text(400, "a GET request has no body"), false, false);
+    }
+    let path = req.path().to_string();
+    if handshake::is_upgrade(&req) {
+        if !ctx.cfg.websockets || !ctx.cfg.websocket_paths.contains(&path) {
+            return respond(conn, ctx, &Response::text(404, "no WebSocket endpoint here"), false, false);
+        }
+        return match handshake::accept(&req, &ctx.cfg.websockets_origin) {
+            Ok(acc) => upgrade(conn, ctx, acc),
+            Err(e) => {
+                respond(conn, ctx, &Response::text(e.status(), &e.to_string()).with_header("Sec-WebSocket-Version", "13"), false, false)
+            }
+        };
+    }
+    match path.as_str() {
+        "/romp/health_check" | "/health" | "/health_check" => {
+            let body = format!("{{\"status\":\"ok\",\"server\":\"{}\"}}\n", ctx.server_header);
+            respond(conn, ctx, &Response::json(body), keep_alive, head_only);
+        }
+        "/romp/info" | "/romp/destinations" if ctx.cfg.enable_console => {
+            // Ask every worker (including this one) for its numbers; answer when all replied.
+            let n = ctx.outbox.workers();
+            for w in 0..n {
+                ctx.outbox.to_owner(w, ToOwner::Stats { from: conn.me });
+            }
+            if let Some(web) = conn.web.as_mut() {
+                web.mode = Mode::Http { waiting: Some(Box::new(StatsWait { path, keep_alive, head_only, due: n, parts: Vec::new() })) };
+            }
+        }
+        _ => {
+            let hctx = HttpContext { path: &path, target: &req.target, headers: &req.headers, peer: conn.peer };
+            let handlers = ctx.handlers.clone();
+            for (prefix, h) in handlers.http.iter().filter(|(p, _)| path.starts_with(p.as_str())) {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.get(&hctx))) {
+                    Ok(Some(resp)) => return respond(conn, ctx, &resp, keep_alive, head_only),
+                    Ok(None) => {}
+                    Err(_) => {
+                        log::error!("{} {}: HTTP handler for {prefix:?} panicked on {path}", conn.session_id(), conn.peer);
+                        return respond(conn, ctx, &Response::text(500, "handler failed"), false, head_only);
+                    }
+                }
+            }
+            let resp = match http::safe_path(&path).and_then(|p| ctx.site.get(&p).map(|(ct, b)| Response::new(200, ct, b.clone()))) {
+                Some(r) => r,
+                None => Response::text(404, "not found"),
+            };
+            respond(conn, ctx, &resp, keep_alive, head_only);
+        }
+    }
+}
+
+fn upgrade(conn: &mut Conn, ctx: &mut Ctx, acc: handshake::Accepted) {
+    let max = ctx.cfg.max_message_size + WS_HEADROOM;
+    let Some(w) = conn.web.as_mut() else { return };
+    let mut wire = Vec::with_capacity(acc.response.len());
+    wire.extend_from_slice(&acc.response);
+    w.mode = Mode::Ws { decoder: Decoder::new(max), wire, close_queued: false, close_code: CloseCode::Normal };
+    mark_dirty(conn, ctx);
+    log::debug!("{} {}: WebSocket upgrade, subprotocol {:?}", conn.session_id(), conn.peer, acc.subprotocol);
+    // A fresh CONNECT deadline for the STOMP session that starts now.
+    let at = ctx.now + Duration::from_millis(ctx.cfg.connect_timeout);
+    ctx.timers.arm(Timer { at, slot: conn.me.slot, gen: conn.me.gen, kind: TimerKind::Connect });
+    conn.phase = Phase::Handshake;
+}
+
+/// One worker's stats arrived for a waiting console request.
+pub fn stats_part(conn: &mut Conn, part: crate::worker::stats::WorkerSnapshot, ctx: &mut Ctx) {
+    let Some(w) = conn.web.as_mut() else { return };
+    let Mode::Http { waiting: Some(wait) } = &mut w.mode else { return };
+    wait.parts.push(part);
+    wait.due -= 1;
+    if wait.due > 0 {
+        return;
+    }
+    let Mode::Http { waiting } = &mut w.mode else { return };
+    let Some(wait) = waiting.take() else { return };
+    let body = crate::worker::stats::render(&wait.path, &wait.parts, ctx);
+    respond(conn, ctx, &Response::json(body), wait.keep_alive, wait.head_only);
+    // Requests pipelined behind this one.
+    super::want_read(conn, ctx);
+}
+
+/// A web connection whose CONNECT (or request) deadline passed.
+pub fn timed_out(conn: &mut Conn, ctx: &mut Ctx) {
+    match conn.web.as_ref().map(|w| w.is_ws()) {
+        Some(false) => {
+            conn.begin_close(CloseReason::ConnectTimeout);
+            mark_dirty(conn, ctx);
+        }
+        _ => {
+            let ms = ctx.cfg.connect_timeout;
+            session::fail(conn, ctx, Fatal::new("general", format!("no CONNECT within connect_timeout ({ms} ms)")));
+            conn.close_reason = Some(CloseReason::ConnectTimeout);
+        }
+    }
+}
