@@ -3,7 +3,7 @@ CARGO ?= cargo
 VENV := .venv
 CLIENTS := tests/clients
 
-.PHONY: help run build release test unit client-tests client-deps bench lint fmt clean
+.PHONY: help run build release test unit client-tests client-deps chromium bench lint fmt clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,7 +22,7 @@ test: unit client-tests ## The whole test suite: unit, integration, and third-pa
 unit: ## Rust unit and integration tests
 	$(CARGO) test
 
-client-deps: $(VENV)/.ok $(CLIENTS)/node_modules/.ok ## Install stomp.py and @stomp/stompjs locally
+client-deps: $(VENV)/.ok $(CLIENTS)/node_modules/.ok chromium ## Install stomp.py, @stomp/stompjs and Chromium
 
 $(VENV)/.ok: $(CLIENTS)/requirements.txt
 	python3 -m venv $(VENV)
@@ -32,6 +32,11 @@ $(VENV)/.ok: $(CLIENTS)/requirements.txt
 $(CLIENTS)/node_modules/.ok: $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
 	cd $(CLIENTS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The browser test needs Debian's chromium (root installs it; others get a clear message).
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update && apt-get install -y chromium); } \
+	  || { echo "install Debian's chromium (apt-get install chromium) for the browser test"; exit 1; }
 
 client-tests: client-deps ## stomp.py and stompjs against a real broker process
 	$(CARGO) build --bin romp

@@ -11,9 +11,11 @@ py=$top/.venv/bin/python
 [ -x "$py" ] || { echo "no $py: run 'make client-deps'"; exit 1; }
 [ -d "$here/node_modules/@stomp/stompjs" ] || { echo "no stompjs: run 'make client-deps'"; exit 1; }
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+web_port=$(free_port)
 log=$(mktemp)
-"$bin" --port "$port" --workers 2 >"$log" 2>&1 &
+"$bin" --port "$port" --web-port "$web_port" --workers 2 >"$log" 2>&1 &
 pid=$!
 cleanup() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -f "$log"; }
 trap cleanup EXIT
@@ -22,12 +24,16 @@ for _ in $(seq 100); do
   sleep 0.05
 done
 
-export ROMP_PORT=$port
+export ROMP_PORT=$port ROMP_WEB_PORT=$web_port
 status=0
-echo "== stomp.py $("$py" -c 'import stomp; print(stomp.__version__)')"
+echo "== stomp.py $("$py" -c 'import stomp; print(stomp.__version__)') over TCP (1.0, 1.1, 1.2) and WebSocket"
 timeout 120 "$py" "$here/stomppy_test.py" || status=1
-echo "== @stomp/stompjs over TCP"
-(cd "$here" && timeout 120 node --test --test-reporter=spec stompjs.test.mjs) || status=1
+for transport in tcp ws; do
+  echo "== @stomp/stompjs over $transport"
+  (cd "$here" && TRANSPORT=$transport timeout 120 node --test --test-reporter=spec stompjs.test.mjs) || status=1
+done
+echo "== the console page in headless $(${CHROMIUM:-/usr/bin/chromium} --version 2>/dev/null || echo 'chromium (missing)')"
+(cd "$here" && timeout 120 node --test --test-reporter=spec browser.test.mjs) || status=1
 if [ $status -ne 0 ]; then
   echo "--- broker log"; tail -50 "$log"
 fi

@@ -4,14 +4,28 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Client } from '@stomp/stompjs';
 import { TCPWrapper } from '@stomp/tcp-wrapper';
+import WebSocket from 'ws';
 
+// TRANSPORT=tcp (default): STOMP over TCP on $ROMP_PORT; TRANSPORT=ws: STOMP over WebSocket on
+// $ROMP_WEB_PORT at /stomp, with the subprotocols stompjs offers in browsers.
 const PORT = Number(process.env.ROMP_PORT || 61613);
+const WEB_PORT = Number(process.env.ROMP_WEB_PORT || 8080);
+const TRANSPORT = process.env.TRANSPORT || 'tcp';
 const WAIT = 10000;
+
+function socket() {
+  if (TRANSPORT === 'ws') {
+    const ws = new WebSocket(`ws://127.0.0.1:${WEB_PORT}/stomp`, ['v12.stomp', 'v11.stomp', 'v10.stomp']);
+    ws.binaryType = 'arraybuffer';
+    return ws;
+  }
+  return new TCPWrapper('127.0.0.1', PORT);
+}
 
 function connect(extra = {}) {
   return new Promise((resolve, reject) => {
     const client = new Client({
-      webSocketFactory: () => new TCPWrapper('127.0.0.1', PORT),
+      webSocketFactory: socket,
       reconnectDelay: 0,
       heartbeatIncoming: 10000,
       heartbeatOutgoing: 10000,
@@ -59,8 +73,9 @@ function receipt(client, send) {
   return p;
 }
 
-test('connect negotiates 1.2 and non-zero heart-beats', async () => {
+test(`connect negotiates 1.2 and non-zero heart-beats (${TRANSPORT})`, async () => {
   const { client, frame } = await connect();
+  if (TRANSPORT === 'ws') assert.equal(client.webSocket.protocol, 'v12.stomp');
   assert.equal(client.connectedVersion, '1.2');
   assert.equal(frame.headers['heart-beat'], '10000,10000');
   await client.deactivate();
@@ -76,6 +91,17 @@ test('subscribe, send, receive on a topic with headers and a receipt', async () 
   assert.equal(m.body, 'hello js');
   assert.equal(m.headers['x-app'], 'a:b');
   assert.equal(m.headers.destination, '/topic/js');
+  await client.deactivate();
+});
+
+test('one mebibyte binary body', async () => {
+  const { client } = await connect();
+  const c = collect(client, '/queue/js-big', 1);
+  const bytes = new Uint8Array(1 << 20).map((_, i) => i % 251);
+  client.publish({ destination: '/queue/js-big', binaryBody: bytes });
+  const [m] = await c.done;
+  assert.equal(m.binaryBody.length, bytes.length);
+  assert.ok(m.binaryBody.every((b, i) => b === i % 251));
   await client.deactivate();
 });
 

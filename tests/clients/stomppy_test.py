@@ -7,6 +7,7 @@ import unittest
 import stomp
 
 PORT = int(os.environ.get("ROMP_PORT", "61613"))
+WEB_PORT = int(os.environ.get("ROMP_WEB_PORT", "8080"))
 WAIT = 10.0
 
 
@@ -43,10 +44,16 @@ class Collector(stomp.ConnectionListener):
         return self.messages[:n]
 
 
-def connect(version="1.2"):
-    cls = {"1.0": stomp.Connection10, "1.1": stomp.Connection11, "1.2": stomp.Connection12}[version]
-    kw = {} if version == "1.0" else {"heartbeats": (0, 0)}
-    conn = cls([("127.0.0.1", PORT)], **kw)
+def connect(version="1.2", ws=False):
+    if ws:
+        # stomp.py's WebSocket transport offers no subprotocol; romp accepts that (O1).
+        from stomp.adapter.ws import WSStompConnection
+
+        conn = WSStompConnection([("127.0.0.1", WEB_PORT)], ws_path="/stomp", heartbeats=(0, 0))
+    else:
+        cls = {"1.0": stomp.Connection10, "1.1": stomp.Connection11, "1.2": stomp.Connection12}[version]
+        kw = {} if version == "1.0" else {"heartbeats": (0, 0)}
+        conn = cls([("127.0.0.1", PORT)], **kw)
     listener = Collector()
     conn.set_listener("c", listener)
     conn.connect("guest", "guest", wait=True)
@@ -147,6 +154,30 @@ class StompPy(unittest.TestCase):
         conn.subscribe("/queue/py-err2", id="dup", ack="auto")
         l.wait(lambda: l.errors, "ERROR")
         self.assertEqual(l.errors[0].headers["message"], "syntax")
+
+
+class StompPyWebSocket(unittest.TestCase):
+    def test_subscribe_send_ack_over_websocket(self):
+        conn, l = connect(ws=True)
+        conn.subscribe("/queue/pyws", id="s", ack="client-individual", headers={"receipt": "sub"})
+        l.wait(lambda: "sub" in l.receipts, "subscribe receipt")
+        tcp, _ = connect()
+        tcp.send("/queue/pyws", "from tcp", headers={"k": "a:b"})
+        conn.send("/queue/pyws", "from ws", receipt="sent")
+        ms = l.wait_messages(2)
+        self.assertEqual(sorted(m.body for m in ms), ["from tcp", "from ws"])
+        self.assertEqual([m.headers.get("k") for m in ms if m.body == "from tcp"], ["a:b"])
+        for m in ms:
+            conn.ack(m.headers["ack"])
+        tx = conn.begin()
+        conn.send("/queue/pyws", "in tx", transaction=tx)
+        conn.commit(tx)
+        l.wait_messages(3)
+        self.assertEqual(l.messages[2].body, "in tx")
+        conn.ack(l.messages[2].headers["ack"])
+        conn.disconnect(receipt="bye")
+        self.assertIn("bye", l.receipts)
+        tcp.disconnect()
 
 
 if __name__ == "__main__":

@@ -317,7 +317,7 @@ impl Client {
                 return Some(g);
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || self.ws.as_ref().is_some_and(|w| w.closed.is_some()) {
                 return None;
             }
             self.sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();

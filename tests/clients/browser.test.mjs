@@ -1,0 +1,66 @@
+// The console page in a real headless Chromium (Debian's chromium, driven by playwright-core):
+// open the page, connect over WebSocket, subscribe, send, and see the message arrive, while a
+// STOMP-over-TCP client sees the same message. The screenshot is kept in artifacts/.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { chromium } from 'playwright-core';
+import { Client } from '@stomp/stompjs';
+import { TCPWrapper } from '@stomp/tcp-wrapper';
+
+const PORT = Number(process.env.ROMP_PORT || 61613);
+const WEB_PORT = Number(process.env.ROMP_WEB_PORT || 8080);
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+function tcpSubscriber(dest) {
+  return new Promise((resolve, reject) => {
+    const client = new Client({ webSocketFactory: () => new TCPWrapper('127.0.0.1', PORT), reconnectDelay: 0 });
+    const got = [];
+    client.onConnect = () => {
+      client.watchForReceipt('ready', () => resolve({ client, got }));
+      client.subscribe(dest, (m) => got.push(m.body), { receipt: 'ready' });
+    };
+    client.onStompError = (f) => reject(new Error(f.headers.message));
+    client.activate();
+  });
+}
+
+test('the console page connects, subscribes, sends and shows the message', { timeout: 60000 }, async () => {
+  const tcp = await tcpSubscriber('/topic/browser');
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(`http://127.0.0.1:${WEB_PORT}/`);
+    await page.click('#connect');
+    await page.waitForSelector('#status.on', { timeout: 10000 });
+    assert.match(await page.textContent('#status'), /STOMP 1\.2/);
+    await page.fill('#sub-dest', '/topic/browser');
+    await page.click('#subscribe');
+    await page.waitForSelector('#subscriptions li.subscribed', { timeout: 10000 });
+    await page.fill('#send-dest', '/topic/browser');
+    await page.fill('#send-body', 'hello from chromium');
+    await page.click('#send');
+    await page.waitForSelector('#messages td.body:text-is("hello from chromium")', { timeout: 10000 });
+    // Live stats from the console JSON pages.
+    await page.waitForFunction(() => /connections on \d+ workers/.test(document.querySelector('#stats').textContent), null, { timeout: 10000 });
+    // The live table catches up: two subscribers (the page and the TCP client), two deliveries.
+    await page.waitForFunction(() => [...document.querySelectorAll('#destinations tr')].some((tr) => {
+      const c = [...tr.cells].map((td) => td.textContent);
+      return c[0] === '/topic/browser' && c[1] === 'topic' && c[2] === '2' && c[4] === '2';
+    }), null, { timeout: 10000 });
+    mkdirSync('artifacts', { recursive: true });
+    await page.screenshot({ path: 'artifacts/console.png', fullPage: true });
+    assert.deepEqual(errors, []);
+    for (let i = 0; i < 100 && tcp.got.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(tcp.got, ['hello from chromium']);
+  } finally {
+    await browser.close();
+    await tcp.client.deactivate();
+  }
+});

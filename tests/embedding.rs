@@ -1,0 +1,190 @@
+//! The embedding API: handlers, the pre-publish hook, publish() from other threads, several
+//! servers in one process, and handler panics.
+
+mod common;
+use common::*;
+use romp::api::{Draft, Flow, HttpContext, Reply, SendContext, Verdict};
+use romp::http::Response;
+use romp::{Config, Server};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn cfg(workers: usize) -> Config {
+    Config { ports: vec![0], web_port: 0, workers, pin_workers: false, ..Config::default() }
+}
+
+fn wrap(handle: romp::ServerHandle) -> Broker {
+    let addr = handle.local_addrs()[0];
+    let web = handle.web_addr().unwrap();
+    Broker { handle: Some(handle), addr, web, ws: false }
+}
+
+#[test]
+fn ping_handler_replies_to_the_sender_only() {
+    for workers in [1, 4] {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s2 = seen.clone();
+        let b = wrap(
+            Server::builder()
+                .config(cfg(workers))
+                .stomp_handler("/virt/ping", move |send: &SendContext<'_>, reply: &mut Reply<'_>| {
+                    s2.fetch_add(1, Ordering::Relaxed);
+                    reply.send(send.destination, &[("pong", "true")], send.body).unwrap();
+                    Flow::Handled
+                })
+                .start()
+                .unwrap(),
+        );
+        let mut other = b.client("1.2");
+        other.subscribe_sync("o", "/virt/ping", "auto");
+        let mut c = b.client("1.2");
+        c.with_receipt("SEND", &[("destination", "/virt/ping")], b"hi", "r");
+        let m = c.expect("MESSAGE");
+        assert_eq!((m.h("pong"), m.text().as_str(), m.h("subscription")), ("true", "hi", "romp-reply"));
+        other.expect_nothing(Duration::from_millis(200));
+        assert_eq!(seen.load(Ordering::Relaxed), 1);
+        // A sender subscribed to the reply destination gets its own subscription id.
+        c.subscribe_sync("mine", "/virt/ping", "auto");
+        c.send("/virt/ping", "again");
+        assert_eq!(c.expect("MESSAGE").h("subscription"), "mine");
+    }
+}
+
+#[test]
+fn continue_falls_through_to_normal_routing() {
+    let b = wrap(
+        Server::builder().config(cfg(2)).stomp_handler("/topic/", |_: &SendContext<'_>, _: &mut Reply<'_>| Flow::Continue).start().unwrap(),
+    );
+    let mut s = b.client("1.2");
+    s.subscribe_sync("0", "/topic/through", "auto");
+    s.send("/topic/through", "x");
+    assert_eq!(s.expect("MESSAGE").text(), "x");
+}
+
+#[test]
+fn pre_publish_vetoes_and_rewrites() {
+    let b = wrap(
+        Server::builder()
+            .config(cfg(2))
+            .pre_publish(|d: &mut Draft, send: &SendContext<'_>| {
+                if d.destination.starts_with("/queue/forbidden") {
+                    return Verdict::Reject(format!("{} may not publish there", send.session));
+                }
+                d.headers.push(("x-stamped".into(), "yes".into()));
+                if d.destination == "/queue/old" {
+                    d.destination = "/queue/new".into();
+                }
+                Verdict::Accept
+            })
+            .start()
+            .unwrap(),
+    );
+    let mut s = b.client("1.2");
+    s.subscribe_sync("0", "/queue/new", "auto");
+    let mut p = b.client("1.2");
+    p.send("/queue/old", "moved");
+    let m = s.expect("MESSAGE");
+    assert_eq!((m.h("destination"), m.h("x-stamped"), m.text().as_str()), ("/queue/new", "yes", "moved"));
+    p.send_frame("SEND", &[("destination", "/queue/forbidden"), ("receipt", "f")], b"no");
+    let e = p.expect_error("blocked");
+    assert_eq!(e.h("receipt-id"), "f");
+}
+
+#[test]
+fn http_handler_answers_gets() {
+    let b = wrap(
+        Server::builder()
+            .config(cfg(1))
+            .http_handler("/api/", |req: &HttpContext<'_>| {
+                (req.path == "/api/hello").then(|| Response::text(200, &format!("hello {}", req.header("X-Name").unwrap_or("?"))))
+            })
+            .start()
+            .unwrap(),
+    );
+    let mut s = std::net::TcpStream::connect(b.web).unwrap();
+    s.write_all(b"GET /api/hello HTTP/1.1\r\nHost: x\r\nX-Name: romp\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("hello romp\n"), "{out}");
+    let mut s = std::net::TcpStream::connect(b.web).unwrap();
+    s.write_all(b"GET /api/other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 404"), "None falls through to static files: {out}");
+}
+
+#[test]
+fn publish_from_other_threads() {
+    let b = wrap(Server::start(cfg(4)).unwrap());
+    let mut s = b.client("1.2");
+    s.subscribe_sync("0", "/queue/from-rust", "auto");
+    let h = b.handle.as_ref().unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            scope.spawn(move || {
+                for i in 0..250 {
+                    let body = format!("{t}:{i}");
+                    loop {
+                        match h.publish("/queue/from-rust", &[("x-thread", &t.to_string())], body.as_bytes()) {
+                            Ok(()) => break,
+                            Err(romp::PublishError::Busy) => std::thread::yield_now(),
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let mut next = [0usize; 4];
+    for _ in 0..1000 {
+        let m = s.expect("MESSAGE");
+        let (t, i) = m.text().split_once(':').map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap())).unwrap();
+        assert_eq!(i, next[t], "per-thread order");
+        next[t] += 1;
+        assert_eq!(m.h("x-thread"), t.to_string());
+    }
+    assert_eq!(h.publish("", &[], b""), Err(romp::PublishError::BadDestination));
+}
+
+#[test]
+fn handler_panic_closes_only_that_connection() {
+    let b = wrap(
+        Server::builder()
+            .config(cfg(1))
+            .stomp_handler("/virt/boom", |_: &SendContext<'_>, _: &mut Reply<'_>| -> Flow { panic!("handler bug") })
+            .http_handler("/boom", |_: &HttpContext<'_>| -> Option<Response> { panic!("http handler bug") })
+            .start()
+            .unwrap(),
+    );
+    let mut bystander = b.client("1.2");
+    bystander.subscribe_sync("0", "/topic/alive", "auto");
+    let mut c = b.client("1.2");
+    c.send("/virt/boom", "x");
+    c.expect_error("general");
+    let mut s = std::net::TcpStream::connect(b.web).unwrap();
+    s.write_all(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 500"), "{out}");
+    // The same worker still serves everyone else.
+    let mut p = b.client("1.2");
+    p.send("/topic/alive", "yes");
+    assert_eq!(bystander.expect("MESSAGE").text(), "yes");
+}
+
+#[test]
+fn several_servers_in_one_process() {
+    let a = wrap(Server::start(cfg(2)).unwrap());
+    let b = wrap(Server::start(cfg(2)).unwrap());
+    let mut sa = a.client("1.2");
+    sa.subscribe_sync("0", "/topic/iso", "auto");
+    let mut pb = b.client("1.2");
+    pb.with_receipt("SEND", &[("destination", "/topic/iso")], b"b only", "r");
+    sa.expect_nothing(Duration::from_millis(200));
+    drop(b);
+    let mut pa = a.client("1.2");
+    pa.send("/topic/iso", "a");
+    assert_eq!(sa.expect("MESSAGE").text(), "a");
+}
