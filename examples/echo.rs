@@ -9,8 +9,12 @@
 
 use romp::api::{Draft, Flow, Reply, SendContext, Verdict};
 
+#[path = "support/mod.rs"]
+mod common;
+
 fn main() {
     let server = romp::Server::builder()
+        .config(common::config())
         .stomp_handler("/virt/echo", |send: &SendContext<'_>, reply: &mut Reply<'_>| {
             match send.header("reply-to") {
                 Some(to) => reply.publish(to, &[("echo-of", send.session)], send.body),
@@ -27,13 +31,12 @@ fn main() {
         })
         .start()
         .expect("start");
-    println!("echo service on STOMP {:?}; Ctrl-C to stop", server.local_addrs());
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    let _ = set.thread_block();
-    let _ = set.wait();
+    println!(
+        "echo service on STOMP {} web {}; Ctrl-C to stop",
+        server.local_addrs()[0],
+        server.web_addr().map(|a| a.to_string()).unwrap_or_default()
+    );
+    common::wait_for_signal();
     server.shutdown();
     server.join();
 }

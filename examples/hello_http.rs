@@ -8,21 +8,20 @@
 use romp::api::HttpContext;
 use romp::http::Response;
 
+#[path = "support/mod.rs"]
+mod common;
+
 fn main() {
     let server = romp::Server::builder()
+        .config(common::config())
         .http_handler("/hello", |req: &HttpContext<'_>| {
             let name = req.target.split_once("name=").map(|(_, n)| n.split('&').next().unwrap_or("")).unwrap_or("world");
             Some(Response::text(200, &format!("hello, {name}")))
         })
         .start()
         .expect("start");
-    println!("GET http://{}/hello ; Ctrl-C to stop", server.web_addr().expect("web port enabled"));
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    let _ = set.thread_block();
-    let _ = set.wait();
+    println!("STOMP {} web {} ; GET /hello ; Ctrl-C to stop", server.local_addrs()[0], server.web_addr().expect("web port enabled"));
+    common::wait_for_signal();
     server.shutdown();
     server.join();
 }

@@ -8,9 +8,13 @@
 use romp::api::{Flow, Reply, SendContext};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+#[path = "support/mod.rs"]
+mod common;
+
 fn main() {
     let pings = AtomicU64::new(0);
     let server = romp::Server::builder()
+        .config(common::config())
         .stomp_handler("/virt/ping", move |send: &SendContext<'_>, reply: &mut Reply<'_>| {
             let n = pings.fetch_add(1, Ordering::Relaxed) + 1;
             let count = n.to_string();
@@ -22,17 +26,12 @@ fn main() {
         })
         .start()
         .expect("start");
-    println!("ping handler on STOMP {:?}; Ctrl-C to stop", server.local_addrs());
-    wait_for_ctrl_c();
+    println!(
+        "ping handler on STOMP {} web {}; Ctrl-C to stop",
+        server.local_addrs()[0],
+        server.web_addr().map(|a| a.to_string()).unwrap_or_default()
+    );
+    common::wait_for_signal();
     server.shutdown();
     server.join();
-}
-
-fn wait_for_ctrl_c() {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    let _ = set.thread_block();
-    let _ = set.wait();
 }

@@ -65,6 +65,24 @@ fn http_errors() {
     let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(10_000));
     assert_eq!(http(&b, &big).0, 431);
     assert_eq!(http(&b, "NOT HTTP AT ALL\r\n\r\n").0, 400);
+    assert_eq!(http(&b, "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n").0, 413);
+    assert_eq!(http(&b, "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab").0, 400);
+}
+
+#[test]
+fn web_root_serves_a_directory() {
+    let dir = std::env::temp_dir().join(format!("romp-webroot-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("index.html"), "<p>mine</p>").unwrap();
+    std::fs::write(dir.join("sub/app.css"), "p{}").unwrap();
+    let b = Broker::with(1, |c| c.web_root = Some(dir.clone()));
+    let (st, _, body) = get(&b, "/");
+    assert_eq!((st, body.as_slice()), (200, b"<p>mine</p>".as_slice()));
+    let (st, head, _) = get(&b, "/sub/app.css");
+    assert_eq!(st, 200);
+    assert!(head.contains("text/css"));
+    assert_eq!(get(&b, "/console.js").0, 404, "the built-in page is replaced, not merged");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

@@ -333,7 +333,9 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
         return respond(conn, ctx, &r, false, false);
     }
     if req.has_body() {
-        return respond(conn, ctx, &Response::text(400, "a GET request has no body"), false, false);
+        let big = req.header("content-length").and_then(|v| v.trim().parse::<usize>().ok()).is_some_and(|n| n > ctx.cfg.max_http_head);
+        let r = if big { Response::text(413, "request body too large") } else { Response::text(400, "a GET request has no body") };
+        return respond(conn, ctx, &r, false, false);
     }
     let path = req.path().to_string();
     if handshake::is_upgrade(&req) {
