@@ -561,7 +561,7 @@ fn resolve_ack(conn: &Conn, f: &Frame<'_>, nack: bool) -> Result<SettleTarget, F
             let sid = required(f, "subscription")?;
             let serial = *s.by_id.get(sid).ok_or_else(|| unknown(mid))?;
             let msg_id: u64 = mid.parse().map_err(|_| unknown(mid))?;
-            let p = s.subs[&serial].pending.iter().find(|p| p.msg_id == msg_id).ok_or_else(|| unknown(mid))?;
+            let p = s.subs.get(&serial).and_then(|sub| sub.pending.iter().find(|p| p.msg_id == msg_id)).ok_or_else(|| unknown(mid))?;
             Ok(SettleTarget { serial, tag: p.tag, nack })
         }
         Version::V1_0 => {

@@ -1,0 +1,370 @@
+//! Hostile clients against a broker *process*, so its memory can be read from /proc: streamed
+//! oversized input, stuck and slow clients, floods, file-descriptor exhaustion. Each case checks
+//! that the attacker gets ERROR and a close (or a clean close), that an innocent client keeps
+//! working, and that the broker's RSS stays within a small multiple of the relevant limit.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_romp");
+const MIB: u64 = 1 << 20;
+
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Proc {
+    /// Start the broker with extra TOML config lines; optionally with a low fd limit.
+    fn start(toml: &str, nofile: Option<u64>) -> Proc {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("romp-attack-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("romp.toml");
+        std::fs::write(&conf, format!("ports = [{port}]\nweb_port = 0\nworkers = 2\npin_workers = false\nlog_level = \"warn\"\n{toml}"))
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(&conf).stdout(Stdio::null()).stderr(Stdio::piped());
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let r = libc::rlimit { rlim_cur: n, rlim_max: n };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let t = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(t.elapsed() < WAIT, "broker did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Proc { child, addr }
+    }
+
+    fn status_field(&self, name: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        s.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    /// Resident set size in bytes.
+    fn rss(&self) -> u64 {
+        self.status_field("VmRSS:") * 1024
+    }
+
+    /// User + system CPU time consumed so far.
+    fn cpu(&self) -> Duration {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let after = &s[s.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = after.split(' ').collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        Duration::from_millis(ticks * 1000 / 100)
+    }
+
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map(|d| d.count()).unwrap_or(0)
+    }
+
+    fn client(&self) -> Client {
+        let mut c = Client::raw(self.addr);
+        c.connect("1.2");
+        c
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let t = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An innocent client: subscribed before the attack, checked after it.
+struct Bystander {
+    sub: Client,
+    pubc: Client,
+}
+
+impl Bystander {
+    fn new(p: &Proc) -> Bystander {
+        let mut sub = p.client();
+        sub.subscribe_sync("0", "/queue/innocent", "client-individual");
+        let mut pubc = p.client();
+        pubc.with_receipt("SEND", &[("destination", "/queue/innocent")], b"before", "b");
+        assert_eq!(sub.expect("MESSAGE").text(), "before");
+        Bystander { sub, pubc }
+    }
+
+    fn check(&mut self) {
+        self.pubc.with_receipt("SEND", &[("destination", "/queue/innocent")], b"after", "a");
+        let m = self.sub.expect("MESSAGE");
+        assert_eq!(m.text(), "after");
+        self.sub.with_receipt("ACK", &[("id", m.h("ack"))], b"", "ack");
+    }
+}
+
+/// Stream `chunk` repeatedly (up to `total` bytes) after `prefix`; the broker must answer with
+/// ERROR `word` and close long before the end. Returns the RSS growth seen.
+fn stream_attack(p: &Proc, prefix: &[u8], chunk: &[u8], total: usize, word: &str) -> u64 {
+    let before = p.rss();
+    let mut peak = before;
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.write_all(b"CONNECT\naccept-version:1.2\n\n\0").unwrap();
+    s.write_all(prefix).unwrap();
+    let mut sent = 0;
+    while sent < total {
+        if s.write_all(chunk).is_err() {
+            break;
+        }
+        sent += chunk.len();
+        if sent % (256 * 1024) < chunk.len() {
+            peak = peak.max(p.rss());
+        }
+    }
+    let mut c =
+        Client { sock: s, buf: Vec::new(), pos: 0, version: romp::stomp::Version::V1_2, eols: 0, stash: Default::default(), ws: None };
+    c.expect("CONNECTED");
+    let e = c.expect("ERROR");
+    assert_eq!(e.h("message"), word, "{}", e.text());
+    peak.max(p.rss()).saturating_sub(before)
+}
+
+#[test]
+fn streamed_oversized_input_is_cut_off_with_bounded_memory() {
+    let p = Proc::start("max_header_len = 4096\nmax_headers = 64\nmax_message_size = 65536\nmax_pending_bytes = 131072\n", None);
+    let mut by = Bystander::new(&p);
+    let cases: Vec<(&str, Vec<u8>, Vec<u8>, &str)> = vec![
+        ("endless header line", b"SEND\ndestination:/queue/x\nk:".to_vec(), vec![b'v'; 8192], "hdr flup"),
+        ("thousands of headers", b"SEND\ndestination:/queue/x\n".to_vec(), b"h:v\n".repeat(2048), "hdr flup"),
+        ("huge header value", b"SUBSCRIBE\nid:".to_vec(), vec![b'i'; 8192], "hdr flup"),
+        ("body without NUL", b"SEND\ndestination:/queue/x\n\n".to_vec(), vec![b'b'; 8192], "msg flup"),
+        ("huge content-length", b"SEND\ndestination:/queue/x\ncontent-length:99999999999\n\n".to_vec(), vec![b'b'; 8192], "msg flup"),
+    ];
+    for (name, prefix, chunk, word) in cases {
+        let growth = stream_attack(&p, &prefix, &chunk, 64 * MIB as usize, word);
+        // The broker never buffers more than one bounded frame per connection; allow for the
+        // allocator and read buffers: 4 MiB is ~60x the largest limit involved.
+        eprintln!("observed: {name}: broker RSS grew by {} KiB while 64 MiB was streamed", growth / 1024);
+        assert!(growth < 4 * MIB, "{name}: RSS grew by {growth} bytes");
+        by.check();
+    }
+}
+
+#[test]
+fn malformed_frames_get_errors_and_bystanders_carry_on() {
+    let p = Proc::start("", None);
+    let mut by = Bystander::new(&p);
+    let cases: Vec<(&str, &[u8], &str)> = vec![
+        ("frame before CONNECT", b"SEND\ndestination:/queue/x\n\nx\0", "syntax"),
+        ("negative content-length", b"CONNECT\n\n\0SEND\ndestination:/q\ncontent-length:-1\n\n\0", "len not +int"),
+        ("non-numeric content-length", b"CONNECT\n\n\0SEND\ndestination:/q\ncontent-length:ten\n\n\0", "len not +int"),
+        ("lying content-length", b"CONNECT\n\n\0SEND\ndestination:/q\ncontent-length:2\n\nabcdef\0", "body err"),
+        ("undefined escape", b"CONNECT\naccept-version:1.2\n\n\0SEND\ndestination:/q\nk:\\q\n\n\0", "syntax"),
+        ("NUL in a header", b"CONNECT\naccept-version:1.2\n\n\0SEND\ndestination:/q\nk:a\0b\n\n\0", "syntax"),
+        ("invalid UTF-8", b"CONNECT\naccept-version:1.2\n\n\0SEND\ndestination:/q\nk:\xc3\x28\n\n\0", "syntax"),
+        ("empty destination", b"CONNECT\naccept-version:1.2\n\n\0SEND\ndestination:\n\nx\0", "syntax"),
+        ("empty subscription id", b"CONNECT\naccept-version:1.2\n\n\0SUBSCRIBE\nid:\ndestination:/q\n\n\0", "syntax"),
+        ("body on SUBSCRIBE", b"CONNECT\naccept-version:1.2\n\n\0SUBSCRIBE\nid:1\ndestination:/q\n\nbody\0", "syntax"),
+        ("second CONNECT", b"CONNECT\n\n\0CONNECT\n\n\0", "syntax"),
+        ("garbage", b"\x00\x01\x02\xff\xfe\n\n\x00", "syntax"),
+        ("HTTP request", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "syntax"),
+        ("TLS ClientHello", b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\x00\x01\x02\x03\n", "syntax"),
+    ];
+    for (name, bytes, word) in cases {
+        let mut c = Client::raw(p.addr);
+        c.send_raw(bytes);
+        loop {
+            let g = c.recv();
+            if g.command == "CONNECTED" {
+                continue;
+            }
+            assert_eq!((g.command.as_str(), g.h("message")), ("ERROR", word), "{name}");
+            break;
+        }
+        c.expect_closed();
+        by.check();
+    }
+    // An enormous destination is a header-line limit.
+    let mut c = p.client();
+    let d = format!("/queue/{}", "d".repeat(5000));
+    c.send_frame("SEND", &[("destination", &d)], b"x");
+    c.expect_error("hdr flup");
+    by.check();
+}
+
+#[test]
+fn slowloris_connect_is_closed_by_the_timeout() {
+    let p = Proc::start("connect_timeout = 1000\n", None);
+    let mut by = Bystander::new(&p);
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let t = Instant::now();
+    let mut got = Vec::new();
+    // One byte every 100 ms, checking for the broker's answer in between.
+    for &b in b"CONNECT\naccept-version:1.2\nhost:slow\nlogin:a-very-slow-client\n\n\0".iter() {
+        let _ = s.write_all(&[b]);
+        let mut tmp = [0u8; 512];
+        match s.read(&mut tmp) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&tmp[..n]),
+            Err(_) => {}
+        }
+        if !got.is_empty() {
+            break;
+        }
+    }
+    let took = t.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    eprintln!("observed: slowloris got ERROR after {took:?} (connect_timeout 1 s)");
+    assert!(text.starts_with("ERROR\n"), "{text}");
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(2), "{took:?}");
+    by.check();
+}
+
+#[test]
+fn thousands_of_idle_sockets_do_not_stop_new_clients() {
+    raise_nofile();
+    let p = Proc::start("connect_timeout = 60000\nmax_connections = 20000\n", None);
+    let idle: Vec<TcpStream> = (0..3000).map(|_| TcpStream::connect(p.addr).unwrap()).collect();
+    let mut by = Bystander::new(&p);
+    by.check();
+    assert!(p.fds() > 3000, "the idle sockets are open in the broker ({} fds)", p.fds());
+    drop(idle);
+    let t = Instant::now();
+    while p.fds() > 200 && t.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(p.fds() < 200, "fds not released: {}", p.fds());
+}
+
+fn raise_nofile() {
+    // SAFETY: plain getrlimit/setrlimit on this process.
+    unsafe {
+        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur = r.rlim_max.min(65536);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    }
+}
+
+#[test]
+fn never_reading_subscriber_of_200_mb_is_bounded() {
+    for policy in ["disconnect", "drop"] {
+        let p = Proc::start(&format!("max_pending_bytes = 4194304\nslow_consumer = \"{policy}\"\n"), None);
+        let mut by = Bystander::new(&p);
+        let mut slow = p.client();
+        slow.subscribe_sync("s", "/topic/firehose", "auto");
+        let base = p.rss();
+        let mut peak = base;
+        let mut pubc = p.client();
+        let body = vec![b'f'; 64 * 1024];
+        for i in 0..3200 {
+            // 3200 x 64 KiB = 200 MiB
+            pubc.send_frame("SEND", &[("destination", "/topic/firehose")], &body);
+            if i % 100 == 99 {
+                pubc.with_receipt("SEND", &[("destination", "/topic/other")], b"", &i.to_string());
+                peak = peak.max(p.rss());
+            }
+        }
+        let growth = peak.saturating_sub(base);
+        eprintln!("observed: 200 MiB to a never-reading subscriber ({policy}): broker RSS grew by {} MiB", growth / MIB);
+        assert!(growth < 32 * MIB, "{policy}: RSS grew by {} MiB with max_pending_bytes = 4 MiB", growth / MIB);
+        by.check();
+        if policy == "drop" {
+            // Still connected: it reads its bounded backlog, then gets new messages again.
+            let mut backlog = 0u64;
+            while slow.recv_timeout(Duration::from_millis(500)).is_some() {
+                backlog += 1;
+            }
+            eprintln!("observed: the dropping subscriber read a backlog of {backlog} messages of 64 KiB");
+            assert!(backlog < 3200);
+            pubc.send("/topic/firehose", "the end");
+            assert_eq!(slow.expect("MESSAGE").text(), "the end");
+        }
+        assert!(p.fds() < 64);
+    }
+}
+
+#[test]
+fn connect_disconnect_flood_and_rst_drops_leave_nothing_behind() {
+    let mut p = Proc::start("", None);
+    let mut by = Bystander::new(&p);
+    for i in 0..1000 {
+        let mut c = Client::raw(p.addr);
+        c.connect("1.2");
+        if i % 2 == 0 {
+            c.disconnect();
+        }
+    }
+    // Hundreds of connections with many subscriptions each, dropped with RST (SO_LINGER 0).
+    let mut held = Vec::new();
+    for i in 0..300 {
+        let mut c = p.client();
+        for j in 0..20 {
+            c.send_frame("SUBSCRIBE", &[("id", &j.to_string()), ("destination", &format!("/topic/rst-{}", (i + j) % 50))], b"");
+        }
+        c.with_receipt("SUBSCRIBE", &[("id", "q"), ("destination", "/queue/rst"), ("ack", "client")], b"", "r");
+        held.push(c);
+    }
+    for c in held {
+        let sock = socket2::SockRef::from(&c.sock);
+        sock.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(c);
+    }
+    by.check();
+    assert!(p.alive());
+    let t = Instant::now();
+    while p.fds() > 40 && t.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(p.fds() < 40, "{} fds", p.fds());
+}
+
+#[test]
+fn fd_exhaustion_is_logged_not_fatal_and_not_a_busy_loop() {
+    let mut p = Proc::start("", Some(64));
+    let mut by = Bystander::new(&p);
+    // Far more connections than descriptors.
+    let flood: Vec<TcpStream> = (0..200).filter_map(|_| TcpStream::connect(p.addr).ok()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu0 = p.cpu();
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = p.cpu() - cpu0;
+    eprintln!("observed: out of descriptors with 200 connections waiting: {spent:?} CPU in 2 s");
+    assert!(spent < Duration::from_millis(500), "broker burned {spent:?} of CPU in 2 s while out of descriptors");
+    assert!(p.alive());
+    drop(flood);
+    std::thread::sleep(Duration::from_millis(300));
+    // Accepting resumed: a new client works, and so does the old one.
+    let mut c = Client::raw(p.addr);
+    c.connect("1.2");
+    by.check();
+    let mut stderr = String::new();
+    let _ = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status();
+    let _ = p.child.wait();
+    p.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(stderr.contains("accept failed") && stderr.contains("open files"), "{stderr}");
+}
