@@ -3,7 +3,7 @@ CARGO ?= cargo
 VENV := .venv
 CLIENTS := tests/clients
 
-.PHONY: help run build release test unit client-tests client-deps chromium bench lint fmt clean
+.PHONY: help run build release test unit client-tests client-deps chromium bench fuzz lint fmt clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,6 +44,9 @@ client-tests: client-deps ## stomp.py and stompjs against a real broker process
 
 bench: ## Criterion benches of the protocol hot paths
 	$(CARGO) bench --bench stomp -- --warm-up-time 1 --measurement-time 3
+
+fuzz: ## Each cargo-fuzz target for FUZZ_SECONDS (default 60); needs cargo install cargo-fuzz
+	scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check

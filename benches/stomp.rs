@@ -34,12 +34,12 @@ fn bench_parse(c: &mut Criterion) {
 }
 
 fn bench_encode(c: &mut Criterion) {
-    let msg = Arc::new(Message {
-        id: 42,
-        destination: "/topic/bench".into(),
-        headers: vec![("content-type".into(), "text/plain".into()), ("x-seq".into(), "12345".into())],
-        body: vec![b'x'; 100].into(),
-    });
+    let msg = Arc::new(Message::new(
+        42,
+        "/topic/bench".into(),
+        vec![("content-type".into(), "text/plain".into()), ("x-seq".into(), "12345".into())],
+        vec![b'x'; 100].into(),
+    ));
     let mut out = Vec::with_capacity(4096);
     c.bench_function("encode_message_100b", |b| {
         b.iter(|| {

@@ -186,10 +186,10 @@ impl Handlers {
 
 /// Build a message for [`crate::ServerHandle::publish`] and handler publishes.
 pub(crate) fn message(id: u64, destination: &str, headers: Vec<(String, String)>, body: Vec<u8>) -> Message {
-    Message {
+    Message::new(
         id,
-        destination: Arc::from(destination),
-        headers: headers.into_iter().map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str()))).collect(),
-        body: body.into(),
-    }
+        Arc::from(destination),
+        headers.into_iter().map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str()))).collect(),
+        body.into(),
+    )
 }

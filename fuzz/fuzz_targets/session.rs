@@ -15,12 +15,31 @@ use romp::stomp::{parse, skip_eols, Command, Limits, Parsed};
 use romp::Config;
 use std::sync::Arc;
 
-fn socket_pair() -> (mio::net::TcpStream, std::net::TcpStream) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (s, _) = l.accept().unwrap();
-    s.set_nonblocking(true).unwrap();
-    (mio::net::TcpStream::from_std(s), c)
+/// Loopback sockets and a waker made once per process; each run gets duplicated descriptors
+/// (the session never reads or writes them).
+struct Fixed {
+    server_ends: Vec<std::net::TcpStream>,
+    _clients: Vec<std::net::TcpStream>,
+    _poll: mio::Poll,
+    waker: Arc<mio::Waker>,
+}
+
+fn fixed() -> &'static Fixed {
+    static F: std::sync::OnceLock<Fixed> = std::sync::OnceLock::new();
+    F.get_or_init(|| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut server_ends = Vec::new();
+        let mut clients = Vec::new();
+        for _ in 0..2 {
+            clients.push(std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap());
+            let (s, _) = l.accept().unwrap();
+            s.set_nonblocking(true).unwrap();
+            server_ends.push(s);
+        }
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(usize::MAX)).unwrap());
+        Fixed { server_ends, _clients: clients, _poll: poll, waker }
+    })
 }
 
 /// Check that `out` is a sequence of well-formed server frames; returns whether it held an ERROR
@@ -53,9 +72,8 @@ fn check_output(out: &[u8], conn: &Conn) -> bool {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let poll = mio::Poll::new().unwrap();
-    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(usize::MAX)).unwrap());
-    let (peer, _mailbox) = bus::channel(1 << 16, waker);
+    let fx = fixed();
+    let (peer, _mailbox) = bus::channel(64, fx.waker.clone());
     let cfg = Config {
         max_headers: 12,
         max_header_len: 200,
@@ -73,7 +91,7 @@ fuzz_target!(|data: &[u8]| {
     let mut ctx = Ctx::new(
         0,
         cfg.clone(),
-        Outbox::new(0, vec![peer], 1 << 16),
+        Outbox::new(0, vec![peer], 64),
         Arc::new(Authenticator::default()),
         auth_tx,
         Arc::new(Handlers::default()),
@@ -81,10 +99,8 @@ fuzz_target!(|data: &[u8]| {
     );
     let mut shard = Shard::new(&cfg, 1);
     let mut conns = slab::Slab::new();
-    let mut clients = Vec::new();
-    for _ in 0..2 {
-        let (s, c) = socket_pair();
-        clients.push(c);
+    for i in 0..2 {
+        let s = mio::net::TcpStream::from_std(fx.server_ends[i].try_clone().unwrap());
         let e = conns.vacant_entry();
         let slot = e.key() as u32;
         let me = ConnRef { worker: 0, slot, gen: slot + 1 };
@@ -159,5 +175,4 @@ fuzz_target!(|data: &[u8]| {
             pending = [Vec::new(), Vec::new()];
         }
     }
-    drop(clients);
 });

@@ -10,7 +10,7 @@
 pub mod queue;
 pub mod shard;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Identifies a connection anywhere in the broker: its worker, its slab slot and the slot's
 /// generation (so a message for a closed connection never reaches a new one in the same slot).
@@ -80,9 +80,31 @@ pub struct Message {
     /// the broker sets itself (see `conn::session`).
     pub headers: Vec<(Box<str>, Box<str>)>,
     pub body: Box<[u8]>,
+    /// The MESSAGE header lines every subscriber of one protocol version shares (message-id,
+    /// destination, user headers, content-length, blank line), encoded on first use. Index:
+    /// 1.0, 1.1, 1.2. Workers may race to fill it; `OnceLock` keeps one.
+    shared_head: [OnceLock<Box<[u8]>>; 3],
 }
 
 impl Message {
+    pub fn new(id: u64, destination: Arc<str>, headers: Vec<(Box<str>, Box<str>)>, body: Box<[u8]>) -> Message {
+        Message { id, destination, headers, body, shared_head: Default::default() }
+    }
+
+    /// The shared part of a MESSAGE's headers for receivers of `version`, encoded once.
+    pub fn shared_head(&self, version: crate::stomp::Version, encode: impl FnOnce(&mut Vec<u8>)) -> &[u8] {
+        let i = match version {
+            crate::stomp::Version::V1_0 => 0,
+            crate::stomp::Version::V1_1 => 1,
+            crate::stomp::Version::V1_2 => 2,
+        };
+        self.shared_head[i].get_or_init(|| {
+            let mut v = Vec::with_capacity(64 + self.destination.len());
+            encode(&mut v);
+            v.into_boxed_slice()
+        })
+    }
+
     /// Bytes this message holds, for queue byte bounds.
     pub fn weight(&self) -> usize {
         self.body.len() + self.headers.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>() + self.destination.len()

@@ -180,7 +180,7 @@ mod tests {
     use crate::broker::ConnRef;
 
     fn msg(i: u64) -> Arc<Message> {
-        Arc::new(Message { id: i, destination: "/queue/q".into(), headers: vec![], body: vec![b'x'; 10].into() })
+        Arc::new(Message::new(i, "/queue/q".into(), vec![], vec![b'x'; 10].into()))
     }
     fn key(slot: u32) -> SubKey {
         SubKey { conn: ConnRef { worker: 0, slot, gen: 0 }, serial: 0 }

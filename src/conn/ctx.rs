@@ -73,6 +73,8 @@ pub struct Ctx {
     pub dirty: Vec<u32>,
     /// Connections with input to read or process.
     pub read_list: Vec<u32>,
+    /// Scratch list for topic fan-out (reused, so delivery does not allocate).
+    pub fanout: Vec<LocalSub>,
     /// Auto-ack queue credits to return at the end of the turn, merged per subscription.
     pub credits: Vec<(Arc<str>, SubKey, u32)>,
     next_msg: u64,
@@ -110,6 +112,7 @@ impl Ctx {
             stats: WorkerStats::default(),
             dirty: Vec::new(),
             read_list: Vec::new(),
+            fanout: Vec::new(),
             credits: Vec::new(),
             next_msg: 0,
             handlers,

@@ -25,7 +25,8 @@ fn live(conns: &mut Slab<Conn>, slot: u32, gen: u32) -> Option<&mut Conn> {
     conns.get_mut(slot as usize).filter(|c| c.me.gen == gen)
 }
 
-/// Encode one MESSAGE for `sub_id` into `out`.
+/// Encode one MESSAGE for `sub_id` into `out`: the per-subscriber lines, then the message's
+/// shared header block for this version (encoded once per message), then the body.
 pub fn write_message(
     out: &mut Vec<u8>,
     conn_version: crate::stomp::Version,
@@ -37,8 +38,6 @@ pub fn write_message(
     let esc = encoder::escaping(conn_version);
     encoder::command(out, Command::Message);
     encoder::header(out, "subscription", sub_id, esc);
-    encoder::header_u64(out, "message-id", msg.id);
-    encoder::header(out, "destination", &msg.destination, esc);
     if let Some((serial, tag)) = ack {
         out.extend_from_slice(b"ack:");
         encoder::push_u64(out, serial as u64);
@@ -49,16 +48,27 @@ pub fn write_message(
     if redelivered {
         out.extend_from_slice(b"redelivered:true\n");
     }
+    out.extend_from_slice(msg.shared_head(conn_version, |v| shared_head(v, conn_version, msg)));
+    out.extend_from_slice(&msg.body);
+    out.push(0);
+}
+
+/// The header lines every receiver of one version gets alike, through the blank line.
+fn shared_head(out: &mut Vec<u8>, version: crate::stomp::Version, msg: &Message) {
+    let esc = encoder::escaping(version);
+    encoder::header_u64(out, "message-id", msg.id);
+    encoder::header(out, "destination", &msg.destination, esc);
     for (k, v) in &msg.headers {
         // STOMP 1.0 has no escaping (B3): a header that holds a colon in its name, or an EOL
         // anywhere, cannot be written without corrupting the frame, so 1.0 receivers do not get
         // it. Other versions escape it.
-        if conn_version == crate::stomp::Version::V1_0 && (k.contains([':', '\n', '\r']) || v.contains(['\n', '\r'])) {
+        if version == crate::stomp::Version::V1_0 && (k.contains([':', '\n', '\r']) || v.contains(['\n', '\r'])) {
             continue;
         }
         encoder::header(out, k, v, esc);
     }
-    encoder::body(out, &msg.body);
+    encoder::header_u64(out, "content-length", msg.body.len() as u64);
+    out.push(b'\n');
 }
 
 /// Handle one message for this worker's connections.
@@ -100,10 +110,13 @@ fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ct
     let Some(list) = ctx.topics.get(dest) else {
         return;
     };
-    // The list is stable while we deliver: closes started here only change the phase; the
-    // subscription is removed from the index later, when the worker finishes the close.
-    let list = list.clone();
-    for ls in list {
+    // Copy the subscribers into the worker's scratch vector (no allocation once warm): the
+    // deliveries below need `ctx` mutably. The list cannot change meanwhile: closes started here
+    // only change the phase; subscriptions leave the index when the worker finishes the close.
+    let mut scratch = std::mem::take(&mut ctx.fanout);
+    scratch.clear();
+    scratch.extend_from_slice(list);
+    for &ls in &scratch {
         let Some(conn) = live(conns, ls.slot, ls.gen) else {
             continue;
         };
@@ -141,6 +154,7 @@ fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ct
         }
         write_to(conn, ls.serial, msg, false, 0, ctx);
     }
+    ctx.fanout = scratch;
 }
 
 /// Write a MESSAGE for subscription `serial`, recording it as pending for client-ack modes.

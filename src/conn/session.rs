@@ -347,7 +347,7 @@ fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         .filter(|h| !is_broker_header(&h.name))
         .map(|h| (Box::from(h.name.as_ref()), Box::from(h.value.as_ref())))
         .collect();
-    let msg = Arc::new(Message { id: ctx.next_message_id(), destination: Arc::from(dest), headers, body: f.body.into() });
+    let msg = Arc::new(Message::new(ctx.next_message_id(), Arc::from(dest), headers, f.body.into()));
     ctx.stats.messages_in += 1;
     match f.header("transaction") {
         Some(t) => {

@@ -277,7 +277,16 @@ impl Worker {
         let list = std::mem::take(&mut self.ctx.read_list);
         let mut again = Vec::new();
         for slot in list {
-            let more = self.read_conn(slot);
+            // A bug must cost one connection, not the worker and everyone on it: a panic while
+            // processing this connection's input closes it and is logged (embedded handlers are
+            // also guarded individually, closer to the call).
+            let more = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.read_conn(slot))) {
+                Ok(more) => more,
+                Err(_) => {
+                    self.drop_after_panic(slot);
+                    false
+                }
+            };
             self.run_local();
             if let Some(c) = self.conns.get_mut(slot as usize) {
                 if more {
@@ -531,6 +540,24 @@ impl Worker {
                 crate::conn::want_read(conn, &mut self.ctx);
             }
         }
+    }
+
+    /// Remove a connection whose processing panicked, releasing what it can.
+    fn drop_after_panic(&mut self, slot: u32) {
+        let Some(conn) = self.conns.get(slot as usize) else { return };
+        log::error!("{} {}: internal error while processing this connection; closing it", conn.session_id(), conn.peer);
+        let released = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Some(conn) = self.conns.get_mut(slot as usize) {
+                if !conn.session_torn_down() {
+                    session::teardown(conn, &mut self.ctx);
+                    conn.mark_torn_down();
+                }
+            }
+        }));
+        if released.is_err() {
+            log::error!("releasing the connection's subscriptions failed too");
+        }
+        self.finalize(slot, CloseReason::Protocol("internal error"));
     }
 
     /// Remove a connection now: release its session, deregister, drop the socket, log once.

@@ -467,3 +467,18 @@ macro_rules! tcp_only {
         }
     };
 }
+
+/// Wait until the kernel has sent, and had acknowledged, everything written to `s` (SIOCOUTQ).
+pub fn wait_sent(s: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let t = Instant::now();
+    loop {
+        let mut n: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int to the pointer we pass; the fd is open.
+        let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        if r != 0 || n == 0 || t.elapsed() > WAIT {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
