@@ -63,5 +63,31 @@ fn bench_escape(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_parse, bench_encode, bench_escape);
+/// One SEND fanned out to 1,000 local subscribers of a topic (the whole path: parse, publish,
+/// shard, delivery, encoding into 1,000 output buffers).
+fn bench_fan_out(c: &mut Criterion) {
+    let n = 1000;
+    let mut sim = romp::sim::Sim::new(romp::Config { max_pending_bytes: 64 << 20, ..romp::Config::default() }, n + 1);
+    for i in 0..=n {
+        sim.feed(i, b"CONNECT\naccept-version:1.2\n\n\0");
+        if i > 0 {
+            sim.feed(i, b"SUBSCRIBE\nid:s\ndestination:/topic/fan\n\n\0");
+        }
+        sim.output(i).clear();
+    }
+    let send = String::from_utf8(send_frame(100)).unwrap().replace("/queue/bench", "/topic/fan").into_bytes();
+    let mut g = c.benchmark_group("fan_out");
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("1000_subscribers_100b", |b| {
+        b.iter(|| {
+            sim.feed(0, black_box(&send));
+            for i in 1..=n {
+                sim.output(i).clear();
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_parse, bench_encode, bench_escape, bench_fan_out);
 criterion_main!(benches);

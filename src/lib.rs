@@ -27,4 +27,5 @@ pub use config::Config;
 pub use server::{PublishError, Server, ServerBuilder, ServerHandle, StartError};
 pub mod api;
 pub mod http;
+pub mod sim;
 pub mod ws;
