@@ -3,7 +3,7 @@ CARGO ?= cargo
 VENV := .venv
 CLIENTS := tests/clients
 
-.PHONY: help run build release test unit client-tests client-deps chromium bench fuzz lint fmt clean
+.PHONY: help run build release test unit client-tests client-deps chromium bench bench-micro soak fuzz lint fmt clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -42,8 +42,14 @@ client-tests: client-deps ## stomp.py and stompjs against a real broker process
 	$(CARGO) build --bin romp
 	$(CLIENTS)/run.sh target/debug/romp
 
-bench: ## Criterion benches of the protocol hot paths
+bench: ## Quick matrix against romp, RabbitMQ and the old romp (installs peers); writes bench/REPORT.md
+	scripts/compare.sh 3 5
+
+bench-micro: ## Criterion benches of the hot paths (parser, encoder, escaping, fan-out to 1,000)
 	$(CARGO) bench --bench stomp -- --warm-up-time 1 --measurement-time 3
+
+soak: ## Mixed load for SOAK_SECONDS (default 300), sampling RSS and fds into soak-out/
+	scripts/soak.sh $(or $(SOAK_SECONDS),300) soak-out
 
 fuzz: ## Each cargo-fuzz target for FUZZ_SECONDS (default 60); needs cargo install cargo-fuzz
 	scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)

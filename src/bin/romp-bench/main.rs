@@ -120,6 +120,30 @@ fn parse_opts() -> Result<Opts, String> {
 }
 
 impl Opts {
+    #[cfg(test)]
+    pub fn for_tests() -> Opts {
+        Opts {
+            host: "127.0.0.1".into(),
+            port: 0,
+            login: None,
+            passcode: None,
+            vhost: "/".into(),
+            kind: Kind::Queue,
+            producers: 2,
+            consumers: 2,
+            destinations: 1,
+            queue_prefix: "/queue/t-".into(),
+            topic_prefix: "/topic/t-".into(),
+            size: 100,
+            duration: Duration::from_secs(1),
+            warmup: Duration::ZERO,
+            window: 10,
+            ack: "auto".into(),
+            threads: 1,
+            json: true,
+        }
+    }
+
     pub fn destination(&self, i: usize) -> String {
         let prefix = if self.kind == Kind::Queue { &self.queue_prefix } else { &self.topic_prefix };
         format!("{prefix}{}", i % self.destinations)

@@ -134,3 +134,27 @@ impl Report {
         println!("verdict      {}", if self.clean() { "CLEAN" } else { "FAILED: messages lost, duplicated, reordered or corrupted" });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_counts_loss_duplicates_and_reordering() {
+        let mut t = Tally::new(2);
+        t.sent = vec![5, 3];
+        for s in [0, 1, 3, 3, 4] {
+            t.record(0, 0, s); // producer 0: 2 missing, 3 twice
+        }
+        for s in [0, 2, 1] {
+            t.record(1, 1, s); // producer 1: 1 arrives after 2
+        }
+        assert_eq!(t.reordered, 2, "the repeated 3 and the late 1");
+        let mut merged = Tally::new(2);
+        merged.merge(t);
+        let o = crate::Opts::for_tests();
+        let r = Report::new(&o, &merged, 0.0, 0.0, 1.0);
+        assert_eq!((r.lost, r.duplicated, r.reordered), (1, 1, 2));
+        assert!(!r.clean());
+    }
+}
