@@ -222,32 +222,10 @@ impl Outbox {
     pub fn flush(&mut self) {
         if self.has_backlog() {
             for w in 0..self.peers.len() {
-                while let Some(m) = self.data_backlog[w].pop_front() {
-                    match self.peers[w].data.try_send(m) {
-                        Ok(()) => {
-                            self.data_backlogged -= 1;
-                            self.to_wake[w] = true;
-                        }
-                        Err(TrySendError::Full(m)) => {
-                            self.data_backlog[w].push_front(m);
-                            break;
-                        }
-                        Err(TrySendError::Disconnected(_)) => self.data_backlogged -= 1,
-                    }
-                }
-                while let Some(m) = self.ctrl_backlog[w].pop_front() {
-                    match self.peers[w].ctrl.try_send(m) {
-                        Ok(()) => {
-                            self.ctrl_backlogged -= 1;
-                            self.to_wake[w] = true;
-                        }
-                        Err(TrySendError::Full(m)) => {
-                            self.ctrl_backlog[w].push_front(m);
-                            break;
-                        }
-                        Err(TrySendError::Disconnected(_)) => self.ctrl_backlogged -= 1,
-                    }
-                }
+                let peer = &self.peers[w];
+                let moved = drain_into(&mut self.data_backlog[w], &peer.data, &mut self.data_backlogged)
+                    | drain_into(&mut self.ctrl_backlog[w], &peer.ctrl, &mut self.ctrl_backlogged);
+                self.to_wake[w] |= moved;
             }
         }
         for w in 0..self.peers.len() {
@@ -256,4 +234,25 @@ impl Outbox {
             }
         }
     }
+}
+
+/// Move messages from `backlog` into `tx` until it is full; keeps `count` in step. Returns
+/// whether anything moved (the receiver needs a wake-up).
+fn drain_into<T>(backlog: &mut VecDeque<T>, tx: &Sender<T>, count: &mut usize) -> bool {
+    let mut moved = false;
+    while let Some(m) = backlog.pop_front() {
+        match tx.try_send(m) {
+            Ok(()) => {
+                *count -= 1;
+                moved = true;
+            }
+            Err(TrySendError::Full(m)) => {
+                backlog.push_front(m);
+                break;
+            }
+            // The receiver is gone (shutdown): nothing will ever read it.
+            Err(TrySendError::Disconnected(_)) => *count -= 1,
+        }
+    }
+    moved
 }

@@ -38,7 +38,7 @@ pub struct DestInfo {
 }
 
 /// Counters for the stats pages.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct ShardStats {
     pub published: u64,
     pub unrouted: u64,

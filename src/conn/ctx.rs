@@ -21,7 +21,7 @@ pub struct LocalSub {
 }
 
 /// Per-worker counters (read by stats; never shared-locked).
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct WorkerStats {
     pub accepted: u64,
     pub closed: u64,

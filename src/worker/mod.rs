@@ -241,8 +241,8 @@ impl Worker {
                 let part = stats::WorkerSnapshot {
                     worker: self.ctx.worker,
                     connections: self.conns.len(),
-                    stats: self.ctx.stats.into(),
-                    shard: self.shard.stats.into(),
+                    stats: self.ctx.stats,
+                    shard: self.shard.stats,
                     destinations,
                     truncated,
                 };

@@ -14,48 +14,10 @@ pub const MAX_LISTED: usize = 10_000;
 pub struct WorkerSnapshot {
     pub worker: usize,
     pub connections: usize,
-    pub stats: WorkerStatsJson,
-    pub shard: ShardStatsJson,
+    pub stats: WorkerStats,
+    pub shard: ShardStats,
     pub destinations: Vec<DestInfo>,
     pub truncated: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkerStatsJson {
-    pub accepted: u64,
-    pub closed: u64,
-    pub frames_in: u64,
-    pub messages_in: u64,
-    pub messages_out: u64,
-    pub dropped_slow: u64,
-    pub errors_sent: u64,
-}
-
-impl From<WorkerStats> for WorkerStatsJson {
-    fn from(s: WorkerStats) -> Self {
-        WorkerStatsJson {
-            accepted: s.accepted,
-            closed: s.closed,
-            frames_in: s.frames_in,
-            messages_in: s.messages_in,
-            messages_out: s.messages_out,
-            dropped_slow: s.dropped_slow,
-            errors_sent: s.errors_sent,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ShardStatsJson {
-    pub published: u64,
-    pub unrouted: u64,
-    pub rejected: u64,
-}
-
-impl From<ShardStats> for ShardStatsJson {
-    fn from(s: ShardStats) -> Self {
-        ShardStatsJson { published: s.published, unrouted: s.unrouted, rejected: s.rejected }
-    }
 }
 
 /// The JSON body for a console path, from every worker's snapshot.
