@@ -340,3 +340,21 @@ fn websocket_text_option_sends_text_messages() {
     }
     assert_eq!(first[0], 0x81);
 }
+
+#[test]
+fn garbage_pipelined_behind_a_console_request_is_refused() {
+    let b = Broker::start(2);
+    let mut s = TcpStream::connect(b.web).unwrap();
+    // A console request (answered asynchronously) followed by far more than a few heads' worth.
+    let mut bytes = b"GET /romp/info HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    bytes.extend(std::iter::repeat_n(b'x', 200_000));
+    let _ = s.write_all(&bytes);
+    let mut out = Vec::new();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    // Refused either while the console answer is pending (431) or, if the answer came first,
+    // as a malformed request (400); never buffered without end, never a hang.
+    assert!(text.contains("HTTP/1.1 431") || text.contains("HTTP/1.1 400"), "{text}");
+    assert_eq!(get(&b, "/health").0, 200);
+}

@@ -149,10 +149,19 @@ pub fn has_buffered(conn: &Conn) -> bool {
     }
 }
 
+/// Pipelined HTTP input held while a request is being answered, at most this many request
+/// heads' worth (then 431 and close).
+const HTTP_PIPELINE_HEADS: usize = 4;
+
 /// New bytes from the socket.
 pub fn ingest(conn: &mut Conn, bytes: &[u8], ctx: &mut Ctx) {
     if let Some(w) = conn.web.as_mut() {
         w.raw.extend_from_slice(bytes);
+        if !w.is_ws() && w.raw.len() > HTTP_PIPELINE_HEADS * ctx.cfg.max_http_head {
+            w.raw = Vec::new();
+            w.mode = Mode::Http { waiting: None };
+            return respond(conn, ctx, &Response::text(431, "too much pipelined input"), false, false);
+        }
     }
     pump(conn, ctx);
 }
