@@ -79,6 +79,28 @@ fn passwd(mut it: impl Iterator<Item = String>) -> ExitCode {
     }
 }
 
+/// Raise the soft descriptor limit to the hard one: every connection is a descriptor, and the
+/// default soft limit (often 1024) is far below `max_connections`.
+fn raise_nofile(cfg: &Config) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+                log::warn!("could not raise the open-files limit from {soft} to {hard}");
+            }
+            let now = getrlimit(Resource::RLIMIT_NOFILE).map(|l| l.0).unwrap_or(soft);
+            let want = cfg.max_connections as u64 * 2 + 64;
+            if now < want {
+                log::warn!(
+                    "open-files limit {now} is below what max_connections = {} needs (~{want}); raise it (ulimit -n)",
+                    cfg.max_connections
+                );
+            }
+        }
+        Err(e) => log::warn!("cannot read the open-files limit: {e}"),
+    }
+}
+
 fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1).peekable();
     if argv.peek().map(String::as_str) == Some("passwd") {
@@ -134,6 +156,8 @@ fn main() -> ExitCode {
     let level = log_level(&cfg.log_level).unwrap_or(log::LevelFilter::Info);
     let log_cfg = simplelog::ConfigBuilder::new().set_thread_level(log::LevelFilter::Off).set_target_level(log::LevelFilter::Off).build();
     let _ = simplelog::TermLogger::init(level, log_cfg, simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Never);
+
+    raise_nofile(&cfg);
 
     // Block the signals in every thread (workers inherit the mask) and wait for them here.
     use nix::sys::signal::{SigSet, Signal};

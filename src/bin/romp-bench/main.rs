@@ -9,6 +9,7 @@
 //! delivered (per copy), so a queue never overflows and the figure is the sustainable rate.
 
 mod conn;
+mod idle;
 mod report;
 
 use report::{Report, Tally};
@@ -42,6 +43,9 @@ pub struct Opts {
     pub ack: String,
     pub threads: usize,
     pub json: bool,
+    /// `--idle N`: measure N idle sessions instead of a load.
+    pub idle: Option<usize>,
+    pub broker_pid: Option<u32>,
 }
 
 const USAGE: &str = "usage: romp-bench [options]
@@ -51,6 +55,8 @@ const USAGE: &str = "usage: romp-bench [options]
   --size BYTES (100, at least 16)  --duration SECS (5)  --warmup SECS (1)
   --window N (20000: published but undelivered messages allowed)
   --ack auto|client|client-individual (auto)  --threads N (2)  --json
+  --idle N [--broker-pid PID]   open N idle sessions (one subscription each) and report the
+                                broker's RSS per session instead of running a load
 
 Producers and consumers are spread over the destinations round-robin (partitioned when
 producers = consumers = destinations). Topic consumers each get every message of their
@@ -76,6 +82,8 @@ fn parse_opts() -> Result<Opts, String> {
         ack: "auto".into(),
         threads: 2,
         json: false,
+        idle: None,
+        broker_pid: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -106,6 +114,8 @@ fn parse_opts() -> Result<Opts, String> {
             "--ack" => o.ack = v()?,
             "--threads" => o.threads = num(v()?)?.max(1) as usize,
             "--json" => o.json = true,
+            "--idle" => o.idle = Some(num(v()?)? as usize),
+            "--broker-pid" => o.broker_pid = Some(num(v()?)? as u32),
             "-h" | "--help" => return Err(String::new()),
             _ => return Err(format!("unknown option {a}")),
         }
@@ -141,6 +151,8 @@ impl Opts {
             ack: "auto".into(),
             threads: 1,
             json: true,
+            idle: None,
+            broker_pid: None,
         }
     }
 
@@ -201,6 +213,13 @@ fn main() {
         }
     };
 
+    if let Some(n) = opts.idle {
+        if let Err(e) = idle::run(&opts, addr, n, opts.broker_pid) {
+            eprintln!("romp-bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let threads: Vec<_> = (0..opts.threads)
         .map(|t| {
             let (opts, shared) = (opts.clone(), shared.clone());
