@@ -22,7 +22,12 @@ max_message_size = 1048576
 max_headers = 20
 max_header_len = 1024
 max_subs = 1024
+[destinations]
 CONF
+    # It serves only declared destinations: declare what compare.sh and romp-bench's defaults use.
+    for d in /queue/bench-{0..9} /topic/bench-{0..9} /queue/cmp-{1..5}-{0..9} /topic/cmp-{1..5}-{0..9}; do
+      printf '[destinations."%s"]\nname = "%s"\nmax_connections = 1000000\nmax_messages = 1000000\nexpiry = 3600000\nmax_message_size = 1048576\n' "$d" "$d" >>"$dir/conf/romp.toml"
+    done
     (cd "$dir" && ROMP_CONF="$dir/conf" ulimit -s unlimited 2>/dev/null; ROMP_CONF="$dir/conf" RUST_MIN_STACK=268435456 "$dir/bin/romp" >"$dir/server.out" 2>&1 & echo $! >"$dir/pid")
     for _ in $(seq 100); do
       if python3 -c "import socket; socket.create_connection(('127.0.0.1',$port)).close()" 2>/dev/null; then

@@ -221,6 +221,7 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
                     if n > 0 {
                         tally.sent[*pid as usize] = *seq;
                         shared.sent.fetch_add(n, Ordering::AcqRel);
+                        shared.expected.fetch_add(n * *copies, Ordering::AcqRel);
                     }
                 }
             }

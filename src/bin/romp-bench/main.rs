@@ -177,8 +177,8 @@ pub struct Shared {
     pub stop_sending: AtomicBool,
     pub done: AtomicBool,
     pub sent: AtomicU64,
-    /// Deliveries divided by the copies each message should get (so comparable with `sent`).
-    pub delivered_units: AtomicU64,
+    /// Deliveries the messages sent so far should produce (sent x copies, per producer).
+    pub expected: AtomicU64,
     pub delivered: AtomicU64,
     pub errors: AtomicU64,
 }
@@ -201,7 +201,7 @@ fn main() {
         stop_sending: AtomicBool::new(false),
         done: AtomicBool::new(false),
         sent: AtomicU64::new(0),
-        delivered_units: AtomicU64::new(0),
+        expected: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
         errors: AtomicU64::new(0),
     });
@@ -262,16 +262,21 @@ fn main() {
     let elapsed = t_measure.elapsed().as_secs_f64();
     let (s1, d1) = (shared.sent.load(Ordering::Acquire), shared.delivered.load(Ordering::Acquire));
     shared.stop_sending.store(true, Ordering::Release);
-    // Let everything in flight arrive.
+    // Let everything in flight arrive: until every expected delivery is in, or nothing has
+    // moved for 3 s (then what is missing is reported as lost), at most 30 s.
     let t_drain = Instant::now();
-    let mut prev = u64::MAX;
-    while t_drain.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(200));
-        let units = shared.delivered_units.load(Ordering::Acquire);
-        if units >= shared.sent.load(Ordering::Acquire) || (units == prev && t_drain.elapsed() > Duration::from_secs(2)) {
+    let mut last_progress = (Instant::now(), shared.delivered.load(Ordering::Acquire));
+    while t_drain.elapsed() < Duration::from_secs(30) {
+        let d = shared.delivered.load(Ordering::Acquire);
+        if d >= shared.expected.load(Ordering::Acquire) {
             break;
         }
-        prev = units;
+        if d != last_progress.1 {
+            last_progress = (Instant::now(), d);
+        } else if last_progress.0.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     shared.done.store(true, Ordering::Release);
     let mut tally = Tally::default();
