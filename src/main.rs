@@ -1,6 +1,12 @@
 //! The `romp` binary: arguments, config, logging, start, signals, join.
 
 use romp::config::{log_level, Config};
+
+// Messages are allocated on one worker and freed on another; mimalloc handles such remote frees
+// without the arena locking glibc's malloc does (13% of a worker's time in _int_malloc when
+// profiled under queue 1->1).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

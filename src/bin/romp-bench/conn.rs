@@ -110,6 +110,7 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
     let mut body = vec![0u8; o.size];
     let mut scratch = vec![0u8; 256 * 1024];
     let mut acks: Vec<u8> = Vec::new();
+    let mut stop_acknowledged = false;
     while !shared.done.load(Ordering::Acquire) {
         poll.poll(&mut events, Some(Duration::from_millis(1))).map_err(|e| e.to_string())?;
         for ev in events.iter() {
@@ -226,6 +227,14 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
                 }
             }
             flush(c).map_err(|e| format!("write: {e}"))?;
+        }
+        // Tell the main thread once nothing more will be published from here.
+        if !stop_acknowledged && shared.stop_sending.load(Ordering::Acquire) {
+            let drained = conns.iter().all(|c| !matches!(c.role, Role::Producer { .. }) || c.wbuf.is_empty());
+            if drained {
+                stop_acknowledged = true;
+                shared.stopped_threads.fetch_add(1, Ordering::AcqRel);
+            }
         }
     }
     for c in conns.iter_mut() {
