@@ -22,8 +22,18 @@ scenarios=(
   "10 partitioned queues|--kind queue --producers 10 --consumers 10 --destinations 10"
 )
 
+latency() { # broker port: request/reply p99 beside the TCP echo floor, one run
+  local line
+  line=$(timeout $((secs + 40)) ./target/release/romp-bench --port "$2" --latency 1 --size 100 --duration "$secs" --warmup 1 \
+    --queue-prefix "/queue/cmp-1-" --json 2>/dev/null | tail -1)
+  [ -n "$line" ] || line='{"failed":true}'
+  echo "{\"broker\":\"$1\",\"latency\":$line}" >>"$raw"
+  echo "$1 / latency: $line" >&2
+}
+
 measure() { # broker port
   local broker=$1 port=$2
+  latency "$broker" "$port"
   for s in "${scenarios[@]}"; do
     local name=${s%%|*} args=${s#*|}
     for r in $(seq "$runs"); do

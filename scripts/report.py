@@ -3,7 +3,9 @@ import json, os, platform, statistics, subprocess, sys
 from collections import defaultdict
 
 raw, out, runs, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-rows = [json.loads(l) for l in open(raw) if l.strip()]
+allrows = [json.loads(l) for l in open(raw) if l.strip()]
+rows = [r for r in allrows if "scenario" in r]
+lat = {r["broker"]: r["latency"] for r in allrows if "latency" in r}
 res = defaultdict(list)
 for r in rows:
     res[(r["scenario"], r["broker"])].append(r["result"])
@@ -56,6 +58,16 @@ for s in scenarios:
         m = summary(res[(s, b)])
         ratios.append(f"{base['rate']/m['rate']:.1f}x" if base and m and m["rate"] > 0 else "n/a")
     lines.append(f"| {s} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+if lat:
+    lines += ["", "Request/reply, 1 requester, 1 in flight, 100 B (one run each; the echo floor is a raw loopback TCP",
+              "echo of the same size measured by the same tool in the same run):", "",
+              "| broker | p50 us | p99 us | p99.9 us | echo p50 / p99 us | p99 vs echo |", "|---|---|---|---|---|---|"]
+    for b in brokers:
+        l = lat.get(b)
+        if not l or l.get("failed"):
+            lines.append(f"| {b} | failed | | | | |")
+            continue
+        lines.append(f"| {b} | {l['p50_us']:.0f} | {l['p99_us']:.0f} | {l['p999_us']:.0f} | {l['echo_p50_us']:.0f} / {l['echo_p99_us']:.0f} | {l['p99_vs_echo']:.1f}x |")
 lines += ["", "![throughput](throughput.svg)", "", "Reproduce: `scripts/compare.sh " + f"{runs} {secs}" + "` (installs and starts the peers itself). Raw results: `bench/raw.jsonl`."]
 open(f"{out}/REPORT.md", "w").write("\n".join(lines) + "\n")
 

@@ -81,3 +81,18 @@ fn duplicates_are_detected() {
     assert!(!ok, "a duplicating run must fail: {r}");
     assert!(r["duplicated"].as_u64().unwrap() > 0, "{r}");
 }
+
+#[test]
+fn latency_mode_measures_round_trips_and_the_echo_floor() {
+    let s = Server::start(cfg()).unwrap();
+    let out = Command::new(BENCH)
+        .args(["--port", &s.local_addrs()[0].port().to_string(), "--latency", "2", "--duration", "1", "--warmup", "0.2", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert!(r["round_trips"].as_u64().unwrap() > 10, "{r}");
+    assert!(r["echo_round_trips"].as_u64().unwrap() > 10, "{r}");
+    let (p50, p99) = (r["p50_us"].as_f64().unwrap(), r["p99_us"].as_f64().unwrap());
+    assert!(p50 > 0.0 && p99 >= p50, "{r}");
+}

@@ -25,7 +25,7 @@ max_subs = 1024
 [destinations]
 CONF
     # It serves only declared destinations: declare what compare.sh and romp-bench's defaults use.
-    for d in /queue/bench-{0..9} /topic/bench-{0..9} /queue/cmp-{1..5}-{0..9} /topic/cmp-{1..5}-{0..9}; do
+    for d in /queue/bench-{0..9} /topic/bench-{0..9} /queue/cmp-{1..5}-{0..9} /topic/cmp-{1..5}-{0..9} /queue/cmp-{1..5}-req /queue/cmp-{1..5}-reply-{0..9}; do
       printf '[destinations."%s"]\nname = "%s"\nmax_connections = 1000000\nmax_messages = 1000000\nexpiry = 3600000\nmax_message_size = 1048576\n' "$d" "$d" >>"$dir/conf/romp.toml"
     done
     (cd "$dir" && ROMP_CONF="$dir/conf" ulimit -s unlimited 2>/dev/null; ROMP_CONF="$dir/conf" RUST_MIN_STACK=268435456 "$dir/bin/romp" >"$dir/server.out" 2>&1 & echo $! >"$dir/pid")

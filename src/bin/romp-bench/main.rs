@@ -16,6 +16,7 @@ mod conn;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod idle;
+mod latency;
 mod report;
 
 use report::{Report, Tally};
@@ -52,6 +53,8 @@ pub struct Opts {
     /// `--idle N`: measure N idle sessions instead of a load.
     pub idle: Option<usize>,
     pub broker_pid: Option<u32>,
+    /// `--latency N`: request/reply round trips with N requesters instead of a load.
+    pub latency: Option<usize>,
 }
 
 const USAGE: &str = "usage: romp-bench [options]
@@ -63,6 +66,8 @@ const USAGE: &str = "usage: romp-bench [options]
     well below what the broker lets one subscriber fall behind, or the broker may rightly
     treat a bench consumer as slow)
   --ack auto|client|client-individual (auto)  --threads N (2)  --json
+  --latency N                   request/reply round trips (N requesters, 1 in flight each)
+                                with p50/p99/p99.9, beside a raw TCP echo of the same size
   --idle N [--broker-pid PID]   open N idle sessions (one subscription each) and report the
                                 broker's RSS per session instead of running a load
 
@@ -92,6 +97,7 @@ fn parse_opts() -> Result<Opts, String> {
         json: false,
         idle: None,
         broker_pid: None,
+        latency: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -124,6 +130,7 @@ fn parse_opts() -> Result<Opts, String> {
             "--json" => o.json = true,
             "--idle" => o.idle = Some(num(v()?)? as usize),
             "--broker-pid" => o.broker_pid = Some(num(v()?)? as u32),
+            "--latency" => o.latency = Some(num(v()?)?.max(1) as usize),
             "-h" | "--help" => return Err(String::new()),
             _ => return Err(format!("unknown option {a}")),
         }
@@ -167,6 +174,7 @@ impl Opts {
             json: true,
             idle: None,
             broker_pid: None,
+            latency: None,
         }
     }
 
@@ -230,6 +238,13 @@ fn main() {
         }
     };
 
+    if let Some(n) = opts.latency {
+        if let Err(e) = latency::run(&opts, addr, n) {
+            eprintln!("romp-bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Some(n) = opts.idle {
         if let Err(e) = idle::run(&opts, addr, n, opts.broker_pid) {
             eprintln!("romp-bench: {e}");
