@@ -110,6 +110,9 @@ pub struct Session {
     next_tag: u64,
     /// Some subscription has `owed_credit`.
     pub owes_credit: bool,
+    /// The destination of the last SEND: a producer nearly always repeats it, so its name is
+    /// shared instead of allocated again for every message.
+    last_dest: Option<Arc<str>>,
 }
 
 impl Session {
@@ -347,7 +350,15 @@ fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         .filter(|h| !is_broker_header(&h.name))
         .map(|h| (Box::from(h.name.as_ref()), Box::from(h.value.as_ref())))
         .collect();
-    let msg = Arc::new(Message::new(ctx.next_message_id(), Arc::from(dest), headers, f.body.into()));
+    let dest: Arc<str> = match &conn.session.last_dest {
+        Some(d) if **d == *dest => d.clone(),
+        _ => {
+            let d: Arc<str> = Arc::from(dest);
+            conn.session.last_dest = Some(d.clone());
+            d
+        }
+    };
+    let msg = Arc::new(Message::new(ctx.next_message_id(), dest, headers, f.body.into()));
     ctx.stats.messages_in += 1;
     match f.header("transaction") {
         Some(t) => {

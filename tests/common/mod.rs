@@ -425,27 +425,29 @@ pub fn read_http_head(sock: &mut TcpStream, rest: &mut Vec<u8>) -> String {
     }
 }
 
+/// Generate one `#[test]` per (name, workers, websocket) variant of a test body.
+#[macro_export]
+macro_rules! variants {
+    ($name:ident, $f:expr, $(($v:ident, $w:expr, $ws:expr)),+) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $v() {
+                    ($f)(Setup { workers: $w, ws: $ws })
+                }
+            )+
+        }
+    };
+}
+
 /// Run a test body with one worker and with four (more workers than cores, so clients and
 /// destinations land on different workers) over TCP, and with four over WebSocket.
 #[macro_export]
 macro_rules! both {
     ($name:ident, $f:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            #[test]
-            fn w1() {
-                ($f)(Setup { workers: 1, ws: false })
-            }
-            #[test]
-            fn w4() {
-                ($f)(Setup { workers: 4, ws: false })
-            }
-            #[test]
-            fn ws4() {
-                ($f)(Setup { workers: 4, ws: true })
-            }
-        }
+        $crate::variants!($name, $f, (w1, 1, false), (w4, 4, false), (ws4, 4, true));
     };
 }
 
@@ -453,18 +455,7 @@ macro_rules! both {
 #[macro_export]
 macro_rules! tcp_only {
     ($name:ident, $f:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            #[test]
-            fn w1() {
-                ($f)(Setup { workers: 1, ws: false })
-            }
-            #[test]
-            fn w4() {
-                ($f)(Setup { workers: 4, ws: false })
-            }
-        }
+        $crate::variants!($name, $f, (w1, 1, false), (w4, 4, false));
     };
 }
 
