@@ -51,7 +51,7 @@ measure() { # broker port
 status=()
 # romp itself
 port=$(free_port)
-./target/release/romp --port "$port" --web-port 0 >/tmp/romp-compare.log 2>&1 &
+./target/release/romp --port "$port" --web-port 0 --admin-port 0 >/tmp/romp-compare.log 2>&1 &
 rpid=$!
 sleep 0.5
 measure romp "$port"

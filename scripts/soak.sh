@@ -16,7 +16,7 @@ cargo build --release -q --bin romp --bin romp-bench
 mkdir -p "$out"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
-./target/release/romp --port "$port" --web-port 0 --workers 2 >"$out/broker.log" 2>&1 &
+./target/release/romp --port "$port" --web-port 0 --admin-port 0 --workers 2 >"$out/broker.log" 2>&1 &
 broker=$!
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; kill -TERM "$broker" 2>/dev/null || true; wait 2>/dev/null || true; }

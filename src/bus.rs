@@ -23,6 +23,8 @@
 //! true; the receiver clears the flag before draining. Wake-ups are collected during a turn and
 //! rung once at its end ([`Outbox::flush`]).
 
+use crate::broker::policy::Policies;
+use crate::broker::queue::SettleKind;
 use crate::broker::{AckMode, ConnRef, Message, SubKey};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::Waker;
@@ -39,16 +41,20 @@ pub type Seqs = SmallVec<[u64; 4]>;
 pub enum ToOwner {
     /// Publish a message; `receipt` is echoed in a rejection's ERROR.
     Publish { msg: Arc<Message>, from: ConnRef, receipt: Option<Box<str>> },
-    /// Add a subscription (topic or queue by the destination's name).
-    Subscribe { dest: Arc<str>, key: SubKey, mode: AckMode, prefetch: u32 },
+    /// Add a subscription (topic or queue by the destination's name); `filter` is the value a
+    /// filtered topic subscription routes on.
+    Subscribe { dest: Arc<str>, key: SubKey, mode: AckMode, prefetch: u32, filter: Option<Box<str>> },
     /// Remove a subscription; a queue takes back everything it had in flight.
     Unsubscribe { dest: Arc<str>, key: SubKey },
-    /// ACK (`requeue = false`) or NACK (`requeue = true`) of queue messages by queue sequence.
-    Settle { dest: Arc<str>, key: SubKey, seqs: Seqs, requeue: bool },
+    /// ACK or NACK of queue messages by queue sequence.
+    Settle { dest: Arc<str>, key: SubKey, seqs: Seqs, kind: SettleKind },
     /// Return `n` delivery credits for an auto-ack queue subscription.
     Credit { dest: Arc<str>, key: SubKey, n: u32 },
     /// An auto-ack queue delivery that found its subscription gone: put it back.
-    Bounce { dest: Arc<str>, msg: Arc<Message>, seq: u64 },
+    Bounce { dest: Arc<str>, msg: Arc<Message>, seq: u64, deliveries: u32 },
+    /// An admin action on a destination this worker owns (or, for `perms`, on worker 0's
+    /// master policy table); answered with [`ToWorker::AdminResult`].
+    Admin { from: ConnRef, op: crate::admin::AdminOp },
     /// Answer with [`ToWorker::BarrierDone`] once everything sent before it is applied.
     Barrier { from: ConnRef },
     /// Answer with [`ToWorker::StatsPart`]: this worker's numbers for a console page.
@@ -68,7 +74,17 @@ pub enum ToWorker {
     /// A topic message for every local subscriber of `dest`.
     TopicMessage { dest: Arc<str>, msg: Arc<Message> },
     /// A queue message for one subscription. `retained`: the owner keeps it until ACK/NACK.
-    QueueMessage { key: SubKey, msg: Arc<Message>, seq: u64, redelivered: bool, retained: bool },
+    QueueMessage { key: SubKey, msg: Arc<Message>, seq: u64, redelivered: bool, retained: bool, deliveries: u32 },
+    /// A message a topic kept (`min_delivery`), replayed to one new subscription.
+    Replay { key: SubKey, msg: Arc<Message> },
+    /// The owner refused a subscription (e.g. `dest flup`): forget it locally, ERROR, close.
+    SubscribeRefused { key: SubKey, word: &'static str, detail: String },
+    /// The outcome of an admin action, for the admin connection that asked.
+    AdminResult { conn: ConnRef, reply: crate::admin::AdminReply },
+    /// Close a connection on an admin's request.
+    Kick { target: ConnRef, by: ConnRef },
+    /// New configuration, policy table or users (SIGHUP reload, admin `perms`).
+    Reconfigure(Arc<Reconfig>),
     /// Everything the connection sent to this owner before its barrier has been applied.
     BarrierDone { conn: ConnRef, owner: u16 },
     /// The owner refused a frame; the connection gets ERROR and is closed.
@@ -77,6 +93,14 @@ pub enum ToWorker {
     AuthDone { conn: ConnRef, outcome: AuthOutcome },
     /// One worker's numbers for a console page.
     StatsPart { conn: ConnRef, part: Box<crate::worker::stats::WorkerSnapshot> },
+}
+
+/// What a worker swaps in on [`ToWorker::Reconfigure`].
+#[derive(Debug)]
+pub struct Reconfig {
+    pub cfg: Arc<crate::config::Config>,
+    pub policies: Arc<Policies>,
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 /// The receiving half of one worker's bus.
@@ -200,6 +224,13 @@ impl Outbox {
             Err(TrySendError::Disconnected(_)) => {
                 log::debug!("worker {w} is gone; message dropped at shutdown")
             }
+        }
+    }
+
+    /// Ring every worker's waker now, bypassing the notified flag (a stop must always wake).
+    pub fn wake_all_now(&self) {
+        for p in &self.peers {
+            let _ = p.waker.wake();
         }
     }
 

@@ -5,6 +5,7 @@
 //! run. `conf/romp.toml` documents every key; keep the two in step.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -17,6 +18,77 @@ pub enum SlowConsumerPolicy {
     Drop,
     /// Send ERROR `slow consumer` and close the subscriber's connection.
     Disconnect,
+}
+
+/// Per-destination settings, `[destinations."NAME"]`. NAME is an exact destination, or a
+/// prefix pattern ending in `*` (`"/topic/prices.*"`); an exact entry wins over patterns and a
+/// longer pattern over a shorter one. Every key is optional and falls back to the server value.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DestConfig {
+    /// Subscribers at once [dest flup].
+    pub max_connections: Option<usize>,
+    /// Messages held: a queue's ready + unacknowledged, or a topic's retained (`min_delivery`)
+    /// [q flup].
+    pub max_messages: Option<usize>,
+    /// Bytes held (same scope as `max_messages`) [q flup].
+    pub max_queue_bytes: Option<usize>,
+    /// Body bytes of one SEND (at most the server's `max_message_size`) [msg flup].
+    pub max_message_size: Option<usize>,
+    /// Default time to live in ms for messages without an `expires` header (0 = none).
+    pub expiry: Option<u64>,
+    /// Topics: 0 = a message nobody is subscribed to is dropped; N >= 1 = kept until delivered
+    /// N times in total, and replayed to new subscribers meanwhile.
+    pub min_delivery: Option<u32>,
+    /// Topics: route on the value of `filter_header`; subscribers send `filter:NAME=VALUE`.
+    pub filter: Option<bool>,
+    pub filter_header: Option<String>,
+    /// Forbid SUBSCRIBE (read) or SEND (write) [blocked]; the `web_` forms only from the web port.
+    pub read_block: Option<bool>,
+    pub write_block: Option<bool>,
+    pub web_read_block: Option<bool>,
+    pub web_write_block: Option<bool>,
+    /// Every subscription is auto-ack, whatever its `ack` header says.
+    pub auto_ack: Option<bool>,
+    pub slow_consumer: Option<SlowConsumerPolicy>,
+    /// List this destination in the periodic stats messages.
+    pub stats: Option<bool>,
+    /// Queues: deliveries after the first before a message is dead-lettered (0 = no limit).
+    pub max_redeliveries: Option<u32>,
+    /// Queues: where dead letters go ("" = discard them, counted and logged). Default
+    /// `/queue/DLQ.<name without /queue/>`.
+    pub dead_letter: Option<String>,
+}
+
+/// An upstream link, `[downstreams."NAME"]`: this broker dials `address`, subscribes to
+/// `NAME/up` there and re-publishes what arrives on its own destination NAME.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownstreamConfig {
+    /// `ip:port` of the edge broker.
+    pub address: String,
+    pub login: Option<String>,
+    pub passcode: Option<String>,
+    /// The remote destination (default `NAME/up`).
+    pub remote: Option<String>,
+    /// First reconnect delay in ms; doubles per failure up to `reconnect_max`.
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min: u64,
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max: u64,
+    /// Unacknowledged messages the edge may send at once.
+    #[serde(default = "default_link_prefetch")]
+    pub prefetch: u32,
+}
+
+fn default_reconnect_min() -> u64 {
+    100
+}
+fn default_reconnect_max() -> u64 {
+    30_000
+}
+fn default_link_prefetch() -> u32 {
+    1000
 }
 
 /// Configuration errors, each naming the file and the key where known.
@@ -115,6 +187,26 @@ pub struct Config {
     pub linger: u64,
     /// Milliseconds to wait for connections to flush on SIGINT/SIGTERM before closing anyway.
     pub shutdown_timeout: u64,
+    /// Accept SEND/SUBSCRIBE to destinations not listed in `destinations` (false: ERROR
+    /// `destination unknown`).
+    pub create_destinations: bool,
+    /// Queues: deliveries after the first before a message is dead-lettered (0 = no limit).
+    pub max_redeliveries: u32,
+    /// Per-destination settings.
+    pub destinations: BTreeMap<String, DestConfig>,
+    /// Publish stats JSON to `/xtomp/stat` and `/romp/stat` every `stats_interval` ms.
+    pub stats: bool,
+    pub stats_interval: u64,
+    /// The admin port: STOMP for admin users (`/virt/admin/...`) and HTTP (`/metrics`, JSON).
+    pub enable_admin: bool,
+    pub admin_port: u16,
+    pub admin_bind_address: String,
+    /// Token auth: login `"user <unix-seconds> <random>"`, passcode
+    /// base64(sha1(login + secret)), valid for `secret_timeout` ms, usable once.
+    pub secret: Option<String>,
+    pub secret_timeout: u64,
+    /// Upstream links.
+    pub downstreams: BTreeMap<String, DownstreamConfig>,
 }
 
 impl Default for Config {
@@ -159,6 +251,17 @@ impl Default for Config {
             max_http_head: 8192,
             linger: 2_000,
             shutdown_timeout: 3_000,
+            create_destinations: true,
+            max_redeliveries: 0,
+            destinations: BTreeMap::new(),
+            stats: false,
+            stats_interval: 60_000,
+            enable_admin: true,
+            admin_port: 61616,
+            admin_bind_address: "127.0.0.1".into(),
+            secret: None,
+            secret_timeout: 60_000,
+            downstreams: BTreeMap::new(),
         }
     }
 }
@@ -254,6 +357,87 @@ impl Config {
         }
         if !(1.1..=10.0).contains(&self.heart_beat_grace) {
             return bad("heart_beat_grace", "must be between 1.1 and 10".into());
+        }
+        if self.stats_interval < 100 {
+            return bad("stats_interval", "must be at least 100 ms".into());
+        }
+        if self.admin_bind_address.parse::<std::net::IpAddr>().is_err() {
+            return bad("admin_bind_address", format!("{:?} is not an IP address", self.admin_bind_address));
+        }
+        if self.enable_admin
+            && self.admin_port != 0
+            && (self.ports.contains(&self.admin_port) || (self.enable_web && self.web_port == self.admin_port))
+        {
+            return bad("admin_port", format!("{} is also used by ports or web_port", self.admin_port));
+        }
+        if self.secret.as_deref() == Some("") {
+            return bad("secret", "must not be empty".into());
+        }
+        if self.secret_timeout == 0 {
+            return bad("secret_timeout", "must be greater than 0".into());
+        }
+        for (name, d) in &self.destinations {
+            let bad_dest = |key: &str, message: String| {
+                Err(ConfigError::Invalid {
+                    file: file.into(),
+                    key: "destinations",
+                    message: format!("[destinations.{name:?}] {key}: {message}"),
+                })
+            };
+            if name.is_empty()
+                || name.chars().any(char::is_control)
+                || (name.contains('*') && !name.ends_with('*'))
+                || name.matches('*').count() > 1
+            {
+                return bad_dest("name", "must be a destination, or a prefix ending in a single *".into());
+            }
+            if d.max_message_size.is_some_and(|m| m == 0 || m > self.max_message_size) {
+                return bad_dest(
+                    "max_message_size",
+                    format!("must be between 1 and the server's max_message_size ({})", self.max_message_size),
+                );
+            }
+            if d.max_messages == Some(0) || d.max_queue_bytes == Some(0) || d.max_connections == Some(0) {
+                return bad_dest("max_messages/max_queue_bytes/max_connections", "must be greater than 0".into());
+            }
+            if d.filter == Some(true) && d.filter_header.as_deref().unwrap_or("").is_empty() {
+                return bad_dest("filter", "filter = true needs filter_header".into());
+            }
+            if d.filter_header.as_deref().is_some_and(|h| h.is_empty() || h.contains([':', '=', '\n'])) {
+                return bad_dest("filter_header", "must be a header name (no ':' or '=')".into());
+            }
+            if d.filter_header.is_some() && d.filter != Some(false) && name.starts_with("/queue/") {
+                return bad_dest("filter", "filters route topics; queues have competing consumers".into());
+            }
+            if let Some(dl) = &d.dead_letter {
+                if dl.chars().any(char::is_control) || dl.contains('*') {
+                    return bad_dest("dead_letter", "must be a destination name or \"\"".into());
+                }
+            }
+        }
+        for (name, l) in &self.downstreams {
+            let bad_link = |key: &str, message: String| {
+                Err(ConfigError::Invalid {
+                    file: file.into(),
+                    key: "downstreams",
+                    message: format!("[downstreams.{name:?}] {key}: {message}"),
+                })
+            };
+            if name.is_empty() || name.chars().any(char::is_control) || name.contains('*') {
+                return bad_link("name", "must be a destination name".into());
+            }
+            if l.address.parse::<std::net::SocketAddr>().is_err() {
+                return bad_link("address", format!("{:?} is not ip:port", l.address));
+            }
+            if l.login.is_some() != l.passcode.is_some() {
+                return bad_link("passcode", "login and passcode go together".into());
+            }
+            if l.reconnect_min == 0 || l.reconnect_min > l.reconnect_max {
+                return bad_link("reconnect_min", "must be between 1 and reconnect_max".into());
+            }
+            if l.prefetch == 0 || l.prefetch > self.max_prefetch {
+                return bad_link("prefetch", format!("must be between 1 and max_prefetch ({})", self.max_prefetch));
+            }
         }
         Ok(())
     }

@@ -25,6 +25,7 @@ pub mod worker;
 
 pub use config::Config;
 pub use server::{PublishError, Server, ServerBuilder, ServerHandle, StartError};
+pub mod admin;
 pub mod api;
 pub mod http;
 pub mod sim;

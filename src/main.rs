@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  romp [--config PATH] [--bind ADDR] [--port N]... [--web-port N] [--workers N] [-v|-vv]
+  romp [--config PATH] [--bind ADDR] [--port N]... [--web-port N] [--admin-port N] [--workers N] [-v|-vv]
   romp --check-config [--config PATH]
   romp passwd NAME [--admin]      (reads the passcode from stdin; prints a passwd line)
 
@@ -23,12 +23,14 @@ struct Args {
     bind: Option<String>,
     ports: Vec<u16>,
     web_port: Option<u16>,
+    admin_port: Option<u16>,
     workers: Option<usize>,
     verbose: u8,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args { config: None, check: false, bind: None, ports: Vec::new(), web_port: None, workers: None, verbose: 0 };
+    let mut a =
+        Args { config: None, check: false, bind: None, ports: Vec::new(), web_port: None, admin_port: None, workers: None, verbose: 0 };
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
@@ -42,6 +44,10 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--web-port" => {
                 let v = value("--web-port")?;
                 a.web_port = Some(v.parse().map_err(|_| format!("--web-port {v:?} is not a port number"))?);
+            }
+            "--admin-port" => {
+                let v = value("--admin-port")?;
+                a.admin_port = Some(v.parse().map_err(|_| format!("--admin-port {v:?} is not a port number"))?);
             }
             "--workers" => {
                 let v = value("--workers")?;
@@ -141,6 +147,9 @@ fn main() -> ExitCode {
     }
     if let Some(p) = args.web_port {
         cfg.web_port = p;
+    }
+    if let Some(p) = args.admin_port {
+        cfg.admin_port = p;
     }
     if let Some(w) = args.workers {
         cfg.workers = w;

@@ -43,6 +43,7 @@ pub enum PublishError {
 pub struct ServerHandle {
     addrs: Vec<SocketAddr>,
     web_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     next_id: std::sync::atomic::AtomicU64,
     shared: Arc<Shared>,
     peers: Vec<bus::Peer>,
@@ -60,6 +61,7 @@ pub struct Server;
 /// let mut cfg = romp::Config::default();
 /// cfg.ports = vec![0];
 /// cfg.web_port = 0;
+/// cfg.admin_port = 0;
 /// let server = romp::Server::builder()
 ///     .config(cfg)
 ///     .stomp_handler("/virt/ping", |send: &SendContext<'_>, reply: &mut Reply<'_>| {
@@ -149,14 +151,27 @@ impl Server {
         let (mut listeners, addrs) =
             listener::bind_all(ip, &cfg.ports, n).map_err(|source| StartError::Bind { addr: format!("{ip}:{:?}", cfg.ports), source })?;
         let mut kinds = vec![crate::worker::ListenerKind::Stomp; cfg.ports.len()];
-        let web_addr = if cfg.enable_web {
-            let (web, waddr) = listener::bind_all(ip, &[cfg.web_port], n)
-                .map_err(|source| StartError::Bind { addr: format!("{ip}:{} (key `web_port`)", cfg.web_port), source })?;
-            for (mine, w) in listeners.iter_mut().zip(web) {
+        let mut bound = |ip: IpAddr, port: u16, key: &str, kind, listeners: &mut Vec<Vec<mio::net::TcpListener>>| {
+            let (more, addr) = listener::bind_all(ip, &[port], n)
+                .map_err(|source| StartError::Bind { addr: format!("{ip}:{port} (key `{key}`)"), source })?;
+            for (mine, w) in listeners.iter_mut().zip(more) {
                 mine.extend(w);
             }
-            kinds.push(crate::worker::ListenerKind::Web);
-            Some(waddr[0])
+            kinds.push(kind);
+            Ok::<SocketAddr, StartError>(addr[0])
+        };
+        let web_addr = if cfg.enable_web {
+            Some(bound(ip, cfg.web_port, "web_port", crate::worker::ListenerKind::Web, &mut listeners)?)
+        } else {
+            None
+        };
+        let admin_addr = if cfg.enable_admin {
+            let aip: IpAddr = cfg.admin_bind_address.parse().map_err(|_| ConfigError::Invalid {
+                file: "configuration".into(),
+                key: "admin_bind_address",
+                message: "not an IP address".into(),
+            })?;
+            Some(bound(aip, cfg.admin_port, "admin_port", crate::worker::ListenerKind::Admin, &mut listeners)?)
         } else {
             None
         };
@@ -174,13 +189,24 @@ impl Server {
         }
         let (auth_tx, auth_thread) = spawn_auth_thread(peers.clone())?;
         let shared = Arc::new(Shared { stop: AtomicBool::new(false), connections: AtomicUsize::new(0) });
+        let policies = Arc::new(crate::broker::policy::Policies::new(&cfg, 1));
         let cores = if cfg.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
 
         let mut workers = Vec::new();
         for (i, ((poll, ls), mailbox)) in polls.into_iter().zip(listeners).zip(mailboxes).enumerate() {
             let outbox = Outbox::new(i, peers.clone(), cfg.bus_capacity);
-            let ctx = Ctx::new(i, cfg.clone(), outbox, authn.clone(), auth_tx.clone(), handlers.clone(), site.clone());
-            let shard = Shard::new(&cfg, n);
+            let ctx = Ctx::new(
+                i,
+                cfg.clone(),
+                outbox,
+                authn.clone(),
+                auth_tx.clone(),
+                handlers.clone(),
+                site.clone(),
+                policies.clone(),
+                shared.clone(),
+            );
+            let shard = Shard::new(policies.clone(), n);
             let worker = Worker::new(poll, ls, kinds.clone(), ctx, shard, mailbox, shared.clone())?;
             let core = if cores.is_empty() { None } else { Some(cores[i % cores.len()]) };
             let h = std::thread::Builder::new().name(format!("romp-w{i}")).spawn(move || {
@@ -200,7 +226,10 @@ impl Server {
             }
             None => log::info!("romp {} listening on {:?} with {n} workers", env!("CARGO_PKG_VERSION"), addrs),
         }
-        Ok(ServerHandle { addrs, web_addr, next_id: Default::default(), shared, peers, workers, auth: Some(auth_thread) })
+        if let Some(a) = admin_addr {
+            log::info!("admin port on {a}");
+        }
+        Ok(ServerHandle { addrs, web_addr, admin_addr, next_id: Default::default(), shared, peers, workers, auth: Some(auth_thread) })
     }
 }
 
@@ -213,6 +242,16 @@ impl ServerHandle {
     /// The web port's address (HTTP and WebSocket), if enabled.
     pub fn web_addr(&self) -> Option<SocketAddr> {
         self.web_addr
+    }
+
+    /// The admin port's address, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// A stop was requested (by [`ServerHandle::shutdown`] or an admin's `/virt/admin/shutdown`).
+    pub fn stop_requested(&self) -> bool {
+        self.shared.stop.load(Ordering::Acquire)
     }
 
     /// Publish a message from any thread, as if a client had sent it. Non-blocking: if the

@@ -50,6 +50,8 @@ impl Sim {
         let (peer, _mailbox) = bus::channel(64, fx.waker.clone());
         let cfg = Arc::new(cfg);
         let (auth_tx, _auth_rx) = crossbeam_channel::bounded(1);
+        let policies = Arc::new(crate::broker::policy::Policies::new(&cfg, 1));
+        let shared = Arc::new(crate::worker::Shared { stop: Default::default(), connections: Default::default() });
         let ctx = Ctx::new(
             0,
             cfg.clone(),
@@ -58,8 +60,10 @@ impl Sim {
             auth_tx,
             Arc::new(Handlers::default()),
             Arc::new(Site::default()),
+            policies.clone(),
+            shared,
         );
-        let shard = Shard::new(&cfg, 1);
+        let shard = Shard::new(policies, 1);
         let mut sim = Sim { ctx, shard, conns: slab::Slab::new(), pending: Vec::new() };
         for _ in 0..n {
             sim.add_conn();

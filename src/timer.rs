@@ -22,6 +22,8 @@ pub enum TimerKind {
     HeartBeatRecv,
     /// A closing connection's linger time is over.
     Linger,
+    /// The worker's own timer: gather and publish the stats message (worker 0).
+    Stats,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -29,8 +29,11 @@ impl Proc {
         let dir = std::env::temp_dir().join(format!("romp-attack-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let conf = dir.join("romp.toml");
-        std::fs::write(&conf, format!("ports = [{port}]\nweb_port = 0\nworkers = 2\npin_workers = false\nlog_level = \"warn\"\n{toml}"))
-            .unwrap();
+        std::fs::write(
+            &conf,
+            format!("ports = [{port}]\nweb_port = 0\nadmin_port = 0\nworkers = 2\npin_workers = false\nlog_level = \"warn\"\n{toml}"),
+        )
+        .unwrap();
         let mut cmd = Command::new(BIN);
         cmd.arg("--config").arg(&conf).stdout(Stdio::null()).stderr(Stdio::piped());
         if let Some(n) = nofile {

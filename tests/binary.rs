@@ -48,7 +48,11 @@ fn config_errors_name_the_key_and_the_file() {
 
 fn stop_cleanly(signal: &str) {
     let port = free_port();
-    let mut child = Command::new(BIN).args(["--port", &port.to_string(), "--workers", "2"]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--port", &port.to_string(), "--web-port", "0", "--admin-port", "0", "--workers", "2"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let t = Instant::now();
     let mut c = loop {

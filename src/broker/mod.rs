@@ -7,6 +7,7 @@
 //! Naming rule: a destination whose name starts with `/queue/` is a queue (competing consumers);
 //! every other name is a topic (every subscriber gets a copy).
 
+pub mod policy;
 pub mod queue;
 pub mod shard;
 
@@ -80,6 +81,11 @@ pub struct Message {
     /// the broker sets itself (see `conn::session`).
     pub headers: Vec<(Box<str>, Box<str>)>,
     pub body: Box<[u8]>,
+    /// Expiry time in ms since the Unix epoch (the `expires` header, or the destination's
+    /// `expiry`); 0 = never.
+    pub expires: u64,
+    /// A `message-id` set by a trusted (admin-port) publisher, sent instead of `id`.
+    pub custom_id: Option<Box<str>>,
     /// The MESSAGE header lines every subscriber of one protocol version shares (message-id,
     /// destination, user headers, content-length, blank line), encoded on first use. Index:
     /// 1.0, 1.1, 1.2. Workers may race to fill it; `OnceLock` keeps one.
@@ -88,7 +94,25 @@ pub struct Message {
 
 impl Message {
     pub fn new(id: u64, destination: Arc<str>, headers: Vec<(Box<str>, Box<str>)>, body: Box<[u8]>) -> Message {
-        Message { id, destination, headers, body, shared_head: Default::default() }
+        Message { id, destination, headers, body, expires: 0, custom_id: None, shared_head: Default::default() }
+    }
+
+    /// Expired at `now_ms` (ms since the Unix epoch)?
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires != 0 && self.expires <= now_ms
+    }
+
+    /// The value of a user header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| &**k == name).map(|(_, v)| &**v)
+    }
+
+    /// The number 1.0/1.1 clients ACK by: the id, or a hash of a trusted publisher's id.
+    pub fn ack_id(&self) -> u64 {
+        match &self.custom_id {
+            Some(c) => custom_id_hash(c),
+            None => self.id,
+        }
     }
 
     /// The shared part of a MESSAGE's headers for receivers of `version`, encoded once.
@@ -109,6 +133,22 @@ impl Message {
     pub fn weight(&self) -> usize {
         self.body.len() + self.headers.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>() + self.destination.len()
     }
+}
+
+/// Wall-clock ms since the Unix epoch (expiry is absolute, as the `expires` header is).
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// How a trusted publisher's `message-id` is matched by 1.0/1.1 ACKs (high bit set, so it
+/// never equals a broker id).
+pub fn custom_id_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in s.as_bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h | (1 << 63)
 }
 
 /// Broker-wide unique message ids without coordination: worker index in the top 16 bits.

@@ -1,5 +1,9 @@
 //! One queue: competing consumers with credit, redelivery in order (owner worker only).
 //!
+//! Messages that must leave without delivery (expired, redelivered more than the destination's
+//! `max_redeliveries`, or NACKed with `requeue:false`) are moved to `dead`; the owning shard
+//! takes them with [`Queue::take_dead`] and sends them to the dead-letter destination.
+//!
 //! # Invariants
 //! - `ready` is sorted by `seq`; a requeued message goes back to its place, so redeliveries keep
 //!   the original order.
@@ -7,6 +11,7 @@
 //!   an auto-ack delivery leaves the queue when dispatched.
 //! - A consumer never has more than its prefetch in flight (`credit` counts what is left).
 
+use super::policy::Policy;
 use super::{AckMode, Message, SubKey};
 use crate::bus::Seqs;
 use std::collections::{BTreeMap, VecDeque};
@@ -17,6 +22,37 @@ pub struct Entry {
     pub seq: u64,
     pub msg: Arc<Message>,
     pub redelivered: bool,
+    /// Times delivered so far.
+    pub deliveries: u32,
+}
+
+/// Why a message left a queue without being consumed (the `dlq-reason` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    Expired,
+    MaxRedeliveries,
+    Rejected,
+}
+
+impl DeadReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::Expired => "expired",
+            DeadReason::MaxRedeliveries => "max-redeliveries",
+            DeadReason::Rejected => "rejected",
+        }
+    }
+}
+
+/// What an ACK/NACK does to the messages it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleKind {
+    /// Consumed: the queue forgets it.
+    Ack,
+    /// NACK: back to its place, redelivered (or dead-lettered past `max_redeliveries`).
+    Requeue,
+    /// NACK with `requeue:false`: straight to the dead-letter destination.
+    Reject,
 }
 
 #[derive(Debug)]
@@ -35,8 +71,11 @@ pub struct Dispatch {
     pub retained: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Queue {
+    /// This destination's policy and the table generation it came from.
+    pub policy: Arc<Policy>,
+    pub policy_gen: u64,
     ready: VecDeque<Entry>,
     consumers: Vec<Consumer>,
     rr: usize,
@@ -46,9 +85,61 @@ pub struct Queue {
     pub enqueued: u64,
     /// Deliveries made (stats).
     pub delivered: u64,
+    /// Messages that left without being consumed, for the shard to dead-letter.
+    dead: Vec<(Entry, DeadReason)>,
 }
 
 impl Queue {
+    pub fn new(policy: Arc<Policy>, policy_gen: u64) -> Queue {
+        Queue {
+            policy,
+            policy_gen,
+            ready: VecDeque::new(),
+            consumers: Vec::new(),
+            rr: 0,
+            count: 0,
+            bytes: 0,
+            enqueued: 0,
+            delivered: 0,
+            dead: Vec::new(),
+        }
+    }
+
+    /// Messages that left without being consumed since the last call.
+    pub fn take_dead(&mut self) -> std::vec::Drain<'_, (Entry, DeadReason)> {
+        self.dead.drain(..)
+    }
+
+    /// Is a message with this sequence number still held (ready or in flight)?
+    pub fn holds(&self, seq: u64) -> bool {
+        self.ready.binary_search_by_key(&seq, |e| e.seq).is_ok() || self.consumers.iter().any(|c| c.inflight.contains_key(&seq))
+    }
+
+    /// Remove a ready message whose time is up. Returns whether it was still waiting.
+    pub fn expire(&mut self, seq: u64) -> bool {
+        let Ok(i) = self.ready.binary_search_by_key(&seq, |e| e.seq) else {
+            return false;
+        };
+        if let Some(e) = self.ready.remove(i) {
+            self.forget(&e);
+            self.dead.push((e, DeadReason::Expired));
+        }
+        true
+    }
+
+    /// Drop every ready message (admin purge). In-flight messages stay with their consumers.
+    pub fn purge(&mut self) -> usize {
+        let n = self.ready.len();
+        for e in std::mem::take(&mut self.ready) {
+            self.forget(&e);
+        }
+        n
+    }
+
+    fn forget(&mut self, e: &Entry) {
+        self.count -= 1;
+        self.bytes -= e.msg.weight();
+    }
     /// Messages held (ready + in flight to client-ack consumers).
     pub fn depth(&self) -> usize {
         self.count
@@ -64,8 +155,8 @@ impl Queue {
     }
 
     /// Would `msg` fit under the bounds?
-    pub fn has_room(&self, msg: &Message, max_messages: usize, max_bytes: usize) -> bool {
-        self.count < max_messages && self.bytes + msg.weight() <= max_bytes
+    pub fn has_room(&self, msg: &Message) -> bool {
+        self.count < self.policy.max_messages && self.bytes + msg.weight() <= self.policy.max_queue_bytes
     }
 
     /// Append a message. `seq` comes from the owning shard's counter, so sequence numbers keep
@@ -74,11 +165,19 @@ impl Queue {
         self.count += 1;
         self.bytes += msg.weight();
         self.enqueued += 1;
-        self.ready.push_back(Entry { seq, msg, redelivered: false });
+        self.ready.push_back(Entry { seq, msg, redelivered: false, deliveries: 0 });
     }
 
-    /// Put a message back in its place (NACK, consumer gone, bounced auto delivery).
+    /// Put a message back in its place (NACK, consumer gone, bounced auto delivery), or to the
+    /// dead letters once it has been redelivered `max_redeliveries` times. The message is
+    /// counted as held on entry.
     fn requeue(&mut self, mut e: Entry) {
+        let max = self.policy.max_redeliveries;
+        if max > 0 && e.deliveries > max {
+            self.forget(&e);
+            self.dead.push((e, DeadReason::MaxRedeliveries));
+            return;
+        }
         e.redelivered = true;
         let pos = self.ready.partition_point(|x| x.seq < e.seq);
         self.ready.insert(pos, e);
@@ -105,7 +204,7 @@ impl Queue {
     }
 
     /// ACK or NACK messages a consumer holds. Returns how many it held.
-    pub fn settle(&mut self, key: SubKey, seqs: &Seqs, requeue: bool) -> usize {
+    pub fn settle(&mut self, key: SubKey, seqs: &Seqs, kind: SettleKind) -> usize {
         let Some(c) = self.consumers.iter_mut().find(|c| c.key == key) else {
             return 0;
         };
@@ -115,11 +214,17 @@ impl Queue {
             if let Some(e) = c.inflight.remove(s) {
                 c.credit += 1;
                 n += 1;
-                if requeue {
-                    back.push(e);
-                } else {
-                    self.count -= 1;
-                    self.bytes -= e.msg.weight();
+                match kind {
+                    SettleKind::Requeue => back.push(e),
+                    SettleKind::Ack => {
+                        self.count -= 1;
+                        self.bytes -= e.msg.weight();
+                    }
+                    SettleKind::Reject => {
+                        self.count -= 1;
+                        self.bytes -= e.msg.weight();
+                        self.dead.push((e, DeadReason::Rejected));
+                    }
                 }
             }
         }
@@ -137,16 +242,24 @@ impl Queue {
     }
 
     /// An auto-ack delivery that found nobody: count it back in and requeue it.
-    pub fn bounce(&mut self, msg: Arc<Message>, seq: u64) {
+    pub fn bounce(&mut self, msg: Arc<Message>, seq: u64, deliveries: u32) {
         self.count += 1;
         self.bytes += msg.weight();
-        self.requeue(Entry { seq, msg, redelivered: true });
+        self.requeue(Entry { seq, msg, redelivered: true, deliveries });
     }
 
-    /// Hand ready messages to consumers with credit, round-robin.
-    pub fn dispatch(&mut self, out: &mut Vec<Dispatch>) {
+    /// Hand ready messages to consumers with credit, round-robin. Expired messages met on the
+    /// way are moved to the dead letters instead (`now_ms`: wall clock).
+    pub fn dispatch(&mut self, out: &mut Vec<Dispatch>, now_ms: u64) {
         let n = self.consumers.len();
         while !self.ready.is_empty() && n > 0 {
+            if self.ready.front().is_some_and(|e| e.msg.expired(now_ms)) {
+                if let Some(e) = self.ready.pop_front() {
+                    self.forget(&e);
+                    self.dead.push((e, DeadReason::Expired));
+                }
+                continue;
+            }
             let mut picked = None;
             for k in 0..n {
                 let i = (self.rr + k) % n;
@@ -157,9 +270,10 @@ impl Queue {
             }
             let Some(i) = picked else { break };
             self.rr = (i + 1) % n;
-            let Some(entry) = self.ready.pop_front() else {
+            let Some(mut entry) = self.ready.pop_front() else {
                 break;
             };
+            entry.deliveries = entry.deliveries.saturating_add(1);
             let c = &mut self.consumers[i];
             c.credit -= 1;
             self.delivered += 1;
@@ -182,47 +296,54 @@ mod tests {
     fn msg(i: u64) -> Arc<Message> {
         Arc::new(Message::new(i, "/queue/q".into(), vec![], vec![b'x'; 10].into()))
     }
+    fn queue(max_redeliveries: u32) -> Queue {
+        let mut p = Policy::defaults(&crate::config::Config::default());
+        p.max_messages = 1;
+        p.max_queue_bytes = 1000;
+        p.max_redeliveries = max_redeliveries;
+        Queue::new(Arc::new(p), 0)
+    }
     fn key(slot: u32) -> SubKey {
         SubKey { conn: ConnRef { worker: 0, slot, gen: 0 }, serial: 0 }
     }
 
     #[test]
     fn round_robin_with_credit() {
-        let mut q = Queue::default();
+        let mut q = queue(0);
         q.subscribe(key(1), AckMode::Auto, 2);
         q.subscribe(key(2), AckMode::Auto, 1);
         for i in 0..5 {
             q.push(msg(i), i);
         }
         let mut out = Vec::new();
-        q.dispatch(&mut out);
+        q.dispatch(&mut out, 0);
         let who: Vec<u32> = out.iter().map(|d| d.key.conn.slot).collect();
         assert_eq!(who, vec![1, 2, 1]);
         assert_eq!(q.depth(), 2);
         q.credit(key(2), 1);
         out.clear();
-        q.dispatch(&mut out);
+        q.dispatch(&mut out, 0);
         assert_eq!(out.len(), 1);
     }
 
     #[test]
     fn nack_and_unsubscribe_requeue_in_order() {
-        let mut q = Queue::default();
+        let mut q = queue(0);
         q.subscribe(key(1), AckMode::Client, 10);
         for i in 0..3 {
             q.push(msg(i), i);
         }
         let mut out = Vec::new();
-        q.dispatch(&mut out);
+        q.dispatch(&mut out, 0);
         assert_eq!(out.len(), 3);
         assert_eq!(q.depth(), 3);
         let seqs: Seqs = [out[1].entry.seq].into_iter().collect();
-        assert_eq!(q.settle(key(1), &seqs, false), 1);
+        assert_eq!(q.settle(key(1), &seqs, SettleKind::Ack), 1);
         assert_eq!(q.depth(), 2);
         q.unsubscribe(key(1));
         q.subscribe(key(2), AckMode::Auto, 10);
         out.clear();
-        q.dispatch(&mut out);
+        q.dispatch(&mut out, 0);
         let ids: Vec<u64> = out.iter().map(|d| d.entry.msg.id).collect();
         assert_eq!(ids, vec![0, 2]);
         assert!(out.iter().all(|d| d.entry.redelivered));
@@ -232,11 +353,38 @@ mod tests {
 
     #[test]
     fn bounds() {
-        let mut q = Queue::default();
+        let mut q = queue(0);
         let m = msg(0);
-        assert!(q.has_room(&m, 1, 1000));
+        assert!(q.has_room(&m));
         q.push(m.clone(), 0);
-        assert!(!q.has_room(&m, 1, 1000));
-        assert!(!q.has_room(&m, 10, m.weight()));
+        assert!(!q.has_room(&m));
+        let mut p = (*q.policy).clone();
+        p.max_messages = 10;
+        p.max_queue_bytes = 2 * m.weight() - 1;
+        q.policy = Arc::new(p);
+        assert!(!q.has_room(&m));
+    }
+
+    #[test]
+    fn dead_letters_after_max_redeliveries_and_on_expiry() {
+        let mut q = queue(1);
+        q.subscribe(key(1), AckMode::Client, 10);
+        q.push(msg(0), 0);
+        let mut expiring = Message::new(1, "/queue/q".into(), vec![], vec![].into());
+        expiring.expires = 50;
+        q.push(Arc::new(expiring), 1);
+        let mut out = Vec::new();
+        q.dispatch(&mut out, 100);
+        assert_eq!(out.len(), 1, "the expired message is not delivered");
+        assert_eq!(q.take_dead().map(|(e, r)| (e.seq, r)).collect::<Vec<_>>(), vec![(1, DeadReason::Expired)]);
+        for round in 0..2 {
+            let seqs: Seqs = [0].into_iter().collect();
+            assert_eq!(q.settle(key(1), &seqs, SettleKind::Requeue), 1);
+            out.clear();
+            q.dispatch(&mut out, 100);
+            assert_eq!(out.len(), 1 - round, "delivered twice, then dead-lettered");
+        }
+        assert_eq!(q.take_dead().map(|(e, r)| (e.deliveries, r)).collect::<Vec<_>>(), vec![(2, DeadReason::MaxRedeliveries)]);
+        assert_eq!(q.depth(), 0);
     }
 }

@@ -1,40 +1,100 @@
 //! The destinations one worker owns, and how it applies [`ToOwner`] requests to them.
 //!
-//! Runs only on the owning worker. Topics keep a subscriber count per worker and send one
-//! [`ToWorker::TopicMessage`] per worker that has subscribers; the receiving worker fans out to
-//! its local subscribers. Queues dispatch each message to one consumer.
+//! Runs only on the owning worker. Topics keep their subscriptions (key and filter value) and
+//! send one [`ToWorker::TopicMessage`] per worker that has subscribers; the receiving worker
+//! fans out to its local subscribers. Queues dispatch each message to one consumer.
 //!
 //! # Invariants
-//! - A topic with no subscribers and a queue with nothing held and nobody subscribed are removed,
-//!   so the table holds only live state.
-//! - A message is never dropped without the publisher hearing of it: a SEND to a full queue is
-//!   answered with [`ToWorker::Rejected`] (`q flup`). A topic message with no subscriber at all is
-//!   not delivered to anyone (topic semantics) and is counted in `unrouted`.
+//! - A topic with no subscribers and nothing retained, and a queue with nothing held and nobody
+//!   subscribed, are removed, so the table holds only live state.
+//! - A message is never dropped without someone hearing of it: a SEND to a full queue (or a
+//!   full topic retention buffer) is answered with [`ToWorker::Rejected`] (`q flup`); a topic
+//!   message with no subscriber and `min_delivery = 0` is counted in `unrouted`; expired and
+//!   dead-lettered messages are counted, and a dead letter that cannot be stored is logged.
+//! - Every message with an expiry that a queue or topic holds has an entry in `expiring`; the
+//!   heap is compacted when stale entries outnumber live ones, so it stays proportional to what
+//!   is held.
 
-use super::queue::{Dispatch, Queue};
-use super::{DestKind, Message};
+use super::policy::{Policies, Policy};
+use super::queue::{DeadReason, Dispatch, Entry, Queue};
+use super::{owner_of, ConnRef, DestKind, Message, SubKey, EXTERNAL};
 use crate::bus::{Outbox, ToOwner, ToWorker};
-use crate::config::Config;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
-#[derive(Debug, Default)]
+/// A topic message kept for later subscribers (`min_delivery`).
+#[derive(Debug)]
+struct Retained {
+    seq: u64,
+    msg: Arc<Message>,
+    /// Deliveries still owed.
+    remaining: u32,
+}
+
+#[derive(Debug)]
 struct Topic {
+    policy: Arc<Policy>,
+    policy_gen: u64,
+    /// Every subscription and its filter value.
+    subs: HashMap<SubKey, Option<Box<str>>>,
     /// Subscriptions per worker, indexed by worker.
     per_worker: Vec<u32>,
-    total: u32,
+    unfiltered: u32,
+    by_filter: HashMap<Box<str>, u32>,
+    retained: VecDeque<Retained>,
+    retained_bytes: usize,
+    enqueued: u64,
     delivered: u64,
 }
 
-/// One destination on the console page.
+impl Topic {
+    fn new(policy: Arc<Policy>, gen: u64, workers: usize) -> Topic {
+        Topic {
+            policy,
+            policy_gen: gen,
+            subs: HashMap::new(),
+            per_worker: vec![0; workers],
+            unfiltered: 0,
+            by_filter: HashMap::new(),
+            retained: VecDeque::new(),
+            retained_bytes: 0,
+            enqueued: 0,
+            delivered: 0,
+        }
+    }
+
+    /// The filter value `msg` routes on, if the topic filters.
+    fn value_of<'m>(&self, msg: &'m Message) -> Option<&'m str> {
+        self.policy.filter_header.as_deref().and_then(|h| msg.header(h))
+    }
+
+    /// How many subscriptions receive `msg`.
+    fn matching(&self, msg: &Message) -> u32 {
+        if self.policy.filter_header.is_none() {
+            return self.subs.len() as u32;
+        }
+        self.unfiltered + self.value_of(msg).and_then(|v| self.by_filter.get(v)).copied().unwrap_or(0)
+    }
+
+    fn is_idle(&self) -> bool {
+        self.subs.is_empty() && self.retained.is_empty()
+    }
+}
+
+/// One destination on the console page and in the stats messages.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DestInfo {
     pub name: String,
     pub kind: &'static str,
     pub subscribers: usize,
+    /// Queue: messages held. Topic: messages retained for later subscribers.
     pub depth: usize,
     pub enqueued: u64,
     pub delivered: u64,
+    /// Listed in the periodic stats messages (the destination's `stats` key).
+    #[serde(skip)]
+    pub stats: bool,
 }
 
 /// Counters for the stats pages.
@@ -43,30 +103,67 @@ pub struct ShardStats {
     pub published: u64,
     pub unrouted: u64,
     pub rejected: u64,
+    pub expired: u64,
+    pub dead_lettered: u64,
+    pub dead_discarded: u64,
+}
+
+/// What an admin purge removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    pub messages: usize,
+    pub found: bool,
 }
 
 pub struct Shard {
     topics: HashMap<Arc<str>, Topic>,
     queues: HashMap<Arc<str>, Queue>,
     workers: usize,
-    max_messages: usize,
-    max_queue_bytes: usize,
+    policies: Arc<Policies>,
     scratch: Vec<Dispatch>,
+    dead: Vec<(Entry, DeadReason)>,
     next_seq: u64,
+    /// (expires ms, seq, destination) of every held message with an expiry.
+    expiring: BinaryHeap<Reverse<(u64, u64, Arc<str>)>>,
+    /// Wall clock (ms since the epoch), set by the worker each turn.
+    pub now_ms: u64,
     pub stats: ShardStats,
 }
 
+/// The shard's own "publisher" for dead letters and link messages: replies to it are logged.
+const SELF_REF: ConnRef = ConnRef { worker: EXTERNAL, slot: 0, gen: 0 };
+
+fn refresh(policies: &Policies, dest: &str, policy: &mut Arc<Policy>, gen: &mut u64) {
+    if *gen != policies.gen {
+        *policy = policies.resolve(dest).clone();
+        *gen = policies.gen;
+    }
+}
+
 impl Shard {
-    pub fn new(cfg: &Config, workers: usize) -> Shard {
+    pub fn new(policies: Arc<Policies>, workers: usize) -> Shard {
         Shard {
             topics: HashMap::new(),
             queues: HashMap::new(),
             workers,
-            max_messages: cfg.max_messages,
-            max_queue_bytes: cfg.max_queue_bytes,
+            policies,
             scratch: Vec::new(),
+            dead: Vec::new(),
             next_seq: 0,
+            expiring: BinaryHeap::new(),
+            now_ms: super::wall_ms(),
             stats: ShardStats::default(),
+        }
+    }
+
+    /// A new policy table (reload, admin `perms`); destinations pick it up on next use.
+    pub fn set_policies(&mut self, p: Arc<Policies>) {
+        self.policies = p;
+        for (name, q) in self.queues.iter_mut() {
+            refresh(&self.policies, name, &mut q.policy, &mut q.policy_gen);
+        }
+        for (name, t) in self.topics.iter_mut() {
+            refresh(&self.policies, name, &mut t.policy, &mut t.policy_gen);
         }
     }
 
@@ -84,10 +181,11 @@ impl Shard {
         let topics = self.topics.iter().map(|(n, t)| DestInfo {
             name: n.to_string(),
             kind: "topic",
-            subscribers: t.total as usize,
-            depth: 0,
-            enqueued: 0,
+            subscribers: t.subs.len(),
+            depth: t.retained.len(),
+            enqueued: t.enqueued,
             delivered: t.delivered,
+            stats: t.policy.stats,
         });
         let queues = self.queues.iter().map(|(n, q)| DestInfo {
             name: n.to_string(),
@@ -96,6 +194,7 @@ impl Shard {
             depth: q.depth(),
             enqueued: q.enqueued,
             delivered: q.delivered,
+            stats: q.policy.stats,
         });
         let all: Vec<DestInfo> = topics.chain(queues).take(max + 1).collect();
         let truncated = all.len() > max;
@@ -107,21 +206,41 @@ impl Shard {
         self.queues.get(dest).map(|q| q.depth())
     }
 
+    /// The earliest expiry of anything held (ms since the epoch).
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.expiring.peek().map(|r| r.0 .0)
+    }
+
+    fn queue_mut(&mut self, dest: &Arc<str>) -> &mut Queue {
+        let (policies, queues) = (&self.policies, &mut self.queues);
+        let q = queues.entry(dest.clone()).or_insert_with(|| Queue::new(policies.resolve(dest).clone(), policies.gen));
+        refresh(policies, dest, &mut q.policy, &mut q.policy_gen);
+        q
+    }
+
+    fn topic_mut(&mut self, dest: &Arc<str>) -> &mut Topic {
+        let (policies, topics, workers) = (&self.policies, &mut self.topics, self.workers);
+        let t = topics.entry(dest.clone()).or_insert_with(|| Topic::new(policies.resolve(dest).clone(), policies.gen, workers));
+        refresh(policies, dest, &mut t.policy, &mut t.policy_gen);
+        t
+    }
+
     /// Apply one request.
     pub fn handle(&mut self, req: ToOwner, out: &mut Outbox) {
         match req {
             ToOwner::Publish { msg, from, receipt } => self.publish(msg, from, receipt, out),
-            ToOwner::Subscribe { dest, key, mode, prefetch } => match DestKind::of(&dest) {
-                DestKind::Topic => {
-                    let t = self.topics.entry(dest).or_default();
-                    if t.per_worker.is_empty() {
-                        t.per_worker = vec![0; self.workers];
-                    }
-                    t.per_worker[key.conn.worker as usize] += 1;
-                    t.total += 1;
-                }
+            ToOwner::Subscribe { dest, key, mode, prefetch, filter } => match DestKind::of(&dest) {
+                DestKind::Topic => self.subscribe_topic(dest, key, filter, out),
                 DestKind::Queue => {
-                    let q = self.queues.entry(dest.clone()).or_default();
+                    let q = self.queue_mut(&dest);
+                    if q.consumers() >= q.policy.max_subscribers {
+                        let detail = format!("{dest} has {} subscribers, its limit (max_connections)", q.consumers());
+                        if q.is_idle() {
+                            self.queues.remove(&dest);
+                        }
+                        out.to_worker(key.conn.worker as usize, ToWorker::SubscribeRefused { key, word: "dest flup", detail });
+                        return;
+                    }
                     q.subscribe(key, mode, prefetch);
                     self.dispatch(&dest, out);
                 }
@@ -129,12 +248,21 @@ impl Shard {
             ToOwner::Unsubscribe { dest, key } => match DestKind::of(&dest) {
                 DestKind::Topic => {
                     if let Some(t) = self.topics.get_mut(&dest) {
-                        let w = key.conn.worker as usize;
-                        if t.per_worker.get(w).copied().unwrap_or(0) > 0 {
-                            t.per_worker[w] -= 1;
-                            t.total -= 1;
+                        if let Some(filter) = t.subs.remove(&key) {
+                            t.per_worker[key.conn.worker as usize] -= 1;
+                            match filter {
+                                Some(v) => {
+                                    if let Some(n) = t.by_filter.get_mut(&v) {
+                                        *n -= 1;
+                                        if *n == 0 {
+                                            t.by_filter.remove(&v);
+                                        }
+                                    }
+                                }
+                                None => t.unfiltered -= 1,
+                            }
                         }
-                        if t.total == 0 {
+                        if t.is_idle() {
                             self.topics.remove(&dest);
                         }
                     }
@@ -146,9 +274,9 @@ impl Shard {
                     self.dispatch(&dest, out);
                 }
             },
-            ToOwner::Settle { dest, key, seqs, requeue } => {
+            ToOwner::Settle { dest, key, seqs, kind } => {
                 if let Some(q) = self.queues.get_mut(&dest) {
-                    q.settle(key, &seqs, requeue);
+                    q.settle(key, &seqs, kind);
                 }
                 self.dispatch(&dest, out);
             }
@@ -158,9 +286,19 @@ impl Shard {
                 }
                 self.dispatch(&dest, out);
             }
-            ToOwner::Bounce { dest, msg, seq } => {
-                self.queues.entry(dest.clone()).or_default().bounce(msg, seq);
+            ToOwner::Bounce { dest, msg, seq, deliveries } => {
+                self.queue_mut(&dest).bounce(msg, seq, deliveries);
                 self.dispatch(&dest, out);
+            }
+            ToOwner::Admin { from, op } => {
+                let reply = match op {
+                    crate::admin::AdminOp::Purge { dest } => {
+                        let p = self.purge(&dest);
+                        crate::admin::purge_reply(&dest, p)
+                    }
+                    other => crate::admin::AdminReply::error(other.name(), "not an owner operation"),
+                };
+                out.to_worker(from.worker as usize, ToWorker::AdminResult { conn: from, reply });
             }
             ToOwner::Stats { .. } => {} // answered by the worker, which knows its connections
             ToOwner::Barrier { from } => {
@@ -170,16 +308,139 @@ impl Shard {
         }
     }
 
-    fn publish(&mut self, msg: Arc<Message>, from: crate::broker::ConnRef, receipt: Option<Box<str>>, out: &mut Outbox) {
+    /// Remove every ready message of a queue, or every retained message of a topic.
+    pub fn purge(&mut self, dest: &str) -> Purged {
+        if let Some(q) = self.queues.get_mut(dest) {
+            let messages = q.purge();
+            if q.is_idle() {
+                self.queues.remove(dest);
+            }
+            return Purged { messages, found: true };
+        }
+        if let Some(t) = self.topics.get_mut(dest) {
+            let messages = t.retained.len();
+            t.retained.clear();
+            t.retained_bytes = 0;
+            if t.is_idle() {
+                self.topics.remove(dest);
+            }
+            return Purged { messages, found: true };
+        }
+        Purged { messages: 0, found: false }
+    }
+
+    fn subscribe_topic(&mut self, dest: Arc<str>, key: SubKey, filter: Option<Box<str>>, out: &mut Outbox) {
+        let now = self.now_ms;
+        let t = self.topic_mut(&dest);
+        if t.subs.len() >= t.policy.max_subscribers {
+            let detail = format!("{dest} has {} subscribers, its limit (max_connections)", t.subs.len());
+            if t.is_idle() {
+                self.topics.remove(&dest);
+            }
+            out.to_worker(key.conn.worker as usize, ToWorker::SubscribeRefused { key, word: "dest flup", detail });
+            return;
+        }
+        if t.subs.insert(key, filter.clone()).is_some() {
+            return;
+        }
+        t.per_worker[key.conn.worker as usize] += 1;
+        match &filter {
+            Some(v) => *t.by_filter.entry(v.clone()).or_default() += 1,
+            None => t.unfiltered += 1,
+        }
+        if t.retained.is_empty() {
+            return;
+        }
+        // Replay what earlier subscribers have not yet taken often enough.
+        let header = t.policy.filter_header.clone();
+        let mut expired = 0;
+        for r in t.retained.iter_mut() {
+            if r.msg.expired(now) {
+                r.remaining = 0;
+                expired += 1;
+                continue;
+            }
+            let matches = match (&filter, &header) {
+                (Some(v), Some(h)) => r.msg.header(h) == Some(&**v),
+                _ => true,
+            };
+            if matches {
+                r.remaining -= 1;
+                t.delivered += 1;
+                out.to_worker(key.conn.worker as usize, ToWorker::Replay { key, msg: r.msg.clone() });
+            }
+        }
+        let mut bytes = t.retained_bytes;
+        t.retained.retain(|r| {
+            if r.remaining == 0 {
+                bytes -= r.msg.weight();
+            }
+            r.remaining > 0
+        });
+        t.retained_bytes = bytes;
+        self.stats.expired += expired;
+    }
+
+    fn reject(&mut self, from: ConnRef, receipt: Option<Box<str>>, detail: String, out: &mut Outbox) {
+        self.stats.rejected += 1;
+        if from.worker == EXTERNAL {
+            log::warn!("a message was refused: {detail}");
+        } else {
+            out.to_worker(from.worker as usize, ToWorker::Rejected { conn: from, word: "q flup", detail, receipt });
+        }
+    }
+
+    fn publish(&mut self, msg: Arc<Message>, from: ConnRef, receipt: Option<Box<str>>, out: &mut Outbox) {
         let dest = msg.destination.clone();
+        if msg.expired(self.now_ms) {
+            self.stats.expired += 1;
+            return;
+        }
         match DestKind::of(&dest) {
             DestKind::Topic => {
                 self.stats.published += 1;
-                let Some(t) = self.topics.get_mut(&dest) else {
+                let retains = self.policies.resolve(&dest).min_delivery > 0;
+                if !retains && !self.topics.contains_key(&dest) {
                     self.stats.unrouted += 1;
                     return;
-                };
-                t.delivered += t.total as u64;
+                }
+                let seq = self.next_seq;
+                let t = self.topic_mut(&dest);
+                t.enqueued += 1;
+                let matching = t.matching(&msg);
+                let owed = t.policy.min_delivery.saturating_sub(matching);
+                if owed > 0 {
+                    let (max_m, max_b) = (t.policy.max_messages, t.policy.max_queue_bytes);
+                    if t.retained.len() >= max_m || t.retained_bytes + msg.weight() > max_b {
+                        let detail = format!(
+                            "topic {dest} already keeps {} messages for later subscribers (min_delivery; limits: max_messages = {max_m}, max_queue_bytes = {max_b}); the message was not accepted",
+                            t.retained.len()
+                        );
+                        if t.is_idle() {
+                            self.topics.remove(&dest);
+                        }
+                        self.stats.published -= 1;
+                        self.reject(from, receipt, detail, out);
+                        return;
+                    }
+                    t.retained_bytes += msg.weight();
+                    t.retained.push_back(Retained { seq, msg: msg.clone(), remaining: owed });
+                    self.next_seq += 1;
+                    if msg.expires != 0 {
+                        self.expiring.push(Reverse((msg.expires, seq, dest.clone())));
+                    }
+                }
+                let t = self.topics.get_mut(&dest).expect("topic created above");
+                if matching == 0 {
+                    if owed == 0 {
+                        self.stats.unrouted += 1;
+                    }
+                    if t.is_idle() {
+                        self.topics.remove(&dest);
+                    }
+                    return;
+                }
+                t.delivered += matching as u64;
                 for (w, &n) in t.per_worker.iter().enumerate() {
                     if n > 0 {
                         out.to_worker(w, ToWorker::TopicMessage { dest: dest.clone(), msg: msg.clone() });
@@ -187,29 +448,77 @@ impl Shard {
                 }
             }
             DestKind::Queue => {
-                let q = self.queues.entry(dest.clone()).or_default();
-                if !q.has_room(&msg, self.max_messages, self.max_queue_bytes) {
-                    self.stats.rejected += 1;
+                let q = self.queue_mut(&dest);
+                if !q.has_room(&msg) {
                     let detail = format!(
                         "queue {dest} is full ({} messages held; limits: max_messages = {}, max_queue_bytes = {}); the message was not accepted",
                         q.depth(),
-                        self.max_messages,
-                        self.max_queue_bytes
+                        q.policy.max_messages,
+                        q.policy.max_queue_bytes
                     );
                     if q.is_idle() {
                         self.queues.remove(&dest);
                     }
-                    if from.worker == crate::broker::EXTERNAL {
-                        log::warn!("ServerHandle::publish to {dest} refused: {detail}");
-                    } else {
-                        out.to_worker(from.worker as usize, ToWorker::Rejected { conn: from, word: "q flup", detail, receipt });
-                    }
+                    self.reject(from, receipt, detail, out);
                     return;
                 }
-                self.stats.published += 1;
-                q.push(msg, self.next_seq);
+                let seq = self.next_seq;
                 self.next_seq += 1;
+                if msg.expires != 0 {
+                    self.expiring.push(Reverse((msg.expires, seq, dest.clone())));
+                }
+                self.queue_mut(&dest).push(msg, seq);
+                self.stats.published += 1;
                 self.dispatch(&dest, out);
+                if seq % 1024 == 0 {
+                    self.compact_expiring();
+                }
+            }
+        }
+    }
+
+    /// Rebuild the expiry heap without entries for messages no longer held, when those are the
+    /// majority.
+    fn compact_expiring(&mut self) {
+        let held: usize =
+            self.queues.values().map(|q| q.depth()).sum::<usize>() + self.topics.values().map(|t| t.retained.len()).sum::<usize>();
+        if self.expiring.len() <= 2 * held + 1024 {
+            return;
+        }
+        let (queues, topics) = (&self.queues, &self.topics);
+        let live = |(_, seq, d): &(u64, u64, Arc<str>)| match DestKind::of(d) {
+            DestKind::Queue => queues.get(d).is_some_and(|q| q.holds(*seq)),
+            DestKind::Topic => topics.get(d).is_some_and(|t| t.retained.binary_search_by_key(seq, |r| r.seq).is_ok()),
+        };
+        let kept: Vec<_> = std::mem::take(&mut self.expiring).into_iter().filter(|r| live(&r.0)).collect();
+        self.expiring = kept.into();
+    }
+
+    /// Remove what expired by `now_ms` (queue messages go to their dead-letter destination).
+    pub fn expire(&mut self, now_ms: u64, out: &mut Outbox) {
+        self.now_ms = now_ms;
+        while self.expiring.peek().is_some_and(|r| r.0 .0 <= now_ms) {
+            let Some(Reverse((_, seq, dest))) = self.expiring.pop() else { break };
+            match DestKind::of(&dest) {
+                DestKind::Queue => {
+                    if let Some(q) = self.queues.get_mut(&dest) {
+                        q.expire(seq);
+                    }
+                    self.dispatch(&dest, out);
+                }
+                DestKind::Topic => {
+                    if let Some(t) = self.topics.get_mut(&dest) {
+                        if let Ok(i) = t.retained.binary_search_by_key(&seq, |r| r.seq) {
+                            if let Some(r) = t.retained.remove(i) {
+                                t.retained_bytes -= r.msg.weight();
+                                self.stats.expired += 1;
+                            }
+                        }
+                        if t.is_idle() {
+                            self.topics.remove(&dest);
+                        }
+                    }
+                }
             }
         }
     }
@@ -218,7 +527,9 @@ impl Shard {
         let Some(q) = self.queues.get_mut(dest) else {
             return;
         };
-        q.dispatch(&mut self.scratch);
+        q.dispatch(&mut self.scratch, self.now_ms);
+        self.dead.extend(q.take_dead());
+        let policy = q.policy.clone();
         let idle = q.is_idle();
         for d in self.scratch.drain(..) {
             out.to_worker(
@@ -229,11 +540,47 @@ impl Shard {
                     seq: d.entry.seq,
                     redelivered: d.entry.redelivered,
                     retained: d.retained,
+                    deliveries: d.entry.deliveries,
                 },
             );
         }
         if idle {
             self.queues.remove(dest);
+        }
+        if !self.dead.is_empty() {
+            self.dead_letter(dest, &policy, out);
+        }
+    }
+
+    /// Send the messages in `self.dead` to `dest`'s dead-letter destination (or discard them,
+    /// counted and logged, when it has none).
+    fn dead_letter(&mut self, dest: &str, policy: &Policy, out: &mut Outbox) {
+        let target = policy.dead_letter_for(dest);
+        for (e, reason) in std::mem::take(&mut self.dead) {
+            if reason == DeadReason::Expired {
+                self.stats.expired += 1;
+            }
+            let Some(dl) = &target else {
+                self.stats.dead_discarded += 1;
+                if self.stats.dead_discarded.is_power_of_two() {
+                    log::warn!(
+                        "{dest}: {} messages discarded without a dead-letter destination (last: {})",
+                        self.stats.dead_discarded,
+                        reason.as_str()
+                    );
+                }
+                continue;
+            };
+            self.stats.dead_lettered += 1;
+            let mut headers = e.msg.headers.clone();
+            headers.push(("original-destination".into(), dest.into()));
+            headers.push(("original-message-id".into(), e.msg.custom_id.clone().unwrap_or_else(|| e.msg.id.to_string().into())));
+            headers.push(("dlq-reason".into(), reason.as_str().into()));
+            headers.push(("dlq-deliveries".into(), e.deliveries.to_string().into()));
+            let mut m = Message::new(e.msg.id, Arc::from(dl.as_str()), headers, e.msg.body.clone());
+            m.custom_id = e.msg.custom_id.clone();
+            let w = owner_of(dl, self.workers);
+            out.to_owner(w, ToOwner::Publish { msg: Arc::new(m), from: SELF_REF, receipt: None });
         }
     }
 }

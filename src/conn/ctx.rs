@@ -20,6 +20,54 @@ pub struct LocalSub {
     pub serial: u32,
 }
 
+/// This worker's subscribers of one topic, indexed for filters: a message goes to every
+/// unfiltered subscriber plus those whose filter value equals the message's `filter_header`
+/// value (one hash lookup, never a scan of subscribers).
+#[derive(Debug, Default)]
+pub struct TopicSubs {
+    /// The header filtered subscriptions route on (from the destination's policy at subscribe).
+    pub filter_header: Option<Box<str>>,
+    pub all: Vec<LocalSub>,
+    pub by_value: HashMap<Box<str>, Vec<LocalSub>>,
+}
+
+impl TopicSubs {
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty() && self.by_value.is_empty()
+    }
+
+    pub fn add(&mut self, ls: LocalSub, filter: Option<&str>) {
+        match filter {
+            Some(v) => self.by_value.entry(Box::from(v)).or_default().push(ls),
+            None => self.all.push(ls),
+        }
+    }
+
+    pub fn remove(&mut self, ls: LocalSub, filter: Option<&str>) {
+        match filter {
+            Some(v) => {
+                if let Some(list) = self.by_value.get_mut(v) {
+                    list.retain(|l| *l != ls);
+                    if list.is_empty() {
+                        self.by_value.remove(v);
+                    }
+                }
+            }
+            None => self.all.retain(|l| *l != ls),
+        }
+    }
+
+    /// The subscribers `msg` goes to, appended to `out`.
+    pub fn matching(&self, msg: &crate::broker::Message, out: &mut Vec<LocalSub>) {
+        out.extend_from_slice(&self.all);
+        if let Some(h) = &self.filter_header {
+            if let Some(list) = msg.header(h).and_then(|v| self.by_value.get(v)) {
+                out.extend_from_slice(list);
+            }
+        }
+    }
+}
+
 /// Per-worker counters (read by stats; never shared-locked).
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct WorkerStats {
@@ -30,6 +78,8 @@ pub struct WorkerStats {
     pub messages_out: u64,
     pub dropped_slow: u64,
     pub errors_sent: u64,
+    /// Topic deliveries skipped because the message had expired.
+    pub expired: u64,
 }
 
 /// Buffers returned by idle connections, reused by busy ones.
@@ -64,7 +114,13 @@ pub struct Ctx {
     pub auth: Arc<Authenticator>,
     pub auth_tx: Sender<AuthJob>,
     /// Local subscribers per topic name (this worker's connections only).
-    pub topics: HashMap<Arc<str>, Vec<LocalSub>>,
+    pub topics: HashMap<Arc<str>, TopicSubs>,
+    /// The destination policies in force (swapped on reload and admin `perms`).
+    pub policies: Arc<crate::broker::policy::Policies>,
+    /// Wall clock, ms since the epoch, taken once per loop turn (for expiry).
+    pub wall_ms: u64,
+    /// The stop flag and connection count shared by every worker of this server.
+    pub shared: Arc<crate::worker::Shared>,
     pub timers: Timers,
     pub now: Instant,
     pub pool: BufPool,
@@ -96,6 +152,8 @@ impl Ctx {
         auth_tx: Sender<AuthJob>,
         handlers: Arc<crate::api::Handlers>,
         site: Arc<super::web::Site>,
+        policies: Arc<crate::broker::policy::Policies>,
+        shared: Arc<crate::worker::Shared>,
     ) -> Ctx {
         Ctx {
             worker,
@@ -106,6 +164,9 @@ impl Ctx {
             auth,
             auth_tx,
             topics: HashMap::new(),
+            policies,
+            wall_ms: crate::broker::wall_ms(),
+            shared,
             timers: Timers::default(),
             now: Instant::now(),
             pool: BufPool::default(),
@@ -125,6 +186,13 @@ impl Ctx {
     pub fn next_message_id(&mut self) -> u64 {
         self.next_msg += 1;
         message_id(self.worker, self.next_msg)
+    }
+
+    /// Stop the whole server gracefully (admin `shutdown`): every worker stops accepting,
+    /// flushes and closes its connections.
+    pub fn request_stop(&mut self) {
+        self.shared.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.outbox.wake_all_now();
     }
 
     /// Queue one credit for an auto-ack queue subscription.

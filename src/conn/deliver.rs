@@ -56,7 +56,10 @@ pub fn write_message(
 /// The header lines every receiver of one version gets alike, through the blank line.
 fn shared_head(out: &mut Vec<u8>, version: crate::stomp::Version, msg: &Message) {
     let esc = encoder::escaping(version);
-    encoder::header_u64(out, "message-id", msg.id);
+    match &msg.custom_id {
+        Some(id) => encoder::header(out, "message-id", id, esc),
+        None => encoder::header_u64(out, "message-id", msg.id),
+    }
     encoder::header(out, "destination", &msg.destination, esc);
     for (k, v) in &msg.headers {
         // STOMP 1.0 has no escaping (B3): a header that holds a colon in its name, or an EOL
@@ -75,7 +78,42 @@ fn shared_head(out: &mut Vec<u8>, version: crate::stomp::Version, msg: &Message)
 pub fn handle(msg: ToWorker, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
     match msg {
         ToWorker::TopicMessage { dest, msg } => topic_message(&dest, &msg, conns, ctx),
-        ToWorker::QueueMessage { key, msg, seq, redelivered, retained } => queue_message(key, msg, seq, redelivered, retained, conns, ctx),
+        ToWorker::QueueMessage { key, msg, seq, redelivered, retained, deliveries } => {
+            queue_message(key, msg, seq, redelivered, retained, deliveries, conns, ctx)
+        }
+        ToWorker::Replay { key, msg } => {
+            let target = live(conns, key.conn.slot, key.conn.gen).filter(|c| c.phase == Phase::Open);
+            if let Some(conn) = target {
+                if !msg.expired(ctx.wall_ms) {
+                    write_to(conn, key.serial, &msg, false, 0, ctx);
+                }
+            }
+        }
+        ToWorker::SubscribeRefused { key, word, detail } => {
+            if let Some(c) = live(conns, key.conn.slot, key.conn.gen) {
+                session::forget_subscription(c, key.serial, ctx);
+                session::fail(c, ctx, Fatal::new(word, detail));
+            }
+        }
+        ToWorker::AdminResult { conn, reply } => {
+            if let Some(c) = live(conns, conn.slot, conn.gen) {
+                crate::admin::write_reply(c, &reply, ctx);
+            }
+        }
+        ToWorker::Kick { target, by } => {
+            let reply = match live(conns, target.slot, target.gen) {
+                Some(c) if !c.is_closing() => {
+                    let sid = c.session_id();
+                    session::fail(c, ctx, Fatal::new("general", "closed by an administrator"));
+                    c.close_reason = Some(CloseReason::Kicked);
+                    log::info!("{sid}: kicked by admin session {}-{}-{}", by.worker, by.slot, by.gen);
+                    crate::admin::AdminReply::ok("kick", format!("{sid}: closed"))
+                }
+                _ => crate::admin::AdminReply::error("kick", "no such open connection"),
+            };
+            ctx.outbox.to_worker(by.worker as usize, ToWorker::AdminResult { conn: by, reply });
+        }
+        ToWorker::Reconfigure(_) => log::error!("a reconfiguration reached the delivery code; it is applied by the worker"),
         ToWorker::BarrierDone { conn, owner } => {
             if let Some(c) = live(conns, conn.slot, conn.gen) {
                 session::barrier_done(c, owner as usize, ctx);
@@ -107,15 +145,19 @@ pub fn handle(msg: ToWorker, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
 }
 
 fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
-    let Some(list) = ctx.topics.get(dest) else {
+    let Some(subs) = ctx.topics.get(dest) else {
         return;
     };
+    if msg.expired(ctx.wall_ms) {
+        ctx.stats.expired += 1;
+        return;
+    }
     // Copy the subscribers into the worker's scratch vector (no allocation once warm): the
     // deliveries below need `ctx` mutably. The list cannot change meanwhile: closes started here
     // only change the phase; subscriptions leave the index when the worker finishes the close.
     let mut scratch = std::mem::take(&mut ctx.fanout);
     scratch.clear();
-    scratch.extend_from_slice(list);
+    subs.matching(msg, &mut scratch);
     for &ls in &scratch {
         let Some(conn) = live(conns, ls.slot, ls.gen) else {
             continue;
@@ -129,7 +171,7 @@ fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ct
         };
         let over = conn.pending_out() >= max_pending || (sub.mode != AckMode::Auto && sub.pending.len() >= sub.prefetch as usize);
         if over {
-            match ctx.cfg.slow_consumer {
+            match sub.slow {
                 SlowConsumerPolicy::Drop => {
                     ctx.stats.dropped_slow += 1;
                     let sid = conn.session_id();
@@ -171,7 +213,7 @@ fn write_to(conn: &mut Conn, serial: u32, msg: &Message, redelivered: bool, seq:
     let ack = if sub.mode == AckMode::Auto {
         None
     } else {
-        sub.pending.push_back(Pending { tag, msg_id: msg.id, seq });
+        sub.pending.push_back(Pending { tag, msg_id: msg.ack_id(), seq });
         Some((serial, tag))
     };
     // 1.0 and 1.1 clients ACK by message-id; the ack header is 1.2's.
@@ -181,7 +223,17 @@ fn write_to(conn: &mut Conn, serial: u32, msg: &Message, redelivered: bool, seq:
     mark_dirty(conn, ctx);
 }
 
-fn queue_message(key: SubKey, msg: Arc<Message>, seq: u64, redelivered: bool, retained: bool, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+#[allow(clippy::too_many_arguments)]
+fn queue_message(
+    key: SubKey,
+    msg: Arc<Message>,
+    seq: u64,
+    redelivered: bool,
+    retained: bool,
+    deliveries: u32,
+    conns: &mut Slab<Conn>,
+    ctx: &mut Ctx,
+) {
     let target = live(conns, key.conn.slot, key.conn.gen).filter(|c| c.phase == Phase::Open && c.session.subs.contains_key(&key.serial));
     let Some(conn) = target else {
         // The subscription is gone. A retained message is still held by the owner (it was or will
@@ -189,7 +241,7 @@ fn queue_message(key: SubKey, msg: Arc<Message>, seq: u64, redelivered: bool, re
         if !retained {
             let dest = msg.destination.clone();
             let w = owner_of(&dest, ctx.outbox.workers());
-            ctx.outbox.to_owner(w, ToOwner::Bounce { dest, msg, seq });
+            ctx.outbox.to_owner(w, ToOwner::Bounce { dest, msg, seq, deliveries });
         }
         return;
     };

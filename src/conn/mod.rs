@@ -63,6 +63,8 @@ pub enum CloseReason {
     SlowConsumer,
     /// The broker is shutting down.
     Shutdown,
+    /// An admin closed it (`/virt/admin/kick`).
+    Kicked,
 }
 
 impl fmt::Display for CloseReason {
@@ -77,6 +79,7 @@ impl fmt::Display for CloseReason {
             CloseReason::HeartBeatTimeout => f.write_str("heart-beat timeout"),
             CloseReason::SlowConsumer => f.write_str("slow consumer"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
+            CloseReason::Kicked => f.write_str("closed by an admin"),
         }
     }
 }
@@ -119,6 +122,8 @@ pub struct Conn {
     torn_down: bool,
     /// Web-port state (HTTP, then WebSocket); `None` for STOMP over TCP.
     pub web: Option<Box<web::Web>>,
+    /// The kind of port the connection came in on.
+    pub listener: crate::worker::ListenerKind,
 }
 
 impl Conn {
@@ -148,6 +153,7 @@ impl Conn {
             admin: false,
             torn_down: false,
             web: None,
+            listener: crate::worker::ListenerKind::Stomp,
         }
     }
 

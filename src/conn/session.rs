@@ -13,11 +13,15 @@
 
 use super::{mark_dirty, CloseReason, Conn, Ctx, Phase};
 use crate::auth::{self, AuthJob, Verdict};
+use crate::broker::policy::Policy;
+use crate::broker::queue::SettleKind;
 use crate::broker::{owner_of, AckMode, DestKind, Message, SubKey};
 use crate::bus::{Seqs, ToOwner};
+use crate::config::SlowConsumerPolicy;
 use crate::stomp::version::{self, negotiate_heart_beat, HeartBeat};
 use crate::stomp::{encoder, parse, skip_eols, Command, Frame, ParseError, Parsed, Version};
 use crate::timer::{Timer, TimerKind};
+use crate::worker::ListenerKind;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +72,10 @@ pub struct Subscription {
     pub owed_credit: u32,
     /// Topic messages dropped for this subscription under the `drop` policy.
     pub dropped: u64,
+    /// The filter value of a filtered topic subscription (`filter:HEADER=VALUE`).
+    pub filter: Option<Box<str>>,
+    /// What happens when this topic subscriber falls behind (the destination's policy).
+    pub slow: SlowConsumerPolicy,
 }
 
 /// How an ACK/NACK named its message, resolved when it takes effect.
@@ -75,7 +83,7 @@ pub struct Subscription {
 struct SettleTarget {
     serial: u32,
     tag: u64,
-    nack: bool,
+    kind: SettleKind,
 }
 
 #[derive(Debug)]
@@ -110,9 +118,10 @@ pub struct Session {
     next_tag: u64,
     /// Some subscription has `owed_credit`.
     pub owes_credit: bool,
-    /// The destination of the last SEND: a producer nearly always repeats it, so its name is
-    /// shared instead of allocated again for every message.
-    last_dest: Option<Arc<str>>,
+    /// The destination of the last SEND, its policy and the policy table generation: a producer
+    /// nearly always repeats it, so its name is shared instead of allocated again and its policy
+    /// is not looked up again for every message.
+    last_dest: Option<(Arc<str>, Arc<Policy>, u64)>,
 }
 
 impl Session {
@@ -342,23 +351,67 @@ fn is_broker_header(name: &str) -> bool {
     matches!(name, "destination" | "content-length" | "receipt" | "transaction" | "message-id" | "subscription" | "ack" | "redelivered")
 }
 
+/// Refuse a destination the policies do not allow this connection to use.
+fn check_policy(conn: &Conn, dest: &str, p: &Policy, write: bool, ctx: &Ctx) -> Res {
+    if !ctx.policies.allows(dest, p) {
+        return Err(Fatal::new("destination unknown", format!("{dest} is not a configured destination (create_destinations = false)")));
+    }
+    if p.blocks(write, conn.listener == ListenerKind::Web) {
+        let what = if write { "SEND to" } else { "SUBSCRIBE to" };
+        return Err(Fatal::new("blocked", format!("{what} {dest} is not allowed here (read_block/write_block)")));
+    }
+    Ok(())
+}
+
 fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let dest = destination(f)?;
-    let headers = f
+    if let Some(action) = dest.strip_prefix(crate::admin::PREFIX) {
+        if conn.listener != ListenerKind::Admin || !conn.admin {
+            return Err(Fatal::new("blocked", format!("{dest}: admin actions are accepted only from an admin user on the admin port")));
+        }
+        if let Some(w) = crate::admin::handle(conn, f, action, ctx) {
+            conn.session.touched.insert(w);
+        }
+        return Ok(());
+    }
+    let (dest, policy) = match &conn.session.last_dest {
+        Some((d, p, gen)) if **d == *dest && *gen == ctx.policies.gen => (d.clone(), p.clone()),
+        _ => {
+            let d: Arc<str> = Arc::from(dest);
+            let p = ctx.policies.resolve(&d).clone();
+            conn.session.last_dest = Some((d.clone(), p.clone(), ctx.policies.gen));
+            (d, p)
+        }
+    };
+    check_policy(conn, &dest, &policy, true, ctx)?;
+    if f.body.len() > policy.max_message_size {
+        return Err(Fatal::new(
+            "msg flup",
+            format!("the body is {} bytes; {dest} accepts at most {} (max_message_size)", f.body.len(), policy.max_message_size),
+        ));
+    }
+    let mut expires = match f.header("expires") {
+        None | Some("") => 0,
+        Some(v) => v.parse::<u64>().map_err(|_| Fatal::new("syntax", format!("expires {v:?} is not milliseconds since the epoch")))?,
+    };
+    let mut headers: Vec<(Box<str>, Box<str>)> = f
         .headers
         .iter()
         .filter(|h| !is_broker_header(&h.name))
         .map(|h| (Box::from(h.name.as_ref()), Box::from(h.value.as_ref())))
         .collect();
-    let dest: Arc<str> = match &conn.session.last_dest {
-        Some(d) if **d == *dest => d.clone(),
-        _ => {
-            let d: Arc<str> = Arc::from(dest);
-            conn.session.last_dest = Some(d.clone());
-            d
-        }
-    };
-    let msg = Arc::new(Message::new(ctx.next_message_id(), dest, headers, f.body.into()));
+    if expires == 0 && policy.expiry > 0 {
+        expires = ctx.wall_ms + policy.expiry;
+        headers.retain(|(k, _)| &**k != "expires");
+        headers.push((Box::from("expires"), expires.to_string().into_boxed_str()));
+    }
+    let mut msg = Message::new(ctx.next_message_id(), dest, headers, f.body.into());
+    msg.expires = expires;
+    if conn.listener == ListenerKind::Admin {
+        // Trusted publishers may name their messages.
+        msg.custom_id = f.header("message-id").filter(|v| !v.is_empty()).map(Box::from);
+    }
+    let msg = Arc::new(msg);
     ctx.stats.messages_in += 1;
     match f.header("transaction") {
         Some(t) => {
@@ -496,6 +549,20 @@ fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         Some(m) => return Err(Fatal::new("syntax", format!("ack mode {m:?} is not auto, client or client-individual"))),
     };
     let prefetch = parse_prefetch(f, ctx)?;
+    let policy = ctx.policies.resolve(dest).clone();
+    check_policy(conn, dest, &policy, false, ctx)?;
+    let mode = if policy.auto_ack { AckMode::Auto } else { mode };
+    let filter = match f.header("filter") {
+        None | Some("") => None,
+        Some(spec) => {
+            let (name, value) = spec.split_once('=').ok_or_else(|| Fatal::new("syntax", format!("filter {spec:?} is not NAME=VALUE")))?;
+            match policy.filter_header.as_deref() {
+                Some(h) if h == name && DestKind::of(dest) == DestKind::Topic => Some(Box::<str>::from(value)),
+                Some(h) => return Err(Fatal::new("syntax", format!("{dest} filters on the {h} header, not {name}"))),
+                None => return Err(Fatal::new("syntax", format!("{dest} does not filter (no filter_header configured)"))),
+            }
+        }
+    };
     if conn.session.by_id.contains_key(id) {
         return Err(Fatal::new("syntax", format!("duplicated subscription identifier {id:?}")));
     }
@@ -510,34 +577,52 @@ fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     s.by_id.insert(Box::from(id), serial);
     s.subs.insert(
         serial,
-        Subscription { id: Box::from(id), dest: dest.clone(), kind, mode, prefetch, pending: VecDeque::new(), owed_credit: 0, dropped: 0 },
+        Subscription {
+            id: Box::from(id),
+            dest: dest.clone(),
+            kind,
+            mode,
+            prefetch,
+            pending: VecDeque::new(),
+            owed_credit: 0,
+            dropped: 0,
+            filter: filter.clone(),
+            slow: policy.slow_consumer,
+        },
     );
     if kind == DestKind::Topic {
-        ctx.topics.entry(dest.clone()).or_default().push(super::ctx::LocalSub { slot: conn.me.slot, gen: conn.me.gen, serial });
+        let t = ctx.topics.entry(dest.clone()).or_default();
+        t.filter_header = policy.filter_header.clone();
+        t.add(super::ctx::LocalSub { slot: conn.me.slot, gen: conn.me.gen, serial }, filter.as_deref());
     }
     let w = owner_of(&dest, ctx.outbox.workers());
     s.touched.insert(w);
-    ctx.outbox.to_owner(w, ToOwner::Subscribe { dest, key: SubKey { conn: conn.me, serial }, mode, prefetch });
+    ctx.outbox.to_owner(w, ToOwner::Subscribe { dest, key: SubKey { conn: conn.me, serial }, mode, prefetch, filter });
     Ok(())
 }
 
 /// Remove a subscription here and at its owner (which requeues what a queue consumer held).
 pub fn drop_subscription(conn: &mut Conn, serial: u32, ctx: &mut Ctx) {
-    let Some(sub) = conn.session.subs.remove(&serial) else {
-        return;
-    };
+    if let Some(sub) = forget_subscription(conn, serial, ctx) {
+        let w = owner_of(&sub.dest, ctx.outbox.workers());
+        conn.session.touched.insert(w);
+        ctx.outbox.to_owner(w, ToOwner::Unsubscribe { dest: sub.dest, key: SubKey { conn: conn.me, serial } });
+    }
+}
+
+/// Remove a subscription from this worker only (the owner refused it, or is told separately).
+pub fn forget_subscription(conn: &mut Conn, serial: u32, ctx: &mut Ctx) -> Option<Subscription> {
+    let sub = conn.session.subs.remove(&serial)?;
     conn.session.by_id.remove(&sub.id);
     if sub.kind == DestKind::Topic {
-        if let Some(list) = ctx.topics.get_mut(&sub.dest) {
-            list.retain(|l| !(l.slot == conn.me.slot && l.gen == conn.me.gen && l.serial == serial));
-            if list.is_empty() {
+        if let Some(t) = ctx.topics.get_mut(&sub.dest) {
+            t.remove(super::ctx::LocalSub { slot: conn.me.slot, gen: conn.me.gen, serial }, sub.filter.as_deref());
+            if t.is_empty() {
                 ctx.topics.remove(&sub.dest);
             }
         }
     }
-    let w = owner_of(&sub.dest, ctx.outbox.workers());
-    conn.session.touched.insert(w);
-    ctx.outbox.to_owner(w, ToOwner::Unsubscribe { dest: sub.dest, key: SubKey { conn: conn.me, serial } });
+    Some(sub)
 }
 
 fn unsubscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
@@ -552,7 +637,7 @@ fn unsubscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
 }
 
 /// Find the pending delivery an ACK/NACK names (I1-I3).
-fn resolve_ack(conn: &Conn, f: &Frame<'_>, nack: bool) -> Result<SettleTarget, Fatal> {
+fn resolve_ack(conn: &Conn, f: &Frame<'_>, kind: SettleKind) -> Result<SettleTarget, Fatal> {
     let what = f.command.as_str();
     let unknown =
         |x: &str| Fatal::new("general", format!("{what} for {x}, which is not a message awaiting acknowledgement on this connection"));
@@ -565,27 +650,32 @@ fn resolve_ack(conn: &Conn, f: &Frame<'_>, nack: bool) -> Result<SettleTarget, F
                 id.split_once('.').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u64>().ok()?))).ok_or_else(|| unknown(id))?;
             let sub = s.subs.get(&serial).ok_or_else(|| unknown(id))?;
             sub.pending.binary_search_by_key(&tag, |p| p.tag).map_err(|_| unknown(id))?;
-            Ok(SettleTarget { serial, tag, nack })
+            Ok(SettleTarget { serial, tag, kind })
         }
         Version::V1_1 => {
             let mid = required(f, "message-id")?;
             let sid = required(f, "subscription")?;
             let serial = *s.by_id.get(sid).ok_or_else(|| unknown(mid))?;
-            let msg_id: u64 = mid.parse().map_err(|_| unknown(mid))?;
-            let p = s.subs.get(&serial).and_then(|sub| sub.pending.iter().find(|p| p.msg_id == msg_id)).ok_or_else(|| unknown(mid))?;
-            Ok(SettleTarget { serial, tag: p.tag, nack })
+            let ids = ack_ids(mid);
+            let p = s.subs.get(&serial).and_then(|sub| sub.pending.iter().find(|p| ids.contains(&p.msg_id))).ok_or_else(|| unknown(mid))?;
+            Ok(SettleTarget { serial, tag: p.tag, kind })
         }
         Version::V1_0 => {
             let mid = required(f, "message-id")?;
-            let msg_id: u64 = mid.parse().map_err(|_| unknown(mid))?;
+            let ids = ack_ids(mid);
             s.subs
                 .iter()
                 .find_map(|(&serial, sub)| {
-                    sub.pending.iter().find(|p| p.msg_id == msg_id).map(|p| SettleTarget { serial, tag: p.tag, nack })
+                    sub.pending.iter().find(|p| ids.contains(&p.msg_id)).map(|p| SettleTarget { serial, tag: p.tag, kind })
                 })
                 .ok_or_else(|| unknown(mid))
         }
     }
+}
+
+/// The pending ids a 1.0/1.1 `message-id` may name: a broker id, or a trusted publisher's own.
+fn ack_ids(mid: &str) -> [u64; 2] {
+    [mid.parse().unwrap_or(u64::MAX), crate::broker::custom_id_hash(mid)]
 }
 
 /// Apply an ACK/NACK: cumulative for `client`, single for `client-individual`. Returns false if
@@ -604,7 +694,7 @@ fn settle(conn: &mut Conn, t: SettleTarget, ctx: &mut Ctx) -> bool {
     }
     if sub.kind == DestKind::Queue {
         let w = owner_of(&sub.dest, ctx.outbox.workers());
-        let req = ToOwner::Settle { dest: sub.dest.clone(), key: SubKey { conn: conn.me, serial: t.serial }, seqs, requeue: t.nack };
+        let req = ToOwner::Settle { dest: sub.dest.clone(), key: SubKey { conn: conn.me, serial: t.serial }, seqs, kind: t.kind };
         conn.session.touched.insert(w);
         ctx.outbox.to_owner(w, req);
     }
@@ -612,7 +702,12 @@ fn settle(conn: &mut Conn, t: SettleTarget, ctx: &mut Ctx) -> bool {
 }
 
 fn ack(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx, nack: bool) -> Res {
-    let target = resolve_ack(conn, f, nack)?;
+    let kind = match (nack, f.header("requeue")) {
+        (false, _) => SettleKind::Ack,
+        (true, Some("false")) => SettleKind::Reject,
+        (true, _) => SettleKind::Requeue,
+    };
+    let target = resolve_ack(conn, f, kind)?;
     match f.header("transaction") {
         Some(t) => {
             let max = ctx.cfg.max_tx_frames;

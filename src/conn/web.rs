@@ -347,8 +347,9 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
         return respond(conn, ctx, &r, false, false);
     }
     let path = req.path().to_string();
+    let admin = conn.listener == crate::worker::ListenerKind::Admin;
     if handshake::is_upgrade(&req) {
-        if !ctx.cfg.websockets || !ctx.cfg.websocket_paths.contains(&path) {
+        if admin || !ctx.cfg.websockets || !ctx.cfg.websocket_paths.contains(&path) {
             return respond(conn, ctx, &Response::text(404, "no WebSocket endpoint here"), false, false);
         }
         return match handshake::accept(&req, &ctx.cfg.websockets_origin) {
@@ -363,7 +364,7 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
             let body = format!("{{\"status\":\"ok\",\"server\":\"{}\"}}\n", ctx.server_header);
             respond(conn, ctx, &Response::json(body), keep_alive, head_only);
         }
-        "/romp/info" | "/romp/destinations" if ctx.cfg.enable_console => {
+        "/romp/info" | "/romp/destinations" | "/metrics" if admin || (ctx.cfg.enable_console && path != "/metrics") => {
             // Ask every worker (including this one) for its numbers; answer when all replied.
             let n = ctx.outbox.workers();
             for w in 0..n {
@@ -421,7 +422,8 @@ pub fn stats_part(conn: &mut Conn, part: crate::worker::stats::WorkerSnapshot, c
     let Mode::Http { waiting } = &mut w.mode else { return };
     let Some(wait) = waiting.take() else { return };
     let body = crate::worker::stats::render(&wait.path, &wait.parts, ctx);
-    respond(conn, ctx, &Response::json(body), wait.keep_alive, wait.head_only);
+    let resp = if wait.path == "/metrics" { Response::new(200, "text/plain; version=0.0.4", body) } else { Response::json(body) };
+    respond(conn, ctx, &resp, wait.keep_alive, wait.head_only);
     // Requests pipelined behind this one.
     super::want_read(conn, ctx);
 }

@@ -40,6 +40,11 @@ pub const INBOX_BUDGET: usize = 4096;
 const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1024;
 
+/// The first bytes on the admin port are an HTTP request rather than a STOMP frame.
+fn looks_like_http(b: &[u8]) -> bool {
+    b.starts_with(b"GET ") || b.starts_with(b"HEAD ")
+}
+
 fn conn_token(slot: u32, gen: u32) -> Token {
     Token(((gen as usize) << 32) | slot as usize)
 }
@@ -51,6 +56,8 @@ pub enum ListenerKind {
     Stomp,
     /// HTTP GET and STOMP over WebSocket.
     Web,
+    /// The admin port: STOMP for admin users, and HTTP GET (`/metrics`, console JSON).
+    Admin,
 }
 
 /// State shared by all workers: the stop flag and the connection count for the accept gate.
@@ -73,7 +80,12 @@ pub struct Worker {
     accept_paused: bool,
     accept_retry_at: Option<Instant>,
     stopping_until: Option<Instant>,
+    /// Worker 0 with `stats = true`: the periodic stats message being gathered.
+    stats: stats::Collector,
 }
+
+/// The slot number timers and stats requests use for the worker itself (never a connection).
+pub const WORKER_SLOT: u32 = u32::MAX;
 
 impl Worker {
     pub fn new(
@@ -103,12 +115,22 @@ impl Worker {
             accept_paused: false,
             accept_retry_at: None,
             stopping_until: None,
+            stats: stats::Collector::default(),
         })
+    }
+
+    /// Arm the worker's own timers (stats) once before the loop.
+    fn start_timers(&mut self) {
+        if self.ctx.worker == 0 && self.ctx.cfg.stats {
+            let at = Instant::now() + Duration::from_millis(self.ctx.cfg.stats_interval);
+            self.ctx.timers.arm(Timer { at, slot: WORKER_SLOT, gen: 0, kind: TimerKind::Stats });
+        }
     }
 
     /// Run until shutdown completes.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
+        self.start_timers();
         loop {
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -118,6 +140,7 @@ impl Worker {
                 }
             }
             self.ctx.now = Instant::now();
+            self.ctx.wall_ms = crate::broker::wall_ms();
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
@@ -167,6 +190,9 @@ impl Worker {
         if self.stopping_until.is_some() {
             cap(Duration::from_millis(20));
         }
+        if let Some(at) = self.shard.next_expiry() {
+            cap(Duration::from_millis(at.saturating_sub(crate::broker::wall_ms())));
+        }
         t
     }
 
@@ -176,6 +202,9 @@ impl Worker {
         self.service_reads();
         self.drain_data();
         self.fire_timers();
+        if self.shard.next_expiry().is_some_and(|at| at <= self.ctx.wall_ms) {
+            self.shard.expire(self.ctx.wall_ms, &mut self.ctx.outbox);
+        }
         self.settle();
         self.flush_all();
         // Closing connections released subscriptions and flushes released credit: apply those,
@@ -208,7 +237,7 @@ impl Worker {
     fn drain_ctrl(&mut self) {
         for _ in 0..INBOX_BUDGET {
             match self.mailbox.ctrl.try_recv() {
-                Ok(m) => deliver::handle(m, &mut self.conns, &mut self.ctx),
+                Ok(m) => self.ctrl(m),
                 Err(_) => break,
             }
         }
@@ -226,16 +255,45 @@ impl Worker {
             }
             // Deliveries to our own connections go out in the same turn.
             while let Some(m) = self.ctx.outbox.local_ctrl.pop_front() {
-                deliver::handle(m, &mut self.conns, &mut self.ctx);
+                self.ctrl(m);
             }
         }
         self.run_local();
+    }
+
+    /// A message for this worker: reconfiguration and its own stats are handled here, the rest
+    /// concerns connections.
+    fn ctrl(&mut self, m: crate::bus::ToWorker) {
+        match m {
+            crate::bus::ToWorker::Reconfigure(rc) => self.reconfigure(&rc),
+            crate::bus::ToWorker::StatsPart { conn, part } if conn.slot == WORKER_SLOT => {
+                if let Some(body) = self.stats.add(*part, &self.ctx) {
+                    stats::publish(body, &mut self.ctx);
+                }
+            }
+            m => deliver::handle(m, &mut self.conns, &mut self.ctx),
+        }
+    }
+
+    /// Swap in a new configuration, policy table and users. Settings that need a restart were
+    /// already left unchanged by the sender.
+    fn reconfigure(&mut self, rc: &crate::bus::Reconfig) {
+        self.ctx.cfg = rc.cfg.clone();
+        self.ctx.limits = rc.cfg.limits();
+        self.ctx.auth = rc.auth.clone();
+        self.ctx.policies = rc.policies.clone();
+        self.shard.set_policies(rc.policies.clone());
+        log::debug!("worker {}: configuration generation {} in force", self.ctx.worker, rc.policies.gen);
     }
 
     /// A request for this worker as an owner: destinations go to the shard; stats are answered
     /// here, where the connection count is known.
     fn owner_request(&mut self, m: crate::bus::ToOwner) {
         match m {
+            crate::bus::ToOwner::Admin { from, op: crate::admin::AdminOp::Perms { target, change } } => {
+                let reply = crate::admin::apply_perms(&target, &change, &mut self.ctx);
+                self.ctx.outbox.to_worker(from.worker as usize, crate::bus::ToWorker::AdminResult { conn: from, reply });
+            }
             crate::bus::ToOwner::Stats { from } => {
                 let (destinations, truncated) = self.shard.snapshot(stats::MAX_LISTED);
                 let part = stats::WorkerSnapshot {
@@ -261,7 +319,7 @@ impl Worker {
                 did = true;
             }
             while let Some(m) = self.ctx.outbox.local_ctrl.pop_front() {
-                deliver::handle(m, &mut self.conns, &mut self.ctx);
+                self.ctrl(m);
                 did = true;
             }
             if !did {
@@ -405,6 +463,13 @@ impl Worker {
                 Ok(0) => conn.peer_eof = true,
                 Ok(n) => {
                     conn.last_read = self.ctx.now;
+                    if conn.listener == ListenerKind::Admin && conn.phase == Phase::Handshake && looks_like_http(&self.scratch[..n]) {
+                        // The admin port also answers HTTP GET (metrics, console JSON).
+                        conn.web = Some(Box::default());
+                        crate::conn::web::ingest(conn, &self.scratch[..n], &mut self.ctx);
+                        self.run_local();
+                        continue;
+                    }
                     let used = session::process_input(conn, &self.scratch[..n], &mut self.ctx);
                     if !conn.is_closing() && used < n {
                         let mut b = self.ctx.pool.take();
@@ -594,9 +659,9 @@ impl Worker {
             let Some(l) = self.listeners.get(li) else {
                 return;
             };
-            let web = self.kinds.get(li) == Some(&ListenerKind::Web);
+            let kind = self.kinds.get(li).copied().unwrap_or(ListenerKind::Stomp);
             match l.accept() {
-                Ok((sock, peer)) => self.add_conn(sock, peer, web),
+                Ok((sock, peer)) => self.add_conn(sock, peer, kind),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
@@ -610,7 +675,7 @@ impl Worker {
         }
     }
 
-    fn add_conn(&mut self, mut sock: mio::net::TcpStream, peer: std::net::SocketAddr, web: bool) {
+    fn add_conn(&mut self, mut sock: mio::net::TcpStream, peer: std::net::SocketAddr, kind: ListenerKind) {
         let _ = sock.set_nodelay(true);
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
@@ -622,7 +687,8 @@ impl Worker {
         }
         let me = ConnRef { worker: self.ctx.worker as u16, slot, gen };
         let mut conn = Conn::new(sock, me, peer, self.ctx.now);
-        if web {
+        conn.listener = kind;
+        if kind == ListenerKind::Web {
             conn.web = Some(Box::default());
         }
         entry.insert(conn);
@@ -654,6 +720,14 @@ impl Worker {
     fn fire_timers(&mut self) {
         let now = self.ctx.now;
         while let Some(t) = self.ctx.timers.pop_due(now) {
+            if t.slot == WORKER_SLOT {
+                if t.kind == TimerKind::Stats {
+                    self.stats.start(&mut self.ctx);
+                    let at = now + Duration::from_millis(self.ctx.cfg.stats_interval);
+                    self.ctx.timers.arm(Timer { at, ..t });
+                }
+                continue;
+            }
             let Some(conn) = self.conns.get_mut(t.slot as usize) else {
                 continue;
             };
@@ -713,6 +787,7 @@ impl Worker {
                         }
                     }
                 }
+                TimerKind::Stats => {}
                 TimerKind::Linger => {
                     if conn.is_closing() {
                         let r = conn.close_reason.clone().unwrap_or(CloseReason::PeerClosed);

@@ -1,11 +1,14 @@
-//! Numbers for the console pages, gathered over the bus: a web connection asks every worker
+//! Numbers for the console pages, `/metrics` and the periodic stats message, gathered over the
+//! bus: the asker (a web or admin connection, or worker 0's stats timer) asks every worker
 //! (`ToOwner::Stats`), each answers with a [`WorkerSnapshot`] of its own connections and shard,
-//! and the asking worker renders JSON when all have answered. No shared locks, no blocking.
+//! and the asker renders when all have answered. Counters live per worker; no shared locks.
 
 use crate::broker::shard::{DestInfo, ShardStats};
 use crate::conn::ctx::WorkerStats;
 use crate::conn::Ctx;
 use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt::Write as _;
 
 /// Destinations listed per worker at most (the page says when it was cut).
 pub const MAX_LISTED: usize = 10_000;
@@ -24,6 +27,9 @@ pub struct WorkerSnapshot {
 pub fn render(path: &str, parts: &[WorkerSnapshot], ctx: &Ctx) -> String {
     let mut parts: Vec<&WorkerSnapshot> = parts.iter().collect();
     parts.sort_by_key(|p| p.worker);
+    if path == "/metrics" {
+        return prometheus(&parts, ctx);
+    }
     let v = if path == "/romp/destinations" {
         let mut dests: Vec<&DestInfo> = parts.iter().flat_map(|p| p.destinations.iter()).collect();
         dests.sort_by(|a, b| a.name.cmp(&b.name));
@@ -44,10 +50,141 @@ pub fn render(path: &str, parts: &[WorkerSnapshot], ctx: &Ctx) -> String {
             "messages_out": total(&|p| p.stats.messages_out),
             "dropped_slow": total(&|p| p.stats.dropped_slow),
             "rejected": total(&|p| p.shard.rejected),
+            "expired": total(&|p| p.shard.expired + p.stats.expired),
+            "dead_lettered": total(&|p| p.shard.dead_lettered),
             "per_worker": parts,
         })
     };
     let mut s = v.to_string();
     s.push('\n');
     s
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition of every worker's numbers.
+fn prometheus(parts: &[&WorkerSnapshot], ctx: &Ctx) -> String {
+    let mut o = String::new();
+    let sum = |f: &dyn Fn(&WorkerSnapshot) -> u64| parts.iter().map(|p| f(p)).sum::<u64>();
+    let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
+        let _ = writeln!(o, "# HELP romp_{name} {help}\n# TYPE romp_{name} {kind}\nromp_{name} {v}");
+    };
+    metric("uptime_seconds", "gauge", "Seconds since the server started.", ctx.started.elapsed().as_secs());
+    metric("workers", "gauge", "Worker threads.", parts.len() as u64);
+    metric("connections", "gauge", "Open client connections.", sum(&|p| p.connections as u64));
+    metric("connections_accepted_total", "counter", "Connections accepted.", sum(&|p| p.stats.accepted));
+    metric("frames_in_total", "counter", "Client frames received.", sum(&|p| p.stats.frames_in));
+    metric("messages_in_total", "counter", "SENDs received.", sum(&|p| p.stats.messages_in));
+    metric("messages_out_total", "counter", "MESSAGE frames written.", sum(&|p| p.stats.messages_out));
+    metric("messages_published_total", "counter", "Messages accepted by destinations.", sum(&|p| p.shard.published));
+    metric("messages_unrouted_total", "counter", "Topic messages nobody was subscribed to.", sum(&|p| p.shard.unrouted));
+    metric("messages_rejected_total", "counter", "SENDs refused because a destination was full.", sum(&|p| p.shard.rejected));
+    metric("messages_expired_total", "counter", "Messages that expired before delivery.", sum(&|p| p.shard.expired + p.stats.expired));
+    metric("messages_dead_lettered_total", "counter", "Messages moved to a dead-letter queue.", sum(&|p| p.shard.dead_lettered));
+    metric("messages_dead_discarded_total", "counter", "Dead letters discarded (dead_letter = \"\").", sum(&|p| p.shard.dead_discarded));
+    metric("messages_dropped_slow_total", "counter", "Topic deliveries dropped for slow consumers.", sum(&|p| p.stats.dropped_slow));
+    metric("errors_sent_total", "counter", "ERROR frames sent.", sum(&|p| p.stats.errors_sent));
+    let dests: Vec<&DestInfo> = parts.iter().flat_map(|p| p.destinations.iter()).collect();
+    let per_dest: [(&str, &str, &str, fn(&DestInfo) -> u64); 4] = [
+        ("destination_subscribers", "gauge", "Subscribers of a destination.", |d| d.subscribers as u64),
+        ("destination_depth", "gauge", "Messages a destination holds.", |d| d.depth as u64),
+        ("destination_enqueued_total", "counter", "Messages published to a destination.", |d| d.enqueued),
+        ("destination_delivered_total", "counter", "Deliveries from a destination.", |d| d.delivered),
+    ];
+    for (name, kind, help, f) in per_dest {
+        let _ = writeln!(o, "# HELP romp_{name} {help}\n# TYPE romp_{name} {kind}");
+        for d in &dests {
+            let _ = writeln!(o, "romp_{name}{{destination=\"{}\",kind=\"{}\"}} {}", label(&d.name), d.kind, f(d));
+        }
+    }
+    o
+}
+
+/// Destinations the periodic stats messages go to (xtomp's name and romp's).
+pub const STAT_DESTINATIONS: [&str; 2] = ["/xtomp/stat", "/romp/stat"];
+
+/// Worker 0's periodic stats: asks every worker, renders when all answered, remembers each
+/// destination's delivery total to report "delivered since last time".
+#[derive(Debug, Default)]
+pub struct Collector {
+    due: usize,
+    parts: Vec<WorkerSnapshot>,
+    prev: HashMap<String, u64>,
+}
+
+impl Collector {
+    /// Ask every worker for its numbers.
+    pub fn start(&mut self, ctx: &mut Ctx) {
+        if self.due > 0 {
+            log::warn!("stats: the previous round had {} answers missing; starting a new one", self.due);
+        }
+        self.parts.clear();
+        self.due = ctx.outbox.workers();
+        let from = crate::broker::ConnRef { worker: ctx.worker as u16, slot: super::WORKER_SLOT, gen: 0 };
+        for w in 0..self.due {
+            ctx.outbox.to_owner(w, crate::bus::ToOwner::Stats { from });
+        }
+    }
+
+    /// One worker answered; the JSON body once all have.
+    pub fn add(&mut self, part: WorkerSnapshot, ctx: &Ctx) -> Option<String> {
+        if self.due == 0 {
+            return None;
+        }
+        self.parts.push(part);
+        self.due -= 1;
+        if self.due > 0 {
+            return None;
+        }
+        let parts = std::mem::take(&mut self.parts);
+        let mut prev = HashMap::new();
+        let mut dests = Vec::new();
+        for d in parts.iter().flat_map(|p| p.destinations.iter()) {
+            if !d.stats || STAT_DESTINATIONS.contains(&d.name.as_str()) {
+                continue;
+            }
+            let since = d.delivered.saturating_sub(self.prev.get(&d.name).copied().unwrap_or(0));
+            prev.insert(d.name.clone(), d.delivered);
+            dests.push(serde_json::json!({
+                "name": d.name,
+                "kind": d.kind,
+                "subscribers": d.subscribers,
+                "size": d.depth,
+                "delivered": since,
+                "total": d.delivered,
+                "enqueued": d.enqueued,
+            }));
+        }
+        self.prev = prev;
+        let total = |f: &dyn Fn(&WorkerSnapshot) -> u64| parts.iter().map(f).sum::<u64>();
+        let v = serde_json::json!({
+            "server": {
+                "name": ctx.server_header,
+                "uptime_seconds": ctx.started.elapsed().as_secs(),
+                "connections": total(&|p| p.connections as u64),
+                "messages_in": total(&|p| p.stats.messages_in),
+                "messages_out": total(&|p| p.stats.messages_out),
+                "published": total(&|p| p.shard.published),
+                "rejected": total(&|p| p.shard.rejected),
+                "expired": total(&|p| p.shard.expired + p.stats.expired),
+                "dead_lettered": total(&|p| p.shard.dead_lettered),
+            },
+            "destinations": dests,
+        });
+        Some(v.to_string())
+    }
+}
+
+/// Publish a stats body to the stat destinations (topics: whoever subscribes gets it).
+pub fn publish(body: String, ctx: &mut Ctx) {
+    for dest in STAT_DESTINATIONS {
+        let id = ctx.next_message_id();
+        let msg = crate::api::message(id, dest, vec![("content-type".into(), "application/json".into())], body.clone().into_bytes());
+        let w = crate::broker::owner_of(dest, ctx.outbox.workers());
+        let from = crate::broker::ConnRef { worker: crate::broker::EXTERNAL, slot: 0, gen: 0 };
+        ctx.outbox.to_owner(w, crate::bus::ToOwner::Publish { msg: std::sync::Arc::new(msg), from, receipt: None });
+    }
 }

@@ -15,7 +15,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 port=$(free_port)
 web_port=$(free_port)
 log=$(mktemp)
-"$bin" --port "$port" --web-port "$web_port" --workers 2 >"$log" 2>&1 &
+"$bin" --port "$port" --web-port "$web_port" --admin-port 0 --workers 2 >"$log" 2>&1 &
 pid=$!
 cleanup() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -f "$log"; }
 trap cleanup EXIT
