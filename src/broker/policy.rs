@@ -187,7 +187,7 @@ impl Policies {
                 }
             }
         }
-        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         Policies { gen, create_destinations: cfg.create_destinations, exact, prefixes, default: Arc::new(base), entries }
     }
 

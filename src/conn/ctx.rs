@@ -144,6 +144,7 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    #[allow(clippy::too_many_arguments)] // one per shared service a worker is handed at start
     pub fn new(
         worker: usize,
         cfg: Arc<Config>,

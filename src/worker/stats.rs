@@ -88,7 +88,8 @@ fn prometheus(parts: &[&WorkerSnapshot], ctx: &Ctx) -> String {
     metric("messages_dropped_slow_total", "counter", "Topic deliveries dropped for slow consumers.", sum(&|p| p.stats.dropped_slow));
     metric("errors_sent_total", "counter", "ERROR frames sent.", sum(&|p| p.stats.errors_sent));
     let dests: Vec<&DestInfo> = parts.iter().flat_map(|p| p.destinations.iter()).collect();
-    let per_dest: [(&str, &str, &str, fn(&DestInfo) -> u64); 4] = [
+    type Column = (&'static str, &'static str, &'static str, fn(&DestInfo) -> u64);
+    let per_dest: [Column; 4] = [
         ("destination_subscribers", "gauge", "Subscribers of a destination.", |d| d.subscribers as u64),
         ("destination_depth", "gauge", "Messages a destination holds.", |d| d.depth as u64),
         ("destination_enqueued_total", "counter", "Messages published to a destination.", |d| d.enqueued),
