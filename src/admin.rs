@@ -25,8 +25,15 @@ pub const PREFIX: &str = "/virt/admin/";
 /// An admin action that runs away from the admin's worker.
 #[derive(Debug, Clone)]
 pub enum AdminOp {
-    Purge { dest: Arc<str> },
-    Perms { target: String, change: Box<DestConfig> },
+    /// `action`: the name it was asked by (`purge` or `clean`), echoed in the result.
+    Purge {
+        dest: Arc<str>,
+        action: &'static str,
+    },
+    Perms {
+        target: String,
+        change: Box<DestConfig>,
+    },
 }
 
 impl AdminOp {
@@ -41,26 +48,26 @@ impl AdminOp {
 /// The outcome of an admin action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminReply {
-    pub action: &'static str,
+    pub action: String,
     pub ok: bool,
     pub text: String,
     pub headers: Vec<(String, String)>,
 }
 
 impl AdminReply {
-    pub fn ok(action: &'static str, text: impl Into<String>) -> AdminReply {
-        AdminReply { action, ok: true, text: text.into(), headers: Vec::new() }
+    pub fn ok(action: &str, text: impl Into<String>) -> AdminReply {
+        AdminReply { action: action.to_string(), ok: true, text: text.into(), headers: Vec::new() }
     }
-    pub fn error(action: &'static str, text: impl Into<String>) -> AdminReply {
-        AdminReply { action, ok: false, text: text.into(), headers: Vec::new() }
+    pub fn error(action: &str, text: impl Into<String>) -> AdminReply {
+        AdminReply { action: action.to_string(), ok: false, text: text.into(), headers: Vec::new() }
     }
 }
 
-pub fn purge_reply(dest: &str, p: crate::broker::shard::Purged) -> AdminReply {
+pub fn purge_reply(action: &str, dest: &str, p: crate::broker::shard::Purged) -> AdminReply {
     let mut r = if p.found {
-        AdminReply::ok("purge", format!("{dest}: {} messages removed", p.messages))
+        AdminReply::ok(action, format!("{dest}: {} messages removed", p.messages))
     } else {
-        AdminReply::ok("purge", format!("{dest}: nothing held"))
+        AdminReply::ok(action, format!("{dest}: nothing held"))
     };
     r.headers.push(("purged".into(), p.messages.to_string()));
     r
@@ -147,11 +154,12 @@ pub fn handle(conn: &mut Conn, f: &crate::stomp::Frame<'_>, action: &str, ctx: &
             Some(dest) => {
                 let w = owner_of(&dest, ctx.outbox.workers());
                 log::info!("{sid}: admin purge of {dest}");
-                ctx.outbox.to_owner(w, ToOwner::Admin { from: me, op: AdminOp::Purge { dest: Arc::from(dest) } });
+                let action = if action == "clean" { "clean" } else { "purge" };
+                ctx.outbox.to_owner(w, ToOwner::Admin { from: me, op: AdminOp::Purge { dest: Arc::from(dest), action } });
                 Some(w)
             }
             None => {
-                write_reply(conn, &AdminReply::error("purge", "name the destination in a target header"), ctx);
+                write_reply(conn, &AdminReply::error(action, "name the destination in a target header"), ctx);
                 None
             }
         },
@@ -186,7 +194,7 @@ pub fn handle(conn: &mut Conn, f: &crate::stomp::Frame<'_>, action: &str, ctx: &
         },
         other => {
             let text = format!("unknown admin action {other:?}: use shutdown, purge (clean), perms or kick");
-            write_reply(conn, &AdminReply::error("unknown", text), ctx);
+            write_reply(conn, &AdminReply::error(other, text), ctx);
             None
         }
     }

@@ -9,6 +9,10 @@
 //! - `name:$pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>` — the recommended format, printed
 //!   by `romp passwd NAME`.
 //!
+//! Token auth (`secret`): a login `"user <unix-seconds> <random>"` with passcode
+//! base64(sha1(login + secret)) is accepted once, within `secret_timeout` ms of its timestamp.
+//! Tokens are checked on the auth thread, which alone holds the set of tokens already used.
+//!
 //! # Invariants
 //! - Every secret comparison is constant-time ([`ct_eq`]).
 //! - With neither a shared login nor a passwd file, every CONNECT is accepted (guest/guest works).
@@ -35,7 +39,16 @@ pub enum AuthError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
     Sha256([u8; 32]),
-    Pbkdf2 { iterations: u32, salt: Vec<u8>, hash: Vec<u8> },
+    Pbkdf2 {
+        iterations: u32,
+        salt: Vec<u8>,
+        hash: Vec<u8>,
+    },
+    /// A token login, signed with the server secret.
+    Token {
+        secret: String,
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +72,66 @@ pub enum Verdict {
 pub struct Authenticator {
     shared: Option<(String, String)>,
     users: HashMap<String, User>,
+    /// Token auth: the secret and how long a token is valid (ms).
+    secret: Option<(String, u64)>,
+}
+
+/// The parts of a token login `"user <unix-seconds> <random>"`.
+pub fn parse_token(login: &str) -> Option<(&str, u64)> {
+    let mut it = login.splitn(3, ' ');
+    let (user, ts, rand) = (it.next()?, it.next()?, it.next()?);
+    if user.is_empty() || rand.is_empty() {
+        return None;
+    }
+    Some((user, ts.parse().ok()?))
+}
+
+/// The passcode for a token login: base64(sha1(login + secret)).
+pub fn token_passcode(login: &str, secret: &str) -> String {
+    use base64::Engine;
+    use sha1::Digest as _;
+    let mut h = sha1::Sha1::new();
+    h.update(login.as_bytes());
+    h.update(secret.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(h.finalize())
+}
+
+/// Tokens remembered against replay at most; past it new tokens are refused (fail closed).
+pub const MAX_USED_TOKENS: usize = 1_000_000;
+
+/// The auth thread's memory of used tokens (login -> expiry, ms since the epoch).
+#[derive(Debug, Default)]
+pub struct UsedTokens {
+    used: HashMap<String, u64>,
+}
+
+impl UsedTokens {
+    /// Check a token login; on success it cannot be used again. `now_ms`: wall clock.
+    pub fn check(&mut self, login: &str, passcode: &str, secret: &str, timeout_ms: u64, now_ms: u64) -> bool {
+        let Some((_, ts)) = parse_token(login) else { return false };
+        let issued = ts.saturating_mul(1000);
+        // Valid from its timestamp (one second of clock skew tolerated) for timeout_ms.
+        if issued > now_ms + 1000 || now_ms.saturating_sub(issued) > timeout_ms {
+            return false;
+        }
+        if !ct_eq(token_passcode(login, secret).as_bytes(), passcode.as_bytes()) {
+            return false;
+        }
+        if self.used.len() >= MAX_USED_TOKENS / 2 {
+            self.used.retain(|_, exp| *exp > now_ms);
+        }
+        if self.used.len() >= MAX_USED_TOKENS {
+            log::warn!("token auth: {MAX_USED_TOKENS} unexpired tokens remembered; refusing new ones");
+            return false;
+        }
+        match self.used.entry(login.to_string()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(issued + timeout_ms + 1000);
+                true
+            }
+        }
+    }
 }
 
 /// Constant-time equality for secrets and hashes.
@@ -101,6 +174,8 @@ pub fn verify(cred: &Credential, passcode: &str) -> bool {
             ct_eq(&d.finalize(), h)
         }
         Credential::Pbkdf2 { iterations, salt, hash } => ct_eq(&pbkdf2_sha256(passcode.as_bytes(), salt, *iterations), hash),
+        // Needs the login and the used-token memory: see `UsedTokens`.
+        Credential::Token { .. } => false,
     }
 }
 
@@ -175,12 +250,18 @@ impl Authenticator {
             }
             None => HashMap::new(),
         };
-        Ok(Authenticator { shared, users })
+        Ok(Authenticator { shared, users, secret: None })
+    }
+
+    /// Accept token logins signed with `secret`, valid for `timeout_ms`.
+    pub fn with_secret(mut self, secret: Option<&str>, timeout_ms: u64) -> Authenticator {
+        self.secret = secret.map(|s| (s.to_string(), timeout_ms));
+        self
     }
 
     /// Anyone may connect.
     pub fn is_open(&self) -> bool {
-        self.shared.is_none() && self.users.is_empty()
+        self.shared.is_none() && self.users.is_empty() && self.secret.is_none()
     }
 
     pub fn check(&self, login: Option<&str>, passcode: Option<&str>) -> Verdict {
@@ -195,6 +276,11 @@ impl Authenticator {
                 return Verdict::Accept { admin: true };
             }
         }
+        if let Some((secret, timeout_ms)) = &self.secret {
+            if parse_token(login).is_some() {
+                return Verdict::Deferred(Credential::Token { secret: secret.clone(), timeout_ms: *timeout_ms }, false);
+            }
+        }
         match self.users.get(login) {
             Some(u) => match &u.credential {
                 Credential::Sha256(_) => {
@@ -205,6 +291,7 @@ impl Authenticator {
                     }
                 }
                 c @ Credential::Pbkdf2 { .. } => Verdict::Deferred(c.clone(), u.admin),
+                Credential::Token { .. } => Verdict::Reject, // never stored in a passwd file
             },
             None => Verdict::Reject,
         }
@@ -216,6 +303,7 @@ pub struct AuthJob {
     pub conn: ConnRef,
     pub credential: Credential,
     pub admin: bool,
+    pub login: String,
     pub passcode: String,
 }
 
@@ -226,9 +314,15 @@ pub const AUTH_QUEUE: usize = 1024;
 pub fn spawn_auth_thread(peers: Vec<Peer>) -> std::io::Result<(Sender<AuthJob>, std::thread::JoinHandle<()>)> {
     let (tx, rx): (Sender<AuthJob>, Receiver<AuthJob>) = crossbeam_channel::bounded(AUTH_QUEUE);
     let h = std::thread::Builder::new().name("romp-auth".into()).spawn(move || {
+        let mut tokens = UsedTokens::default();
         for job in rx {
-            let outcome =
-                if verify(&job.credential, &job.passcode) { AuthOutcome::Accepted { admin: job.admin } } else { AuthOutcome::Rejected };
+            let ok = match &job.credential {
+                Credential::Token { secret, timeout_ms } => {
+                    tokens.check(&job.login, &job.passcode, secret, *timeout_ms, crate::broker::wall_ms())
+                }
+                c => verify(c, &job.passcode),
+            };
+            let outcome = if ok { AuthOutcome::Accepted { admin: job.admin } } else { AuthOutcome::Rejected };
             let peer = &peers[job.conn.worker as usize];
             // Blocking here is fine: this thread serves nobody else, and workers always drain
             // their ToWorker inbox.
@@ -298,6 +392,25 @@ mod tests {
         let a = Authenticator::new(Some("u"), Some("p:w"), None).unwrap();
         assert_eq!(a.check(Some("u"), Some("p:w")), Verdict::Accept { admin: true });
         assert_eq!(a.check(Some("u"), Some("p")), Verdict::Reject);
+    }
+
+    #[test]
+    fn tokens_expire_and_are_single_use() {
+        let secret = "s3";
+        let now = 1_700_000_000_000;
+        let login = format!("alice {} r1", now / 1000);
+        let pass = token_passcode(&login, secret);
+        let mut used = UsedTokens::default();
+        assert!(!used.check(&login, "wrong", secret, 60_000, now));
+        assert!(used.check(&login, &pass, secret, 60_000, now + 5));
+        assert!(!used.check(&login, &pass, secret, 60_000, now + 10), "replayed");
+        let old = format!("alice {} r2", now / 1000 - 120);
+        assert!(!used.check(&old, &token_passcode(&old, secret), secret, 60_000, now), "expired");
+        let future = format!("alice {} r3", now / 1000 + 120);
+        assert!(!used.check(&future, &token_passcode(&future, secret), secret, 60_000, now), "from the future");
+        let a = Authenticator::default().with_secret(Some(secret), 60_000);
+        assert!(matches!(a.check(Some(&login), Some(&pass)), Verdict::Deferred(Credential::Token { .. }, false)));
+        assert_eq!(a.check(Some("alice"), Some(&pass)), Verdict::Reject);
     }
 
     #[test]

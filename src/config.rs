@@ -4,13 +4,13 @@
 //! bad values are errors that name the key and the file; without a file the built-in defaults
 //! run. `conf/romp.toml` documents every key; keep the two in step.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// What a topic subscriber that exceeds `max_pending_bytes` gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SlowConsumerPolicy {
     /// Drop the message for that subscriber only, and count it (`dropped_slow` in stats, a
@@ -23,7 +23,7 @@ pub enum SlowConsumerPolicy {
 /// Per-destination settings, `[destinations."NAME"]`. NAME is an exact destination, or a
 /// prefix pattern ending in `*` (`"/topic/prices.*"`); an exact entry wins over patterns and a
 /// longer pattern over a shorter one. Every key is optional and falls back to the server value.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DestConfig {
     /// Subscribers at once [dest flup].
@@ -62,7 +62,7 @@ pub struct DestConfig {
 
 /// An upstream link, `[downstreams."NAME"]`: this broker dials `address`, subscribes to
 /// `NAME/up` there and re-publishes what arrives on its own destination NAME.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DownstreamConfig {
     /// `ip:port` of the edge broker.
@@ -103,7 +103,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration. Field names are the TOML keys.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Server name, sent in CONNECTED `server` and logged.
@@ -448,6 +448,61 @@ impl Config {
     }
 }
 
+/// Keys that take effect only at start: a reload keeps their old values and says so.
+pub const RESTART_KEYS: &[&str] = &[
+    "name",
+    "bind_address",
+    "ports",
+    "workers",
+    "pin_workers",
+    "bus_capacity",
+    "enable_web",
+    "web_port",
+    "websockets",
+    "websocket_paths",
+    "web_root",
+    "enable_admin",
+    "admin_port",
+    "admin_bind_address",
+    "stats",
+    "stats_interval",
+    "downstreams",
+];
+
+/// What a reload changes: the configuration to run with (restart-only keys kept from `old`),
+/// the keys applied, and the keys that need a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadPlan {
+    pub config: Config,
+    pub applied: Vec<String>,
+    pub need_restart: Vec<String>,
+}
+
+/// Compare `old` and `new` key by key.
+pub fn plan_reload(old: &Config, new: &Config) -> ReloadPlan {
+    let (Ok(serde_json::Value::Object(o)), Ok(serde_json::Value::Object(n))) = (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return ReloadPlan { config: old.clone(), applied: Vec::new(), need_restart: Vec::new() };
+    };
+    let mut merged = n.clone();
+    let (mut applied, mut need_restart) = (Vec::new(), Vec::new());
+    for (k, v) in &n {
+        if o.get(k) == Some(v) {
+            continue;
+        }
+        if RESTART_KEYS.contains(&k.as_str()) {
+            need_restart.push(k.clone());
+            if let Some(ov) = o.get(k) {
+                merged.insert(k.clone(), ov.clone());
+            }
+        } else {
+            applied.push(k.clone());
+        }
+    }
+    let config = serde_json::from_value(serde_json::Value::Object(merged)).unwrap_or_else(|_| old.clone());
+    ReloadPlan { config, applied, need_restart }
+}
+
 /// Map a `log_level` value to a filter.
 pub fn log_level(s: &str) -> Option<log::LevelFilter> {
     Some(match s {
@@ -489,6 +544,18 @@ mod tests {
         assert!(e.contains("`passcode`"), "{e}");
         let e = Config::from_toml("slow_consumer = \"explode\"\n", "a.toml").unwrap_err().to_string();
         assert!(e.contains("slow_consumer"), "{e}");
+    }
+
+    #[test]
+    fn reload_plans_split_runtime_and_restart_keys() {
+        let old = Config::default();
+        let new = Config::from_toml("ports = [1234]\nmax_messages = 5\n[destinations.\"/q\"]\nwrite_block = true\n", "n.toml").unwrap();
+        let plan = plan_reload(&old, &new);
+        assert_eq!(plan.need_restart, vec!["ports".to_string()]);
+        assert_eq!(plan.applied, vec!["destinations".to_string(), "max_messages".to_string()]);
+        assert_eq!(plan.config.ports, old.ports);
+        assert_eq!(plan.config.max_messages, 5);
+        assert_eq!(plan.config.destinations["/q"].write_block, Some(true));
     }
 
     #[test]

@@ -113,6 +113,59 @@ fn raise_nofile(cfg: &Config) {
     }
 }
 
+/// Command-line settings win over the file, at start and on every reload.
+fn apply_overrides(cfg: &mut Config, args: &Args) {
+    if let Some(b) = &args.bind {
+        cfg.bind_address = b.clone();
+    }
+    if !args.ports.is_empty() {
+        cfg.ports = args.ports.clone();
+    }
+    if let Some(p) = args.web_port {
+        cfg.web_port = p;
+    }
+    if let Some(p) = args.admin_port {
+        cfg.admin_port = p;
+    }
+    if let Some(w) = args.workers {
+        cfg.workers = w;
+    }
+    match args.verbose {
+        0 => {}
+        1 => cfg.log_level = "debug".into(),
+        _ => cfg.log_level = "trace".into(),
+    }
+}
+
+/// SIGHUP: read the config file again and apply what can change at run time.
+fn reload(server: &romp::ServerHandle, args: &Args) {
+    let Some(path) = args.config.as_deref() else {
+        log::warn!("SIGHUP: no --config file to reload (running on built-in defaults)");
+        return;
+    };
+    let mut cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("SIGHUP: {e}; keeping the running configuration");
+            return;
+        }
+    };
+    apply_overrides(&mut cfg, args);
+    match server.reload(cfg) {
+        Ok(plan) => {
+            if plan.applied.is_empty() {
+                log::info!("SIGHUP: {}: no run-time changes", path.display());
+            } else {
+                log::info!("SIGHUP: {}: applied {}", path.display(), plan.applied.join(", "));
+            }
+            if !plan.need_restart.is_empty() {
+                log::warn!("SIGHUP: changed but needing a restart (old values kept): {}", plan.need_restart.join(", "));
+            }
+        }
+        Err(e) => log::error!("SIGHUP: {e}; keeping the running configuration"),
+    }
+}
+
 fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1).peekable();
     if argv.peek().map(String::as_str) == Some("passwd") {
@@ -139,26 +192,7 @@ fn main() -> ExitCode {
         },
         None => Config::default(),
     };
-    if let Some(b) = args.bind {
-        cfg.bind_address = b;
-    }
-    if !args.ports.is_empty() {
-        cfg.ports = args.ports;
-    }
-    if let Some(p) = args.web_port {
-        cfg.web_port = p;
-    }
-    if let Some(p) = args.admin_port {
-        cfg.admin_port = p;
-    }
-    if let Some(w) = args.workers {
-        cfg.workers = w;
-    }
-    match args.verbose {
-        0 => {}
-        1 => cfg.log_level = "debug".into(),
-        _ => cfg.log_level = "trace".into(),
-    }
+    apply_overrides(&mut cfg, &args);
     let source = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "command line".into());
     if let Err(e) = cfg.validate(&source) {
         eprintln!("romp: {e}");
@@ -191,20 +225,29 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Wait for a signal, looking at the stop flag (an admin's /virt/admin/shutdown) between.
+    let tick = libc::timespec { tv_sec: 0, tv_nsec: 200_000_000 };
     loop {
-        match set.wait() {
-            Ok(Signal::SIGHUP) => {
-                log::warn!("SIGHUP: configuration reload is not supported yet; ignoring")
-            }
-            Ok(sig) => {
-                log::info!("{sig}: shutting down");
-                break;
-            }
-            Err(e) => {
-                log::error!("sigwait failed: {e}; shutting down");
-                break;
-            }
+        if server.stop_requested() {
+            log::info!("shutdown requested by an admin");
+            break;
         }
+        // SAFETY: the set is a valid sigset_t owned by `set`; no siginfo is asked for.
+        let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &tick) };
+        if sig < 0 {
+            let e = std::io::Error::last_os_error();
+            if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
+                continue;
+            }
+            log::error!("sigtimedwait failed: {e}; shutting down");
+            break;
+        }
+        if sig == libc::SIGHUP {
+            reload(&server, &args);
+            continue;
+        }
+        log::info!("{}: shutting down", Signal::try_from(sig).map(|s| s.to_string()).unwrap_or_else(|_| sig.to_string()));
+        break;
     }
     server.shutdown();
     server.join();

@@ -45,7 +45,10 @@ pub struct ServerHandle {
     web_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     next_id: std::sync::atomic::AtomicU64,
+    reloads: std::sync::atomic::AtomicU64,
     shared: Arc<Shared>,
+    /// The configuration in force (for reloads; only the handle's owner touches it).
+    cfg: std::sync::Mutex<Arc<Config>>,
     peers: Vec<bus::Peer>,
     workers: Vec<JoinHandle<()>>,
     auth: Option<JoinHandle<()>>,
@@ -142,7 +145,10 @@ impl Server {
         });
         let cfg = Arc::new(cfg);
         let n = cfg.worker_count();
-        let authn = Arc::new(Authenticator::new(cfg.login.as_deref(), cfg.passcode.as_deref(), cfg.user_file.as_deref())?);
+        let authn = Arc::new(
+            Authenticator::new(cfg.login.as_deref(), cfg.passcode.as_deref(), cfg.user_file.as_deref())?
+                .with_secret(cfg.secret.as_deref(), cfg.secret_timeout),
+        );
         let ip: IpAddr = cfg.bind_address.parse().map_err(|_| ConfigError::Invalid {
             file: "configuration".into(),
             key: "bind_address",
@@ -229,7 +235,18 @@ impl Server {
         if let Some(a) = admin_addr {
             log::info!("admin port on {a}");
         }
-        Ok(ServerHandle { addrs, web_addr, admin_addr, next_id: Default::default(), shared, peers, workers, auth: Some(auth_thread) })
+        Ok(ServerHandle {
+            addrs,
+            web_addr,
+            admin_addr,
+            next_id: Default::default(),
+            reloads: Default::default(),
+            shared,
+            cfg: std::sync::Mutex::new(cfg.clone()),
+            peers,
+            workers,
+            auth: Some(auth_thread),
+        })
     }
 }
 
@@ -278,6 +295,44 @@ impl ServerHandle {
             Err(crossbeam_channel::TrySendError::Full(_)) => Err(PublishError::Busy),
             Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(PublishError::Stopped),
         }
+    }
+
+    /// Apply a new configuration at run time (SIGHUP): limits, blocks, users, destinations and
+    /// every other key not in [`crate::config::RESTART_KEYS`]; those keep their values and are
+    /// reported. Admin `perms` changes are replaced by the file's destinations. Returns what
+    /// changed; on an error (bad passwd file) nothing changes.
+    pub fn reload(&self, new: Config) -> Result<crate::config::ReloadPlan, StartError> {
+        new.validate("reload")?;
+        let mut current = self.cfg.lock().unwrap_or_else(|e| e.into_inner());
+        let plan = crate::config::plan_reload(&current, &new);
+        let cfg = Arc::new(plan.config.clone());
+        let auth = Arc::new(
+            Authenticator::new(cfg.login.as_deref(), cfg.passcode.as_deref(), cfg.user_file.as_deref())?
+                .with_secret(cfg.secret.as_deref(), cfg.secret_timeout),
+        );
+        // Reload generations live in the high bits; admin `perms` changes count in the low ones.
+        let gen = (self.reloads.fetch_add(1, Ordering::AcqRel) + 2) << 32;
+        let policies = Arc::new(crate::broker::policy::Policies::new(&cfg, gen));
+        let rc = Arc::new(bus::Reconfig { cfg: cfg.clone(), policies, auth });
+        for p in &self.peers {
+            let mut msg = bus::ToWorker::Reconfigure(rc.clone());
+            loop {
+                match p.ctrl.try_send(msg) {
+                    Ok(()) => break,
+                    Err(crossbeam_channel::TrySendError::Full(m)) => {
+                        msg = m;
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    Err(crossbeam_channel::TrySendError::Disconnected(_)) => return Ok(plan),
+                }
+            }
+            p.wake();
+        }
+        if let Some(level) = crate::config::log_level(&cfg.log_level) {
+            log::set_max_level(level);
+        }
+        *current = cfg;
+        Ok(plan)
     }
 
     /// Open client connections right now.

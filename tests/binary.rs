@@ -101,3 +101,75 @@ fn passwd_prints_a_verifiable_line() {
     assert!(users["alice"].admin);
     assert!(romp::auth::verify(&users["alice"].credential, "s3cr:t"));
 }
+
+fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(t.elapsed() < within, "no exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn connect_retrying(addr: std::net::SocketAddr) -> Client {
+    let t = Instant::now();
+    loop {
+        if let Ok(s) = std::net::TcpStream::connect(addr) {
+            drop(s);
+            return Client::raw(addr);
+        }
+        assert!(t.elapsed() < WAIT, "broker did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_reloads_and_admin_shutdown_exits_zero() {
+    let (port, admin_port) = (free_port(), free_port());
+    let base = format!(
+        "ports = [{port}]\nweb_port = 0\nadmin_port = {admin_port}\nworkers = 2\npin_workers = false\nlogin = \"root\"\npasscode = \"pw\"\n"
+    );
+    let conf = tmp("reload.toml", &base);
+    let log = std::env::temp_dir().join(format!("romp-bin-{}/reload.log", std::process::id()));
+    let mut child = Command::new(BIN).arg("--config").arg(&conf).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let login = [("accept-version", "1.2"), ("host", "/"), ("login", "root"), ("passcode", "pw")];
+    let mut c = connect_retrying(addr);
+    c.send_frame("CONNECT", &login, b"");
+    c.expect("CONNECTED");
+    c.with_receipt("SEND", &[("destination", "/queue/x")], b"1", "before");
+    // Block the queue and change a restart-only key, then SIGHUP.
+    std::fs::write(&conf, format!("{base}bus_capacity = 100\n[destinations.\"/queue/x\"]\nwrite_block = true\n")).unwrap();
+    Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    let t = Instant::now();
+    loop {
+        let mut c = Client::raw(addr);
+        c.send_frame("CONNECT", &login, b"");
+        c.expect("CONNECTED");
+        c.send_frame("SEND", &[("destination", "/queue/x"), ("receipt", "r")], b"2");
+        if c.recv().command == "ERROR" {
+            break;
+        }
+        assert!(t.elapsed() < WAIT, "the reload did not block /queue/x");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A broken file leaves the running configuration alone.
+    std::fs::write(&conf, "ports = \"nope\"\n").unwrap();
+    Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut a = connect_retrying(format!("127.0.0.1:{admin_port}").parse().unwrap());
+    a.send_frame("CONNECT", &login, b"");
+    a.expect("CONNECTED");
+    a.send_frame("SEND", &[("destination", "/virt/admin/shutdown")], b"");
+    assert_eq!(a.expect("MESSAGE").h("result"), "ok");
+    c.expect_closed();
+    let status = wait_exit(&mut child, Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("SIGHUP") && text.contains("applied destinations"), "{text}");
+    assert!(text.contains("needing a restart (old values kept): bus_capacity"), "{text}");
+    assert!(text.contains("keeping the running configuration"), "{text}");
+    assert!(text.contains("shutdown requested by an admin"), "{text}");
+}

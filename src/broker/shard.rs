@@ -292,9 +292,9 @@ impl Shard {
             }
             ToOwner::Admin { from, op } => {
                 let reply = match op {
-                    crate::admin::AdminOp::Purge { dest } => {
+                    crate::admin::AdminOp::Purge { dest, action } => {
                         let p = self.purge(&dest);
-                        crate::admin::purge_reply(&dest, p)
+                        crate::admin::purge_reply(action, &dest, p)
                     }
                     other => crate::admin::AdminReply::error(other.name(), "not an owner operation"),
                 };
@@ -393,7 +393,14 @@ impl Shard {
     fn publish(&mut self, msg: Arc<Message>, from: ConnRef, receipt: Option<Box<str>>, out: &mut Outbox) {
         let dest = msg.destination.clone();
         if msg.expired(self.now_ms) {
-            self.stats.expired += 1;
+            // Dead on arrival: a queue message goes where the queue's expired messages go.
+            if DestKind::of(&dest) == DestKind::Queue {
+                let policy = self.policies.resolve(&dest).clone();
+                self.dead.push((Entry { seq: 0, msg, redelivered: false, deliveries: 0 }, DeadReason::Expired));
+                self.dead_letter(&dest, &policy, out);
+            } else {
+                self.stats.expired += 1;
+            }
             return;
         }
         match DestKind::of(&dest) {

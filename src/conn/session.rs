@@ -285,7 +285,13 @@ fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         }
         Verdict::Reject => Err(Fatal::new("auth err", "bad login or passcode")),
         Verdict::Deferred(credential, admin) => {
-            let job = AuthJob { conn: conn.me, credential, admin, passcode: f.header("passcode").unwrap_or("").to_string() };
+            let job = AuthJob {
+                conn: conn.me,
+                credential,
+                admin,
+                login: login.unwrap_or("").to_string(),
+                passcode: f.header("passcode").unwrap_or("").to_string(),
+            };
             if !auth::submit(&ctx.auth_tx, job) {
                 return Err(Fatal::new("auth err", "the authentication service is busy; try again"));
             }
@@ -297,6 +303,11 @@ fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
 
 /// Credentials accepted: CONNECTED, then heart-beat timers.
 pub fn finish_connect(conn: &mut Conn, ctx: &mut Ctx, admin: bool) {
+    if conn.listener == ListenerKind::Admin && !admin {
+        // The old romp let anyone in here.
+        let f = Fatal::new("auth err", "the admin port accepts admin users only (passwd \":true\" or the config login)");
+        return fail(conn, ctx, f);
+    }
     conn.admin = admin;
     conn.phase = Phase::Open;
     if conn.out.capacity() == 0 {

@@ -34,6 +34,7 @@ pub struct Broker {
     pub handle: Option<ServerHandle>,
     pub addr: SocketAddr,
     pub web: SocketAddr,
+    pub admin: Option<SocketAddr>,
     pub ws: bool,
 }
 
@@ -50,7 +51,8 @@ impl Broker {
         let handle = Server::start(cfg).expect("broker starts");
         let addr = handle.local_addrs()[0];
         let web = handle.web_addr().unwrap_or(addr);
-        Broker { handle: Some(handle), addr, web, ws: setup.ws }
+        let admin = handle.admin_addr();
+        Broker { handle: Some(handle), addr, web, admin, ws: setup.ws }
     }
 
     /// A raw connection (TCP, or WebSocket after the upgrade), no CONNECT sent.
