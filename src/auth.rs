@@ -359,7 +359,7 @@ mod tests {
         let text = format!("# users\n{}\n\n{}  # trailing comment\n", sha_line("alice", "secret", true), sha_line("bob", "pw", false));
         let users = parse_passwd(&text, "passwd").unwrap();
         assert!(users["alice"].admin && !users["bob"].admin);
-        let a = Authenticator { shared: None, users };
+        let a = Authenticator { shared: None, users, secret: None };
         assert_eq!(a.check(Some("alice"), Some("secret")), Verdict::Accept { admin: true });
         assert_eq!(a.check(Some("alice"), Some("wrong")), Verdict::Reject);
         assert_eq!(a.check(Some("carol"), Some("secret")), Verdict::Reject);
@@ -374,7 +374,7 @@ mod tests {
         let cred = users["dave"].credential.clone();
         assert!(verify(&cred, "s3cret:x"));
         assert!(!verify(&cred, "s3cret"));
-        let a = Authenticator { shared: None, users };
+        let a = Authenticator { shared: None, users, secret: None };
         assert!(matches!(a.check(Some("dave"), Some("x")), Verdict::Deferred(_, false)));
     }
 
