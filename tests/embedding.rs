@@ -18,7 +18,8 @@ fn cfg(workers: usize) -> Config {
 fn wrap(handle: romp::ServerHandle) -> Broker {
     let addr = handle.local_addrs()[0];
     let web = handle.web_addr().unwrap();
-    Broker { handle: Some(handle), addr, web, ws: false }
+    let admin = handle.admin_addr();
+    Broker { handle: Some(handle), addr, web, admin, ws: false }
 }
 
 #[test]
