@@ -28,5 +28,6 @@ pub use server::{PublishError, Server, ServerBuilder, ServerHandle, StartError};
 pub mod admin;
 pub mod api;
 pub mod http;
+pub mod link;
 pub mod sim;
 pub mod ws;

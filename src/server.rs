@@ -212,7 +212,7 @@ impl Server {
                 policies.clone(),
                 shared.clone(),
             );
-            let shard = Shard::new(policies.clone(), n);
+            let shard = Shard::new(policies.clone(), n, i);
             let worker = Worker::new(poll, ls, kinds.clone(), ctx, shard, mailbox, shared.clone())?;
             let core = if cores.is_empty() { None } else { Some(cores[i % cores.len()]) };
             let h = std::thread::Builder::new().name(format!("romp-w{i}")).spawn(move || {

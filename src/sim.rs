@@ -63,7 +63,7 @@ impl Sim {
             policies.clone(),
             shared,
         );
-        let shard = Shard::new(policies, 1);
+        let shard = Shard::new(policies, 1, 0);
         let mut sim = Sim { ctx, shard, conns: slab::Slab::new(), pending: Vec::new() };
         for _ in 0..n {
             sim.add_conn();

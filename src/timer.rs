@@ -24,6 +24,8 @@ pub enum TimerKind {
     Linger,
     /// The worker's own timer: gather and publish the stats message (worker 0).
     Stats,
+    /// The worker's own timer for upstream link `gen`: reconnect, retry, liveness.
+    Link,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -128,6 +128,9 @@ pub struct Shard {
     /// Wall clock (ms since the epoch), set by the worker each turn.
     pub now_ms: u64,
     pub stats: ShardStats,
+    /// This worker's index, and a counter for ids of messages that arrive over upstream links.
+    me: usize,
+    link_ids: u64,
 }
 
 /// The shard's own "publisher" for dead letters and link messages: replies to it are logged.
@@ -141,7 +144,7 @@ fn refresh(policies: &Policies, dest: &str, policy: &mut Arc<Policy>, gen: &mut 
 }
 
 impl Shard {
-    pub fn new(policies: Arc<Policies>, workers: usize) -> Shard {
+    pub fn new(policies: Arc<Policies>, workers: usize, me: usize) -> Shard {
         Shard {
             topics: HashMap::new(),
             queues: HashMap::new(),
@@ -153,7 +156,27 @@ impl Shard {
             expiring: BinaryHeap::new(),
             now_ms: super::wall_ms(),
             stats: ShardStats::default(),
+            me,
+            link_ids: 0,
         }
+    }
+
+    /// A broker-wide unique id for a message arriving over an upstream link (its own id space:
+    /// worker index with the top bit of the worker field set).
+    pub fn next_link_id(&mut self) -> u64 {
+        self.link_ids += 1;
+        super::message_id(0x8000 | self.me, self.link_ids)
+    }
+
+    /// The largest body `dest` accepts.
+    pub fn max_message_size_for(&self, dest: &str) -> usize {
+        self.policies.resolve(dest).max_message_size
+    }
+
+    /// Publish a message this worker produced itself (an upstream link) and say whether the
+    /// destination took it. A refusal is not logged: the caller holds the message and retries.
+    pub fn offer(&mut self, msg: Arc<Message>, out: &mut Outbox) -> bool {
+        self.publish(msg, SELF_REF, None, out, true)
     }
 
     /// A new policy table (reload, admin `perms`); destinations pick it up on next use.
@@ -228,7 +251,9 @@ impl Shard {
     /// Apply one request.
     pub fn handle(&mut self, req: ToOwner, out: &mut Outbox) {
         match req {
-            ToOwner::Publish { msg, from, receipt } => self.publish(msg, from, receipt, out),
+            ToOwner::Publish { msg, from, receipt } => {
+                self.publish(msg, from, receipt, out, false);
+            }
             ToOwner::Subscribe { dest, key, mode, prefetch, filter } => match DestKind::of(&dest) {
                 DestKind::Topic => self.subscribe_topic(dest, key, filter, out),
                 DestKind::Queue => {
@@ -381,7 +406,10 @@ impl Shard {
         self.stats.expired += expired;
     }
 
-    fn reject(&mut self, from: ConnRef, receipt: Option<Box<str>>, detail: String, out: &mut Outbox) {
+    fn reject(&mut self, from: ConnRef, receipt: Option<Box<str>>, detail: String, out: &mut Outbox, quiet: bool) {
+        if quiet {
+            return;
+        }
         self.stats.rejected += 1;
         if from.worker == EXTERNAL {
             log::warn!("a message was refused: {detail}");
@@ -390,7 +418,9 @@ impl Shard {
         }
     }
 
-    fn publish(&mut self, msg: Arc<Message>, from: ConnRef, receipt: Option<Box<str>>, out: &mut Outbox) {
+    /// Publish; returns whether the destination accepted the message. `quiet`: a refusal is
+    /// only returned, not reported.
+    fn publish(&mut self, msg: Arc<Message>, from: ConnRef, receipt: Option<Box<str>>, out: &mut Outbox, quiet: bool) -> bool {
         let dest = msg.destination.clone();
         if msg.expired(self.now_ms) {
             // Dead on arrival: a queue message goes where the queue's expired messages go.
@@ -401,7 +431,7 @@ impl Shard {
             } else {
                 self.stats.expired += 1;
             }
-            return;
+            return true;
         }
         match DestKind::of(&dest) {
             DestKind::Topic => {
@@ -409,7 +439,7 @@ impl Shard {
                 let retains = self.policies.resolve(&dest).min_delivery > 0;
                 if !retains && !self.topics.contains_key(&dest) {
                     self.stats.unrouted += 1;
-                    return;
+                    return true;
                 }
                 let seq = self.next_seq;
                 let t = self.topic_mut(&dest);
@@ -427,8 +457,8 @@ impl Shard {
                             self.topics.remove(&dest);
                         }
                         self.stats.published -= 1;
-                        self.reject(from, receipt, detail, out);
-                        return;
+                        self.reject(from, receipt, detail, out, quiet);
+                        return false;
                     }
                     t.retained_bytes += msg.weight();
                     t.retained.push_back(Retained { seq, msg: msg.clone(), remaining: owed });
@@ -445,7 +475,7 @@ impl Shard {
                     if t.is_idle() {
                         self.topics.remove(&dest);
                     }
-                    return;
+                    return true;
                 }
                 t.delivered += matching as u64;
                 for (w, &n) in t.per_worker.iter().enumerate() {
@@ -466,8 +496,8 @@ impl Shard {
                     if q.is_idle() {
                         self.queues.remove(&dest);
                     }
-                    self.reject(from, receipt, detail, out);
-                    return;
+                    self.reject(from, receipt, detail, out, quiet);
+                    return false;
                 }
                 let seq = self.next_seq;
                 self.next_seq += 1;
@@ -482,6 +512,7 @@ impl Shard {
                 }
             }
         }
+        true
     }
 
     /// Rebuild the expiry heap without entries for messages no longer held, when those are the

@@ -39,6 +39,8 @@ pub const INBOX_BUDGET: usize = 4096;
 
 const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1024;
+/// Tokens of upstream links: `LINK_BASE + index`.
+const LINK_BASE: usize = usize::MAX - 4096;
 
 /// The first bytes on the admin port are an HTTP request rather than a STOMP frame.
 fn looks_like_http(b: &[u8]) -> bool {
@@ -82,6 +84,8 @@ pub struct Worker {
     stopping_until: Option<Instant>,
     /// Worker 0 with `stats = true`: the periodic stats message being gathered.
     stats: stats::Collector,
+    /// Upstream links whose local destination this worker owns, and each one's next tick.
+    links: Vec<(crate::link::Link, Option<Instant>)>,
 }
 
 /// The slot number timers and stats requests use for the worker itself (never a connection).
@@ -116,7 +120,57 @@ impl Worker {
             accept_retry_at: None,
             stopping_until: None,
             stats: stats::Collector::default(),
+            links: Vec::new(),
         })
+    }
+
+    /// Take on the upstream links whose destination this worker owns.
+    fn start_links(&mut self) {
+        let n = self.ctx.outbox.workers();
+        for (name, cfg) in self.ctx.cfg.downstreams.clone() {
+            if crate::broker::owner_of(&name, n) != self.ctx.worker {
+                continue;
+            }
+            match crate::link::Link::new(&name, &cfg) {
+                Some(l) => self.links.push((l, None)),
+                None => log::error!("link {name}: bad address {:?}", cfg.address),
+            }
+        }
+        for i in 0..self.links.len() {
+            let now = Instant::now();
+            let next = self.links[i].0.connect(self.poll.registry(), Token(LINK_BASE + i), now);
+            self.schedule_link(i, next, now);
+        }
+    }
+
+    /// Arm a link's tick unless an earlier one is armed.
+    fn schedule_link(&mut self, i: usize, next: crate::link::Next, now: Instant) {
+        let crate::link::Next::TickIn(d) = next else { return };
+        let at = now + d;
+        let slot = &mut self.links[i].1;
+        if slot.is_some_and(|t| t <= at && t > now) {
+            return;
+        }
+        *slot = Some(at);
+        self.ctx.timers.arm(Timer { at, slot: WORKER_SLOT, gen: i as u32, kind: TimerKind::Link });
+    }
+
+    fn link_event(&mut self, i: usize, readable: bool, writable: bool) {
+        let now = self.ctx.now;
+        let Some((link, _)) = self.links.get_mut(i) else { return };
+        let next = link.on_ready(self.poll.registry(), now, readable, writable, &mut self.shard, &mut self.ctx.outbox);
+        self.schedule_link(i, next, now);
+    }
+
+    fn link_tick(&mut self, i: usize, at: Instant) {
+        let now = self.ctx.now;
+        let Some((link, armed)) = self.links.get_mut(i) else { return };
+        if *armed != Some(at) {
+            return; // superseded by an earlier tick
+        }
+        *armed = None;
+        let next = link.tick(self.poll.registry(), Token(LINK_BASE + i), now, &mut self.shard, &mut self.ctx.outbox);
+        self.schedule_link(i, next, now);
     }
 
     /// Arm the worker's own timers (stats) once before the loop.
@@ -131,6 +185,7 @@ impl Worker {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         self.start_timers();
+        self.start_links();
         loop {
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -145,6 +200,9 @@ impl Worker {
                 match ev.token() {
                     WAKER => {}
                     Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE),
+                    Token(t) if t >= LINK_BASE => {
+                        self.link_event(t - LINK_BASE, ev.is_readable() || ev.is_read_closed() || ev.is_error(), ev.is_writable())
+                    }
                     Token(t) => {
                         let (slot, gen) = ((t & 0xffff_ffff) as u32, (t >> 32) as u32);
                         let Some(conn) = self.conns.get_mut(slot as usize) else {
@@ -303,6 +361,7 @@ impl Worker {
                     shard: self.shard.stats,
                     destinations,
                     truncated,
+                    links: self.links.iter().map(|(l, _)| l.info()).collect(),
                 };
                 self.ctx.outbox.to_worker(from.worker as usize, crate::bus::ToWorker::StatsPart { conn: from, part: Box::new(part) });
             }
@@ -721,10 +780,14 @@ impl Worker {
         let now = self.ctx.now;
         while let Some(t) = self.ctx.timers.pop_due(now) {
             if t.slot == WORKER_SLOT {
-                if t.kind == TimerKind::Stats {
-                    self.stats.start(&mut self.ctx);
-                    let at = now + Duration::from_millis(self.ctx.cfg.stats_interval);
-                    self.ctx.timers.arm(Timer { at, ..t });
+                match t.kind {
+                    TimerKind::Stats => {
+                        self.stats.start(&mut self.ctx);
+                        let at = now + Duration::from_millis(self.ctx.cfg.stats_interval);
+                        self.ctx.timers.arm(Timer { at, ..t });
+                    }
+                    TimerKind::Link => self.link_tick(t.gen as usize, t.at),
+                    _ => {}
                 }
                 continue;
             }
@@ -787,7 +850,7 @@ impl Worker {
                         }
                     }
                 }
-                TimerKind::Stats => {}
+                TimerKind::Stats | TimerKind::Link => {}
                 TimerKind::Linger => {
                     if conn.is_closing() {
                         let r = conn.close_reason.clone().unwrap_or(CloseReason::PeerClosed);

@@ -21,6 +21,7 @@ pub struct WorkerSnapshot {
     pub shard: ShardStats,
     pub destinations: Vec<DestInfo>,
     pub truncated: bool,
+    pub links: Vec<crate::link::LinkInfo>,
 }
 
 /// The JSON body for a console path, from every worker's snapshot.
@@ -52,6 +53,7 @@ pub fn render(path: &str, parts: &[WorkerSnapshot], ctx: &Ctx) -> String {
             "rejected": total(&|p| p.shard.rejected),
             "expired": total(&|p| p.shard.expired + p.stats.expired),
             "dead_lettered": total(&|p| p.shard.dead_lettered),
+            "links": parts.iter().flat_map(|p| p.links.iter()).collect::<Vec<_>>(),
             "per_worker": parts,
         })
     };
@@ -87,6 +89,10 @@ fn prometheus(parts: &[&WorkerSnapshot], ctx: &Ctx) -> String {
     metric("messages_dead_discarded_total", "counter", "Dead letters discarded (dead_letter = \"\").", sum(&|p| p.shard.dead_discarded));
     metric("messages_dropped_slow_total", "counter", "Topic deliveries dropped for slow consumers.", sum(&|p| p.stats.dropped_slow));
     metric("errors_sent_total", "counter", "ERROR frames sent.", sum(&|p| p.stats.errors_sent));
+    let _ = writeln!(o, "# HELP romp_link_up Upstream link connected and subscribed (1) or not (0).\n# TYPE romp_link_up gauge");
+    for l in parts.iter().flat_map(|p| p.links.iter()) {
+        let _ = writeln!(o, "romp_link_up{{name=\"{}\",address=\"{}\"}} {}", label(&l.name), l.address, u8::from(l.state == "up"));
+    }
     let dests: Vec<&DestInfo> = parts.iter().flat_map(|p| p.destinations.iter()).collect();
     type Column = (&'static str, &'static str, &'static str, fn(&DestInfo) -> u64);
     let per_dest: [Column; 4] = [
@@ -174,6 +180,7 @@ impl Collector {
                 "dead_lettered": total(&|p| p.shard.dead_lettered),
             },
             "destinations": dests,
+            "links": parts.iter().flat_map(|p| p.links.iter()).collect::<Vec<_>>(),
         });
         Some(v.to_string())
     }
