@@ -3,7 +3,7 @@ CARGO ?= cargo
 VENV := .venv
 CLIENTS := tests/clients
 
-.PHONY: help run build release test unit client-tests client-deps chromium bench bench-micro soak fuzz lint fmt clean
+.PHONY: help run build release static static-test test unit client-tests client-deps chromium bench bench-micro soak fuzz lint fmt clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -17,7 +17,21 @@ build: ## Debug build
 release: ## Optimised build: target/release/romp
 	$(CARGO) build --release
 
-test: unit client-tests ## The whole test suite: unit, integration, and third-party clients
+# A statically linked binary without the musl target: glibc linked statically (crt-static) on
+# the gnu target. Trade-offs (docs/deploy.md): name lookups through NSS do not work (romp binds
+# and dials IP addresses only, so it does not need them) and the binary is glibc-version bound
+# only to the kernel ABI.
+HOST := $(shell rustc -vV | sed -n 's/^host: //p')
+static: ## Statically linked, stripped binary: target/static/romp (runs FROM scratch)
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(HOST) --bin romp
+	mkdir -p target/static
+	cp target/$(HOST)/release/romp target/static/romp
+	strip target/static/romp
+
+static-test: static ## Check the static binary with file/ldd and run it in an empty chroot
+	tests/static/run.sh target/static/romp
+
+test: unit client-tests static-test ## The whole test suite: unit, integration, third-party clients, static binary
 
 unit: ## Rust unit and integration tests
 	$(CARGO) test

@@ -21,6 +21,13 @@ fn free_port() -> u16 {
 }
 
 #[test]
+fn check_config_accepts_the_container_file() {
+    let out =
+        Command::new(BIN).args(["--check-config", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/conf/docker.toml")]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn check_config_accepts_the_shipped_file() {
     let out =
         Command::new(BIN).args(["--check-config", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/conf/romp.toml")]).output().unwrap();
