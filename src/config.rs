@@ -559,6 +559,30 @@ mod tests {
     }
 
     #[test]
+    fn shipped_config_documents_every_key() {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/romp.toml")).unwrap();
+        let link = DownstreamConfig {
+            address: String::new(),
+            login: None,
+            passcode: None,
+            remote: None,
+            reconnect_min: 1,
+            reconnect_max: 1,
+            prefetch: 1,
+        };
+        let objects = [serde_json::to_value(Config::default()), serde_json::to_value(DestConfig::default()), serde_json::to_value(link)];
+        for v in objects {
+            for key in v.unwrap().as_object().unwrap().keys() {
+                let documented = text.lines().any(|l| {
+                    let l = l.trim_start_matches(['#', ' ']);
+                    l.starts_with(&format!("{key} ")) || l.starts_with(&format!("{key},")) || l.starts_with(&format!("[{key}."))
+                });
+                assert!(documented, "conf/romp.toml does not document `{key}`");
+            }
+        }
+    }
+
+    #[test]
     fn shipped_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/romp.toml");
         Config::load(&path).unwrap();
