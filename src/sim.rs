@@ -153,4 +153,23 @@ mod tests {
         }
         assert!(s.output(0).is_empty());
     }
+
+    #[test]
+    fn the_expiry_heap_stays_proportional_to_what_is_held() {
+        // 20,000 messages with a day to live, consumed as they arrive: without compaction the
+        // heap would keep an entry for each until the day is over.
+        let mut s = Sim::new(Config::default(), 2);
+        for i in 0..2 {
+            s.feed(i, b"CONNECT\naccept-version:1.2\n\n\0");
+        }
+        s.feed(1, b"SUBSCRIBE\nid:a\ndestination:/queue/q\n\n\0");
+        let expires = crate::broker::wall_ms() + 86_400_000;
+        let frame = format!("SEND\ndestination:/queue/q\nexpires:{expires}\n\nx\0");
+        for _ in 0..20_000 {
+            s.feed(0, frame.as_bytes());
+            s.output(1).clear();
+        }
+        assert_eq!(s.shard.queue_depth("/queue/q"), Some(0));
+        assert!(s.shard.expiring_len() <= 2 * 1024 + 1, "{} heap entries for nothing held", s.shard.expiring_len());
+    }
 }

@@ -255,3 +255,26 @@ fn reload_applies_destinations_users_and_limits() {
     let (_, g) = connect_as(b.addr, "u", "p");
     assert_eq!(g.command, "CONNECTED");
 }
+
+#[test]
+fn enable_admin_false_opens_no_admin_port() {
+    let b = Broker::with(1, |c| c.enable_admin = false);
+    assert!(b.admin.is_none());
+    let b = admin_broker(1, |c| c.admin_bind_address = "127.0.0.1".into());
+    assert_eq!(b.admin.unwrap().ip().to_string(), "127.0.0.1");
+}
+
+#[test]
+fn create_destinations_false_still_serves_virt_handlers_and_dead_letters() {
+    let b = Broker::with(2, |c| {
+        c.create_destinations = false;
+        c.destinations.insert("/queue/jobs".into(), romp::config::DestConfig { max_redeliveries: Some(0), ..Default::default() });
+    });
+    let mut c = b.client("1.2");
+    c.subscribe_sync("j", "/queue/jobs", "client");
+    c.with_receipt("SEND", &[("destination", "/queue/jobs")], b"x", "r");
+    let m = c.expect("MESSAGE");
+    c.send_frame("NACK", &[("id", m.h("ack")), ("requeue", "false")], b"");
+    c.subscribe("d", "/queue/DLQ.jobs", "auto");
+    assert_eq!(c.expect("MESSAGE").h("dlq-reason"), "rejected");
+}

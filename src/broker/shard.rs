@@ -229,6 +229,11 @@ impl Shard {
         self.queues.get(dest).map(|q| q.depth())
     }
 
+    /// Entries in the expiry heap (live and stale), for tests of its bound.
+    pub fn expiring_len(&self) -> usize {
+        self.expiring.len()
+    }
+
     /// The earliest expiry of anything held (ms since the epoch).
     pub fn next_expiry(&self) -> Option<u64> {
         self.expiring.peek().map(|r| r.0 .0)
@@ -465,6 +470,9 @@ impl Shard {
                     self.next_seq += 1;
                     if msg.expires != 0 {
                         self.expiring.push(Reverse((msg.expires, seq, dest.clone())));
+                        if seq % 1024 == 0 {
+                            self.compact_expiring();
+                        }
                     }
                 }
                 let t = self.topics.get_mut(&dest).expect("topic created above");
@@ -485,6 +493,7 @@ impl Shard {
                 }
             }
             DestKind::Queue => {
+                let seq = self.next_seq;
                 let q = self.queue_mut(&dest);
                 if !q.has_room(&msg) {
                     let detail = format!(
@@ -499,17 +508,17 @@ impl Shard {
                     self.reject(from, receipt, detail, out, quiet);
                     return false;
                 }
-                let seq = self.next_seq;
+                let expires = msg.expires;
+                q.push(msg, seq);
                 self.next_seq += 1;
-                if msg.expires != 0 {
-                    self.expiring.push(Reverse((msg.expires, seq, dest.clone())));
-                }
-                self.queue_mut(&dest).push(msg, seq);
                 self.stats.published += 1;
-                self.dispatch(&dest, out);
-                if seq % 1024 == 0 {
-                    self.compact_expiring();
+                if expires != 0 {
+                    self.expiring.push(Reverse((expires, seq, dest.clone())));
+                    if seq % 1024 == 0 {
+                        self.compact_expiring();
+                    }
                 }
+                self.dispatch(&dest, out);
             }
         }
         true
@@ -518,6 +527,9 @@ impl Shard {
     /// Rebuild the expiry heap without entries for messages no longer held, when those are the
     /// majority.
     fn compact_expiring(&mut self) {
+        if self.expiring.len() <= 1024 {
+            return;
+        }
         let held: usize =
             self.queues.values().map(|q| q.depth()).sum::<usize>() + self.topics.values().map(|t| t.retained.len()).sum::<usize>();
         if self.expiring.len() <= 2 * held + 1024 {
