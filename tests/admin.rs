@@ -265,7 +265,7 @@ fn enable_admin_false_opens_no_admin_port() {
 }
 
 #[test]
-fn create_destinations_false_still_serves_virt_handlers_and_dead_letters() {
+fn create_destinations_false_still_allows_dead_letter_queues() {
     let b = Broker::with(2, |c| {
         c.create_destinations = false;
         c.destinations.insert("/queue/jobs".into(), romp::config::DestConfig { max_redeliveries: Some(0), ..Default::default() });
