@@ -96,3 +96,63 @@ fn latency_mode_measures_round_trips_and_the_echo_floor() {
     let (p50, p99) = (r["p50_us"].as_f64().unwrap(), r["p99_us"].as_f64().unwrap());
     assert!(p50 > 0.0 && p99 >= p50, "{r}");
 }
+
+#[test]
+fn open_loop_reports_lateness_from_intended_send_times() {
+    let s = Server::start(cfg()).unwrap();
+    let (ok, r) = bench(s.local_addrs()[0].port(), &["--kind", "queue", "--rate", "5000"]);
+    assert!(ok, "{r}");
+    let sent = r["sent"].as_u64().unwrap();
+    // 1.2 s at 5,000/s, give or take the start-up.
+    assert!((5_000..=6_500).contains(&sent), "the rate is held: {r}");
+    let l = &r["latency_us"];
+    assert!(l["p50"].as_f64().unwrap() > 0.0 && l["p99"].as_f64().unwrap() >= l["p50"].as_f64().unwrap(), "{r}");
+    assert!(l["max"].as_f64().unwrap() >= l["p999"].as_f64().unwrap(), "{r}");
+}
+
+#[test]
+fn a_stalled_broker_shows_in_open_loop_lateness() {
+    // Every 500th message sleeps on the worker for 50 ms: lateness measured from the intended
+    // send time must show it (a closed loop would simply send less meanwhile).
+    let n = AtomicU64::new(0);
+    let s = Server::builder()
+        .config(Config { workers: 1, ..cfg() })
+        .stomp_handler("/queue/stall-", move |_: &SendContext<'_>, _: &mut Reply<'_>| {
+            if n.fetch_add(1, Ordering::Relaxed) % 500 == 499 {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Flow::Continue
+        })
+        .start()
+        .unwrap();
+    let (_, r) = bench(s.local_addrs()[0].port(), &["--kind", "queue", "--rate", "5000", "--queue-prefix", "/queue/stall-"]);
+    assert!(r["latency_us"]["max"].as_f64().unwrap() > 40_000.0, "{r}");
+    assert!(r["latency_us"]["p99"].as_f64().unwrap() > 1_000.0, "stalls delay the messages queued behind them: {r}");
+}
+
+#[test]
+fn slow_subscribers_are_reported_apart_from_the_fast_ones() {
+    let s = Server::start(Config { max_pending_bytes: (1 << 20) + 65536, max_message_size: 1 << 20, ..cfg() }).unwrap();
+    let (ok, r) = bench(s.local_addrs()[0].port(), &["--kind", "topic", "--consumers", "2", "--slow", "1", "--slow-rate", "100"]);
+    assert!(ok, "the fast subscribers got everything: {r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["slow"]["subscribers"], 1, "{r}");
+    assert_eq!(r["slow"]["cut_off"], 1, "romp's default policy disconnects the slow subscriber: {r}");
+}
+
+#[test]
+fn the_null_broker_forwards_for_calibration() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(BENCH).args(["--null-broker", "--port", &port.to_string()]).spawn().unwrap();
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for args in [vec!["--kind", "queue"], vec!["--kind", "topic", "--consumers", "3"]] {
+        let (ok, r) = bench(port, &args);
+        assert!(ok && r["sent"].as_u64().unwrap() > 0, "{args:?}: {r}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -8,7 +8,7 @@ use romp::stomp::{parse, skip_eols, Command, Limits, Parsed, Version};
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Bytes at the start of every body: producer id (u32), sequence (u64), checksum (u32), LE.
 pub const HEADER_LEN: usize = 16;
@@ -48,8 +48,10 @@ pub fn check(body: &[u8]) -> Option<(u32, u64)> {
 }
 
 enum Role {
-    Producer { pid: u32, seq: u64, copies: u64, dest: String },
-    Consumer { cid: usize },
+    /// `head`: the SEND command and headers, built once (destination and length never change).
+    Producer { pid: u32, seq: u64, copies: u64, head: Vec<u8> },
+    /// `slow`: reads at most `--slow-rate` messages/s; not counted in loss accounting.
+    Consumer { cid: usize, slow: bool },
 }
 
 struct Conn {
@@ -57,8 +59,12 @@ struct Conn {
     role: Role,
     connected: bool,
     ready: bool,
+    /// A slow consumer the broker cut off (ERROR or close): no longer read.
+    dead: bool,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
+    /// Slow consumers: bytes they may still read (refilled by time).
+    budget: f64,
 }
 
 fn connect_frame(o: &Opts) -> Vec<u8> {
@@ -84,149 +90,274 @@ fn flush(c: &mut Conn) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Per-thread state the read path needs.
+struct Reader<'a> {
+    o: &'a Opts,
+    shared: &'a Shared,
+    tally: &'a mut Tally,
+    limits: Limits,
+    scratch: Vec<u8>,
+    acks: Vec<u8>,
+    /// Open loop: each producer's rate, and the start of measurement.
+    rate: Option<f64>,
+    measure_from: Option<Instant>,
+}
+
+impl Reader<'_> {
+    /// Read what `c` may read now (everything, or a slow consumer's budget) and handle it.
+    fn service(&mut self, c: &mut Conn) -> Result<(), String> {
+        let slow = matches!(c.role, Role::Consumer { slow: true, .. });
+        loop {
+            let cap = if slow { (c.budget as usize).min(self.scratch.len()) } else { self.scratch.len() };
+            if cap == 0 {
+                break;
+            }
+            match c.sock.read(&mut self.scratch[..cap]) {
+                Ok(0) => {
+                    if slow {
+                        c.dead = true;
+                        self.tally.slow_cut_off += 1;
+                        return Ok(());
+                    }
+                    if !self.shared.done.load(Ordering::Acquire) {
+                        return Err("the broker closed a connection".into());
+                    }
+                    break;
+                }
+                Ok(n) => {
+                    c.rbuf.extend_from_slice(&self.scratch[..n]);
+                    if slow {
+                        c.budget -= n as f64;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if slow => {
+                    let _ = e;
+                    c.dead = true;
+                    self.tally.slow_cut_off += 1;
+                    return Ok(());
+                }
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+        self.parse(c)
+    }
+
+    fn parse(&mut self, c: &mut Conn) -> Result<(), String> {
+        let o = self.o;
+        let mut pos = 0;
+        let mut last_ack: Option<String> = None;
+        let mut delivered = 0u64;
+        let mut cut = false;
+        loop {
+            pos += skip_eols(&c.rbuf[pos..]);
+            if pos >= c.rbuf.len() {
+                break;
+            }
+            let (cmd, used) = match parse(&c.rbuf[pos..], Version::V1_2, &self.limits) {
+                Ok(Parsed::Frame(f, used)) => {
+                    if f.command == Command::Message {
+                        if let Role::Consumer { cid, slow } = c.role {
+                            if slow {
+                                self.tally.slow_delivered += 1;
+                            } else {
+                                match check(f.body) {
+                                    Some((pid, seq)) => {
+                                        self.tally.record(cid, pid, seq);
+                                        self.latency(seq);
+                                    }
+                                    None => self.tally.corrupt += 1,
+                                }
+                                delivered += 1;
+                            }
+                            match o.ack.as_str() {
+                                "client-individual" => {
+                                    self.acks.extend_from_slice(b"ACK\nid:");
+                                    self.acks.extend_from_slice(f.header("ack").unwrap_or("").as_bytes());
+                                    self.acks.extend_from_slice(b"\n\n\0");
+                                }
+                                "client" => last_ack = f.header("ack").map(str::to_string),
+                                _ => {}
+                            }
+                        }
+                    } else if f.command == Command::Error {
+                        if matches!(c.role, Role::Consumer { slow: true, .. }) {
+                            cut = true;
+                            break;
+                        }
+                        return Err(format!(
+                            "ERROR from broker: {} {}",
+                            f.header("message").unwrap_or(""),
+                            String::from_utf8_lossy(f.body)
+                        ));
+                    }
+                    (f.command, used)
+                }
+                Ok(Parsed::Incomplete { .. }) => break,
+                Err(e) => return Err(format!("broker sent a malformed frame: {e}")),
+            };
+            pos += used;
+            match cmd {
+                Command::Connected => {
+                    c.connected = true;
+                    match &c.role {
+                        Role::Consumer { cid, .. } => {
+                            let sub =
+                                format!("SUBSCRIBE\nid:{cid}\ndestination:{}\nack:{}\nreceipt:ready\n\n\0", o.destination(*cid), o.ack);
+                            c.wbuf.extend_from_slice(sub.as_bytes());
+                        }
+                        Role::Producer { .. } => c.ready = true,
+                    }
+                }
+                Command::Receipt => {
+                    c.ready = true;
+                    self.shared.ready_consumers.fetch_add(1, Ordering::AcqRel);
+                }
+                _ => {}
+            }
+        }
+        if cut {
+            // The broker cut this slow consumer off; what it said is all there is.
+            c.dead = true;
+            c.rbuf.clear();
+            self.tally.slow_cut_off += 1;
+            return Ok(());
+        }
+        c.rbuf.drain(..pos);
+        if let Some(a) = last_ack {
+            self.acks.extend_from_slice(format!("ACK\nid:{a}\n\n\0").as_bytes());
+        }
+        c.wbuf.append(&mut self.acks);
+        if delivered > 0 {
+            self.shared.delivered.fetch_add(delivered, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Open loop: record how late message `seq` arrived against its intended send time.
+    fn latency(&mut self, seq: u64) {
+        let (Some(rate), Some(start)) = (self.rate, self.shared.started.get()) else { return };
+        let intended = *start + Duration::from_secs_f64(seq as f64 / rate);
+        if self.measure_from.is_some_and(|m| intended < m) {
+            return;
+        }
+        let late = Instant::now().saturating_duration_since(intended).as_nanos() as u64;
+        if let Some(h) = self.tally.latency.as_mut() {
+            let _ = h.record(late.max(1));
+        }
+    }
+}
+
 pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Result<Tally, String> {
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut conns: Vec<Conn> = Vec::new();
     let mut tally = Tally::new(o.producers);
+    if o.rate.is_some() {
+        tally.latency = Some(crate::report::latency_histogram());
+    }
     let open = |role: Role| -> Result<Conn, String> {
         let s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
-        Ok(Conn { sock: TcpStream::from_std(s), role, connected: false, ready: false, rbuf: Vec::new(), wbuf: connect_frame(o) })
+        Ok(Conn {
+            sock: TcpStream::from_std(s),
+            role,
+            connected: false,
+            ready: false,
+            dead: false,
+            rbuf: Vec::new(),
+            wbuf: connect_frame(o),
+            budget: 64.0 * 1024.0,
+        })
     };
     for cid in (0..o.consumers).filter(|c| c % o.threads == t) {
-        conns.push(open(Role::Consumer { cid })?);
+        conns.push(open(Role::Consumer { cid, slow: false })?);
+    }
+    for cid in (o.consumers..o.consumers + o.slow).filter(|c| c % o.threads == t) {
+        conns.push(open(Role::Consumer { cid, slow: true })?);
     }
     for pid in (0..o.producers).filter(|p| p % o.threads == t) {
         let copies = o.copies_of(pid % o.destinations);
-        conns.push(open(Role::Producer { pid: pid as u32, seq: 0, copies, dest: o.destination(pid) })?);
+        let head = format!("SEND\ndestination:{}\ncontent-length:{}\n\n", o.destination(pid), o.size).into_bytes();
+        conns.push(open(Role::Producer { pid: pid as u32, seq: 0, copies, head })?);
     }
     for (i, c) in conns.iter_mut().enumerate() {
         poll.registry().register(&mut c.sock, Token(i), Interest::READABLE | Interest::WRITABLE).map_err(|e| e.to_string())?;
         flush(c).map_err(|e| e.to_string())?;
     }
-    let limits = Limits { max_headers: 1000, max_header_len: 1 << 16, max_body: 64 << 20 };
+    let mut r = Reader {
+        o,
+        shared,
+        tally: &mut tally,
+        limits: Limits { max_headers: 1000, max_header_len: 1 << 16, max_body: 64 << 20 },
+        scratch: vec![0u8; 256 * 1024],
+        acks: Vec::new(),
+        rate: o.rate_per_producer(),
+        measure_from: None,
+    };
+    // A slow consumer's read allowance: its message rate times a generous frame size.
+    let slow_bytes_per_sec = o.slow_rate as f64 * (o.size + 200) as f64;
+    let mut last_refill = Instant::now();
     let mut events = Events::with_capacity(1024);
     let mut body = vec![0u8; o.size];
-    let mut scratch = vec![0u8; 256 * 1024];
-    let mut acks: Vec<u8> = Vec::new();
     let mut stop_acknowledged = false;
+    let rate = o.rate_per_producer();
     while !shared.done.load(Ordering::Acquire) {
         poll.poll(&mut events, Some(Duration::from_millis(1))).map_err(|e| e.to_string())?;
+        if r.measure_from.is_none() {
+            r.measure_from = shared.started.get().map(|s| *s + o.warmup);
+        }
         for ev in events.iter() {
             let c = &mut conns[ev.token().0];
-            if !ev.is_readable() && !ev.is_read_closed() {
+            if (!ev.is_readable() && !ev.is_read_closed()) || c.dead || matches!(c.role, Role::Consumer { slow: true, .. }) {
                 continue;
             }
-            loop {
-                match c.sock.read(&mut scratch) {
-                    Ok(0) => {
-                        if !shared.done.load(Ordering::Acquire) {
-                            return Err("the broker closed a connection".into());
-                        }
-                        break;
-                    }
-                    Ok(n) => c.rbuf.extend_from_slice(&scratch[..n]),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(format!("read: {e}")),
-                }
-            }
-            // Parse everything buffered.
-            let mut pos = 0;
-            let mut last_ack: Option<String> = None;
-            let mut delivered = 0u64;
-            loop {
-                pos += skip_eols(&c.rbuf[pos..]);
-                if pos >= c.rbuf.len() {
-                    break;
-                }
-                let (cmd, used) = match parse(&c.rbuf[pos..], Version::V1_2, &limits) {
-                    Ok(Parsed::Frame(f, used)) => {
-                        if f.command == Command::Message {
-                            if let Role::Consumer { cid } = c.role {
-                                match check(f.body) {
-                                    Some((pid, seq)) => tally.record(cid, pid, seq),
-                                    None => tally.corrupt += 1,
-                                }
-                                delivered += 1;
-                                match o.ack.as_str() {
-                                    "client-individual" => {
-                                        acks.extend_from_slice(b"ACK\nid:");
-                                        acks.extend_from_slice(f.header("ack").unwrap_or("").as_bytes());
-                                        acks.extend_from_slice(b"\n\n\0");
-                                    }
-                                    "client" => last_ack = f.header("ack").map(str::to_string),
-                                    _ => {}
-                                }
-                            }
-                        } else if f.command == Command::Error {
-                            return Err(format!(
-                                "ERROR from broker: {} {}",
-                                f.header("message").unwrap_or(""),
-                                String::from_utf8_lossy(f.body)
-                            ));
-                        }
-                        (f.command, used)
-                    }
-                    Ok(Parsed::Incomplete { .. }) => break,
-                    Err(e) => return Err(format!("broker sent a malformed frame: {e}")),
-                };
-                pos += used;
-                match cmd {
-                    Command::Connected => {
-                        c.connected = true;
-                        match &c.role {
-                            Role::Consumer { cid } => {
-                                let sub =
-                                    format!("SUBSCRIBE\nid:{cid}\ndestination:{}\nack:{}\nreceipt:ready\n\n\0", o.destination(*cid), o.ack);
-                                c.wbuf.extend_from_slice(sub.as_bytes());
-                            }
-                            Role::Producer { .. } => c.ready = true,
-                        }
-                    }
-                    Command::Receipt => {
-                        c.ready = true;
-                        shared.ready_consumers.fetch_add(1, Ordering::AcqRel);
-                    }
-                    _ => {}
-                }
-            }
-            c.rbuf.drain(..pos);
-            if let Some(a) = last_ack {
-                acks.extend_from_slice(format!("ACK\nid:{a}\n\n\0").as_bytes());
-            }
-            c.wbuf.append(&mut acks);
-            if delivered > 0 {
-                shared.delivered.fetch_add(delivered, Ordering::AcqRel);
+            r.service(c)?;
+        }
+        if o.slow > 0 {
+            let dt = last_refill.elapsed().as_secs_f64();
+            last_refill = Instant::now();
+            for c in conns.iter_mut().filter(|c| matches!(c.role, Role::Consumer { slow: true, .. }) && !c.dead) {
+                // Before the run starts a slow consumer reads freely (it must see its RECEIPT).
+                c.budget = if c.ready { (c.budget + dt * slow_bytes_per_sec).min(slow_bytes_per_sec) } else { 64.0 * 1024.0 };
+                r.service(c)?;
             }
         }
-        // Producers: publish while the window allows.
+        // Producers: publish while the window allows, or at the open-loop rate.
         let go = shared.go.load(Ordering::Acquire) && !shared.stop_sending.load(Ordering::Acquire);
         for c in conns.iter_mut() {
-            if let Role::Producer { pid, seq, copies, dest } = &mut c.role {
+            if let Role::Producer { pid, seq, copies, head } = &mut c.role {
                 if go && c.ready && c.wbuf.len() < WBUF_MAX {
-                    let outstanding = shared.sent.load(Ordering::Acquire) * *copies
-                        - shared.delivered.load(Ordering::Acquire).min(shared.sent.load(Ordering::Acquire) * *copies);
-                    let room = (o.window * *copies).saturating_sub(outstanding) / *copies;
-                    let n = room.min(BATCH);
+                    let n = match (rate, shared.started.get()) {
+                        (Some(rate), Some(start)) => {
+                            let due = (start.elapsed().as_secs_f64() * rate) as u64;
+                            due.saturating_sub(*seq).min(8 * BATCH)
+                        }
+                        _ => {
+                            let outstanding = shared.sent.load(Ordering::Acquire) * *copies
+                                - shared.delivered.load(Ordering::Acquire).min(shared.sent.load(Ordering::Acquire) * *copies);
+                            let room = (o.window * *copies).saturating_sub(outstanding) / *copies;
+                            room.min(BATCH)
+                        }
+                    };
                     for _ in 0..n {
                         stamp(&mut body, *pid, *seq);
                         *seq += 1;
-                        c.wbuf.extend_from_slice(b"SEND\ndestination:");
-                        c.wbuf.extend_from_slice(dest.as_bytes());
-                        c.wbuf.extend_from_slice(format!("\ncontent-length:{}\n\n", body.len()).as_bytes());
+                        c.wbuf.extend_from_slice(head);
                         c.wbuf.extend_from_slice(&body);
                         c.wbuf.push(0);
                     }
                     if n > 0 {
-                        tally.sent[*pid as usize] = *seq;
+                        r.tally.sent[*pid as usize] = *seq;
                         shared.sent.fetch_add(n, Ordering::AcqRel);
                         shared.expected.fetch_add(n * *copies, Ordering::AcqRel);
                     }
                 }
             }
-            flush(c).map_err(|e| format!("write: {e}"))?;
+            if !c.dead {
+                flush(c).map_err(|e| format!("write: {e}"))?;
+            }
         }
         // Tell the main thread once nothing more will be published from here.
         if !stop_acknowledged && shared.stop_sending.load(Ordering::Acquire) {
@@ -237,6 +368,13 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
             }
         }
     }
+    // A slow subscriber reads its backlog only slowly, so an ERROR or close from the broker may
+    // still be queued behind it: read what is there now, without the budget, to find out.
+    for c in conns.iter_mut().filter(|c| matches!(c.role, Role::Consumer { slow: true, .. }) && !c.dead) {
+        c.budget = f64::MAX;
+        r.service(c)?;
+    }
+    drop(r);
     for c in conns.iter_mut() {
         if let Role::Producer { pid, seq, .. } = c.role {
             tally.sent[pid as usize] = seq;

@@ -17,6 +17,7 @@ mod conn;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod idle;
 mod latency;
+mod nullbroker;
 mod report;
 
 use report::{Report, Tally};
@@ -55,6 +56,14 @@ pub struct Opts {
     pub broker_pid: Option<u32>,
     /// `--latency N`: request/reply round trips with N requesters instead of a load.
     pub latency: Option<usize>,
+    /// `--rate R`: open loop, R messages/s in total at fixed intervals (no window); latency is
+    /// measured from each message's intended send time.
+    pub rate: Option<f64>,
+    /// `--slow N`: extra topic subscribers that read at most `slow_rate` messages/s.
+    pub slow: usize,
+    pub slow_rate: u64,
+    /// `--null-broker`: serve as a minimal forwarder on `--port` instead of generating load.
+    pub null_broker: bool,
 }
 
 const USAGE: &str = "usage: romp-bench [options]
@@ -70,6 +79,15 @@ const USAGE: &str = "usage: romp-bench [options]
                                 with p50/p99/p99.9, beside a raw TCP echo of the same size
   --idle N [--broker-pid PID]   open N idle sessions (one subscription each) and report the
                                 broker's RSS per session instead of running a load
+  --rate R                      open loop: R messages/s in total at fixed intervals instead of
+                                the window; reports latency from each message's intended send
+                                time (so a stalled broker cannot hide its stalls)
+  --slow N [--slow-rate R]      add N topic subscribers that read at most R msg/s (1000); the
+                                report gives the normal consumers' rate and what became of the
+                                slow ones (their messages are not counted as lost)
+  --broker-pid PID              also report the broker's peak RSS during the run
+  --null-broker                 serve on --port as a minimal forwarder (no acks, receipts only
+                                for SUBSCRIBE, no limits): the tool's own ceiling
 
 Producers and consumers are spread over the destinations round-robin (partitioned when
 producers = consumers = destinations). Topic consumers each get every message of their
@@ -98,6 +116,10 @@ fn parse_opts() -> Result<Opts, String> {
         idle: None,
         broker_pid: None,
         latency: None,
+        rate: None,
+        slow: 0,
+        slow_rate: 1000,
+        null_broker: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -131,6 +153,10 @@ fn parse_opts() -> Result<Opts, String> {
             "--idle" => o.idle = Some(num(v()?)? as usize),
             "--broker-pid" => o.broker_pid = Some(num(v()?)? as u32),
             "--latency" => o.latency = Some(num(v()?)?.max(1) as usize),
+            "--rate" => o.rate = Some(num(v()?)?.max(1) as f64),
+            "--slow" => o.slow = num(v()?)? as usize,
+            "--slow-rate" => o.slow_rate = num(v()?)?.max(1),
+            "--null-broker" => o.null_broker = true,
             "-h" | "--help" => return Err(String::new()),
             _ => return Err(format!("unknown option {a}")),
         }
@@ -143,6 +169,9 @@ fn parse_opts() -> Result<Opts, String> {
         // topic subscriber's backlog is bounded by the broker's slow-consumer limit: stay far
         // below it, or the broker will rightly cut a bench consumer off.
         o.window = if o.kind == Kind::Queue { 20_000 } else { 4_000 };
+    }
+    if o.slow > 0 && o.kind != Kind::Topic {
+        return Err("--slow needs --kind topic (queue consumers compete; a slow one just takes less)".into());
     }
     if o.producers == 0 || o.consumers == 0 {
         return Err("need at least one producer and one consumer".into());
@@ -175,7 +204,16 @@ impl Opts {
             idle: None,
             broker_pid: None,
             latency: None,
+            rate: None,
+            slow: 0,
+            slow_rate: 1000,
+            null_broker: false,
         }
+    }
+
+    /// Messages per second each producer sends in open-loop mode.
+    pub fn rate_per_producer(&self) -> Option<f64> {
+        self.rate.map(|r| r / self.producers as f64)
     }
 
     pub fn destination(&self, i: usize) -> String {
@@ -205,6 +243,8 @@ pub struct Shared {
     pub expected: AtomicU64,
     pub delivered: AtomicU64,
     pub errors: AtomicU64,
+    /// When producers started (open-loop mode computes intended send times from it).
+    pub started: std::sync::OnceLock<Instant>,
 }
 
 fn main() {
@@ -229,6 +269,7 @@ fn main() {
         expected: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        started: std::sync::OnceLock::new(),
     });
     let addr = match std::net::ToSocketAddrs::to_socket_addrs(&(opts.host.as_str(), opts.port)).ok().and_then(|mut a| a.next()) {
         Some(a) => a,
@@ -238,6 +279,13 @@ fn main() {
         }
     };
 
+    if opts.null_broker {
+        if let Err(e) = nullbroker::run(&opts) {
+            eprintln!("romp-bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Some(n) = opts.latency {
         if let Err(e) = latency::run(&opts, addr, n) {
             eprintln!("romp-bench: {e}");
@@ -261,7 +309,7 @@ fn main() {
 
     // Wait for every consumer to be subscribed, then run.
     let t0 = Instant::now();
-    while shared.ready_consumers.load(Ordering::Acquire) < opts.consumers {
+    while shared.ready_consumers.load(Ordering::Acquire) < opts.consumers + opts.slow {
         if t0.elapsed() > Duration::from_secs(30) || shared.errors.load(Ordering::Acquire) > 0 {
             eprintln!("romp-bench: consumers not ready ({} of {})", shared.ready_consumers.load(Ordering::Acquire), opts.consumers);
             shared.done.store(true, Ordering::Release);
@@ -269,8 +317,10 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    let _ = shared.started.set(Instant::now());
     shared.go.store(true, Ordering::Release);
     let start = Instant::now();
+    let mut peak_rss = 0u64;
     std::thread::sleep(opts.warmup);
     let (s0, d0, t_measure) = (shared.sent.load(Ordering::Acquire), shared.delivered.load(Ordering::Acquire), Instant::now());
     let mut last = (Instant::now(), d0);
@@ -278,6 +328,9 @@ fn main() {
         std::thread::sleep(
             Duration::from_millis(1000).min(opts.duration.saturating_sub(t_measure.elapsed()).max(Duration::from_millis(1))),
         );
+        if let Some(pid) = opts.broker_pid {
+            peak_rss = peak_rss.max(idle::rss_kib(pid).unwrap_or(0));
+        }
         if !opts.json {
             let d = shared.delivered.load(Ordering::Acquire);
             let dt = last.0.elapsed().as_secs_f64();
@@ -332,7 +385,10 @@ fn main() {
     if !opts.json {
         eprintln!();
     }
-    let report = Report::new(&opts, &tally, (s1 - s0) as f64 / elapsed, (d1 - d0) as f64 / elapsed, elapsed);
+    let mut report = Report::new(&opts, &tally, (s1 - s0) as f64 / elapsed, (d1 - d0) as f64 / elapsed, elapsed);
+    if opts.broker_pid.is_some() {
+        report.broker_rss_kib = Some(peak_rss);
+    }
     report.print(opts.json);
     if !report.clean() {
         std::process::exit(1);

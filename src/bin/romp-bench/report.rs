@@ -1,6 +1,7 @@
 //! Counting what arrived, and the end-of-run report (human table or JSON).
 
 use crate::{Kind, Opts};
+use hdrhistogram::Histogram;
 
 /// What one thread saw. Merged across threads at the end.
 #[derive(Default)]
@@ -9,11 +10,22 @@ pub struct Tally {
     pub sent: Vec<u64>,
     /// Per producer, per sequence: copies received.
     pub seen: Vec<Vec<u16>>,
-    /// Per (consumer, producer): the last sequence seen, for reorder detection.
-    last: std::collections::HashMap<(usize, u32), u64>,
+    /// Per (consumer, producer): the last sequence seen + 1 (0 = none yet), for reorder
+    /// detection; indexed `consumer * producers + producer` (no hashing per message).
+    last: Vec<u64>,
     pub reordered: u64,
     pub corrupt: u64,
     pub errors: u64,
+    /// Open loop: lateness against the intended send time, in ns.
+    pub latency: Option<Histogram<u64>>,
+    /// Messages slow consumers read, and slow consumers the broker cut off.
+    pub slow_delivered: u64,
+    pub slow_cut_off: u64,
+}
+
+/// A histogram of nanoseconds up to a minute, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
 }
 
 impl Tally {
@@ -31,11 +43,16 @@ impl Tally {
             v.resize((i + 1).next_power_of_two(), 0);
         }
         v[i] = v[i].saturating_add(1);
-        let last = self.last.entry((consumer, pid)).or_insert(u64::MAX);
-        if *last != u64::MAX && seq <= *last {
+        let producers = self.seen.len();
+        let i = consumer * producers + pid as usize;
+        if self.last.len() <= i {
+            self.last.resize(i + 1, 0);
+        }
+        let last = &mut self.last[i];
+        if *last != 0 && seq < *last {
             self.reordered += 1;
         }
-        *last = seq;
+        *last = seq + 1;
     }
 
     pub fn merge(&mut self, other: Tally) {
@@ -58,6 +75,16 @@ impl Tally {
         self.reordered += other.reordered;
         self.corrupt += other.corrupt;
         self.errors += other.errors;
+        self.slow_delivered += other.slow_delivered;
+        self.slow_cut_off += other.slow_cut_off;
+        if let Some(h) = other.latency {
+            match self.latency.as_mut() {
+                Some(mine) => {
+                    let _ = mine.add(&h);
+                }
+                None => self.latency = Some(h),
+            }
+        }
     }
 }
 
@@ -73,6 +100,11 @@ pub struct Report {
     send_rate: f64,
     delivery_rate: f64,
     seconds: f64,
+    /// Open loop: (p50, p99, p99.9, max) lateness in microseconds.
+    latency_us: Option<[f64; 4]>,
+    slow: Option<(usize, u64, u64)>,
+    /// The broker's peak RSS during the run (`--broker-pid`).
+    pub broker_rss_kib: Option<u64>,
 }
 
 impl Report {
@@ -89,9 +121,19 @@ impl Report {
             }
         }
         let kind = if o.kind == Kind::Queue { "queue" } else { "topic" };
+        let latency_us = t.latency.as_ref().filter(|h| !h.is_empty()).map(|h| {
+            [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.value_at_quantile(0.999), h.max()].map(|ns| ns as f64 / 1000.0)
+        });
+        let mut extra = String::new();
+        if let Some(r) = o.rate {
+            extra.push_str(&format!(", open loop at {r:.0} msg/s"));
+        }
+        if o.slow > 0 {
+            extra.push_str(&format!(", + {} slow subscriber(s) at {} msg/s", o.slow, o.slow_rate));
+        }
         Report {
             scenario: format!(
-                "{kind} {}->{} over {} destination(s), {} B, ack {}",
+                "{kind} {}->{} over {} destination(s), {} B, ack {}{extra}",
                 o.producers, o.consumers, o.destinations, o.size, o.ack
             ),
             sent: t.sent.iter().sum(),
@@ -104,6 +146,9 @@ impl Report {
             send_rate,
             delivery_rate,
             seconds,
+            latency_us,
+            slow: (o.slow > 0).then_some((o.slow, t.slow_delivered, t.slow_cut_off)),
+            broker_rss_kib: None,
         }
     }
 
@@ -114,8 +159,18 @@ impl Report {
 
     pub fn print(&self, json: bool) {
         if json {
+            let mut extra = String::new();
+            if let Some([p50, p99, p999, max]) = self.latency_us {
+                extra.push_str(&format!(",\"latency_us\":{{\"p50\":{p50:.1},\"p99\":{p99:.1},\"p999\":{p999:.1},\"max\":{max:.1}}}"));
+            }
+            if let Some((n, got, cut)) = self.slow {
+                extra.push_str(&format!(",\"slow\":{{\"subscribers\":{n},\"delivered\":{got},\"cut_off\":{cut}}}"));
+            }
+            if let Some(kib) = self.broker_rss_kib {
+                extra.push_str(&format!(",\"broker_rss_kib\":{kib}"));
+            }
             println!(
-                "{{\"scenario\":\"{}\",\"seconds\":{:.3},\"sent\":{},\"delivered\":{},\"lost\":{},\"duplicated\":{},\"reordered\":{},\"corrupt\":{},\"errors\":{},\"send_rate\":{:.0},\"delivery_rate\":{:.0}}}",
+                "{{\"scenario\":\"{}\",\"seconds\":{:.3},\"sent\":{},\"delivered\":{},\"lost\":{},\"duplicated\":{},\"reordered\":{},\"corrupt\":{},\"errors\":{},\"send_rate\":{:.0},\"delivery_rate\":{:.0}{extra}}}",
                 self.scenario, self.seconds, self.sent, self.delivered, self.lost, self.duplicated, self.reordered, self.corrupt, self.errors, self.send_rate, self.delivery_rate
             );
             return;
@@ -131,6 +186,15 @@ impl Report {
         println!("reordered    {:>12}", self.reordered);
         println!("corrupt      {:>12}", self.corrupt);
         println!("errors       {:>12}", self.errors);
+        if let Some([p50, p99, p999, max]) = self.latency_us {
+            println!("lateness     p50 {p50:.0} us  p99 {p99:.0} us  p99.9 {p999:.0} us  max {max:.0} us (from intended send time)");
+        }
+        if let Some((n, got, cut)) = self.slow {
+            println!("slow subs    {n}: read {got} messages, {cut} cut off by the broker");
+        }
+        if let Some(kib) = self.broker_rss_kib {
+            println!("broker RSS   {kib} KiB at most");
+        }
         println!("verdict      {}", if self.clean() { "CLEAN" } else { "FAILED: messages lost, duplicated, reordered or corrupted" });
     }
 }
