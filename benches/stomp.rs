@@ -89,5 +89,27 @@ fn bench_fan_out(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_parse, bench_encode, bench_escape, bench_fan_out);
+/// The whole broker path of one queue message on one worker, sockets aside: parse the SEND,
+/// build the message, enqueue, dispatch, encode the MESSAGE, return the credit.
+fn bench_queue_path(c: &mut Criterion) {
+    let mut sim = romp::sim::Sim::new(romp::Config::default(), 2);
+    for i in 0..2 {
+        sim.feed(i, b"CONNECT\naccept-version:1.2\n\n\0");
+    }
+    sim.feed(1, b"SUBSCRIBE\nid:q\ndestination:/queue/bench\n\n\0");
+    sim.output(0).clear();
+    sim.output(1).clear();
+    let send = send_frame(100);
+    let mut g = c.benchmark_group("queue_path");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("send_to_message_100b", |b| {
+        b.iter(|| {
+            sim.feed(0, black_box(&send));
+            sim.output(1).clear();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_parse, bench_encode, bench_escape, bench_fan_out, bench_queue_path);
 criterion_main!(benches);

@@ -15,11 +15,23 @@ raw="$out/raw.jsonl"
 cargo build --release -q --bin romp --bin romp-bench || exit 1
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# name|romp-bench arguments
-scenarios=(
+# name|romp-bench arguments. Core scenarios run against every broker; the extra ones against
+# romp and the null broker (the tool's own ceiling) only, to keep `make bench` short.
+core=(
   "queue 1->1|--kind queue --producers 1 --consumers 1"
   "topic 1->10|--kind topic --producers 1 --consumers 10"
   "10 partitioned queues|--kind queue --producers 10 --consumers 10 --destinations 10"
+  "fan-in queue 10->1|--kind queue --producers 10 --consumers 1"
+  "competing consumers queue 1->4|--kind queue --producers 1 --consumers 4"
+  "topic 1->1 (solo)|--kind topic --producers 1 --consumers 1"
+  "topic 1->1 + 1 slow subscriber|--kind topic --producers 1 --consumers 1 --slow 1 --slow-rate 200"
+)
+extra=(
+  "queue 1->1, 1 KiB|--kind queue --producers 1 --consumers 1 --size 1024"
+  "queue 1->1, 16 KiB|--kind queue --producers 1 --consumers 1 --size 16384"
+  "queue 1->1, client-individual ack|--kind queue --producers 1 --consumers 1 --ack client-individual"
+  "queue 1->1, client ack|--kind queue --producers 1 --consumers 1 --ack client"
+  "open loop: queue 1->1 at 50k msg/s|--kind queue --producers 1 --consumers 1 --rate 50000"
 )
 
 latency() { # broker port: request/reply p99 beside the TCP echo floor, one run
@@ -31,15 +43,17 @@ latency() { # broker port: request/reply p99 beside the TCP echo floor, one run
   echo "$1 / latency: $line" >&2
 }
 
-measure() { # broker port
-  local broker=$1 port=$2
-  latency "$broker" "$port"
-  for s in "${scenarios[@]}"; do
+run_set() { # broker port pid scenario...
+  local broker=$1 port=$2 pid=$3
+  shift 3
+  local pidarg=()
+  [ -n "$pid" ] && pidarg=(--broker-pid "$pid")
+  for s in "$@"; do
     local name=${s%%|*} args=${s#*|}
-    for r in $(seq "$runs"); do
+    for r in $(seq 1 "$runs"); do
       local line
       # Unique destinations per run so nothing is left over from the previous one.
-      line=$(timeout $((secs + 40)) ./target/release/romp-bench --port "$port" $args --size 100 --duration "$secs" --warmup 1 \
+      line=$(timeout $((secs + 40)) ./target/release/romp-bench --port "$port" $args --duration "$secs" --warmup 1 "${pidarg[@]}" \
         --queue-prefix "/queue/cmp-$r-" --topic-prefix "/topic/cmp-$r-" --json 2>/dev/null | tail -1)
       [ -n "$line" ] || line='{"failed":true}'
       echo "{\"broker\":\"$broker\",\"scenario\":\"$name\",\"run\":$r,\"result\":$line}" >>"$raw"
@@ -49,17 +63,34 @@ measure() { # broker port
 }
 
 status=()
-# romp itself
+# The tool's own ceiling: a minimal forwarder inside romp-bench, on the same cores.
+port=$(free_port)
+./target/release/romp-bench --null-broker --port "$port" 2>/dev/null &
+npid=$!
+sleep 0.3
+run_set "null broker" "$port" "" "${core[@]}" "${extra[@]}"
+kill "$npid"; wait "$npid" 2>/dev/null
+status+=("null broker: the tool's ceiling (a one-thread forwarder without STOMP semantics, inside romp-bench)")
+
+# romp itself, with its default workers (one per core), then with one worker for scaling.
 port=$(free_port)
 ./target/release/romp --port "$port" --web-port 0 --admin-port 0 >/tmp/romp-compare.log 2>&1 &
 rpid=$!
 sleep 0.5
-measure romp "$port"
+latency romp "$port"
+run_set romp "$port" "$rpid" "${core[@]}" "${extra[@]}"
 kill -TERM "$rpid"; wait "$rpid" 2>/dev/null
-status+=("romp: measured")
+port=$(free_port)
+./target/release/romp --port "$port" --web-port 0 --admin-port 0 --workers 1 >/tmp/romp-compare-1.log 2>&1 &
+rpid=$!
+sleep 0.5
+run_set "romp, 1 worker" "$port" "$rpid" "${core[@]:0:3}"
+kill -TERM "$rpid"; wait "$rpid" 2>/dev/null
+status+=("romp: measured ($(nproc) workers, and 1 worker for scaling)")
 
 if scripts/peers/rabbitmq.sh start >/tmp/rabbit-start.log 2>&1; then
-  measure rabbitmq 61623
+  latency rabbitmq 61623
+  run_set rabbitmq 61623 "$(cat /tmp/romp-peer-rabbitmq/pid 2>/dev/null)" "${core[@]}"
   status+=("rabbitmq: measured ($(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null))")
 else
   status+=("rabbitmq: could not be started ($(tail -1 /tmp/rabbit-start.log))")
@@ -67,7 +98,8 @@ fi
 scripts/peers/rabbitmq.sh stop >/dev/null 2>&1
 
 if scripts/peers/oldromp.sh start >/tmp/oldromp-start.log 2>&1; then
-  measure "old romp 0.5.2" 61633
+  latency "old romp 0.5.2" 61633
+  run_set "old romp 0.5.2" 61633 "$(cat /tmp/romp-peer-oldromp/pid 2>/dev/null)" "${core[@]}"
   status+=("old romp 0.5.2: measured")
 else
   status+=("old romp 0.5.2: could not be started ($(tail -1 /tmp/oldromp-start.log))")

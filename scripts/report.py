@@ -1,5 +1,5 @@
 """Turn compare.sh's raw results into bench/REPORT.md and bench/throughput.svg."""
-import json, os, platform, statistics, subprocess, sys
+import json, os, platform, statistics, sys
 from collections import defaultdict
 
 raw, out, runs, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -11,82 +11,168 @@ for r in rows:
     res[(r["scenario"], r["broker"])].append(r["result"])
 scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
 brokers = list(dict.fromkeys(r["broker"] for r in rows))
+NULL, ROMP, ROMP1 = "null broker", "romp", "romp, 1 worker"
+peers = [b for b in brokers if b not in (NULL, ROMP, ROMP1)]
+SLOW, SOLO = "topic 1->1 + 1 slow subscriber", "topic 1->1 (solo)"
+
 
 def summary(rs):
     ok = [r for r in rs if not r.get("failed")]
     if not ok:
         return None
-    rate = statistics.median(r["delivery_rate"] for r in ok)
     bad = sum(r["lost"] + r["duplicated"] + r["reordered"] + r["corrupt"] + r["errors"] for r in ok)
     lost = sum(r["lost"] for r in ok)
     # Expected deliveries: what arrived plus what was lost, minus duplicates.
     expected = sum(r["delivered"] + r["lost"] - r["duplicated"] for r in ok)
-    return {"rate": rate, "bad": bad, "lost": lost, "expected": expected, "failed_runs": len(rs) - len(ok)}
+    m = {"rate": statistics.median(r["delivery_rate"] for r in ok), "bad": bad, "lost": lost, "expected": expected,
+         "failed_runs": len(rs) - len(ok)}
+    if any("latency_us" in r for r in ok):
+        m["lat"] = {k: statistics.median(r["latency_us"][k] for r in ok if "latency_us" in r) for k in ("p50", "p99", "p999", "max")}
+    if any("slow" in r for r in ok):
+        m["cut_off"] = sum(r["slow"]["cut_off"] for r in ok if "slow" in r)
+    rss = [r["broker_rss_kib"] for r in ok if "broker_rss_kib" in r]
+    if rss:
+        m["rss_kib"] = max(rss)
+    return m
+
+
+def get(s, b):
+    return summary(res.get((s, b), []))
+
 
 def fmt(x):
     return f"{x/1e6:.2f}M" if x >= 1e6 else f"{x/1e3:.0f}k"
+
+
+def cell(m):
+    if m is None:
+        return "failed"
+    note = ""
+    if m["bad"]:
+        pct = f", {100*m['lost']/max(m['expected'], 1):.2f}% lost" if m["lost"] else ""
+        note = f" ({m['bad']} bad{pct})"
+    fails = f" ({m['failed_runs']} runs failed)" if m["failed_runs"] else ""
+    return fmt(m["rate"]) + note + fails
+
 
 cpu = ""
 try:
     cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
 except StopIteration:
     pass
-lines = ["# romp benchmark report", ""]
-lines += [f"Machine: {os.cpu_count()} cores ({cpu}), Linux {platform.release()}; broker and load tool share the cores.",
-          f"Load tool: romp-bench (this repo), 100-byte bodies, auto ack, median of {runs} runs of {secs} s after 1 s warm-up.",
-          "Figures are deliveries per second (for queues, messages per second). Every run checks each",
-          "message's producer id, sequence number and checksum; a figure marked `bad` had messages lost,",
-          "duplicated, reordered or corrupted (over all runs; % lost of the deliveries expected). After each",
-          "run the tool waits until every expected delivery arrived or nothing moved for 3 s.", ""]
-lines += ["Peers: " + "; ".join(l.strip() for l in open(f"{out}/peers.txt")), ""]
-head = "| scenario | " + " | ".join(brokers) + " | " + " | ".join(f"romp / {b}" for b in brokers if b != "romp") + " |"
-lines += [head, "|" + "---|" * (1 + len(brokers) + len(brokers) - 1)]
-for s in scenarios:
-    cells, base = [], summary(res[(s, "romp")])
-    for b in brokers:
-        m = summary(res[(s, b)])
-        if m is None:
-            cells.append("failed")
-        else:
-            note = "" if m["bad"] == 0 else f" ({m['bad']} bad{', ' + format(100*m['lost']/max(m['expected'],1), '.2f') + '% lost' if m['lost'] else ''})"
-            fails = f" ({m['failed_runs']} runs failed)" if m["failed_runs"] else ""
-            cells.append(fmt(m["rate"]) + note + fails)
-    ratios = []
-    for b in brokers:
-        if b == "romp":
-            continue
-        m = summary(res[(s, b)])
-        ratios.append(f"{base['rate']/m['rate']:.1f}x" if base and m and m["rate"] > 0 else "n/a")
-    lines.append(f"| {s} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
-if lat:
-    lines += ["", "Request/reply, 1 requester, 1 in flight, 100 B (one run each; the echo floor is a raw loopback TCP",
-              "echo of the same size measured by the same tool in the same run):", "",
-              "| broker | p50 us | p99 us | p99.9 us | echo p50 / p99 us | p99 vs echo |", "|---|---|---|---|---|---|"]
-    for b in brokers:
-        l = lat.get(b)
-        if not l or l.get("failed"):
-            lines.append(f"| {b} | failed | | | | |")
-            continue
-        lines.append(f"| {b} | {l['p50_us']:.0f} | {l['p99_us']:.0f} | {l['p999_us']:.0f} | {l['echo_p50_us']:.0f} / {l['echo_p99_us']:.0f} | {l['p99_vs_echo']:.1f}x |")
-lines += ["", "![throughput](throughput.svg)", "", "Reproduce: `scripts/compare.sh " + f"{runs} {secs}" + "` (installs and starts the peers itself). Raw results: `bench/raw.jsonl`."]
-open(f"{out}/REPORT.md", "w").write("\n".join(lines) + "\n")
+L = ["# romp benchmark report", ""]
+L += [f"Machine: {os.cpu_count()} cores ({cpu}), Linux {platform.release()}; brokers and the load tool share the cores.",
+      f"Load tool: romp-bench (this repo), 100-byte bodies and auto ack unless the scenario says otherwise, median of {runs} runs",
+      f"of {secs} s after 1 s warm-up. Figures are deliveries per second (for queues, messages per second). Every run checks each",
+      "message's producer id, sequence number and checksum; a figure marked `bad` had messages lost, duplicated, reordered or",
+      "corrupted (over all runs; % lost of the deliveries expected). After each run the tool waits until every expected delivery",
+      "arrived or nothing moved for 3 s.", "",
+      f"The **null broker** column is the tool's own ceiling on this machine: romp-bench's `--null-broker`, a one-thread forwarder",
+      "with no STOMP semantics (no acks, no queues, no limits), measured by the same tool on the same cores.", ""]
+L += ["Peers: " + "; ".join(l.strip() for l in open(f"{out}/peers.txt")), ""]
 
-# Grouped bar chart, log-free: each scenario's bars scaled to its own maximum.
-W, H, P = 760, 60 + 90 * len(scenarios), 170
-colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
+cols = [b for b in brokers if b != ROMP1]
+head = "| scenario | " + " | ".join(cols) + " | romp / tool ceiling | " + " | ".join(f"romp / {b}" for b in peers) + " |"
+L += [head, "|" + "---|" * (2 + len(cols) + len(peers))]
+for s in scenarios:
+    if s == SLOW:
+        continue
+    base, ceil = get(s, ROMP), get(s, NULL)
+    cells = [cell(get(s, b)) if (s, b) in res else "-" for b in cols]
+    pct = f"{100*base['rate']/ceil['rate']:.0f}%" if base and ceil and ceil["rate"] else "-"
+    ratios = []
+    for b in peers:
+        m = get(s, b)
+        ratios.append(f"{base['rate']/m['rate']:.1f}x" if base and m and m["rate"] > 0 else "-")
+    L.append(f"| {s} | " + " | ".join(cells) + f" | {pct} | " + " | ".join(ratios) + " |")
+
+if any(b == ROMP1 for b in brokers):
+    L += ["", "Worker scaling (romp with one worker thread against its default of one per core):", "",
+          "| scenario | 1 worker | default | gain |", "|---|---|---|---|"]
+    for s in scenarios:
+        one, many = get(s, ROMP1), get(s, ROMP)
+        if one and many:
+            L.append(f"| {s} | {cell(one)} | {cell(many)} | {many['rate']/max(one['rate'], 1):.2f}x |")
+
+slow_rows = [(b, get(SOLO, b), get(SLOW, b)) for b in brokers if get(SLOW, b)]
+if slow_rows:
+    L += ["", "Slow consumer: one topic subscriber reading 200 msg/s beside a fast one. The fast one's rate against its solo",
+          "rate, whether the broker cut the slow one off, and the broker's peak RSS during the run:", "",
+          "| broker | fast alone | fast beside slow | kept | slow cut off (runs) | peak RSS |", "|---|---|---|---|---|---|"]
+    for b, solo, slow in slow_rows:
+        kept = f"{100*slow['rate']/solo['rate']:.0f}%" if solo and solo["rate"] else "-"
+        rss = f"{slow['rss_kib']/1024:.1f} MiB" if slow.get("rss_kib") else "-"
+        L.append(f"| {b} | {cell(solo)} | {cell(slow)} | {kept} | {slow.get('cut_off', 0)} of {runs} | {rss} |")
+
+open_rows = [(s, b, get(s, b)) for s in scenarios for b in brokers if s.startswith("open loop") and get(s, b) and "lat" in get(s, b)]
+if open_rows:
+    L += ["", "Open loop: messages sent at a fixed rate; lateness is measured from each message's intended send time, so a",
+          "broker that stalls cannot hide it by slowing the sender (median of runs):", "",
+          "| scenario | broker | delivered/s | p50 us | p99 us | p99.9 us | max us |", "|---|---|---|---|---|---|---|"]
+    for s, b, m in open_rows:
+        l = m["lat"]
+        L.append(f"| {s} | {b} | {cell(m)} | {l['p50']:.0f} | {l['p99']:.0f} | {l['p999']:.0f} | {l['max']:.0f} |")
+
+if lat:
+    L += ["", "Request/reply, 1 requester, 1 in flight, 100 B (one run each; the echo floor is a raw loopback TCP",
+          "echo of the same size measured by the same tool in the same run):", "",
+          "| broker | p50 us | p99 us | p99.9 us | echo p50 / p99 us | p99 vs echo |", "|---|---|---|---|---|---|"]
+    for b in brokers:
+        if b not in lat:
+            continue
+        l = lat[b]
+        if l.get("failed"):
+            L.append(f"| {b} | failed | | | | |")
+            continue
+        L.append(f"| {b} | {l['p50_us']:.0f} | {l['p99_us']:.0f} | {l['p999_us']:.0f} | {l['echo_p50_us']:.0f} / {l['echo_p99_us']:.0f} | {l['p99_vs_echo']:.1f}x |")
+
+# Targets of issue 4, checked against this run's numbers.
+def target(name, ok, detail):
+    return f"| {name} | {'met' if ok else 'NOT met'} | {detail} |"
+
+T = []
+rab = "rabbitmq" if "rabbitmq" in brokers else None
+for s, floor in (("queue 1->1", 1e6), ("topic 1->10", 2e6)):
+    m, r = get(s, ROMP), get(s, rab) if rab else None
+    if m:
+        ratio = m["rate"] / r["rate"] if r and r["rate"] else 0
+        ok = m["rate"] >= floor and ratio >= 10
+        T.append(target(f"{s} >= {fmt(floor)} and >= 10x RabbitMQ", ok, f"{fmt(m['rate'])}, {ratio:.0f}x RabbitMQ" if r else fmt(m["rate"])))
+if ROMP in lat and not lat[ROMP].get("failed"):
+    v = lat[ROMP]["p99_vs_echo"]
+    T.append(target("request/reply p99 <= 2.5x TCP echo p99", v <= 2.5, f"{v:.1f}x"))
+solo, slow = get(SOLO, ROMP), get(SLOW, ROMP)
+if solo and slow:
+    kept = slow["rate"] / solo["rate"]
+    T.append(target("fast subscriber keeps >= 90% beside a slow one", kept >= 0.9, f"{100*kept:.0f}%, peak RSS {slow.get('rss_kib', 0)/1024:.1f} MiB"))
+bad = sum((get(s, ROMP) or {"bad": 1})["bad"] for s in scenarios if (s, ROMP) in res)
+T.append(target("zero lost, duplicated or reordered (romp, every scenario)", bad == 0, f"{bad} bad deliveries"))
+L += ["", "Targets (issue 4), from this run:", "", "| target | verdict | measured |", "|---|---|---|"] + T
+
+L += ["", "![throughput](throughput.svg)", "",
+      "Reproduce: `scripts/compare.sh " + f"{runs} {secs}" + "` (installs and starts the peers itself). Raw results: `bench/raw.jsonl`."]
+open(f"{out}/REPORT.md", "w").write("\n".join(L) + "\n")
+
+# Grouped bar chart: each scenario's bars scaled to its own maximum.
+chart = [s for s in scenarios if s != SLOW]
+W, P = 860, 260
+H = 60 + sum(8 + 22 * sum(1 for b in brokers if (s, b) in res) for s in chart)
+colors = ["#7f7f7f", "#1f77b4", "#aec7e8", "#ff7f0e", "#2ca02c", "#d62728"]
 svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
        f'<rect width="{W}" height="{H}" fill="white"/>', '<text x="10" y="20">deliveries per second (median), per scenario</text>']
 for i, b in enumerate(brokers):
-    svg.append(f'<rect x="{10 + i*170}" y="30" width="12" height="12" fill="{colors[i % 4]}"/><text x="{26 + i*170}" y="41">{b}</text>')
-for j, s in enumerate(scenarios):
-    y0 = 60 + j * 90
-    svg.append(f'<text x="10" y="{y0 + 30}">{s}</text>')
-    vals = [(summary(res[(s, b)]) or {"rate": 0})["rate"] for b in brokers]
+    svg.append(f'<rect x="{10 + i*140}" y="30" width="12" height="12" fill="{colors[i % len(colors)]}"/><text x="{26 + i*140}" y="41">{b}</text>')
+y = 60
+for s in chart:
+    present = [(i, b) for i, b in enumerate(brokers) if (s, b) in res]
+    svg.append(f'<text x="10" y="{y + 13}">{s}</text>')
+    vals = [(get(s, b) or {"rate": 0})["rate"] for _, b in present]
     mx = max(vals) or 1
-    for i, (b, v) in enumerate(zip(brokers, vals)):
+    for k, ((i, b), v) in enumerate(zip(present, vals)):
         w = (W - P - 80) * v / mx
-        svg.append(f'<rect x="{P}" y="{y0 + i*22}" width="{w:.1f}" height="18" fill="{colors[i % 4]}"/>')
-        svg.append(f'<text x="{P + w + 5:.1f}" y="{y0 + i*22 + 13}">{fmt(v)}</text>')
+        svg.append(f'<rect x="{P}" y="{y + k*22}" width="{w:.1f}" height="18" fill="{colors[i % len(colors)]}"/>')
+        svg.append(f'<text x="{P + w + 5:.1f}" y="{y + k*22 + 13}">{fmt(v)}</text>')
+    y += 8 + 22 * len(present)
 svg.append("</svg>")
 open(f"{out}/throughput.svg", "w").write("\n".join(svg))
 print(open(f"{out}/REPORT.md").read())

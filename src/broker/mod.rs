@@ -13,6 +13,10 @@ pub mod shard;
 
 use std::sync::{Arc, OnceLock};
 
+/// The hash map of the hot paths: foldhash (several times cheaper than SipHash on short keys,
+/// still seeded randomly per map, so clients cannot precompute colliding destination names).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Identifies a connection anywhere in the broker: its worker, its slab slot and the slot's
 /// generation (so a message for a closed connection never reaches a new one in the same slot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -127,6 +131,16 @@ impl Message {
             encode(&mut v);
             v.into_boxed_slice()
         })
+    }
+
+    /// The shared header block for `version`, if some receiver already encoded it.
+    pub fn cached_head(&self, version: crate::stomp::Version) -> Option<&[u8]> {
+        let i = match version {
+            crate::stomp::Version::V1_0 => 0,
+            crate::stomp::Version::V1_1 => 1,
+            crate::stomp::Version::V1_2 => 2,
+        };
+        self.shared_head[i].get().map(|b| &**b)
     }
 
     /// Bytes this message holds, for queue byte bounds.

@@ -10,8 +10,8 @@
 //! otherwise the defaults. A name with no entry is "unconfigured": refused when
 //! `create_destinations = false`.
 
+use super::FastMap;
 use crate::config::{Config, DestConfig, SlowConsumerPolicy};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Everything the broker needs to know about one destination, all values resolved.
@@ -153,7 +153,7 @@ pub struct Policies {
     /// Changes whenever the table is rebuilt, so cached lookups know to look again.
     pub gen: u64,
     pub create_destinations: bool,
-    exact: HashMap<String, Arc<Policy>>,
+    exact: FastMap<String, Arc<Policy>>,
     /// Longest prefix first.
     prefixes: Vec<(String, Arc<Policy>)>,
     default: Arc<Policy>,
@@ -169,7 +169,7 @@ impl Policies {
     /// Build from `entries` (the config's, possibly changed at run time).
     pub fn build(cfg: &Config, entries: std::collections::BTreeMap<String, DestConfig>, gen: u64) -> Policies {
         let base = Policy::defaults(cfg);
-        let mut exact = HashMap::new();
+        let mut exact = FastMap::default();
         let mut prefixes = Vec::new();
         for (name, d) in &entries {
             match name.strip_suffix('*') {

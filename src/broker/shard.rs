@@ -17,10 +17,11 @@
 
 use super::policy::{Policies, Policy};
 use super::queue::{DeadReason, Dispatch, Entry, Queue};
+use super::FastMap;
 use super::{owner_of, ConnRef, DestKind, Message, SubKey, EXTERNAL};
 use crate::bus::{Outbox, ToOwner, ToWorker};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 /// A topic message kept for later subscribers (`min_delivery`).
@@ -37,11 +38,11 @@ struct Topic {
     policy: Arc<Policy>,
     policy_gen: u64,
     /// Every subscription and its filter value.
-    subs: HashMap<SubKey, Option<Box<str>>>,
+    subs: FastMap<SubKey, Option<Box<str>>>,
     /// Subscriptions per worker, indexed by worker.
     per_worker: Vec<u32>,
     unfiltered: u32,
-    by_filter: HashMap<Box<str>, u32>,
+    by_filter: FastMap<Box<str>, u32>,
     retained: VecDeque<Retained>,
     retained_bytes: usize,
     enqueued: u64,
@@ -53,10 +54,10 @@ impl Topic {
         Topic {
             policy,
             policy_gen: gen,
-            subs: HashMap::new(),
+            subs: FastMap::default(),
             per_worker: vec![0; workers],
             unfiltered: 0,
-            by_filter: HashMap::new(),
+            by_filter: FastMap::default(),
             retained: VecDeque::new(),
             retained_bytes: 0,
             enqueued: 0,
@@ -116,8 +117,8 @@ pub struct Purged {
 }
 
 pub struct Shard {
-    topics: HashMap<Arc<str>, Topic>,
-    queues: HashMap<Arc<str>, Queue>,
+    topics: FastMap<Arc<str>, Topic>,
+    queues: FastMap<Arc<str>, Queue>,
     workers: usize,
     policies: Arc<Policies>,
     scratch: Vec<Dispatch>,
@@ -146,8 +147,8 @@ fn refresh(policies: &Policies, dest: &str, policy: &mut Arc<Policy>, gen: &mut 
 impl Shard {
     pub fn new(policies: Arc<Policies>, workers: usize, me: usize) -> Shard {
         Shard {
-            topics: HashMap::new(),
-            queues: HashMap::new(),
+            topics: FastMap::default(),
+            queues: FastMap::default(),
             workers,
             policies,
             scratch: Vec::new(),

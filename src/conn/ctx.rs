@@ -2,13 +2,13 @@
 //! timers, buffer pool and counters. One per worker; never shared.
 
 use crate::auth::{AuthJob, Authenticator};
+use crate::broker::FastMap;
 use crate::broker::{message_id, SubKey};
 use crate::bus::{Outbox, ToOwner};
 use crate::config::Config;
 use crate::stomp::Limits;
 use crate::timer::Timers;
 use crossbeam_channel::Sender;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,7 +28,7 @@ pub struct TopicSubs {
     /// The header filtered subscriptions route on (from the destination's policy at subscribe).
     pub filter_header: Option<Box<str>>,
     pub all: Vec<LocalSub>,
-    pub by_value: HashMap<Box<str>, Vec<LocalSub>>,
+    pub by_value: FastMap<Box<str>, Vec<LocalSub>>,
 }
 
 impl TopicSubs {
@@ -114,7 +114,7 @@ pub struct Ctx {
     pub auth: Arc<Authenticator>,
     pub auth_tx: Sender<AuthJob>,
     /// Local subscribers per topic name (this worker's connections only).
-    pub topics: HashMap<Arc<str>, TopicSubs>,
+    pub topics: FastMap<Arc<str>, TopicSubs>,
     /// The destination policies in force (swapped on reload and admin `perms`).
     pub policies: Arc<crate::broker::policy::Policies>,
     /// Wall clock, ms since the epoch, taken once per loop turn (for expiry).
@@ -164,7 +164,7 @@ impl Ctx {
             outbox,
             auth,
             auth_tx,
-            topics: HashMap::new(),
+            topics: FastMap::default(),
             policies,
             wall_ms: crate::broker::wall_ms(),
             shared,

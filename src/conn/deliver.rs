@@ -35,6 +35,21 @@ pub fn write_message(
     ack: Option<(u32, u64)>,
     redelivered: bool,
 ) {
+    write_message_with(out, conn_version, sub_id, msg, ack, redelivered, true)
+}
+
+/// [`write_message`], choosing whether to cache the shared header block: worth it when the
+/// message goes to several receivers (topics), a wasted allocation and copy when it goes to
+/// one (queues).
+pub fn write_message_with(
+    out: &mut Vec<u8>,
+    conn_version: crate::stomp::Version,
+    sub_id: &str,
+    msg: &Message,
+    ack: Option<(u32, u64)>,
+    redelivered: bool,
+    cache: bool,
+) {
     let esc = encoder::escaping(conn_version);
     encoder::command(out, Command::Message);
     encoder::header(out, "subscription", sub_id, esc);
@@ -48,7 +63,11 @@ pub fn write_message(
     if redelivered {
         out.extend_from_slice(b"redelivered:true\n");
     }
-    out.extend_from_slice(msg.shared_head(conn_version, |v| shared_head(v, conn_version, msg)));
+    match msg.cached_head(conn_version) {
+        Some(head) => out.extend_from_slice(head),
+        None if cache => out.extend_from_slice(msg.shared_head(conn_version, |v| shared_head(v, conn_version, msg))),
+        None => shared_head(out, conn_version, msg),
+    }
     out.extend_from_slice(&msg.body);
     out.push(0);
 }
@@ -201,6 +220,11 @@ fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ct
 
 /// Write a MESSAGE for subscription `serial`, recording it as pending for client-ack modes.
 fn write_to(conn: &mut Conn, serial: u32, msg: &Message, redelivered: bool, seq: u64, ctx: &mut Ctx) {
+    write_to_with(conn, serial, msg, redelivered, seq, ctx, true)
+}
+
+/// [`write_to`]; `shared`: the message goes to other receivers too (cache its header block).
+fn write_to_with(conn: &mut Conn, serial: u32, msg: &Message, redelivered: bool, seq: u64, ctx: &mut Ctx, shared: bool) {
     if conn.out.capacity() == 0 {
         conn.out = ctx.pool.take();
     }
@@ -218,7 +242,7 @@ fn write_to(conn: &mut Conn, serial: u32, msg: &Message, redelivered: bool, seq:
     };
     // 1.0 and 1.1 clients ACK by message-id; the ack header is 1.2's.
     let ack = if version == crate::stomp::Version::V1_2 { ack } else { None };
-    write_message(&mut conn.out, version, &sub.id, msg, ack, redelivered);
+    write_message_with(&mut conn.out, version, &sub.id, msg, ack, redelivered, shared);
     ctx.stats.messages_out += 1;
     mark_dirty(conn, ctx);
 }
@@ -245,7 +269,8 @@ fn queue_message(
         }
         return;
     };
-    write_to(conn, key.serial, &msg, redelivered, seq, ctx);
+    // A queue message goes to one consumer: encode it straight into the output, no cache.
+    write_to_with(conn, key.serial, &msg, redelivered, seq, ctx, false);
     if !retained {
         let half = ctx.cfg.max_pending_bytes / 2;
         if conn.pending_out() < half {

@@ -15,6 +15,7 @@ use super::{mark_dirty, CloseReason, Conn, Ctx, Phase};
 use crate::auth::{self, AuthJob, Verdict};
 use crate::broker::policy::Policy;
 use crate::broker::queue::SettleKind;
+use crate::broker::FastMap;
 use crate::broker::{owner_of, AckMode, DestKind, Message, SubKey};
 use crate::bus::{Seqs, ToOwner};
 use crate::config::SlowConsumerPolicy;
@@ -22,7 +23,7 @@ use crate::stomp::version::{self, negotiate_heart_beat, HeartBeat};
 use crate::stomp::{encoder, parse, skip_eols, Command, Frame, ParseError, Parsed, Version};
 use crate::timer::{Timer, TimerKind};
 use crate::worker::ListenerKind;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,9 +109,9 @@ struct PendingReceipt {
 /// Per-connection session state.
 #[derive(Debug, Default)]
 pub struct Session {
-    pub subs: HashMap<u32, Subscription>,
-    by_id: HashMap<Box<str>, u32>,
-    txs: HashMap<Box<str>, Tx>,
+    pub subs: FastMap<u32, Subscription>,
+    by_id: FastMap<Box<str>, u32>,
+    txs: FastMap<Box<str>, Tx>,
     receipts: VecDeque<PendingReceipt>,
     /// Owners sent anything since the last receipt barrier.
     touched: WorkerSet,
@@ -375,7 +376,11 @@ fn check_policy(conn: &Conn, dest: &str, p: &Policy, write: bool, ctx: &Ctx) -> 
 }
 
 fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
-    let dest = destination(f)?;
+    let dest = match (&conn.session.last_dest, f.header("destination")) {
+        // The same destination as the last SEND: already checked.
+        (Some((d, _, _)), Some(name)) if **d == *name => name,
+        _ => destination(f)?,
+    };
     if let Some(action) = dest.strip_prefix(crate::admin::PREFIX) {
         if conn.listener != ListenerKind::Admin || !conn.admin {
             return Err(Fatal::new("blocked", format!("{dest}: admin actions are accepted only from an admin user on the admin port")));

@@ -173,8 +173,9 @@ pub fn parse<'a>(buf: &'a [u8], version: Version, limits: &Limits) -> Result<Par
         if memchr(0, line).is_some() {
             return Err(ParseError::NulInHeader);
         }
-        let line = std::str::from_utf8(line).map_err(|_| ParseError::NotUtf8)?;
-        let (name, value) = line.split_once(':').ok_or(ParseError::NoColon)?;
+        let colon = memchr(b':', line).ok_or(ParseError::NoColon)?;
+        let name = std::str::from_utf8(&line[..colon]).map_err(|_| ParseError::NotUtf8)?;
+        let value = std::str::from_utf8(&line[colon + 1..]).map_err(|_| ParseError::NotUtf8)?;
         let name = escape::decode(name, esc).map_err(|_| ParseError::BadEscape)?;
         let value = escape::decode(value, esc).map_err(|_| ParseError::BadEscape)?;
         if name == "content-length" && !seen_content_length {
