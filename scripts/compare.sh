@@ -34,13 +34,15 @@ extra=(
   "open loop: queue 1->1 at 50k msg/s|--kind queue --producers 1 --consumers 1 --rate 50000"
 )
 
-latency() { # broker port: request/reply p99 beside the TCP echo floor, one run
-  local line
-  line=$(timeout $((secs + 40)) ./target/release/romp-bench --port "$2" --latency 1 --size 100 --duration "$secs" --warmup 1 \
-    --queue-prefix "/queue/cmp-1-" --json 2>/dev/null | tail -1)
-  [ -n "$line" ] || line='{"failed":true}'
-  echo "{\"broker\":\"$1\",\"latency\":$line}" >>"$raw"
-  echo "$1 / latency: $line" >&2
+latency() { # broker port: request/reply percentiles beside the TCP echo floor, one line per run
+  local line r
+  for r in $(seq 1 "$runs"); do
+    line=$(timeout $((secs + 40)) ./target/release/romp-bench --port "$2" --latency 1 --size 100 --duration "$secs" --warmup 1 \
+      --queue-prefix "/queue/cmp-$r-" --json 2>/dev/null | tail -1)
+    [ -n "$line" ] || line='{"failed":true}'
+    echo "{\"broker\":\"$1\",\"latency\":$line}" >>"$raw"
+    echo "$1 / latency / run $r: $line" >&2
+  done
 }
 
 run_set() { # broker port pid scenario...

@@ -20,8 +20,9 @@
 //!
 //! # Wake-ups
 //! A sender rings the receiver's waker only when the receiver's `notified` flag goes from false to
-//! true; the receiver clears the flag before draining. Wake-ups are collected during a turn and
-//! rung once at its end ([`Outbox::flush`]).
+//! true. The receiver keeps the flag true while it is awake and clears it only just before it
+//! sleeps, looking at its inboxes once more after clearing it; so a busy worker is never rung.
+//! Wake-ups are collected during a turn and rung once at its end ([`Outbox::flush`]).
 
 use crate::broker::policy::Policies;
 use crate::broker::queue::SettleKind;
@@ -122,7 +123,9 @@ pub struct Peer {
 impl Peer {
     /// Ring the waker unless a wake-up is already pending.
     pub fn wake(&self) {
-        if !self.notified.swap(true, Ordering::AcqRel) {
+        // SeqCst pairs with the receiver's store-fence-check before it sleeps (`Worker::wait`):
+        // either it sees this message, or this swap sees its `false` and rings.
+        if !self.notified.swap(true, Ordering::SeqCst) {
             if let Err(e) = self.waker.wake() {
                 log::error!("waking a worker failed: {e}");
             }

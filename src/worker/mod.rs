@@ -186,14 +186,15 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         self.start_timers();
         self.start_links();
+        let spin = Duration::from_micros(self.ctx.cfg.idle_spin_us);
         loop {
             let timeout = self.poll_timeout();
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    log::error!("worker {}: poll failed: {e}", self.ctx.worker);
-                    return;
-                }
+            if let Err(e) = self.wait(&mut events, timeout, spin) {
+                log::error!("worker {}: poll failed: {e}", self.ctx.worker);
+                return;
             }
+            // Awake: senders need not ring the waker until this worker is about to sleep again.
+            self.mailbox.notified.store(true, Ordering::SeqCst);
             self.ctx.now = Instant::now();
             self.ctx.wall_ms = crate::broker::wall_ms();
             for ev in events.iter() {
@@ -228,6 +229,49 @@ impl Worker {
         }
     }
 
+    /// Anything in the inboxes this worker would take now.
+    fn inbox_ready(&self) -> bool {
+        !self.mailbox.ctrl.is_empty() || (!self.mailbox.data.is_empty() && !self.ctx.outbox.owner_paused())
+    }
+
+    /// Wait for events. With nothing to do, first spin up to `spin` looking at the inboxes and
+    /// sockets (a hand-off from another worker then costs no sleep and wake-up), then announce
+    /// sleep (`notified = false`), look at the inboxes once more so no wake-up is missed, and
+    /// block in the poller.
+    fn wait(&mut self, events: &mut Events, timeout: Option<Duration>, spin: Duration) -> io::Result<()> {
+        let poll = |p: &mut Poll, ev: &mut Events, t: Option<Duration>| match p.poll(ev, t) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                ev.clear();
+                Ok(())
+            }
+            r => r,
+        };
+        if timeout == Some(Duration::ZERO) {
+            return poll(&mut self.poll, events, timeout);
+        }
+        if !spin.is_zero() {
+            let until = Instant::now() + spin.min(timeout.unwrap_or(spin));
+            let mut n = 0u32;
+            while Instant::now() < until {
+                if self.inbox_ready() {
+                    return poll(&mut self.poll, events, Some(Duration::ZERO));
+                }
+                n += 1;
+                if n % 16 == 0 {
+                    poll(&mut self.poll, events, Some(Duration::ZERO))?;
+                    if !events.is_empty() {
+                        return Ok(());
+                    }
+                }
+                std::hint::spin_loop();
+            }
+        }
+        self.mailbox.notified.store(false, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let timeout = if self.inbox_ready() { Some(Duration::ZERO) } else { timeout };
+        poll(&mut self.poll, events, timeout)
+    }
+
     fn poll_timeout(&self) -> Option<Duration> {
         let busy = !self.ctx.read_list.is_empty() && !self.ctx.outbox.reads_paused();
         if busy
@@ -255,7 +299,6 @@ impl Worker {
     }
 
     fn turn(&mut self) {
-        self.mailbox.notified.store(false, Ordering::Release);
         self.drain_ctrl();
         self.service_reads();
         self.drain_data();
