@@ -34,6 +34,17 @@ extra=(
   "open loop: queue 1->1 at 50k msg/s|--kind queue --producers 1 --consumers 1 --rate 50000"
 )
 
+# STOMP over WebSocket (romp's web port, RabbitMQ's Web-STOMP); the path is appended per broker.
+websocket=(
+  "WebSocket: queue 1->1|--kind queue --producers 1 --consumers 1 --ws"
+  "WebSocket: topic 1->10|--kind topic --producers 1 --consumers 10 --ws"
+)
+with_path() { # path scenario... -> the scenarios with the WebSocket path appended
+  local path=$1 s
+  shift
+  for s in "$@"; do printf '%s\n' "$s $path"; done
+}
+
 latency() { # broker port: request/reply percentiles beside the TCP echo floor, one line per run
   local line r
   for r in $(seq 1 "$runs"); do
@@ -76,11 +87,14 @@ status+=("null broker: the tool's ceiling (a one-thread forwarder without STOMP 
 
 # romp itself, with its default workers (one per core), then with one worker for scaling.
 port=$(free_port)
-./target/release/romp --port "$port" --web-port 0 --admin-port 0 >/tmp/romp-compare.log 2>&1 &
+wport=$(free_port)
+./target/release/romp --port "$port" --web-port "$wport" --admin-port 0 >/tmp/romp-compare.log 2>&1 &
 rpid=$!
 sleep 0.5
 latency romp "$port"
 run_set romp "$port" "$rpid" "${core[@]}" "${extra[@]}"
+mapfile -t ws_romp < <(with_path /stomp "${websocket[@]}")
+run_set romp "$wport" "$rpid" "${ws_romp[@]}"
 kill -TERM "$rpid"; wait "$rpid" 2>/dev/null
 port=$(free_port)
 ./target/release/romp --port "$port" --web-port 0 --admin-port 0 --workers 1 >/tmp/romp-compare-1.log 2>&1 &
@@ -90,9 +104,28 @@ run_set "romp, 1 worker" "$port" "$rpid" "${core[@]:0:3}"
 kill -TERM "$rpid"; wait "$rpid" 2>/dev/null
 status+=("romp: measured ($(nproc) workers, and 1 worker for scaling)")
 
+# Idle sessions: RSS per CONNECTed session with one subscription. The broker runs with
+# transparent huge pages off (prctl PR_SET_THP_DISABLE, inherited through exec) so RSS moves in
+# 4 KiB pages, not 2 MiB steps. 9,000 sessions: the hard open-files limit here is 20,000.
+idle_n=${IDLE_SESSIONS:-9000}
+port=$(free_port)
+python3 -c "
+import ctypes, os, sys
+ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)
+os.execv(sys.argv[1], sys.argv[1:])" ./target/release/romp --port "$port" --web-port 0 --admin-port 0 >/dev/null 2>&1 &
+rpid=$!
+sleep 0.5
+line=$(timeout 300 ./target/release/romp-bench --port "$port" --idle "$idle_n" --broker-pid "$rpid" --json 2>/dev/null | tail -1)
+[ -n "$line" ] || line='{"failed":true}'
+echo "{\"broker\":\"romp\",\"idle\":$line}" >>"$raw"
+echo "romp / idle: $line" >&2
+kill -TERM "$rpid"; wait "$rpid" 2>/dev/null
+
 if scripts/peers/rabbitmq.sh start >/tmp/rabbit-start.log 2>&1; then
   latency rabbitmq 61623
   run_set rabbitmq 61623 "$(cat /tmp/romp-peer-rabbitmq/pid 2>/dev/null)" "${core[@]}"
+  mapfile -t ws_rabbit < <(with_path /ws "${websocket[@]}")
+  run_set rabbitmq 15675 "$(cat /tmp/romp-peer-rabbitmq/pid 2>/dev/null)" "${ws_rabbit[@]}"
   status+=("rabbitmq: measured ($(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null))")
 else
   status+=("rabbitmq: could not be started ($(tail -1 /tmp/rabbit-start.log))")

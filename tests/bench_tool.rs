@@ -156,3 +156,20 @@ fn the_null_broker_forwards_for_calibration() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn websocket_runs_are_checked_like_tcp_runs() {
+    let s = Server::start(cfg()).unwrap();
+    let web = s.web_addr().unwrap().port();
+    for args in [vec!["--kind", "queue", "--ws", "/stomp"], vec!["--kind", "topic", "--consumers", "3", "--ws", "/stomp"]] {
+        let (ok, r) = bench(web, &args);
+        assert!(ok, "{args:?}: {r}");
+        assert!(r["sent"].as_u64().unwrap() > 0 && r["lost"] == 0, "{r}");
+    }
+    // A port that is not WebSocket fails clearly instead of hanging.
+    let out = Command::new(BENCH)
+        .args(["--port", &s.local_addrs()[0].port().to_string(), "--ws", "/stomp", "--duration", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

@@ -65,6 +65,15 @@ struct Conn {
     wbuf: Vec<u8>,
     /// Slow consumers: bytes they may still read (refilled by time).
     budget: f64,
+    /// STOMP over WebSocket (`--ws`).
+    ws: Option<crate::ws::WsConn>,
+}
+
+impl Conn {
+    /// Bytes waiting to be written.
+    fn pending(&self) -> usize {
+        self.wbuf.len() + self.ws.as_ref().map_or(0, |w| w.wire.len())
+    }
 }
 
 fn connect_frame(o: &Opts) -> Vec<u8> {
@@ -77,10 +86,18 @@ fn connect_frame(o: &Opts) -> Vec<u8> {
 }
 
 fn flush(c: &mut Conn) -> std::io::Result<()> {
-    while !c.wbuf.is_empty() {
-        match c.sock.write(&c.wbuf) {
+    let Conn { sock, wbuf, ws, .. } = c;
+    let buf = match ws.as_mut() {
+        Some(w) => {
+            w.frame(wbuf);
+            &mut w.wire
+        }
+        None => wbuf,
+    };
+    while !buf.is_empty() {
+        match sock.write(buf) {
             Ok(n) => {
-                c.wbuf.drain(..n);
+                buf.drain(..n);
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -113,6 +130,15 @@ impl Reader<'_> {
                 break;
             }
             match c.sock.read(&mut self.scratch[..cap]) {
+                Ok(n) if n > 0 && c.ws.is_some() => {
+                    if let Some(w) = c.ws.as_mut() {
+                        w.raw.extend_from_slice(&self.scratch[..n]);
+                        w.unframe(&mut c.rbuf)?;
+                    }
+                    if slow {
+                        c.budget -= n as f64;
+                    }
+                }
                 Ok(0) => {
                     if slow {
                         c.dead = true;
@@ -269,6 +295,7 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
             rbuf: Vec::new(),
             wbuf: connect_frame(o),
             budget: 64.0 * 1024.0,
+            ws: o.ws.as_ref().map(|path| crate::ws::WsConn::new(&addr.to_string(), path)),
         })
     };
     for cid in (0..o.consumers).filter(|c| c % o.threads == t) {
@@ -327,8 +354,9 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
         // Producers: publish while the window allows, or at the open-loop rate.
         let go = shared.go.load(Ordering::Acquire) && !shared.stop_sending.load(Ordering::Acquire);
         for c in conns.iter_mut() {
+            let room = c.pending() < WBUF_MAX;
             if let Role::Producer { pid, seq, copies, head } = &mut c.role {
-                if go && c.ready && c.wbuf.len() < WBUF_MAX {
+                if go && c.ready && room {
                     let n = match (rate, shared.started.get()) {
                         (Some(rate), Some(start)) => {
                             let due = (start.elapsed().as_secs_f64() * rate) as u64;
@@ -361,7 +389,7 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
         }
         // Tell the main thread once nothing more will be published from here.
         if !stop_acknowledged && shared.stop_sending.load(Ordering::Acquire) {
-            let drained = conns.iter().all(|c| !matches!(c.role, Role::Producer { .. }) || c.wbuf.is_empty());
+            let drained = conns.iter().all(|c| !matches!(c.role, Role::Producer { .. }) || c.pending() == 0);
             if drained {
                 stop_acknowledged = true;
                 shared.stopped_threads.fetch_add(1, Ordering::AcqRel);

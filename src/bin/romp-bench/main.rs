@@ -19,6 +19,7 @@ mod idle;
 mod latency;
 mod nullbroker;
 mod report;
+mod ws;
 
 use report::{Report, Tally};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -64,6 +65,8 @@ pub struct Opts {
     pub slow_rate: u64,
     /// `--null-broker`: serve as a minimal forwarder on `--port` instead of generating load.
     pub null_broker: bool,
+    /// `--ws PATH`: speak STOMP over WebSocket on this path (the port is the web port).
+    pub ws: Option<String>,
 }
 
 const USAGE: &str = "usage: romp-bench [options]
@@ -71,7 +74,8 @@ const USAGE: &str = "usage: romp-bench [options]
   --kind queue|topic (queue)   --producers N (1)  --consumers N (1)  --destinations N (1)
   --queue-prefix S (/queue/bench-)  --topic-prefix S (/topic/bench-)
   --size BYTES (100, at least 16)  --duration SECS (5)  --warmup SECS (1)
-  --window N (queue 20000, topic 4000: published but undelivered messages per subscriber; keep it
+  --window N (queue 20000, topic 4000, at most 16 MiB of bodies: published but undelivered
+    messages per subscriber; keep it
     well below what the broker lets one subscriber fall behind, or the broker may rightly
     treat a bench consumer as slow)
   --ack auto|client|client-individual (auto)  --threads N (2)  --json
@@ -86,6 +90,8 @@ const USAGE: &str = "usage: romp-bench [options]
                                 report gives the normal consumers' rate and what became of the
                                 slow ones (their messages are not counted as lost)
   --broker-pid PID              also report the broker's peak RSS during the run
+  --ws PATH                     STOMP over WebSocket on PATH (e.g. /stomp; --port is then the web
+                                port); load modes only
   --null-broker                 serve on --port as a minimal forwarder (no acks, receipts only
                                 for SUBSCRIBE, no limits): the tool's own ceiling
 
@@ -120,6 +126,7 @@ fn parse_opts() -> Result<Opts, String> {
         slow: 0,
         slow_rate: 1000,
         null_broker: false,
+        ws: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -157,6 +164,7 @@ fn parse_opts() -> Result<Opts, String> {
             "--slow" => o.slow = num(v()?)? as usize,
             "--slow-rate" => o.slow_rate = num(v()?)?.max(1),
             "--null-broker" => o.null_broker = true,
+            "--ws" => o.ws = Some(v()?),
             "-h" | "--help" => return Err(String::new()),
             _ => return Err(format!("unknown option {a}")),
         }
@@ -169,6 +177,12 @@ fn parse_opts() -> Result<Opts, String> {
         // topic subscriber's backlog is bounded by the broker's slow-consumer limit: stay far
         // below it, or the broker will rightly cut a bench consumer off.
         o.window = if o.kind == Kind::Queue { 20_000 } else { 4_000 };
+        // Large bodies: keep what is in flight per subscriber near 16 MiB at most, well inside
+        // any broker's per-connection and per-queue byte bounds.
+        o.window = o.window.min(((16 << 20) / o.size as u64).max(64));
+    }
+    if o.ws.is_some() && (o.latency.is_some() || o.idle.is_some() || o.null_broker) {
+        return Err("--ws works with the load modes (not --latency, --idle or --null-broker)".into());
     }
     if o.slow > 0 && o.kind != Kind::Topic {
         return Err("--slow needs --kind topic (queue consumers compete; a slow one just takes less)".into());
@@ -208,6 +222,7 @@ impl Opts {
             slow: 0,
             slow_rate: 1000,
             null_broker: false,
+            ws: None,
         }
     }
 
@@ -303,7 +318,15 @@ fn main() {
     let threads: Vec<_> = (0..opts.threads)
         .map(|t| {
             let (opts, shared) = (opts.clone(), shared.clone());
-            std::thread::spawn(move || conn::run_thread(t, addr, &opts, &shared))
+            std::thread::spawn(move || {
+                let r = conn::run_thread(t, addr, &opts, &shared);
+                if let Err(e) = &r {
+                    // Let the main thread stop waiting for consumers that will never be ready.
+                    eprintln!("romp-bench: {e}");
+                    shared.errors.fetch_add(1, Ordering::AcqRel);
+                }
+                r
+            })
         })
         .collect();
 
