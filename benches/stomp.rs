@@ -44,7 +44,7 @@ fn bench_encode(c: &mut Criterion) {
     c.bench_function("encode_message_100b", |b| {
         b.iter(|| {
             out.clear();
-            write_message(&mut out, Version::V1_2, "sub-1", black_box(&msg), Some((1, 99)), false);
+            write_message(&mut out, Version::V1_2, "sub-1", black_box(&msg), Some((1, 99)), false, true);
             black_box(out.len())
         })
     });

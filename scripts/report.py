@@ -159,7 +159,9 @@ if solo and slow:
     T.append(target("fast subscriber keeps >= 90% beside a slow one", kept >= 0.9, f"{100*kept:.0f}%, peak RSS {slow.get('rss_kib', 0)/1024:.1f} MiB"))
 if idle:
     per = float(idle["bytes_per_session"])
-    T.append(target("idle session <= 2 KiB RSS (100k sessions)", per <= 2048, f"{per:.0f} B at {idle['sessions']} sessions; 100k not possible here (RLIMIT_NOFILE hard limit 20,000)"))
+    n = idle["sessions"]
+    verdict = ("met" if per <= 2048 else "NOT met") + (f" at {n:,} sessions; 100k not measurable here" if n < 100_000 else "")
+    T.append(f"| idle session <= 2 KiB RSS (100k sessions) | {verdict} | {per:.0f} B per session at {n:,} (the hard open-files limit is 20,000 per process) |")
 bad = sum((get(s, ROMP) or {"bad": 1})["bad"] for s in scenarios if (s, ROMP) in res)
 T.append(target("zero lost, duplicated or reordered (romp, every scenario)", bad == 0, f"{bad} bad deliveries"))
 L += ["", "Targets (issue 4), from this run:", "", "| target | verdict | measured |", "|---|---|---|"] + T

@@ -86,7 +86,7 @@ pub fn write_reply(conn: &mut Conn, reply: &AdminReply, ctx: &mut Ctx) {
     if conn.out.capacity() == 0 {
         conn.out = ctx.pool.take();
     }
-    crate::conn::deliver::write_message(&mut conn.out, conn.version, "admin", &m, None, false);
+    crate::conn::deliver::write_message(&mut conn.out, conn.version, "admin", &m, None, false, false);
     mark_dirty(conn, ctx);
 }
 

@@ -26,22 +26,10 @@ fn live(conns: &mut Slab<Conn>, slot: u32, gen: u32) -> Option<&mut Conn> {
 }
 
 /// Encode one MESSAGE for `sub_id` into `out`: the per-subscriber lines, then the message's
-/// shared header block for this version (encoded once per message), then the body.
+/// shared header block for this version, then the body. `cache`: keep the shared block with
+/// the message for its other receivers (topics); a message for one receiver (queues, replies)
+/// is encoded straight into `out`, without the allocation and copy.
 pub fn write_message(
-    out: &mut Vec<u8>,
-    conn_version: crate::stomp::Version,
-    sub_id: &str,
-    msg: &Message,
-    ack: Option<(u32, u64)>,
-    redelivered: bool,
-) {
-    write_message_with(out, conn_version, sub_id, msg, ack, redelivered, true)
-}
-
-/// [`write_message`], choosing whether to cache the shared header block: worth it when the
-/// message goes to several receivers (topics), a wasted allocation and copy when it goes to
-/// one (queues).
-pub fn write_message_with(
     out: &mut Vec<u8>,
     conn_version: crate::stomp::Version,
     sub_id: &str,
@@ -242,7 +230,7 @@ fn write_to_with(conn: &mut Conn, serial: u32, msg: &Message, redelivered: bool,
     };
     // 1.0 and 1.1 clients ACK by message-id; the ack header is 1.2's.
     let ack = if version == crate::stomp::Version::V1_2 { ack } else { None };
-    write_message_with(&mut conn.out, version, &sub.id, msg, ack, redelivered, shared);
+    write_message(&mut conn.out, version, &sub.id, msg, ack, redelivered, shared);
     ctx.stats.messages_out += 1;
     mark_dirty(conn, ctx);
 }

@@ -510,7 +510,7 @@ fn run_handlers(conn: &mut Conn, msg: Arc<Message>, ctx: &mut Ctx) -> Result<Opt
         if conn.out.capacity() == 0 {
             conn.out = ctx.pool.take();
         }
-        super::deliver::write_message(&mut conn.out, conn.version, &sub_id, &m, None, false);
+        super::deliver::write_message(&mut conn.out, conn.version, &sub_id, &m, None, false, false);
         mark_dirty(conn, ctx);
     }
     for (dest, headers, body) in publishes {

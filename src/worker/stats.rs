@@ -39,27 +39,34 @@ pub fn render(path: &str, parts: &[WorkerSnapshot], ctx: &Ctx) -> String {
             "truncated": parts.iter().any(|p| p.truncated),
         })
     } else {
-        let total = |f: &dyn Fn(&WorkerSnapshot) -> u64| parts.iter().map(|p| f(p)).sum::<u64>();
-        serde_json::json!({
-            "server": ctx.server_header,
-            "uptime_seconds": ctx.started.elapsed().as_secs(),
-            "workers": parts.len(),
-            "connections": total(&|p| p.connections as u64),
-            "connections_per_worker": parts.iter().map(|p| p.connections).collect::<Vec<_>>(),
-            "destinations": total(&|p| p.destinations.len() as u64),
-            "messages_in": total(&|p| p.stats.messages_in),
-            "messages_out": total(&|p| p.stats.messages_out),
-            "dropped_slow": total(&|p| p.stats.dropped_slow),
-            "rejected": total(&|p| p.shard.rejected),
-            "expired": total(&|p| p.shard.expired + p.stats.expired),
-            "dead_lettered": total(&|p| p.shard.dead_lettered),
-            "links": parts.iter().flat_map(|p| p.links.iter()).collect::<Vec<_>>(),
-            "per_worker": parts,
-        })
+        let mut v = totals(&parts, ctx);
+        v["server"] = ctx.server_header.clone().into();
+        v["workers"] = parts.len().into();
+        v["connections_per_worker"] = parts.iter().map(|p| p.connections).collect::<Vec<_>>().into();
+        v["destinations"] = parts.iter().map(|p| p.destinations.len()).sum::<usize>().into();
+        v["dropped_slow"] = parts.iter().map(|p| p.stats.dropped_slow).sum::<u64>().into();
+        v["links"] = serde_json::json!(parts.iter().flat_map(|p| p.links.iter()).collect::<Vec<_>>());
+        v["per_worker"] = serde_json::json!(parts);
+        v
     };
     let mut s = v.to_string();
     s.push('\n');
     s
+}
+
+/// The server-wide figures the console page and the stats message share.
+fn totals(parts: &[&WorkerSnapshot], ctx: &Ctx) -> serde_json::Value {
+    let total = |f: &dyn Fn(&WorkerSnapshot) -> u64| parts.iter().map(|p| f(p)).sum::<u64>();
+    serde_json::json!({
+        "uptime_seconds": ctx.started.elapsed().as_secs(),
+        "connections": total(&|p| p.connections as u64),
+        "messages_in": total(&|p| p.stats.messages_in),
+        "messages_out": total(&|p| p.stats.messages_out),
+        "published": total(&|p| p.shard.published),
+        "rejected": total(&|p| p.shard.rejected),
+        "expired": total(&|p| p.shard.expired + p.stats.expired),
+        "dead_lettered": total(&|p| p.shard.dead_lettered),
+    })
 }
 
 /// A Prometheus label value: backslash, quote and newline escaped.
@@ -166,19 +173,11 @@ impl Collector {
             }));
         }
         self.prev = prev;
-        let total = |f: &dyn Fn(&WorkerSnapshot) -> u64| parts.iter().map(f).sum::<u64>();
+        let refs: Vec<&WorkerSnapshot> = parts.iter().collect();
+        let mut server = totals(&refs, ctx);
+        server["name"] = ctx.server_header.clone().into();
         let v = serde_json::json!({
-            "server": {
-                "name": ctx.server_header,
-                "uptime_seconds": ctx.started.elapsed().as_secs(),
-                "connections": total(&|p| p.connections as u64),
-                "messages_in": total(&|p| p.stats.messages_in),
-                "messages_out": total(&|p| p.stats.messages_out),
-                "published": total(&|p| p.shard.published),
-                "rejected": total(&|p| p.shard.rejected),
-                "expired": total(&|p| p.shard.expired + p.stats.expired),
-                "dead_lettered": total(&|p| p.shard.dead_lettered),
-            },
+            "server": server,
             "destinations": dests,
             "links": parts.iter().flat_map(|p| p.links.iter()).collect::<Vec<_>>(),
         });
