@@ -57,7 +57,7 @@ client-tests: client-deps ## stomp.py and stompjs against a real broker process
 	$(CLIENTS)/run.sh target/debug/romp
 
 bench: ## Quick matrix against romp, RabbitMQ and the old romp (installs peers); writes bench/REPORT.md
-	scripts/compare.sh 2 2
+	IDLE_SESSIONS=3000 scripts/compare.sh 2 2
 
 bench-micro: ## Criterion benches of the hot paths (parser, encoder, escaping, fan-out to 1,000)
 	$(CARGO) bench --bench stomp -- --warm-up-time 1 --measurement-time 3

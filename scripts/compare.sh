@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the benchmark matrix against romp and each peer in one go; write bench/REPORT.md and
 # bench/throughput.svg. Usage: scripts/compare.sh [RUNS=3] [SECONDS=5]
+# Environment: BENCH_OUT (output folder, default bench), IDLE_SESSIONS (default 9000).
 # Peers: RabbitMQ (scripts/peers/rabbitmq.sh) and the old romp 0.5.2 (scripts/peers/oldromp.sh);
 # a peer that cannot be installed or started is reported as such, not silently skipped.
 # Every run is checked for lost, duplicated and reordered messages by romp-bench itself.
@@ -8,7 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 secs=${2:-5}
-out=bench
+out=${BENCH_OUT:-bench}
 mkdir -p "$out"
 raw="$out/raw.jsonl"
 : >"$raw"
