@@ -2,7 +2,8 @@
 # Run the benchmark matrix against romp and each peer in one go; write bench/REPORT.md and
 # bench/throughput.svg. Usage: scripts/compare.sh [RUNS=3] [SECONDS=5]
 # Environment: BENCH_OUT (output folder, default bench), IDLE_SESSIONS (default 9000).
-# Peers: RabbitMQ (scripts/peers/rabbitmq.sh) and the old romp 0.5.2 (scripts/peers/oldromp.sh);
+# Peers: RabbitMQ (scripts/peers/rabbitmq.sh), ActiveMQ Classic (scripts/peers/activemq.sh) and
+# the old romp 0.5.2 (scripts/peers/oldromp.sh);
 # a peer that cannot be installed or started is reported as such, not silently skipped.
 # Every run is checked for lost, duplicated and reordered messages by romp-bench itself.
 set -uo pipefail
@@ -132,6 +133,15 @@ else
   status+=("rabbitmq: could not be started ($(tail -1 /tmp/rabbit-start.log))")
 fi
 scripts/peers/rabbitmq.sh stop >/dev/null 2>&1
+
+if scripts/peers/activemq.sh start >/tmp/activemq-start.log 2>&1; then
+  latency activemq 61643
+  run_set activemq 61643 "$(cat /tmp/romp-peer-activemq/pid 2>/dev/null)" "${core[@]:0:3}"
+  status+=("activemq: measured, first three scenarios ($(dpkg-query -W -f='${Version}' activemq 2>/dev/null), non-persistent, STOMP over NIO)")
+else
+  status+=("activemq: could not be started ($(tail -1 /tmp/activemq-start.log))")
+fi
+scripts/peers/activemq.sh stop >/dev/null 2>&1
 
 if scripts/peers/oldromp.sh start >/tmp/oldromp-start.log 2>&1; then
   latency "old romp 0.5.2" 61633

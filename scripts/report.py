@@ -174,7 +174,7 @@ open(f"{out}/REPORT.md", "w").write("\n".join(L) + "\n")
 chart = [s for s in scenarios if s != SLOW]
 W, P = 860, 260
 H = 60 + sum(8 + 22 * sum(1 for b in brokers if (s, b) in res) for s in chart)
-colors = ["#7f7f7f", "#1f77b4", "#aec7e8", "#ff7f0e", "#2ca02c", "#d62728"]
+colors = ["#7f7f7f", "#1f77b4", "#aec7e8", "#ff7f0e", "#9467bd", "#2ca02c", "#d62728"]
 svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
        f'<rect width="{W}" height="{H}" fill="white"/>', '<text x="10" y="20">deliveries per second (median), per scenario</text>']
 for i, b in enumerate(brokers):
