@@ -127,7 +127,7 @@ impl UsedTokens {
         match self.used.entry(login.to_string()) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(issued + timeout_ms + 1000);
+                v.insert(issued.saturating_add(timeout_ms).saturating_add(1000));
                 true
             }
         }

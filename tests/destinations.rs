@@ -385,3 +385,12 @@ fn stats_messages_have_the_xtomp_shape() {
     }
     assert_eq!(work.unwrap()["subscribers"], 1);
 }
+
+// Regression: now + a huge `expiry` overflowed (a panic in debug builds) instead of saturating.
+both!(huge_expiry_saturates_instead_of_overflowing, |s: Setup| {
+    let b = Broker::with(s, |c| dest(c, "/queue/forever", |d| d.expiry = Some(u64::MAX)));
+    let mut c = b.client("1.2");
+    c.with_receipt("SEND", &[("destination", "/queue/forever")], b"x", "r");
+    c.subscribe("a", "/queue/forever", "auto");
+    assert_eq!(c.expect("MESSAGE").h("expires"), u64::MAX.to_string());
+});

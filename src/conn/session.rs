@@ -417,7 +417,7 @@ fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         .map(|h| (Box::from(h.name.as_ref()), Box::from(h.value.as_ref())))
         .collect();
     if expires == 0 && policy.expiry > 0 {
-        expires = ctx.wall_ms + policy.expiry;
+        expires = ctx.wall_ms.saturating_add(policy.expiry);
         headers.retain(|(k, _)| &**k != "expires");
         headers.push((Box::from("expires"), expires.to_string().into_boxed_str()));
     }

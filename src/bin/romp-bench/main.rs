@@ -99,35 +99,42 @@ Producers and consumers are spread over the destinations round-robin (partitione
 producers = consumers = destinations). Topic consumers each get every message of their
 destination; queue consumers compete.";
 
+impl Default for Opts {
+    /// The documented defaults (see USAGE).
+    fn default() -> Opts {
+        Opts {
+            host: "127.0.0.1".into(),
+            port: 61613,
+            login: None,
+            passcode: None,
+            vhost: "/".into(),
+            kind: Kind::Queue,
+            producers: 1,
+            consumers: 1,
+            destinations: 1,
+            queue_prefix: "/queue/bench-".into(),
+            topic_prefix: "/topic/bench-".into(),
+            size: 100,
+            duration: Duration::from_secs(5),
+            warmup: Duration::from_secs(1),
+            window: 0,
+            ack: "auto".into(),
+            threads: 2,
+            json: false,
+            idle: None,
+            broker_pid: None,
+            latency: None,
+            rate: None,
+            slow: 0,
+            slow_rate: 1000,
+            null_broker: false,
+            ws: None,
+        }
+    }
+}
+
 fn parse_opts() -> Result<Opts, String> {
-    let mut o = Opts {
-        host: "127.0.0.1".into(),
-        port: 61613,
-        login: None,
-        passcode: None,
-        vhost: "/".into(),
-        kind: Kind::Queue,
-        producers: 1,
-        consumers: 1,
-        destinations: 1,
-        queue_prefix: "/queue/bench-".into(),
-        topic_prefix: "/topic/bench-".into(),
-        size: 100,
-        duration: Duration::from_secs(5),
-        warmup: Duration::from_secs(1),
-        window: 0,
-        ack: "auto".into(),
-        threads: 2,
-        json: false,
-        idle: None,
-        broker_pid: None,
-        latency: None,
-        rate: None,
-        slow: 0,
-        slow_rate: 1000,
-        null_broker: false,
-        ws: None,
-    };
+    let mut o = Opts::default();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut v = || it.next().ok_or_else(|| format!("{a} needs a value"));
@@ -197,32 +204,17 @@ impl Opts {
     #[cfg(test)]
     pub fn for_tests() -> Opts {
         Opts {
-            host: "127.0.0.1".into(),
             port: 0,
-            login: None,
-            passcode: None,
-            vhost: "/".into(),
-            kind: Kind::Queue,
             producers: 2,
             consumers: 2,
-            destinations: 1,
             queue_prefix: "/queue/t-".into(),
             topic_prefix: "/topic/t-".into(),
-            size: 100,
             duration: Duration::from_secs(1),
             warmup: Duration::ZERO,
             window: 10,
-            ack: "auto".into(),
             threads: 1,
             json: true,
-            idle: None,
-            broker_pid: None,
-            latency: None,
-            rate: None,
-            slow: 0,
-            slow_rate: 1000,
-            null_broker: false,
-            ws: None,
+            ..Opts::default()
         }
     }
 
