@@ -442,12 +442,13 @@ impl Shard {
         match DestKind::of(&dest) {
             DestKind::Topic => {
                 self.stats.published += 1;
-                let retains = self.policies.resolve(&dest).min_delivery > 0;
-                if !retains && !self.topics.contains_key(&dest) {
+                // The policy is looked up only for a topic not held yet (it then lives in the topic).
+                if !self.topics.contains_key(&dest) && self.policies.resolve(&dest).min_delivery == 0 {
                     self.stats.unrouted += 1;
                     return true;
                 }
                 let seq = self.next_seq;
+                let now_expiring = msg.expires != 0;
                 let t = self.topic_mut(&dest);
                 t.enqueued += 1;
                 let matching = t.matching(&msg);
@@ -468,28 +469,28 @@ impl Shard {
                     }
                     t.retained_bytes += msg.weight();
                     t.retained.push_back(Retained { seq, msg: msg.clone(), remaining: owed });
+                }
+                if matching > 0 {
+                    t.delivered += matching as u64;
+                    for (w, &n) in t.per_worker.iter().enumerate() {
+                        if n > 0 {
+                            out.to_worker(w, ToWorker::TopicMessage { dest: dest.clone(), msg: msg.clone() });
+                        }
+                    }
+                } else if owed == 0 {
+                    let idle = t.is_idle();
+                    self.stats.unrouted += 1;
+                    if idle {
+                        self.topics.remove(&dest);
+                    }
+                }
+                if owed > 0 {
                     self.next_seq += 1;
-                    if msg.expires != 0 {
+                    if now_expiring {
                         self.expiring.push(Reverse((msg.expires, seq, dest.clone())));
                         if seq % 1024 == 0 {
                             self.compact_expiring();
                         }
-                    }
-                }
-                let t = self.topics.get_mut(&dest).expect("topic created above");
-                if matching == 0 {
-                    if owed == 0 {
-                        self.stats.unrouted += 1;
-                    }
-                    if t.is_idle() {
-                        self.topics.remove(&dest);
-                    }
-                    return true;
-                }
-                t.delivered += matching as u64;
-                for (w, &n) in t.per_worker.iter().enumerate() {
-                    if n > 0 {
-                        out.to_worker(w, ToWorker::TopicMessage { dest: dest.clone(), msg: msg.clone() });
                     }
                 }
             }
@@ -580,7 +581,8 @@ impl Shard {
         };
         q.dispatch(&mut self.scratch, self.now_ms);
         self.dead.extend(q.take_dead());
-        let policy = q.policy.clone();
+        // Needed only for dead letters: no shared refcount traffic on the common path.
+        let policy = (!self.dead.is_empty()).then(|| q.policy.clone());
         let idle = q.is_idle();
         for d in self.scratch.drain(..) {
             out.to_worker(
@@ -598,7 +600,7 @@ impl Shard {
         if idle {
             self.queues.remove(dest);
         }
-        if !self.dead.is_empty() {
+        if let Some(policy) = policy {
             self.dead_letter(dest, &policy, out);
         }
     }
