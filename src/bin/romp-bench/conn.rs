@@ -304,7 +304,11 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
     for cid in (o.consumers..o.consumers + o.slow).filter(|c| c % o.threads == t) {
         conns.push(open(Role::Consumer { cid, slow: true })?);
     }
-    for pid in (0..o.producers).filter(|p| p % o.threads == t) {
+    // Connections are dealt to threads in one sequence (consumers, slow consumers, then
+    // producers), so a 1 -> 1 run puts its producer and its consumer on different threads
+    // instead of both on thread 0 with the other thread idle.
+    let first_producer = o.consumers + o.slow;
+    for pid in (0..o.producers).filter(|p| (first_producer + p) % o.threads == t) {
         let copies = o.copies_of(pid % o.destinations);
         let head = format!("SEND\ndestination:{}\ncontent-length:{}\n\n", o.destination(pid), o.size).into_bytes();
         conns.push(open(Role::Producer { pid: pid as u32, seq: 0, copies, head })?);
@@ -330,8 +334,14 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
     let mut body = vec![0u8; o.size];
     let mut stop_acknowledged = false;
     let rate = o.rate_per_producer();
+    // Whether a producer here could publish more right now (window open, socket not full).
+    // mio is edge-triggered: a producer whose last write fitted gets no new event, so the
+    // loop must not sleep on the poller then, or it would publish one batch per timeout.
+    let mut can_send = false;
     while !shared.done.load(Ordering::Acquire) {
-        poll.poll(&mut events, Some(Duration::from_millis(1))).map_err(|e| e.to_string())?;
+        let timeout = if can_send { Duration::ZERO } else { Duration::from_millis(1) };
+        poll.poll(&mut events, Some(timeout)).map_err(|e| e.to_string())?;
+        can_send = false;
         if r.measure_from.is_none() {
             r.measure_from = shared.started.get().map(|s| *s + o.warmup);
         }
@@ -355,6 +365,7 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
         let go = shared.go.load(Ordering::Acquire) && !shared.stop_sending.load(Ordering::Acquire);
         for c in conns.iter_mut() {
             let room = c.pending() < WBUF_MAX;
+            let mut window_open = false;
             if let Role::Producer { pid, seq, copies, head } = &mut c.role {
                 if go && c.ready && room {
                     let n = match (rate, shared.started.get()) {
@@ -366,6 +377,9 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
                             let outstanding = shared.sent.load(Ordering::Acquire) * *copies
                                 - shared.delivered.load(Ordering::Acquire).min(shared.sent.load(Ordering::Acquire) * *copies);
                             let room = (o.window * *copies).saturating_sub(outstanding) / *copies;
+                            // Open loop needs no early wake-up: its next message is due within
+                            // one poll timeout anyway.
+                            window_open = room > BATCH;
                             room.min(BATCH)
                         }
                     };
@@ -385,6 +399,7 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
             }
             if !c.dead {
                 flush(c).map_err(|e| format!("write: {e}"))?;
+                can_send |= window_open && c.pending() == 0;
             }
         }
         // Tell the main thread once nothing more will be published from here.
