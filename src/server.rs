@@ -22,8 +22,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Auth(#[from] AuthError),
-    #[error("cannot listen on {addr} (key `bind_address`/`ports`): {source}")]
-    Bind { addr: String, source: std::io::Error },
+    #[error("cannot listen on {addr} (key `{key}`): {source}")]
+    Bind { addr: String, key: &'static str, source: std::io::Error },
     #[error("cannot start a thread or poller: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -154,12 +154,15 @@ impl Server {
             key: "bind_address",
             message: "not an IP address".into(),
         })?;
-        let (mut listeners, addrs) =
-            listener::bind_all(ip, &cfg.ports, n).map_err(|source| StartError::Bind { addr: format!("{ip}:{:?}", cfg.ports), source })?;
+        let (mut listeners, addrs) = listener::bind_all(ip, &cfg.ports, n).map_err(|source| StartError::Bind {
+            addr: format!("{ip}:{:?}", cfg.ports),
+            key: "ports",
+            source,
+        })?;
         let mut kinds = vec![crate::worker::ListenerKind::Stomp; cfg.ports.len()];
-        let mut bound = |ip: IpAddr, port: u16, key: &str, kind, listeners: &mut Vec<Vec<mio::net::TcpListener>>| {
-            let (more, addr) = listener::bind_all(ip, &[port], n)
-                .map_err(|source| StartError::Bind { addr: format!("{ip}:{port} (key `{key}`)"), source })?;
+        let mut bound = |ip: IpAddr, port: u16, key: &'static str, kind, listeners: &mut Vec<Vec<mio::net::TcpListener>>| {
+            let (more, addr) =
+                listener::bind_all(ip, &[port], n).map_err(|source| StartError::Bind { addr: format!("{ip}:{port}"), key, source })?;
             for (mine, w) in listeners.iter_mut().zip(more) {
                 mine.extend(w);
             }

@@ -180,3 +180,28 @@ fn sighup_reloads_and_admin_shutdown_exits_zero() {
     assert!(text.contains("keeping the running configuration"), "{text}");
     assert!(text.contains("shutdown requested by an admin"), "{text}");
 }
+
+/// Regression: SO_REUSEPORT let a second broker bind the port of a running one, and the kernel
+/// then split new connections between the two processes (a producer and its consumer could
+/// land in different brokers). The second start must fail and name the port and the key.
+#[test]
+fn a_second_broker_on_the_same_port_refuses_to_start() {
+    let port = free_port();
+    let mut first = Command::new(BIN)
+        .args(["--port", &port.to_string(), "--web-port", "0", "--admin-port", "0", "--workers", "2"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = connect_retrying(addr);
+    c.connect("1.2");
+    let out =
+        Command::new(BIN).args(["--port", &port.to_string(), "--web-port", "0", "--admin-port", "0", "--workers", "2"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "second broker started: {err}");
+    assert!(err.contains(&port.to_string()) && err.contains("`ports`") && err.contains("in use"), "{err}");
+    // The first broker is untouched.
+    c.subscribe_sync("0", "/topic/still", "auto");
+    Command::new("kill").args(["-TERM", &first.id().to_string()]).status().unwrap();
+    assert!(wait_exit(&mut first, Duration::from_secs(5)).success());
+}
