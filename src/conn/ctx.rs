@@ -83,26 +83,46 @@ pub struct WorkerStats {
 }
 
 /// Buffers returned by idle connections, reused by busy ones.
+///
+/// Bounded by bytes, not count: at most [`POOL_BYTES`] per worker, no single buffer over
+/// [`POOL_BUF_MAX`]. A busy consumer's output buffer (hundreds of KiB per turn) comes back here
+/// after every full flush and is taken again next turn, so it is not regrown from a few KiB by
+/// repeated reallocation and copying each turn.
 #[derive(Debug, Default)]
 pub struct BufPool {
     free: Vec<Vec<u8>>,
+    bytes: usize,
 }
 
-/// Buffers kept in a pool; larger ones are freed.
-const POOL_BUF_MAX: usize = 256 * 1024;
-const POOL_MAX: usize = 1024;
+/// Largest buffer kept for reuse.
+pub const POOL_BUF_MAX: usize = 1 << 20;
+/// Capacity kept in one worker's pool at most.
+pub const POOL_BYTES: usize = 16 << 20;
 
 impl BufPool {
     pub fn take(&mut self) -> Vec<u8> {
-        self.free.pop().unwrap_or_default()
+        match self.free.pop() {
+            Some(b) => {
+                self.bytes -= b.capacity();
+                b
+            }
+            None => Vec::new(),
+        }
     }
 
     pub fn give(&mut self, mut b: Vec<u8>) {
-        if b.capacity() == 0 || b.capacity() > POOL_BUF_MAX || self.free.len() >= POOL_MAX {
+        let cap = b.capacity();
+        if cap == 0 || cap > POOL_BUF_MAX || self.bytes + cap > POOL_BYTES {
             return;
         }
         b.clear();
+        self.bytes += cap;
         self.free.push(b);
+    }
+
+    /// Capacity held for reuse.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -214,5 +234,26 @@ impl Ctx {
             let w = crate::broker::owner_of(&dest, workers);
             self.outbox.to_owner(w, ToOwner::Credit { dest, key, n });
         }
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_is_bounded_by_bytes_and_reuses_large_buffers() {
+        let mut p = BufPool::default();
+        p.give(Vec::with_capacity(512 * 1024));
+        let b = p.take();
+        assert!(b.capacity() >= 512 * 1024, "a large output buffer is reused, not regrown");
+        assert_eq!(p.bytes(), 0);
+        p.give(Vec::with_capacity(POOL_BUF_MAX + 1));
+        assert_eq!(p.bytes(), 0, "an oversized buffer is freed");
+        for _ in 0..100 {
+            p.give(Vec::with_capacity(POOL_BUF_MAX));
+        }
+        assert!(p.bytes() <= POOL_BYTES);
+        assert_eq!(p.bytes(), POOL_BYTES / POOL_BUF_MAX * POOL_BUF_MAX);
     }
 }

@@ -86,8 +86,10 @@ pub struct Header<'a> {
     pub value: Cow<'a, str>,
 }
 
-/// Headers in wire order, repeated names kept. Sixteen fit inline without allocating.
-pub type Headers<'a> = SmallVec<[Header<'a>; 16]>;
+/// Headers in wire order, repeated names kept. Eight fit inline without allocating (a SEND from
+/// a typical client has two to six); more spill to the heap. Inline storage is moved with every
+/// parsed frame, so it is kept small.
+pub type Headers<'a> = SmallVec<[Header<'a>; 8]>;
 
 /// A parsed frame.
 #[derive(Debug, Clone, PartialEq, Eq)]

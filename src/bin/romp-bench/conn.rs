@@ -338,10 +338,23 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
     // mio is edge-triggered: a producer whose last write fitted gets no new event, so the
     // loop must not sleep on the poller then, or it would publish one batch per timeout.
     let mut can_send = false;
+    // Open loop: when the next message of a producer here is due. The poller's timeout has
+    // 1 ms granularity, far coarser than the gaps between messages at a fixed rate, so the loop
+    // polls without blocking and sleeps the (short) rest itself.
+    let mut next_due: Option<Instant> = None;
     while !shared.done.load(Ordering::Acquire) {
-        let timeout = if can_send { Duration::ZERO } else { Duration::from_millis(1) };
+        let wait = next_due.map(|d| d.saturating_duration_since(Instant::now()));
+        let timeout = match wait {
+            _ if can_send => Duration::ZERO,
+            Some(w) if w < Duration::from_millis(1) => Duration::ZERO,
+            _ => Duration::from_millis(1),
+        };
         poll.poll(&mut events, Some(timeout)).map_err(|e| e.to_string())?;
+        if let Some(w) = wait.filter(|w| events.is_empty() && !can_send && *w < Duration::from_millis(1)) {
+            std::thread::sleep(w);
+        }
         can_send = false;
+        next_due = None;
         if r.measure_from.is_none() {
             r.measure_from = shared.started.get().map(|s| *s + o.warmup);
         }
@@ -371,7 +384,10 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
                     let n = match (rate, shared.started.get()) {
                         (Some(rate), Some(start)) => {
                             let due = (start.elapsed().as_secs_f64() * rate) as u64;
-                            due.saturating_sub(*seq).min(8 * BATCH)
+                            let n = due.saturating_sub(*seq).min(8 * BATCH);
+                            let next = *start + Duration::from_secs_f64((*seq + n + 1) as f64 / rate);
+                            next_due = Some(next_due.map_or(next, |d: Instant| d.min(next)));
+                            n
                         }
                         _ => {
                             let outstanding = shared.sent.load(Ordering::Acquire) * *copies
