@@ -109,7 +109,9 @@ struct PendingReceipt {
 /// Per-connection session state.
 #[derive(Debug, Default)]
 pub struct Session {
-    pub subs: FastMap<u32, Subscription>,
+    /// Boxed: a map of one entry still allocates four buckets, and most sessions hold one
+    /// subscription, so buckets of pointers keep an idle session ~300 bytes smaller.
+    pub subs: FastMap<u32, Box<Subscription>>,
     by_id: FastMap<Box<str>, u32>,
     txs: FastMap<Box<str>, Tx>,
     receipts: VecDeque<PendingReceipt>,
@@ -593,7 +595,7 @@ fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     s.by_id.insert(Box::from(id), serial);
     s.subs.insert(
         serial,
-        Subscription {
+        Box::new(Subscription {
             id: Box::from(id),
             dest: dest.clone(),
             kind,
@@ -604,7 +606,7 @@ fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
             dropped: 0,
             filter: filter.clone(),
             slow: policy.slow_consumer,
-        },
+        }),
     );
     if kind == DestKind::Topic {
         let t = ctx.topics.entry(dest.clone()).or_default();
@@ -638,7 +640,7 @@ pub fn forget_subscription(conn: &mut Conn, serial: u32, ctx: &mut Ctx) -> Optio
             }
         }
     }
-    Some(sub)
+    Some(*sub)
 }
 
 fn unsubscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
