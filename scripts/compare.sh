@@ -108,13 +108,16 @@ status+=("romp: measured ($(nproc) workers, and 1 worker for scaling)")
 
 # Idle sessions: RSS per CONNECTed session with one subscription. The broker runs with
 # transparent huge pages off (prctl PR_SET_THP_DISABLE, inherited through exec) so RSS moves in
-# 4 KiB pages, not 2 MiB steps. 9,000 sessions: the hard open-files limit here is 20,000.
-idle_n=${IDLE_SESSIONS:-9000}
+# 4 KiB pages, not 2 MiB steps. 18,000 sessions: the hard open-files limit here is 20,000 per
+# process (broker and tool alike), so max_connections is raised just for this run.
+idle_n=${IDLE_SESSIONS:-18000}
+idle_conf=$(mktemp /tmp/romp-idle-XXXXXX.toml)
+echo "max_connections = $((idle_n + 100))" >"$idle_conf"
 port=$(free_port)
 python3 -c "
 import ctypes, os, sys
 ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)
-os.execv(sys.argv[1], sys.argv[1:])" ./target/release/romp --port "$port" --web-port 0 --admin-port 0 >/dev/null 2>&1 &
+os.execv(sys.argv[1], sys.argv[1:])" ./target/release/romp --config "$idle_conf" --port "$port" --web-port 0 --admin-port 0 >/dev/null 2>&1 &
 rpid=$!
 sleep 0.5
 line=$(timeout 300 ./target/release/romp-bench --port "$port" --idle "$idle_n" --broker-pid "$rpid" --json 2>/dev/null | tail -1)
@@ -122,6 +125,7 @@ line=$(timeout 300 ./target/release/romp-bench --port "$port" --idle "$idle_n" -
 echo "{\"broker\":\"romp\",\"idle\":$line}" >>"$raw"
 echo "romp / idle: $line" >&2
 kill -TERM "$rpid"; wait "$rpid" 2>/dev/null
+rm -f "$idle_conf"
 
 if scripts/peers/rabbitmq.sh start >/tmp/rabbit-start.log 2>&1; then
   latency rabbitmq 61623

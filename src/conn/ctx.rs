@@ -84,7 +84,7 @@ pub struct WorkerStats {
 
 /// Buffers returned by idle connections, reused by busy ones.
 ///
-/// Bounded by bytes, not count: at most [`POOL_BYTES`] per worker, no single buffer over
+/// Bounded by bytes, not count: at most [`POOL_BYTES`] (4 MiB) per worker, no single buffer over
 /// [`POOL_BUF_MAX`]. A busy consumer's output buffer (hundreds of KiB per turn) comes back here
 /// after every full flush and is taken again next turn, so it is not regrown from a few KiB by
 /// repeated reallocation and copying each turn.
@@ -97,7 +97,7 @@ pub struct BufPool {
 /// Largest buffer kept for reuse.
 pub const POOL_BUF_MAX: usize = 1 << 20;
 /// Capacity kept in one worker's pool at most.
-pub const POOL_BYTES: usize = 16 << 20;
+pub const POOL_BYTES: usize = 4 << 20;
 
 impl BufPool {
     pub fn take(&mut self) -> Vec<u8> {

@@ -1,6 +1,7 @@
 //! `--idle N`: open N CONNECTed sessions with one subscription each and report the broker's RSS
 //! per session (read from /proc with `--broker-pid`). Connections are spread over loopback
-//! source addresses 127.0.0.1..127.0.0.k so more than one address's ephemeral ports are usable.
+//! source addresses 127.0.0.1..127.0.0.32, so no address's ephemeral ports run short and a
+//! free port is quick to find.
 
 use crate::Opts;
 use std::io::{Read, Write};
@@ -25,6 +26,10 @@ fn raise_nofile() {
 /// One session: connect from `src`, CONNECT, SUBSCRIBE with a receipt, wait for the receipt.
 fn open(src: std::net::IpAddr, dst: SocketAddr, i: usize, o: &Opts) -> std::io::Result<TcpStream> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    // Closed with a reset at the end (linger 0): thousands of sockets left in TIME_WAIT on the
+    // tool's side made the next runs' connects search long for a free port (9,000 sessions
+    // once took 52 s to open, nearly all of it in the kernel).
+    sock.set_linger(Some(Duration::ZERO))?;
     sock.bind(&SocketAddr::new(src, 0).into())?;
     sock.connect(&dst.into())?;
     let mut s: TcpStream = sock.into();
@@ -54,7 +59,10 @@ pub fn run(o: &Opts, dst: SocketAddr, n: usize, pid: Option<u32>) -> Result<(), 
     let t = Instant::now();
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
-        let src = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1 + (i / 20_000) as u8));
+        // Round-robin over 32 loopback source addresses: binding port 0 searches the address's
+        // ephemeral range for a free port, a search that grows with the ports already taken
+        // there (18,000 sessions on one address took ~28 s, nearly all of it in the kernel).
+        let src = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % 32) as u8));
         match open(src, dst, i, o) {
             Ok(s) => held.push(s),
             Err(e) => return Err(format!("session {i}: {e}")),
