@@ -301,13 +301,14 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
     for cid in (0..o.consumers).filter(|c| c % o.threads == t) {
         conns.push(open(Role::Consumer { cid, slow: false })?);
     }
-    for cid in (o.consumers..o.consumers + o.slow).filter(|c| c % o.threads == t) {
+    // Connections are dealt to threads in one sequence (consumers, producers, then slow
+    // consumers), so a 1 -> 1 run puts its producer and its consumer on different threads
+    // instead of both on thread 0 with the other thread idle, and adding slow consumers leaves
+    // the others where a run without them has them (the slow-consumer comparison needs that).
+    for cid in (o.consumers..o.consumers + o.slow).filter(|c| (c + o.producers) % o.threads == t) {
         conns.push(open(Role::Consumer { cid, slow: true })?);
     }
-    // Connections are dealt to threads in one sequence (consumers, slow consumers, then
-    // producers), so a 1 -> 1 run puts its producer and its consumer on different threads
-    // instead of both on thread 0 with the other thread idle.
-    let first_producer = o.consumers + o.slow;
+    let first_producer = o.consumers;
     for pid in (0..o.producers).filter(|p| (first_producer + p) % o.threads == t) {
         let copies = o.copies_of(pid % o.destinations);
         let head = format!("SEND\ndestination:{}\ncontent-length:{}\n\n", o.destination(pid), o.size).into_bytes();
@@ -342,7 +343,15 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
     // 1 ms granularity, far coarser than the gaps between messages at a fixed rate, so the loop
     // polls without blocking and sleeps the (short) rest itself.
     let mut next_due: Option<Instant> = None;
+    // A producer here waits for the window (deliveries counted on another thread) or for
+    // socket room; neither brings a poll event on this thread, so it is looked at again after
+    // a short sleep rather than a whole poll timeout (a 4,000-message topic window is only a
+    // few ms of traffic).
+    let mut window_shut = false;
     while !shared.done.load(Ordering::Acquire) {
+        if window_shut && next_due.is_none() && !can_send {
+            next_due = Some(Instant::now() + Duration::from_micros(50));
+        }
         let wait = next_due.map(|d| d.saturating_duration_since(Instant::now()));
         let timeout = match wait {
             _ if can_send => Duration::ZERO,
@@ -355,6 +364,7 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
         }
         can_send = false;
         next_due = None;
+        window_shut = false;
         if r.measure_from.is_none() {
             r.measure_from = shared.started.get().map(|s| *s + o.warmup);
         }
@@ -383,9 +393,10 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
                 if go && c.ready && room {
                     let n = match (rate, shared.started.get()) {
                         (Some(rate), Some(start)) => {
-                            let due = (start.elapsed().as_secs_f64() * rate) as u64;
+                            // Message k is intended for start + k / rate and due from then on.
+                            let due = (start.elapsed().as_secs_f64() * rate) as u64 + 1;
                             let n = due.saturating_sub(*seq).min(8 * BATCH);
-                            let next = *start + Duration::from_secs_f64((*seq + n + 1) as f64 / rate);
+                            let next = *start + Duration::from_secs_f64((*seq + n) as f64 / rate);
                             next_due = Some(next_due.map_or(next, |d: Instant| d.min(next)));
                             n
                         }
@@ -393,9 +404,8 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
                             let outstanding = shared.sent.load(Ordering::Acquire) * *copies
                                 - shared.delivered.load(Ordering::Acquire).min(shared.sent.load(Ordering::Acquire) * *copies);
                             let room = (o.window * *copies).saturating_sub(outstanding) / *copies;
-                            // Open loop needs no early wake-up: its next message is due within
-                            // one poll timeout anyway.
                             window_open = room > BATCH;
+                            window_shut |= room <= BATCH;
                             room.min(BATCH)
                         }
                     };

@@ -7,6 +7,11 @@
 //!
 //! Producers are paced by a window: at most `--window` messages may be published and not yet
 //! delivered (per copy), so a queue never overflows and the figure is the sustainable rate.
+//!
+//! Connections are dealt to threads in one sequence (consumers, producers, slow consumers), so a
+//! 1 -> 1 run has its producer and its consumer on different threads. mio is edge-triggered: a
+//! thread whose producers can still publish polls without blocking, since a write that fitted
+//! brings no new event (sleeping on the poller then capped a producer at one batch per timeout).
 
 mod conn;
 
