@@ -109,7 +109,8 @@ impl Worker {
             poll,
             listeners,
             kinds,
-            // Room for this worker's share of max_connections up front (capped), so the slab
+            // Room for max_connections up front (capped; SO_REUSEPORT may hand one worker most of
+            // them), so the slab
             // never reallocates and copies its array while it fills: the copy's old array
             // stayed resident in the allocator on an idle worker (~400 bytes per session at
             // 18,000 sessions). Untouched capacity costs address space, not RSS.
