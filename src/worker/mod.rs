@@ -109,11 +109,10 @@ impl Worker {
             poll,
             listeners,
             kinds,
-            // Room for max_connections up front (capped; SO_REUSEPORT may hand one worker most of
-            // them), so the slab
-            // never reallocates and copies its array while it fills: the copy's old array
-            // stayed resident in the allocator on an idle worker (~400 bytes per session at
-            // 18,000 sessions). Untouched capacity costs address space, not RSS.
+            // Room for max_connections up front (capped; SO_REUSEPORT may hand one worker most
+            // of them), so the slab never reallocates and copies its array while it fills: the
+            // old array stayed resident in the allocator on an idle worker (~400 bytes per
+            // session at 18,000 sessions). Untouched capacity costs address space, not RSS.
             conns: Slab::with_capacity(ctx.cfg.max_connections.min(1 << 16)),
             ctx,
             shard,
