@@ -53,23 +53,21 @@ fn config_errors_name_the_key_and_the_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/romp.toml"));
 }
 
+/// The binary on `port` (web and admin ports ephemeral, two workers).
+fn spawn_broker(port: u16, stderr: Stdio) -> std::process::Child {
+    Command::new(BIN)
+        .args(["--port", &port.to_string(), "--web-port", "0", "--admin-port", "0", "--workers", "2"])
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 fn stop_cleanly(signal: &str) {
     let port = free_port();
-    let mut child = Command::new(BIN)
-        .args(["--port", &port.to_string(), "--web-port", "0", "--admin-port", "0", "--workers", "2"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_broker(port, Stdio::piped());
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let t = Instant::now();
-    let mut c = loop {
-        if let Ok(s) = std::net::TcpStream::connect(addr) {
-            drop(s);
-            break Client::raw(addr);
-        }
-        assert!(t.elapsed() < WAIT, "broker did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut c = connect_retrying(addr);
     c.connect("1.2");
     c.subscribe_sync("0", "/topic/sig", "auto");
     let t = Instant::now();
@@ -187,16 +185,11 @@ fn sighup_reloads_and_admin_shutdown_exits_zero() {
 #[test]
 fn a_second_broker_on_the_same_port_refuses_to_start() {
     let port = free_port();
-    let mut first = Command::new(BIN)
-        .args(["--port", &port.to_string(), "--web-port", "0", "--admin-port", "0", "--workers", "2"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = spawn_broker(port, Stdio::null());
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut c = connect_retrying(addr);
     c.connect("1.2");
-    let out =
-        Command::new(BIN).args(["--port", &port.to_string(), "--web-port", "0", "--admin-port", "0", "--workers", "2"]).output().unwrap();
+    let out = spawn_broker(port, Stdio::piped()).wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "second broker started: {err}");
     assert!(err.contains(&port.to_string()) && err.contains("`ports`") && err.contains("in use"), "{err}");
