@@ -76,8 +76,13 @@ impl Conn {
     }
 }
 
-fn connect_frame(o: &Opts) -> Vec<u8> {
-    let mut f = format!("CONNECT\naccept-version:1.2\nhost:{}\nheart-beat:0,0\n", o.vhost);
+/// CONNECT for `--stomp-version`: 1.0 has no version negotiation (and no heart-beats), so a 1.0
+/// client sends neither header and the broker assumes 1.0.
+pub fn connect_frame(o: &Opts) -> Vec<u8> {
+    let mut f = match o.version {
+        Version::V1_0 => format!("CONNECT\nhost:{}\n", o.vhost),
+        v => format!("CONNECT\naccept-version:{}\nhost:{}\nheart-beat:0,0\n", v.as_str(), o.vhost),
+    };
     if let (Some(l), Some(p)) = (&o.login, &o.passcode) {
         f.push_str(&format!("login:{l}\npasscode:{p}\n"));
     }
@@ -146,6 +151,8 @@ impl Reader<'_> {
                         return Ok(());
                     }
                     if !self.shared.done.load(Ordering::Acquire) {
+                        // An ERROR read before the close says why: parsing reports it.
+                        self.parse(c)?;
                         return Err("the broker closed a connection".into());
                     }
                     break;
@@ -173,7 +180,8 @@ impl Reader<'_> {
     fn parse(&mut self, c: &mut Conn) -> Result<(), String> {
         let o = self.o;
         let mut pos = 0;
-        let mut last_ack: Option<String> = None;
+        // Client ack mode: the ACK for the last MESSAGE of this read, which covers the others.
+        let mut last_ack: Vec<u8> = Vec::new();
         let mut delivered = 0u64;
         let mut cut = false;
         loop {
@@ -181,7 +189,7 @@ impl Reader<'_> {
             if pos >= c.rbuf.len() {
                 break;
             }
-            let (cmd, used) = match parse(&c.rbuf[pos..], Version::V1_2, &self.limits) {
+            let (cmd, used) = match parse(&c.rbuf[pos..], o.version, &self.limits) {
                 Ok(Parsed::Frame(f, used)) => {
                     if f.command == Command::Message {
                         if let Role::Consumer { cid, slow } = c.role {
@@ -198,12 +206,11 @@ impl Reader<'_> {
                                 delivered += 1;
                             }
                             match o.ack.as_str() {
-                                "client-individual" => {
-                                    self.acks.extend_from_slice(b"ACK\nid:");
-                                    self.acks.extend_from_slice(f.header("ack").unwrap_or("").as_bytes());
-                                    self.acks.extend_from_slice(b"\n\n\0");
+                                "client-individual" => ack_frame(&mut self.acks, o.version, &f),
+                                "client" => {
+                                    last_ack.clear();
+                                    ack_frame(&mut last_ack, o.version, &f);
                                 }
-                                "client" => last_ack = f.header("ack").map(str::to_string),
                                 _ => {}
                             }
                         }
@@ -251,9 +258,7 @@ impl Reader<'_> {
             return Ok(());
         }
         c.rbuf.drain(..pos);
-        if let Some(a) = last_ack {
-            self.acks.extend_from_slice(format!("ACK\nid:{a}\n\n\0").as_bytes());
-        }
+        self.acks.extend_from_slice(&last_ack);
         c.wbuf.append(&mut self.acks);
         if delivered > 0 {
             self.shared.delivered.fetch_add(delivered, Ordering::AcqRel);
@@ -273,6 +278,31 @@ impl Reader<'_> {
             let _ = h.record(late.max(1));
         }
     }
+}
+
+/// Append the ACK of MESSAGE `f` in the shape `version` uses: 1.2 names the `ack` header's
+/// value; 1.1 the subscription and the message-id; 1.0 the message-id alone.
+fn ack_frame(out: &mut Vec<u8>, version: Version, f: &romp::stomp::Frame<'_>) {
+    fn h<'a>(f: &'a romp::stomp::Frame<'_>, name: &str) -> &'a [u8] {
+        f.header(name).unwrap_or("").as_bytes()
+    }
+    match version {
+        Version::V1_2 => {
+            out.extend_from_slice(b"ACK\nid:");
+            out.extend_from_slice(h(f, "ack"));
+        }
+        Version::V1_1 => {
+            out.extend_from_slice(b"ACK\nsubscription:");
+            out.extend_from_slice(h(f, "subscription"));
+            out.extend_from_slice(b"\nmessage-id:");
+            out.extend_from_slice(h(f, "message-id"));
+        }
+        Version::V1_0 => {
+            out.extend_from_slice(b"ACK\nmessage-id:");
+            out.extend_from_slice(h(f, "message-id"));
+        }
+    }
+    out.extend_from_slice(b"\n\n\0");
 }
 
 pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Result<Tally, String> {

@@ -35,12 +35,9 @@ fn open(src: std::net::IpAddr, dst: SocketAddr, i: usize, o: &Opts) -> std::io::
     let mut s: TcpStream = sock.into();
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let dest = o.destination(i);
-    let mut f = format!("CONNECT\naccept-version:1.2\nhost:{}\nheart-beat:0,0\n", o.vhost);
-    if let (Some(l), Some(p)) = (&o.login, &o.passcode) {
-        f.push_str(&format!("login:{l}\npasscode:{p}\n"));
-    }
-    f.push_str(&format!("\n\0SUBSCRIBE\nid:0\ndestination:{dest}\nreceipt:r\n\n\0"));
-    s.write_all(f.as_bytes())?;
+    let mut f = crate::conn::connect_frame(o);
+    f.extend_from_slice(format!("SUBSCRIBE\nid:0\ndestination:{dest}\nreceipt:r\n\n\0").as_bytes());
+    s.write_all(&f)?;
     let mut got = Vec::new();
     let mut buf = [0u8; 512];
     while !got.windows(8).any(|w| w == b"RECEIPT\n") {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 struct Stomp {
     s: TcpStream,
     buf: Vec<u8>,
+    version: Version,
 }
 
 impl Stomp {
@@ -23,13 +24,8 @@ impl Stomp {
         let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut c = Stomp { s, buf: Vec::new() };
-        let mut f = format!("CONNECT\naccept-version:1.2\nhost:{}\nheart-beat:0,0\n", o.vhost);
-        if let (Some(l), Some(p)) = (&o.login, &o.passcode) {
-            f.push_str(&format!("login:{l}\npasscode:{p}\n"));
-        }
-        f.push_str("\n\0");
-        c.s.write_all(f.as_bytes())?;
+        let mut c = Stomp { s, buf: Vec::new(), version: o.version };
+        c.s.write_all(&crate::conn::connect_frame(o))?;
         c.next(Command::Connected)?;
         Ok(c)
     }
@@ -40,7 +36,7 @@ impl Stomp {
         loop {
             let n = skip_eols(&self.buf);
             self.buf.drain(..n);
-            let found = match parse(&self.buf, Version::V1_2, &limits) {
+            let found = match parse(&self.buf, self.version, &limits) {
                 Ok(Parsed::Frame(f, used)) => Some((f.command, f.header("reply-to").map(str::to_string), f.body.to_vec(), used)),
                 Ok(Parsed::Incomplete { .. }) => None,
                 Err(e) => return Err(std::io::Error::other(format!("bad frame from broker: {e}"))),

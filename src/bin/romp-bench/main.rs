@@ -72,6 +72,8 @@ pub struct Opts {
     pub null_broker: bool,
     /// `--ws PATH`: speak STOMP over WebSocket on this path (the port is the web port).
     pub ws: Option<String>,
+    /// `--stomp-version`: the protocol version asked for (CONNECT, ACK shape, escaping).
+    pub version: romp::stomp::Version,
 }
 
 const USAGE: &str = "usage: romp-bench [options]
@@ -84,6 +86,7 @@ const USAGE: &str = "usage: romp-bench [options]
     well below what the broker lets one subscriber fall behind, or the broker may rightly
     treat a bench consumer as slow)
   --ack auto|client|client-individual (auto)  --threads N (2)  --json
+  --stomp-version 1.0|1.1|1.2 (1.2)  what CONNECT asks for; ACKs take that version's shape
   --latency N                   request/reply round trips (N requesters, 1 in flight each)
                                 with p50/p99/p99.9, beside a raw TCP echo of the same size
   --idle N [--broker-pid PID]   open N idle sessions (one subscription each) and report the
@@ -134,6 +137,7 @@ impl Default for Opts {
             slow_rate: 1000,
             null_broker: false,
             ws: None,
+            version: romp::stomp::Version::V1_2,
         }
     }
 }
@@ -177,12 +181,23 @@ fn parse_opts() -> Result<Opts, String> {
             "--slow-rate" => o.slow_rate = num(v()?)?.max(1),
             "--null-broker" => o.null_broker = true,
             "--ws" => o.ws = Some(v()?),
+            "--stomp-version" => {
+                o.version = match v()?.as_str() {
+                    "1.0" => romp::stomp::Version::V1_0,
+                    "1.1" => romp::stomp::Version::V1_1,
+                    "1.2" => romp::stomp::Version::V1_2,
+                    x => return Err(format!("--stomp-version {x:?}: 1.0, 1.1 or 1.2")),
+                }
+            }
             "-h" | "--help" => return Err(String::new()),
             _ => return Err(format!("unknown option {a}")),
         }
     }
     if !matches!(o.ack.as_str(), "auto" | "client" | "client-individual") {
         return Err(format!("--ack {:?}: auto, client or client-individual", o.ack));
+    }
+    if o.version == romp::stomp::Version::V1_0 && o.ack == "client-individual" {
+        return Err("--ack client-individual is not in STOMP 1.0 (it has auto and client)".into());
     }
     if o.window == 0 {
         // Queues are bounded by consumer credit, so a deep window only keeps the pipe full. A
