@@ -84,6 +84,12 @@ both!(g3_bad_ack_mode, |w| {
     let mut c = b.client("1.2");
     c.subscribe("1", "/topic/g3", "c");
     c.expect_error("syntax");
+    // client-individual is not in 1.0; 1.1 has it.
+    let mut c = b.client("1.0");
+    c.subscribe("1", "/queue/g3", "client-individual");
+    c.expect_error("syntax");
+    let mut c = b.client("1.1");
+    c.subscribe_sync("1", "/queue/g3", "client-individual");
 });
 
 both!(g4_h1_h2_message_headers, |w| {

@@ -48,6 +48,17 @@ pub enum AckMode {
 }
 
 impl AckMode {
+    /// The mode a SUBSCRIBE's `ack` header names (any version; 1.0 has no client-individual,
+    /// which the caller checks).
+    pub fn from_name(name: &str) -> Option<AckMode> {
+        match name {
+            "auto" => Some(AckMode::Auto),
+            "client" => Some(AckMode::Client),
+            "client-individual" => Some(AckMode::ClientIndividual),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AckMode::Auto => "auto",

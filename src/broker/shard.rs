@@ -448,7 +448,7 @@ impl Shard {
                     return true;
                 }
                 let seq = self.next_seq;
-                let now_expiring = msg.expires != 0;
+                let has_expiry = msg.expires != 0;
                 let t = self.topic_mut(&dest);
                 t.enqueued += 1;
                 let matching = t.matching(&msg);
@@ -486,7 +486,7 @@ impl Shard {
                 }
                 if owed > 0 {
                     self.next_seq += 1;
-                    if now_expiring {
+                    if has_expiry {
                         self.expiring.push(Reverse((msg.expires, seq, dest.clone())));
                         if seq % 1024 == 0 {
                             self.compact_expiring();

@@ -560,11 +560,10 @@ fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         _ if conn.version == Version::V1_0 => dest, // G1: 1.0 ids are optional; the destination names it
         _ => return Err(Fatal::new("syntax", "SUBSCRIBE requires an id header")),
     };
-    let mode = match f.header("ack") {
-        None | Some("auto") => AckMode::Auto,
-        Some("client") => AckMode::Client,
-        Some("client-individual") if conn.version > Version::V1_0 => AckMode::ClientIndividual,
-        Some(m) => return Err(Fatal::new("syntax", format!("ack mode {m:?} is not auto, client or client-individual"))),
+    let mode = match f.header("ack").map(|m| (m, AckMode::from_name(m))) {
+        None => AckMode::Auto,
+        Some((_, Some(mode))) if mode != AckMode::ClientIndividual || conn.version > Version::V1_0 => mode,
+        Some((m, _)) => return Err(Fatal::new("syntax", format!("ack mode {m:?} is not auto, client or client-individual"))),
     };
     let prefetch = parse_prefetch(f, ctx)?;
     let policy = ctx.policies.resolve(dest).clone();

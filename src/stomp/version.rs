@@ -25,7 +25,8 @@ impl Version {
         }
     }
 
-    fn from_token(s: &str) -> Option<Version> {
+    /// One version token ("1.0", "1.1", "1.2"; surrounding blanks ignored).
+    pub fn from_token(s: &str) -> Option<Version> {
         match s.trim() {
             "1.0" => Some(Version::V1_0),
             "1.1" => Some(Version::V1_1),

@@ -4,6 +4,7 @@ use crate::report::Tally;
 use crate::{Opts, Shared};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use romp::broker::AckMode;
 use romp::stomp::{parse, skip_eols, Command, Limits, Parsed, Version};
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
@@ -205,13 +206,13 @@ impl Reader<'_> {
                                 }
                                 delivered += 1;
                             }
-                            match o.ack.as_str() {
-                                "client-individual" => ack_frame(&mut self.acks, o.version, &f),
-                                "client" => {
+                            match o.ack {
+                                AckMode::ClientIndividual => ack_frame(&mut self.acks, o.version, &f),
+                                AckMode::Client => {
                                     last_ack.clear();
                                     ack_frame(&mut last_ack, o.version, &f);
                                 }
-                                _ => {}
+                                AckMode::Auto => {}
                             }
                         }
                     } else if f.command == Command::Error {
@@ -236,8 +237,11 @@ impl Reader<'_> {
                     c.connected = true;
                     match &c.role {
                         Role::Consumer { cid, .. } => {
-                            let sub =
-                                format!("SUBSCRIBE\nid:{cid}\ndestination:{}\nack:{}\nreceipt:ready\n\n\0", o.destination(*cid), o.ack);
+                            let sub = format!(
+                                "SUBSCRIBE\nid:{cid}\ndestination:{}\nack:{}\nreceipt:ready\n\n\0",
+                                o.destination(*cid),
+                                o.ack.as_str()
+                            );
                             c.wbuf.extend_from_slice(sub.as_bytes());
                         }
                         Role::Producer { .. } => c.ready = true,
@@ -373,15 +377,7 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
     // 1 ms granularity, far coarser than the gaps between messages at a fixed rate, so the loop
     // polls without blocking and sleeps the (short) rest itself.
     let mut next_due: Option<Instant> = None;
-    // A producer here waits for the window (deliveries counted on another thread) or for
-    // socket room; neither brings a poll event on this thread, so it is looked at again after
-    // a short sleep rather than a whole poll timeout (a 4,000-message topic window is only a
-    // few ms of traffic).
-    let mut window_shut = false;
     while !shared.done.load(Ordering::Acquire) {
-        if window_shut && next_due.is_none() && !can_send {
-            next_due = Some(Instant::now() + Duration::from_micros(50));
-        }
         let wait = next_due.map(|d| d.saturating_duration_since(Instant::now()));
         let timeout = match wait {
             _ if can_send => Duration::ZERO,
@@ -394,7 +390,6 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
         }
         can_send = false;
         next_due = None;
-        window_shut = false;
         if r.measure_from.is_none() {
             r.measure_from = shared.started.get().map(|s| *s + o.warmup);
         }
@@ -435,7 +430,13 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
                                 - shared.delivered.load(Ordering::Acquire).min(shared.sent.load(Ordering::Acquire) * *copies);
                             let room = (o.window * *copies).saturating_sub(outstanding) / *copies;
                             window_open = room > BATCH;
-                            window_shut |= room <= BATCH;
+                            if !window_open {
+                                // Deliveries, counted on another thread, bring no poll event
+                                // here: look again in 50 us rather than after a whole poll
+                                // timeout (a 4,000-message topic window is a few ms of traffic).
+                                let soon = Instant::now() + Duration::from_micros(50);
+                                next_due = Some(next_due.map_or(soon, |d: Instant| d.min(soon)));
+                            }
                             room.min(BATCH)
                         }
                     };

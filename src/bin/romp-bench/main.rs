@@ -27,6 +27,7 @@ mod report;
 mod ws;
 
 use report::{Report, Tally};
+use romp::broker::AckMode;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,7 +55,7 @@ pub struct Opts {
     pub duration: Duration,
     pub warmup: Duration,
     pub window: u64,
-    pub ack: String,
+    pub ack: AckMode,
     pub threads: usize,
     pub json: bool,
     /// `--idle N`: measure N idle sessions instead of a load.
@@ -126,7 +127,7 @@ impl Default for Opts {
             duration: Duration::from_secs(5),
             warmup: Duration::from_secs(1),
             window: 0,
-            ack: "auto".into(),
+            ack: AckMode::Auto,
             threads: 2,
             json: false,
             idle: None,
@@ -170,7 +171,10 @@ fn parse_opts() -> Result<Opts, String> {
             "--duration" => o.duration = Duration::from_secs_f64(v()?.parse().map_err(|_| "bad --duration")?),
             "--warmup" => o.warmup = Duration::from_secs_f64(v()?.parse().map_err(|_| "bad --warmup")?),
             "--window" => o.window = num(v()?)?.max(1),
-            "--ack" => o.ack = v()?,
+            "--ack" => {
+                let m = v()?;
+                o.ack = AckMode::from_name(&m).ok_or_else(|| format!("--ack {m:?}: auto, client or client-individual"))?;
+            }
             "--threads" => o.threads = num(v()?)?.max(1) as usize,
             "--json" => o.json = true,
             "--idle" => o.idle = Some(num(v()?)? as usize),
@@ -182,21 +186,14 @@ fn parse_opts() -> Result<Opts, String> {
             "--null-broker" => o.null_broker = true,
             "--ws" => o.ws = Some(v()?),
             "--stomp-version" => {
-                o.version = match v()?.as_str() {
-                    "1.0" => romp::stomp::Version::V1_0,
-                    "1.1" => romp::stomp::Version::V1_1,
-                    "1.2" => romp::stomp::Version::V1_2,
-                    x => return Err(format!("--stomp-version {x:?}: 1.0, 1.1 or 1.2")),
-                }
+                let t = v()?;
+                o.version = romp::stomp::Version::from_token(&t).ok_or_else(|| format!("--stomp-version {t:?}: 1.0, 1.1 or 1.2"))?;
             }
             "-h" | "--help" => return Err(String::new()),
             _ => return Err(format!("unknown option {a}")),
         }
     }
-    if !matches!(o.ack.as_str(), "auto" | "client" | "client-individual") {
-        return Err(format!("--ack {:?}: auto, client or client-individual", o.ack));
-    }
-    if o.version == romp::stomp::Version::V1_0 && o.ack == "client-individual" {
+    if o.version == romp::stomp::Version::V1_0 && o.ack == AckMode::ClientIndividual {
         return Err("--ack client-individual is not in STOMP 1.0 (it has auto and client)".into());
     }
     if o.window == 0 {

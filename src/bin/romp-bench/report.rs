@@ -134,7 +134,11 @@ impl Report {
         Report {
             scenario: format!(
                 "{kind} {}->{} over {} destination(s), {} B, ack {}{extra}",
-                o.producers, o.consumers, o.destinations, o.size, o.ack
+                o.producers,
+                o.consumers,
+                o.destinations,
+                o.size,
+                o.ack.as_str()
             ),
             sent: t.sent.iter().sum(),
             delivered,
