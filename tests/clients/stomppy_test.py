@@ -146,7 +146,9 @@ class StompPy(unittest.TestCase):
     def test_disconnect_receipt(self):
         conn, l = connect()
         conn.disconnect(receipt="bye-now")
-        self.assertIn("bye-now", l.receipts)
+        # stomp.py marks itself disconnected before it tells listeners of the receipt, so
+        # disconnect() may return first: wait for the listener to see it.
+        l.wait(lambda: "bye-now" in l.receipts, "DISCONNECT receipt")
 
     def test_error_frame(self):
         conn, l = connect()
@@ -176,7 +178,7 @@ class StompPyWebSocket(unittest.TestCase):
         self.assertEqual(l.messages[2].body, "in tx")
         conn.ack(l.messages[2].headers["ack"])
         conn.disconnect(receipt="bye")
-        self.assertIn("bye", l.receipts)
+        l.wait(lambda: "bye" in l.receipts, "DISCONNECT receipt")  # see test_disconnect_receipt
         tcp.disconnect()
 
 
