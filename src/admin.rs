@@ -1,6 +1,8 @@
 //! Admin actions: SENDs to `/virt/admin/<action>` from an admin user on the admin port.
 //!
-//! Runs on the admin connection's worker, which turns each action into bus messages:
+//! This module is the plane's vocabulary and parser (sans-io, no connection or bus): it turns a
+//! SEND into an [`Request`] or an error [`AdminReply`], and defines the operations that travel to
+//! other workers ([`AdminOp`]). `conn::admin` carries them out on the admin connection's worker:
 //! - `shutdown`: stop every worker gracefully (stop accepting, flush, close; the process exits 0);
 //! - `purge` (alias `clean`): empty the destination named by the `target` header (a queue's ready
 //!   messages, a topic's retained ones), on its owner;
@@ -13,12 +15,9 @@
 //! `destination:/virt/admin/<action>`, `result:ok|error`, a sentence in the body), and with a
 //! RECEIPT when the SEND asked for one, written after the action took effect.
 
-use crate::broker::{owner_of, ConnRef};
-use crate::bus::{ToOwner, ToWorker};
 use crate::config::DestConfig;
-use crate::conn::{mark_dirty, Conn, Ctx};
+use crate::stomp::Frame;
 use std::sync::Arc;
-
 /// The destination prefix of admin actions.
 pub const PREFIX: &str = "/virt/admin/";
 
@@ -63,39 +62,12 @@ impl AdminReply {
     }
 }
 
-pub fn purge_reply(action: &str, dest: &str, p: crate::broker::shard::Purged) -> AdminReply {
-    let mut r = if p.found {
-        AdminReply::ok(action, format!("{dest}: {} messages removed", p.messages))
-    } else {
-        AdminReply::ok(action, format!("{dest}: nothing held"))
-    };
-    r.headers.push(("purged".into(), p.messages.to_string()));
-    r
-}
-
-/// Write an admin result to the admin connection.
-pub fn write_reply(conn: &mut Conn, reply: &AdminReply, ctx: &mut Ctx) {
-    if conn.is_closing() {
-        return;
-    }
-    let mut headers = vec![("result".to_string(), if reply.ok { "ok" } else { "error" }.to_string())];
-    headers.extend(reply.headers.iter().cloned());
-    headers.push(("content-type".into(), "text/plain".into()));
-    let dest = format!("{PREFIX}{}", reply.action);
-    let m = crate::api::message(ctx.next_message_id(), &dest, headers, reply.text.clone().into_bytes());
-    if conn.out.capacity() == 0 {
-        conn.out = ctx.pool.take();
-    }
-    crate::conn::deliver::write_message(&mut conn.out, conn.version, "admin", &m, None, false, false);
-    mark_dirty(conn, ctx);
-}
-
-fn header<'a>(f: &'a crate::stomp::Frame<'_>, name: &str) -> Option<&'a str> {
+fn header<'a>(f: &'a Frame<'_>, name: &str) -> Option<&'a str> {
     f.header(name).filter(|v| !v.is_empty())
 }
 
 /// The `target` header, or the body as text.
-fn target(f: &crate::stomp::Frame<'_>) -> Option<String> {
+fn target(f: &Frame<'_>) -> Option<String> {
     header(f, "target").map(str::to_string).or_else(|| {
         let b = std::str::from_utf8(f.body).ok()?.trim();
         (!b.is_empty() && !b.chars().any(char::is_control)).then(|| b.to_string())
@@ -103,7 +75,7 @@ fn target(f: &crate::stomp::Frame<'_>) -> Option<String> {
 }
 
 /// Read the `perms` headers into a change. Errors name the header.
-fn perms_change(f: &crate::stomp::Frame<'_>) -> Result<DestConfig, String> {
+fn perms_change(f: &Frame<'_>) -> Result<DestConfig, String> {
     let mut d = DestConfig::default();
     let flag = |name: &str| -> Result<Option<bool>, String> {
         match header(f, name) {
@@ -131,78 +103,65 @@ fn perms_change(f: &crate::stomp::Frame<'_>) -> Result<DestConfig, String> {
     Ok(d)
 }
 
+/// A session id `worker-slot-generation`, as CONNECTED's `session` header gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionId {
+    pub worker: u16,
+    pub slot: u32,
+    pub gen: u32,
+}
+
 /// Parse a session id `worker-slot-generation`.
-fn session_ref(s: &str) -> Option<ConnRef> {
+fn session_ref(s: &str) -> Option<SessionId> {
     let mut it = s.split('-');
-    let r = ConnRef { worker: it.next()?.parse().ok()?, slot: it.next()?.parse().ok()?, gen: it.next()?.parse().ok()? };
+    let r = SessionId { worker: it.next()?.parse().ok()?, slot: it.next()?.parse().ok()?, gen: it.next()?.parse().ok()? };
     it.next().is_none().then_some(r)
 }
 
-/// Handle a SEND to `/virt/admin/<action>` from an admin. Returns the owners the action was
-/// sent to (a RECEIPT waits for them).
-pub fn handle(conn: &mut Conn, f: &crate::stomp::Frame<'_>, action: &str, ctx: &mut Ctx) -> Option<usize> {
-    let me = conn.me;
-    let sid = conn.session_id();
+/// A well-formed admin action, ready to be carried out.
+#[derive(Debug, Clone)]
+pub enum Request {
+    Shutdown,
+    /// `action`: `purge` or `clean`, echoed in the result.
+    Purge {
+        dest: String,
+        action: &'static str,
+    },
+    Perms {
+        target: String,
+        change: Box<DestConfig>,
+    },
+    Kick {
+        target: SessionId,
+    },
+}
+
+/// Read a SEND to `/virt/admin/<action>`; an error is the reply the admin gets.
+pub fn parse(action: &str, f: &Frame<'_>) -> Result<Request, AdminReply> {
     match action {
-        "shutdown" => {
-            log::warn!("{sid} {}: admin shutdown requested by {:?}", conn.peer, conn.login);
-            write_reply(conn, &AdminReply::ok("shutdown", "shutting down: no new connections; open ones are flushed and closed"), ctx);
-            ctx.request_stop();
-            None
-        }
+        "shutdown" => Ok(Request::Shutdown),
         "purge" | "clean" => match target(f) {
-            Some(dest) => {
-                let w = owner_of(&dest, ctx.outbox.workers());
-                log::info!("{sid}: admin purge of {dest}");
-                let action = if action == "clean" { "clean" } else { "purge" };
-                ctx.outbox.to_owner(w, ToOwner::Admin { from: me, op: AdminOp::Purge { dest: Arc::from(dest), action } });
-                Some(w)
-            }
-            None => {
-                write_reply(conn, &AdminReply::error(action, "name the destination in a target header"), ctx);
-                None
-            }
+            Some(dest) => Ok(Request::Purge { dest, action: if action == "clean" { "clean" } else { "purge" } }),
+            None => Err(AdminReply::error(action, "name the destination in a target header")),
         },
         "perms" => match (target(f), perms_change(f)) {
-            (Some(target), Ok(change)) => {
-                log::info!("{sid}: admin perms change of {target}: {change:?}");
-                ctx.outbox.to_owner(0, ToOwner::Admin { from: me, op: AdminOp::Perms { target, change: Box::new(change) } });
-                Some(0)
-            }
-            (None, _) => {
-                write_reply(conn, &AdminReply::error("perms", "name the destination (or prefix*) in a target header"), ctx);
-                None
-            }
-            (_, Err(e)) => {
-                write_reply(conn, &AdminReply::error("perms", e), ctx);
-                None
-            }
+            (Some(target), Ok(change)) => Ok(Request::Perms { target, change: Box::new(change) }),
+            (None, _) => Err(AdminReply::error("perms", "name the destination (or prefix*) in a target header")),
+            (_, Err(e)) => Err(AdminReply::error("perms", e)),
         },
         "kick" => match header(f, "session").and_then(session_ref) {
-            Some(target) if (target.worker as usize) < ctx.outbox.workers() => {
-                ctx.outbox.to_worker(target.worker as usize, ToWorker::Kick { target, by: me });
-                None
-            }
-            _ => {
-                write_reply(
-                    conn,
-                    &AdminReply::error("kick", "name the connection in a session header (worker-slot-generation, as in CONNECTED)"),
-                    ctx,
-                );
-                None
-            }
+            Some(target) => Ok(Request::Kick { target }),
+            None => Err(AdminReply::error("kick", KICK_USAGE)),
         },
-        other => {
-            let text = format!("unknown admin action {other:?}: use shutdown, purge (clean), perms or kick");
-            write_reply(conn, &AdminReply::error(other, text), ctx);
-            None
-        }
+        other => Err(AdminReply::error(other, format!("unknown admin action {other:?}: use shutdown, purge (clean), perms or kick"))),
     }
 }
 
-/// Worker 0: apply a `perms` change to the master table and hand the new table to everyone.
-pub fn apply_perms(target: &str, change: &DestConfig, ctx: &mut Ctx) -> AdminReply {
-    let mut entries = ctx.policies.entries.clone();
+/// The reply to a `kick` without a usable session id.
+pub const KICK_USAGE: &str = "name the connection in a session header (worker-slot-generation, as in CONNECTED)";
+
+/// Apply a `perms` change to a copy of the master table entries.
+pub fn merge_perms(entries: &mut std::collections::BTreeMap<String, DestConfig>, target: &str, change: &DestConfig) {
     let e = entries.entry(target.to_string()).or_default();
     let fields = [
         (change.read_block.is_some(), &mut e.read_block, change.read_block),
@@ -228,17 +187,6 @@ pub fn apply_perms(target: &str, change: &DestConfig, ctx: &mut Ctx) -> AdminRep
     if change.expiry.is_some() {
         e.expiry = change.expiry;
     }
-    let mut check = (*ctx.cfg).clone();
-    check.destinations = entries.clone();
-    if let Err(err) = check.validate("perms") {
-        return AdminReply::error("perms", err.to_string());
-    }
-    let policies = Arc::new(crate::broker::policy::Policies::build(&ctx.cfg, entries, ctx.policies.gen + 1));
-    let rc = Arc::new(crate::bus::Reconfig { cfg: ctx.cfg.clone(), policies, auth: ctx.auth.clone() });
-    for w in 0..ctx.outbox.workers() {
-        ctx.outbox.to_worker(w, ToWorker::Reconfigure(rc.clone()));
-    }
-    AdminReply::ok("perms", format!("{target}: changed; every worker applies it before its next frame"))
 }
 
 #[cfg(test)]
@@ -247,7 +195,7 @@ mod tests {
 
     #[test]
     fn session_ids_parse_strictly() {
-        assert_eq!(session_ref("1-20-3"), Some(ConnRef { worker: 1, slot: 20, gen: 3 }));
+        assert_eq!(session_ref("1-20-3"), Some(SessionId { worker: 1, slot: 20, gen: 3 }));
         assert_eq!(session_ref("1-20"), None);
         assert_eq!(session_ref("1-20-3-4"), None);
         assert_eq!(session_ref("a-b-c"), None);

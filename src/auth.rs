@@ -18,7 +18,6 @@
 //! - With neither a shared login nor a passwd file, every CONNECT is accepted (guest/guest works).
 
 use crate::broker::ConnRef;
-use crate::bus::{AuthOutcome, Peer, ToWorker};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -298,6 +297,13 @@ impl Authenticator {
     }
 }
 
+/// The outcome of an authentication done off the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    Accepted { admin: bool },
+    Rejected,
+}
+
 /// A slow credential check for the auth thread.
 pub struct AuthJob {
     pub conn: ConnRef,
@@ -310,8 +316,12 @@ pub struct AuthJob {
 /// Capacity of the auth thread's queue; a CONNECT that finds it full is refused with ERROR.
 pub const AUTH_QUEUE: usize = 1024;
 
-/// Start the auth thread. It answers through each worker's `ToWorker` channel.
-pub fn spawn_auth_thread(peers: Vec<Peer>) -> std::io::Result<(Sender<AuthJob>, std::thread::JoinHandle<()>)> {
+/// Start the auth thread. It hands each outcome to `answer` (the server passes one that sends it
+/// to the connection's worker over the bus and wakes it); the thread ends when `answer` returns
+/// `false` (the worker is gone) or every job sender is dropped.
+pub fn spawn_auth_thread(
+    mut answer: impl FnMut(ConnRef, AuthOutcome) -> bool + Send + 'static,
+) -> std::io::Result<(Sender<AuthJob>, std::thread::JoinHandle<()>)> {
     let (tx, rx): (Sender<AuthJob>, Receiver<AuthJob>) = crossbeam_channel::bounded(AUTH_QUEUE);
     let h = std::thread::Builder::new().name("romp-auth".into()).spawn(move || {
         let mut tokens = UsedTokens::default();
@@ -323,13 +333,9 @@ pub fn spawn_auth_thread(peers: Vec<Peer>) -> std::io::Result<(Sender<AuthJob>, 
                 c => verify(c, &job.passcode),
             };
             let outcome = if ok { AuthOutcome::Accepted { admin: job.admin } } else { AuthOutcome::Rejected };
-            let peer = &peers[job.conn.worker as usize];
-            // Blocking here is fine: this thread serves nobody else, and workers always drain
-            // their ToWorker inbox.
-            if peer.ctrl.send(ToWorker::AuthDone { conn: job.conn, outcome }).is_err() {
+            if !answer(job.conn, outcome) {
                 return;
             }
-            peer.wake();
         }
     })?;
     Ok((tx, h))

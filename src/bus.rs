@@ -4,8 +4,11 @@
 //! - [`ToOwner`] ("data"): from a connection's worker to the worker that owns a destination
 //!   (publish, subscribe, acks, credit, receipt barriers). FIFO per sender, so one connection's
 //!   operations on one destination are applied in the order it sent them.
-//! - [`ToWorker`] ("ctrl"): from an owner back to the worker of a connection (deliveries, barrier
-//!   answers, rejections) and from helper threads (auth results).
+//! - [`ToWorker`] ("ctrl"): from an owner back to the worker of a connection ([`FromOwner`]:
+//!   deliveries, barrier answers, rejections) and from helper threads (auth results).
+//!
+//! The message vocabulary between owners and connections is the broker's (`broker::mail`); the
+//! bus adds the control messages and implements the broker's [`Outlet`] with channels.
 //!
 //! Messages to the worker itself skip the channels and go to two local FIFOs, processed in the
 //! same loop turn.
@@ -24,76 +27,44 @@
 //! sleeps, looking at its inboxes once more after clearing it; so a busy worker is never rung.
 //! Wake-ups are collected during a turn and rung once at its end ([`Outbox::flush`]).
 
+pub use crate::broker::mail::{FromOwner, Outlet, Seqs, ToOwner};
+
+use crate::auth::AuthOutcome;
 use crate::broker::policy::Policies;
-use crate::broker::queue::SettleKind;
-use crate::broker::{AckMode, ConnRef, Message, SubKey};
+use crate::broker::ConnRef;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::Waker;
-use smallvec::SmallVec;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-
-/// Queue-local sequence numbers settled by one ACK or NACK.
-pub type Seqs = SmallVec<[u64; 4]>;
-
-/// A connection's request to the owner of a destination.
-#[derive(Debug)]
-pub enum ToOwner {
-    /// Publish a message; `receipt` is echoed in a rejection's ERROR.
-    Publish { msg: Arc<Message>, from: ConnRef, receipt: Option<Box<str>> },
-    /// Add a subscription (topic or queue by the destination's name); `filter` is the value a
-    /// filtered topic subscription routes on.
-    Subscribe { dest: Arc<str>, key: SubKey, mode: AckMode, prefetch: u32, filter: Option<Box<str>> },
-    /// Remove a subscription; a queue takes back everything it had in flight.
-    Unsubscribe { dest: Arc<str>, key: SubKey },
-    /// ACK or NACK of queue messages by queue sequence.
-    Settle { dest: Arc<str>, key: SubKey, seqs: Seqs, kind: SettleKind },
-    /// Return `n` delivery credits for an auto-ack queue subscription.
-    Credit { dest: Arc<str>, key: SubKey, n: u32 },
-    /// An auto-ack queue delivery that found its subscription gone: put it back.
-    Bounce { dest: Arc<str>, msg: Arc<Message>, seq: u64, deliveries: u32 },
-    /// An admin action on a destination this worker owns (or, for `perms`, on worker 0's
-    /// master policy table); answered with [`ToWorker::AdminResult`].
-    Admin { from: ConnRef, op: crate::admin::AdminOp },
-    /// Answer with [`ToWorker::BarrierDone`] once everything sent before it is applied.
-    Barrier { from: ConnRef },
-    /// Answer with [`ToWorker::StatsPart`]: this worker's numbers for a console page.
-    Stats { from: ConnRef },
-}
-
-/// The outcome of an authentication done off the worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthOutcome {
-    Accepted { admin: bool },
-    Rejected,
-}
 
 /// A message for the worker that holds a connection.
 #[derive(Debug)]
 pub enum ToWorker {
-    /// A topic message for every local subscriber of `dest`.
-    TopicMessage { dest: Arc<str>, msg: Arc<Message> },
-    /// A queue message for one subscription. `retained`: the owner keeps it until ACK/NACK.
-    QueueMessage { key: SubKey, msg: Arc<Message>, seq: u64, redelivered: bool, retained: bool, deliveries: u32 },
-    /// A message a topic kept (`min_delivery`), replayed to one new subscription.
-    Replay { key: SubKey, msg: Arc<Message> },
-    /// The owner refused a subscription (e.g. `dest flup`): forget it locally, ERROR, close.
-    SubscribeRefused { key: SubKey, word: &'static str, detail: String },
-    /// The outcome of an admin action, for the admin connection that asked.
-    AdminResult { conn: ConnRef, reply: crate::admin::AdminReply },
+    /// A destination owner's answer (deliveries, barrier answers, rejections).
+    Owner(FromOwner),
     /// Close a connection on an admin's request.
     Kick { target: ConnRef, by: ConnRef },
     /// New configuration, policy table or users (SIGHUP reload, admin `perms`).
     Reconfigure(Arc<Reconfig>),
-    /// Everything the connection sent to this owner before its barrier has been applied.
-    BarrierDone { conn: ConnRef, owner: u16 },
-    /// The owner refused a frame; the connection gets ERROR and is closed.
-    Rejected { conn: ConnRef, word: &'static str, detail: String, receipt: Option<Box<str>> },
     /// A slow credential check finished.
     AuthDone { conn: ConnRef, outcome: AuthOutcome },
     /// One worker's numbers for a console page.
-    StatsPart { conn: ConnRef, part: Box<crate::worker::stats::WorkerSnapshot> },
+    StatsPart { conn: ConnRef, part: Box<crate::metrics::WorkerSnapshot> },
+}
+
+impl From<FromOwner> for ToWorker {
+    fn from(m: FromOwner) -> ToWorker {
+        ToWorker::Owner(m)
+    }
+}
+
+/// State shared by all workers: the stop flag and the connection count for the accept gate.
+/// Atomics only; the one thing workers share besides channels.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub stop: AtomicBool,
+    pub connections: AtomicUsize,
 }
 
 /// What a worker swaps in on [`ToWorker::Reconfigure`].
@@ -267,6 +238,21 @@ impl Outbox {
                 self.peers[w].wake();
             }
         }
+    }
+}
+
+impl Outlet for Outbox {
+    fn me(&self) -> usize {
+        self.me
+    }
+    fn workers(&self) -> usize {
+        self.peers.len()
+    }
+    fn to_owner(&mut self, w: usize, msg: ToOwner) {
+        Outbox::to_owner(self, w, msg)
+    }
+    fn answer(&mut self, w: usize, msg: FromOwner) {
+        Outbox::to_worker(self, w, ToWorker::Owner(msg))
     }
 }
 

@@ -9,25 +9,61 @@
 //! server.join();
 //! ```
 //!
-//! Layers, bottom up: [`stomp`] (sans-io wire format), [`broker`] (destinations; no sockets),
-//! [`bus`] (inter-worker channels), [`conn`] (sessions), [`worker`] (the mio loops), [`server`]
-//! (start and stop). See docs/architecture.md.
+//! # Layers
+//!
+//! Each top-level module may import only modules in a lower layer (or its own); the test
+//! `tests/layers.rs` reads the sources and fails on an import against this order. Bottom up:
+//!
+//! 1. [`stomp`], [`http`], [`timer`]: sans-io leaves (wire formats, timer wheel).
+//! 2. [`ws`]: WebSocket framing and the upgrade handshake (on [`http`]).
+//! 3. [`config`]: the configuration and its validation.
+//! 4. [`admin`]: the admin plane's vocabulary and parser (no connection, no bus).
+//! 5. [`broker`]: messages, destinations, the shard one worker owns, and its mail
+//!    (`broker::mail`: what owners are asked and answer, through an `Outlet`). No sockets.
+//! 6. [`auth`]: users, credential checks and the auth thread.
+//! 7. [`api`]: the embedder's hooks (SEND interceptors, HTTP handlers).
+//! 8. [`metrics`]: per-worker counters, snapshots and their rendering.
+//! 9. [`bus`]: inter-worker channels; implements the broker's `Outlet`.
+//! 10. [`link`]: upstream links (a destination fed from another broker).
+//! 11. [`conn`]: connections: STOMP sessions, WebSocket/HTTP, delivery, admin glue.
+//! 12. [`worker`]: the mio loops.
+//! 13. [`server`], [`sim`]: start and stop; the deterministic simulation harness.
+//!
+//! See docs/architecture.md.
 
+/// The declared layers, bottom up (read by `tests/layers.rs`; keep in step with the list above).
+pub const LAYERS: &[&[&str]] = &[
+    &["stomp", "http", "timer"],
+    &["ws"],
+    &["config"],
+    &["admin"],
+    &["broker"],
+    &["auth"],
+    &["api"],
+    &["metrics"],
+    &["bus"],
+    &["link"],
+    &["conn"],
+    &["worker"],
+    &["server", "sim"],
+];
+
+pub mod admin;
+pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod bus;
 pub mod config;
 pub mod conn;
+pub mod http;
+pub mod link;
+pub mod metrics;
 pub mod server;
+pub mod sim;
 pub mod stomp;
 pub mod timer;
 pub mod worker;
+pub mod ws;
 
 pub use config::Config;
 pub use server::{PublishError, Server, ServerBuilder, ServerHandle, StartError};
-pub mod admin;
-pub mod api;
-pub mod http;
-pub mod link;
-pub mod sim;
-pub mod ws;

@@ -20,6 +20,7 @@ use crate::broker::shard::Shard;
 use crate::broker::Message;
 use crate::bus::Outbox;
 use crate::config::DownstreamConfig;
+use crate::metrics::LinkInfo;
 use crate::stomp::{encoder, parse, skip_eols, Command, Limits, Parsed, Version};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -55,18 +56,6 @@ impl LinkState {
             LinkState::Up => "up",
         }
     }
-}
-
-/// A link on the stats pages.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LinkInfo {
-    pub name: String,
-    pub address: String,
-    pub remote: String,
-    pub state: &'static str,
-    pub connects: u64,
-    pub failures: u64,
-    pub received: u64,
 }
 
 pub struct Link {

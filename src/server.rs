@@ -5,10 +5,10 @@
 
 use crate::auth::{spawn_auth_thread, AuthError, Authenticator};
 use crate::broker::shard::Shard;
-use crate::bus::{self, Outbox};
+use crate::bus::{self, Outbox, Shared};
 use crate::config::{Config, ConfigError};
 use crate::conn::Ctx;
-use crate::worker::{listener, Shared, Worker};
+use crate::worker::{listener, Worker};
 use mio::{Poll, Token, Waker};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -159,7 +159,7 @@ impl Server {
             key: "ports",
             source,
         })?;
-        let mut kinds = vec![crate::worker::ListenerKind::Stomp; cfg.ports.len()];
+        let mut kinds = vec![crate::conn::ListenerKind::Stomp; cfg.ports.len()];
         let mut bound = |ip: IpAddr, port: u16, key: &'static str, kind, listeners: &mut Vec<Vec<mio::net::TcpListener>>| {
             let (more, addr) =
                 listener::bind_all(ip, &[port], n).map_err(|source| StartError::Bind { addr: format!("{ip}:{port}"), key, source })?;
@@ -169,18 +169,15 @@ impl Server {
             kinds.push(kind);
             Ok::<SocketAddr, StartError>(addr[0])
         };
-        let web_addr = if cfg.enable_web {
-            Some(bound(ip, cfg.web_port, "web_port", crate::worker::ListenerKind::Web, &mut listeners)?)
-        } else {
-            None
-        };
+        let web_addr =
+            if cfg.enable_web { Some(bound(ip, cfg.web_port, "web_port", crate::conn::ListenerKind::Web, &mut listeners)?) } else { None };
         let admin_addr = if cfg.enable_admin {
             let aip: IpAddr = cfg.admin_bind_address.parse().map_err(|_| ConfigError::Invalid {
                 file: "configuration".into(),
                 key: "admin_bind_address",
                 message: "not an IP address".into(),
             })?;
-            Some(bound(aip, cfg.admin_port, "admin_port", crate::worker::ListenerKind::Admin, &mut listeners)?)
+            Some(bound(aip, cfg.admin_port, "admin_port", crate::conn::ListenerKind::Admin, &mut listeners)?)
         } else {
             None
         };
@@ -196,7 +193,17 @@ impl Server {
             peers.push(peer);
             mailboxes.push(mailbox);
         }
-        let (auth_tx, auth_thread) = spawn_auth_thread(peers.clone())?;
+        let auth_peers = peers.clone();
+        let (auth_tx, auth_thread) = spawn_auth_thread(move |conn, outcome| {
+            let peer = &auth_peers[conn.worker as usize];
+            // Blocking here is fine: the auth thread serves nobody else, and workers always
+            // drain their ToWorker inbox.
+            if peer.ctrl.send(bus::ToWorker::AuthDone { conn, outcome }).is_err() {
+                return false;
+            }
+            peer.wake();
+            true
+        })?;
         let shared = Arc::new(Shared { stop: AtomicBool::new(false), connections: AtomicUsize::new(0) });
         let policies = Arc::new(crate::broker::policy::Policies::new(&cfg, 1));
         let cores = if cfg.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };

@@ -51,7 +51,7 @@ impl Sim {
         let cfg = Arc::new(cfg);
         let (auth_tx, _auth_rx) = crossbeam_channel::bounded(1);
         let policies = Arc::new(crate::broker::policy::Policies::new(&cfg, 1));
-        let shared = Arc::new(crate::worker::Shared { stop: Default::default(), connections: Default::default() });
+        let shared = Arc::new(crate::bus::Shared { stop: Default::default(), connections: Default::default() });
         let ctx = Ctx::new(
             0,
             cfg.clone(),

@@ -7,6 +7,7 @@
 //! Naming rule: a destination whose name starts with `/queue/` is a queue (competing consumers);
 //! every other name is a topic (every subscriber gets a copy).
 
+pub mod mail;
 pub mod policy;
 pub mod queue;
 pub mod shard;
@@ -37,36 +38,8 @@ pub struct SubKey {
     pub serial: u32,
 }
 
-/// Acknowledgement modes (G3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckMode {
-    Auto,
-    /// Cumulative (I4).
-    Client,
-    /// One message at a time (I5).
-    ClientIndividual,
-}
-
-impl AckMode {
-    /// The mode a SUBSCRIBE's `ack` header names (any version; 1.0 has no client-individual,
-    /// which the caller checks).
-    pub fn from_name(name: &str) -> Option<AckMode> {
-        match name {
-            "auto" => Some(AckMode::Auto),
-            "client" => Some(AckMode::Client),
-            "client-individual" => Some(AckMode::ClientIndividual),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AckMode::Auto => "auto",
-            AckMode::Client => "client",
-            AckMode::ClientIndividual => "client-individual",
-        }
-    }
-}
+/// Acknowledgement modes are wire vocabulary; the broker uses the stomp core's.
+pub use crate::stomp::AckMode;
 
 /// Topic or queue, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,9 +11,9 @@
 //!   an auto-ack delivery leaves the queue when dispatched.
 //! - A consumer never has more than its prefetch in flight (`credit` counts what is left).
 
+use super::mail::Seqs;
 use super::policy::Policy;
 use super::{AckMode, Message, SubKey};
-use crate::bus::Seqs;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 

@@ -1,25 +1,26 @@
 //! The destinations one worker owns, and how it applies [`ToOwner`] requests to them.
 //!
 //! Runs only on the owning worker. Topics keep their subscriptions (key and filter value) and
-//! send one [`ToWorker::TopicMessage`] per worker that has subscribers; the receiving worker
+//! send one [`FromOwner::TopicMessage`] per worker that has subscribers; the receiving worker
 //! fans out to its local subscribers. Queues dispatch each message to one consumer.
 //!
 //! # Invariants
 //! - A topic with no subscribers and nothing retained, and a queue with nothing held and nobody
 //!   subscribed, are removed, so the table holds only live state.
 //! - A message is never dropped without someone hearing of it: a SEND to a full queue (or a
-//!   full topic retention buffer) is answered with [`ToWorker::Rejected`] (`q flup`); a topic
+//!   full topic retention buffer) is answered with [`FromOwner::Rejected`] (`q flup`); a topic
 //!   message with no subscriber and `min_delivery = 0` is counted in `unrouted`; expired and
 //!   dead-lettered messages are counted, and a dead letter that cannot be stored is logged.
 //! - Every message with an expiry that a queue or topic holds has an entry in `expiring`; the
 //!   heap is compacted when stale entries outnumber live ones, so it stays proportional to what
 //!   is held.
 
+use super::mail::{FromOwner, Outlet, ToOwner};
 use super::policy::{Policies, Policy};
 use super::queue::{DeadReason, Dispatch, Entry, Queue};
 use super::FastMap;
 use super::{owner_of, ConnRef, DestKind, Message, SubKey, EXTERNAL};
-use crate::bus::{Outbox, ToOwner, ToWorker};
+use crate::admin::{AdminOp, AdminReply};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
@@ -116,6 +117,19 @@ pub struct Purged {
     pub found: bool,
 }
 
+impl Purged {
+    /// The admin's answer to a purge (`action`: the name it was asked by).
+    pub fn reply(&self, action: &str, dest: &str) -> AdminReply {
+        let mut r = if self.found {
+            AdminReply::ok(action, format!("{dest}: {} messages removed", self.messages))
+        } else {
+            AdminReply::ok(action, format!("{dest}: nothing held"))
+        };
+        r.headers.push(("purged".into(), self.messages.to_string()));
+        r
+    }
+}
+
 pub struct Shard {
     topics: FastMap<Arc<str>, Topic>,
     queues: FastMap<Arc<str>, Queue>,
@@ -176,7 +190,7 @@ impl Shard {
 
     /// Publish a message this worker produced itself (an upstream link) and say whether the
     /// destination took it. A refusal is not logged: the caller holds the message and retries.
-    pub fn offer(&mut self, msg: Arc<Message>, out: &mut Outbox) -> bool {
+    pub fn offer(&mut self, msg: Arc<Message>, out: &mut impl Outlet) -> bool {
         self.publish(msg, SELF_REF, None, out, true)
     }
 
@@ -255,7 +269,7 @@ impl Shard {
     }
 
     /// Apply one request.
-    pub fn handle(&mut self, req: ToOwner, out: &mut Outbox) {
+    pub fn handle(&mut self, req: ToOwner, out: &mut impl Outlet) {
         match req {
             ToOwner::Publish { msg, from, receipt } => {
                 self.publish(msg, from, receipt, out, false);
@@ -269,7 +283,7 @@ impl Shard {
                         if q.is_idle() {
                             self.queues.remove(&dest);
                         }
-                        out.to_worker(key.conn.worker as usize, ToWorker::SubscribeRefused { key, word: "dest flup", detail });
+                        out.answer(key.conn.worker as usize, FromOwner::SubscribeRefused { key, word: "dest flup", detail });
                         return;
                     }
                     q.subscribe(key, mode, prefetch);
@@ -323,18 +337,18 @@ impl Shard {
             }
             ToOwner::Admin { from, op } => {
                 let reply = match op {
-                    crate::admin::AdminOp::Purge { dest, action } => {
+                    AdminOp::Purge { dest, action } => {
                         let p = self.purge(&dest);
-                        crate::admin::purge_reply(action, &dest, p)
+                        p.reply(action, &dest)
                     }
-                    other => crate::admin::AdminReply::error(other.name(), "not an owner operation"),
+                    other => AdminReply::error(other.name(), "not an owner operation"),
                 };
-                out.to_worker(from.worker as usize, ToWorker::AdminResult { conn: from, reply });
+                out.answer(from.worker as usize, FromOwner::AdminResult { conn: from, reply });
             }
             ToOwner::Stats { .. } => {} // answered by the worker, which knows its connections
             ToOwner::Barrier { from } => {
                 let owner = out.me() as u16;
-                out.to_worker(from.worker as usize, ToWorker::BarrierDone { conn: from, owner })
+                out.answer(from.worker as usize, FromOwner::BarrierDone { conn: from, owner })
             }
         }
     }
@@ -360,7 +374,7 @@ impl Shard {
         Purged { messages: 0, found: false }
     }
 
-    fn subscribe_topic(&mut self, dest: Arc<str>, key: SubKey, filter: Option<Box<str>>, out: &mut Outbox) {
+    fn subscribe_topic(&mut self, dest: Arc<str>, key: SubKey, filter: Option<Box<str>>, out: &mut impl Outlet) {
         let now = self.now_ms;
         let t = self.topic_mut(&dest);
         if t.subs.len() >= t.policy.max_subscribers {
@@ -368,7 +382,7 @@ impl Shard {
             if t.is_idle() {
                 self.topics.remove(&dest);
             }
-            out.to_worker(key.conn.worker as usize, ToWorker::SubscribeRefused { key, word: "dest flup", detail });
+            out.answer(key.conn.worker as usize, FromOwner::SubscribeRefused { key, word: "dest flup", detail });
             return;
         }
         if t.subs.insert(key, filter.clone()).is_some() {
@@ -398,7 +412,7 @@ impl Shard {
             if matches {
                 r.remaining -= 1;
                 t.delivered += 1;
-                out.to_worker(key.conn.worker as usize, ToWorker::Replay { key, msg: r.msg.clone() });
+                out.answer(key.conn.worker as usize, FromOwner::Replay { key, msg: r.msg.clone() });
             }
         }
         let mut bytes = t.retained_bytes;
@@ -412,7 +426,7 @@ impl Shard {
         self.stats.expired += expired;
     }
 
-    fn reject(&mut self, from: ConnRef, receipt: Option<Box<str>>, detail: String, out: &mut Outbox, quiet: bool) {
+    fn reject(&mut self, from: ConnRef, receipt: Option<Box<str>>, detail: String, out: &mut impl Outlet, quiet: bool) {
         if quiet {
             return;
         }
@@ -420,13 +434,13 @@ impl Shard {
         if from.worker == EXTERNAL {
             log::warn!("a message was refused: {detail}");
         } else {
-            out.to_worker(from.worker as usize, ToWorker::Rejected { conn: from, word: "q flup", detail, receipt });
+            out.answer(from.worker as usize, FromOwner::Rejected { conn: from, word: "q flup", detail, receipt });
         }
     }
 
     /// Publish; returns whether the destination accepted the message. `quiet`: a refusal is
     /// only returned, not reported.
-    fn publish(&mut self, msg: Arc<Message>, from: ConnRef, receipt: Option<Box<str>>, out: &mut Outbox, quiet: bool) -> bool {
+    fn publish(&mut self, msg: Arc<Message>, from: ConnRef, receipt: Option<Box<str>>, out: &mut impl Outlet, quiet: bool) -> bool {
         let dest = msg.destination.clone();
         if msg.expired(self.now_ms) {
             // Dead on arrival: a queue message goes where the queue's expired messages go.
@@ -474,7 +488,7 @@ impl Shard {
                     t.delivered += matching as u64;
                     for (w, &n) in t.per_worker.iter().enumerate() {
                         if n > 0 {
-                            out.to_worker(w, ToWorker::TopicMessage { dest: dest.clone(), msg: msg.clone() });
+                            out.answer(w, FromOwner::TopicMessage { dest: dest.clone(), msg: msg.clone() });
                         }
                     }
                 } else if owed == 0 {
@@ -547,7 +561,7 @@ impl Shard {
     }
 
     /// Remove what expired by `now_ms` (queue messages go to their dead-letter destination).
-    pub fn expire(&mut self, now_ms: u64, out: &mut Outbox) {
+    pub fn expire(&mut self, now_ms: u64, out: &mut impl Outlet) {
         self.now_ms = now_ms;
         while self.expiring.peek().is_some_and(|r| r.0 .0 <= now_ms) {
             let Some(Reverse((_, seq, dest))) = self.expiring.pop() else { break };
@@ -575,7 +589,7 @@ impl Shard {
         }
     }
 
-    fn dispatch(&mut self, dest: &Arc<str>, out: &mut Outbox) {
+    fn dispatch(&mut self, dest: &Arc<str>, out: &mut impl Outlet) {
         let Some(q) = self.queues.get_mut(dest) else {
             return;
         };
@@ -585,9 +599,9 @@ impl Shard {
         let policy = (!self.dead.is_empty()).then(|| q.policy.clone());
         let idle = q.is_idle();
         for d in self.scratch.drain(..) {
-            out.to_worker(
+            out.answer(
                 d.key.conn.worker as usize,
-                ToWorker::QueueMessage {
+                FromOwner::QueueMessage {
                     key: d.key,
                     msg: d.entry.msg,
                     seq: d.entry.seq,
@@ -607,7 +621,7 @@ impl Shard {
 
     /// Send the messages in `self.dead` to `dest`'s dead-letter destination (or discard them,
     /// counted and logged, when it has none).
-    fn dead_letter(&mut self, dest: &str, policy: &Policy, out: &mut Outbox) {
+    fn dead_letter(&mut self, dest: &str, policy: &Policy, out: &mut impl Outlet) {
         let target = policy.dead_letter_for(dest);
         for (e, reason) in std::mem::take(&mut self.dead) {
             if reason == DeadReason::Expired {

@@ -6,6 +6,7 @@ use crate::broker::FastMap;
 use crate::broker::{message_id, SubKey};
 use crate::bus::{Outbox, ToOwner};
 use crate::config::Config;
+use crate::metrics::WorkerStats;
 use crate::stomp::Limits;
 use crate::timer::Timers;
 use crossbeam_channel::Sender;
@@ -68,20 +69,6 @@ impl TopicSubs {
     }
 }
 
-/// Per-worker counters (read by stats; never shared-locked).
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub struct WorkerStats {
-    pub accepted: u64,
-    pub closed: u64,
-    pub frames_in: u64,
-    pub messages_in: u64,
-    pub messages_out: u64,
-    pub dropped_slow: u64,
-    pub errors_sent: u64,
-    /// Topic deliveries skipped because the message had expired.
-    pub expired: u64,
-}
-
 /// Buffers returned by idle connections, reused by busy ones.
 ///
 /// Bounded by bytes, not count: at most [`POOL_BYTES`] (4 MiB) per worker, no single buffer over
@@ -140,7 +127,7 @@ pub struct Ctx {
     /// Wall clock, ms since the epoch, taken once per loop turn (for expiry).
     pub wall_ms: u64,
     /// The stop flag and connection count shared by every worker of this server.
-    pub shared: Arc<crate::worker::Shared>,
+    pub shared: Arc<crate::bus::Shared>,
     pub timers: Timers,
     pub now: Instant,
     pub pool: BufPool,
@@ -174,7 +161,7 @@ impl Ctx {
         handlers: Arc<crate::api::Handlers>,
         site: Arc<super::web::Site>,
         policies: Arc<crate::broker::policy::Policies>,
-        shared: Arc<crate::worker::Shared>,
+        shared: Arc<crate::bus::Shared>,
     ) -> Ctx {
         Ctx {
             worker,

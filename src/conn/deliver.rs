@@ -13,8 +13,9 @@
 
 use super::session::{self, Fatal, Pending};
 use super::{mark_dirty, CloseReason, Conn, Ctx, Phase};
+use crate::auth::AuthOutcome;
 use crate::broker::{owner_of, AckMode, DestKind, Message, SubKey};
-use crate::bus::{AuthOutcome, ToOwner, ToWorker};
+use crate::bus::{FromOwner, ToOwner, ToWorker};
 use crate::config::SlowConsumerPolicy;
 use crate::stomp::{encoder, Command};
 use slab::Slab;
@@ -84,29 +85,7 @@ fn shared_head(out: &mut Vec<u8>, version: crate::stomp::Version, msg: &Message)
 /// Handle one message for this worker's connections.
 pub fn handle(msg: ToWorker, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
     match msg {
-        ToWorker::TopicMessage { dest, msg } => topic_message(&dest, &msg, conns, ctx),
-        ToWorker::QueueMessage { key, msg, seq, redelivered, retained, deliveries } => {
-            queue_message(key, msg, seq, redelivered, retained, deliveries, conns, ctx)
-        }
-        ToWorker::Replay { key, msg } => {
-            let target = live(conns, key.conn.slot, key.conn.gen).filter(|c| c.phase == Phase::Open);
-            if let Some(conn) = target {
-                if !msg.expired(ctx.wall_ms) {
-                    write_to(conn, key.serial, &msg, false, 0, ctx);
-                }
-            }
-        }
-        ToWorker::SubscribeRefused { key, word, detail } => {
-            if let Some(c) = live(conns, key.conn.slot, key.conn.gen) {
-                session::forget_subscription(c, key.serial, ctx);
-                session::fail(c, ctx, Fatal::new(word, detail));
-            }
-        }
-        ToWorker::AdminResult { conn, reply } => {
-            if let Some(c) = live(conns, conn.slot, conn.gen) {
-                crate::admin::write_reply(c, &reply, ctx);
-            }
-        }
+        ToWorker::Owner(m) => from_owner(m, conns, ctx),
         ToWorker::Kick { target, by } => {
             let reply = match live(conns, target.slot, target.gen) {
                 Some(c) if !c.is_closing() => {
@@ -118,19 +97,9 @@ pub fn handle(msg: ToWorker, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
                 }
                 _ => crate::admin::AdminReply::error("kick", "no such open connection"),
             };
-            ctx.outbox.to_worker(by.worker as usize, ToWorker::AdminResult { conn: by, reply });
+            ctx.outbox.to_worker(by.worker as usize, FromOwner::AdminResult { conn: by, reply }.into());
         }
         ToWorker::Reconfigure(_) => log::error!("a reconfiguration reached the delivery code; it is applied by the worker"),
-        ToWorker::BarrierDone { conn, owner } => {
-            if let Some(c) = live(conns, conn.slot, conn.gen) {
-                session::barrier_done(c, owner as usize, ctx);
-            }
-        }
-        ToWorker::Rejected { conn, word, detail, receipt } => {
-            if let Some(c) = live(conns, conn.slot, conn.gen) {
-                session::fail(c, ctx, Fatal { word, detail, receipt: receipt.map(String::from), versions: false });
-            }
-        }
         ToWorker::StatsPart { conn, part } => {
             if let Some(c) = live(conns, conn.slot, conn.gen) {
                 super::web::stats_part(c, *part, ctx);
@@ -146,6 +115,45 @@ pub fn handle(msg: ToWorker, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
                     }
                     AuthOutcome::Rejected => session::fail(c, ctx, Fatal::new("auth err", "bad login or passcode")),
                 }
+            }
+        }
+    }
+}
+
+/// Handle one owner's answer for this worker's connections.
+fn from_owner(msg: FromOwner, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+    match msg {
+        FromOwner::TopicMessage { dest, msg } => topic_message(&dest, &msg, conns, ctx),
+        FromOwner::QueueMessage { key, msg, seq, redelivered, retained, deliveries } => {
+            queue_message(key, msg, seq, redelivered, retained, deliveries, conns, ctx)
+        }
+        FromOwner::Replay { key, msg } => {
+            let target = live(conns, key.conn.slot, key.conn.gen).filter(|c| c.phase == Phase::Open);
+            if let Some(conn) = target {
+                if !msg.expired(ctx.wall_ms) {
+                    write_to(conn, key.serial, &msg, false, 0, ctx);
+                }
+            }
+        }
+        FromOwner::SubscribeRefused { key, word, detail } => {
+            if let Some(c) = live(conns, key.conn.slot, key.conn.gen) {
+                session::forget_subscription(c, key.serial, ctx);
+                session::fail(c, ctx, Fatal::new(word, detail));
+            }
+        }
+        FromOwner::AdminResult { conn, reply } => {
+            if let Some(c) = live(conns, conn.slot, conn.gen) {
+                super::admin::write_reply(c, &reply, ctx);
+            }
+        }
+        FromOwner::BarrierDone { conn, owner } => {
+            if let Some(c) = live(conns, conn.slot, conn.gen) {
+                session::barrier_done(c, owner as usize, ctx);
+            }
+        }
+        FromOwner::Rejected { conn, word, detail, receipt } => {
+            if let Some(c) = live(conns, conn.slot, conn.gen) {
+                session::fail(c, ctx, Fatal { word, detail, receipt: receipt.map(String::from), versions: false });
             }
         }
     }

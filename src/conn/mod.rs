@@ -11,6 +11,7 @@
 //! - Once a connection is `Closing`, no more input is parsed and nothing but what is already in
 //!   `out` is written.
 
+pub mod admin;
 pub mod ctx;
 pub mod deliver;
 pub mod session;
@@ -26,6 +27,17 @@ use session::Session;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// STOMP over TCP.
+    Stomp,
+    /// HTTP GET and STOMP over WebSocket.
+    Web,
+    /// The admin port: STOMP for admin users, and HTTP GET (`/metrics`, console JSON).
+    Admin,
+}
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +135,7 @@ pub struct Conn {
     /// Web-port state (HTTP, then WebSocket); `None` for STOMP over TCP.
     pub web: Option<Box<web::Web>>,
     /// The kind of port the connection came in on.
-    pub listener: crate::worker::ListenerKind,
+    pub listener: ListenerKind,
 }
 
 impl Conn {
@@ -153,7 +165,7 @@ impl Conn {
             admin: false,
             torn_down: false,
             web: None,
-            listener: crate::worker::ListenerKind::Stomp,
+            listener: ListenerKind::Stomp,
         }
     }
 

@@ -11,6 +11,7 @@
 //! and unacknowledged messages at disconnect are discarded (topics do not redeliver); UNSUBSCRIBE
 //! of an unknown id is an ERROR; `receipt` on CONNECT is ignored (D9).
 
+use super::ListenerKind;
 use super::{mark_dirty, CloseReason, Conn, Ctx, Phase};
 use crate::auth::{self, AuthJob, Verdict};
 use crate::broker::policy::Policy;
@@ -22,7 +23,6 @@ use crate::config::SlowConsumerPolicy;
 use crate::stomp::version::{self, negotiate_heart_beat, HeartBeat};
 use crate::stomp::{encoder, parse, skip_eols, Command, Frame, ParseError, Parsed, Version};
 use crate::timer::{Timer, TimerKind};
-use crate::worker::ListenerKind;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -387,7 +387,7 @@ fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         if conn.listener != ListenerKind::Admin || !conn.admin {
             return Err(Fatal::new("blocked", format!("{dest}: admin actions are accepted only from an admin user on the admin port")));
         }
-        if let Some(w) = crate::admin::handle(conn, f, action, ctx) {
+        if let Some(w) = super::admin::handle(conn, f, action, ctx) {
             conn.session.touched.insert(w);
         }
         return Ok(());

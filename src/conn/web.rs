@@ -107,7 +107,7 @@ pub struct StatsWait {
     pub keep_alive: bool,
     pub head_only: bool,
     pub due: usize,
-    pub parts: Vec<crate::worker::stats::WorkerSnapshot>,
+    pub parts: Vec<crate::metrics::WorkerSnapshot>,
 }
 
 /// Web-port state of a connection.
@@ -347,7 +347,7 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
         return respond(conn, ctx, &r, false, false);
     }
     let path = req.path().to_string();
-    let admin = conn.listener == crate::worker::ListenerKind::Admin;
+    let admin = conn.listener == super::ListenerKind::Admin;
     if handshake::is_upgrade(&req) {
         if admin || !ctx.cfg.websockets || !ctx.cfg.websocket_paths.contains(&path) {
             return respond(conn, ctx, &Response::text(404, "no WebSocket endpoint here"), false, false);
@@ -411,7 +411,7 @@ fn upgrade(conn: &mut Conn, ctx: &mut Ctx, acc: handshake::Accepted) {
 }
 
 /// One worker's stats arrived for a waiting console request.
-pub fn stats_part(conn: &mut Conn, part: crate::worker::stats::WorkerSnapshot, ctx: &mut Ctx) {
+pub fn stats_part(conn: &mut Conn, part: crate::metrics::WorkerSnapshot, ctx: &mut Ctx) {
     let Some(w) = conn.web.as_mut() else { return };
     let Mode::Http { waiting: Some(wait) } = &mut w.mode else { return };
     wait.parts.push(part);
@@ -421,7 +421,8 @@ pub fn stats_part(conn: &mut Conn, part: crate::worker::stats::WorkerSnapshot, c
     }
     let Mode::Http { waiting } = &mut w.mode else { return };
     let Some(wait) = waiting.take() else { return };
-    let body = crate::worker::stats::render(&wait.path, &wait.parts, ctx);
+    let env = crate::metrics::Env { server: &ctx.server_header, uptime_secs: ctx.started.elapsed().as_secs() };
+    let body = crate::metrics::render(&wait.path, &wait.parts, env);
     let resp = if wait.path == "/metrics" { Response::new(200, "text/plain; version=0.0.4", body) } else { Response::json(body) };
     respond(conn, ctx, &resp, wait.keep_alive, wait.head_only);
     // Requests pipelined behind this one.

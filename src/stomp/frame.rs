@@ -105,3 +105,34 @@ impl<'a> Frame<'a> {
         self.headers.iter().find(|h| h.name == name).map(|h| h.value.as_ref())
     }
 }
+
+/// Acknowledgement modes (G3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    Auto,
+    /// Cumulative (I4).
+    Client,
+    /// One message at a time (I5).
+    ClientIndividual,
+}
+
+impl AckMode {
+    /// The mode a SUBSCRIBE's `ack` header names (any version; 1.0 has no client-individual,
+    /// which the caller checks).
+    pub fn from_name(name: &str) -> Option<AckMode> {
+        match name {
+            "auto" => Some(AckMode::Auto),
+            "client" => Some(AckMode::Client),
+            "client-individual" => Some(AckMode::ClientIndividual),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckMode::Auto => "auto",
+            AckMode::Client => "client",
+            AckMode::ClientIndividual => "client-individual",
+        }
+    }
+}

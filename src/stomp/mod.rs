@@ -17,6 +17,6 @@ pub mod frame;
 pub mod parser;
 pub mod version;
 
-pub use frame::{Command, Frame, Header};
+pub use frame::{AckMode, Command, Frame, Header};
 pub use parser::{parse, skip_eols, Limits, ParseError, Parsed};
 pub use version::{HeartBeat, Version};

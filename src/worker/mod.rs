@@ -14,19 +14,20 @@
 //!   [`INBOX_BUDGET`] messages; whatever is left is picked up next turn without sleeping.
 
 pub mod listener;
-pub mod stats;
 
 use crate::broker::shard::Shard;
 use crate::broker::ConnRef;
 use crate::bus::Mailbox;
-use crate::conn::{deliver, session, CloseReason, Conn, Ctx, Phase};
+use crate::bus::Shared;
+use crate::conn::{deliver, session, CloseReason, Conn, Ctx, ListenerKind, Phase};
+use crate::metrics;
 use crate::timer::{Timer, TimerKind};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,23 +52,6 @@ fn conn_token(slot: u32, gen: u32) -> Token {
     Token(((gen as usize) << 32) | slot as usize)
 }
 
-/// What a listener serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
-    /// STOMP over TCP.
-    Stomp,
-    /// HTTP GET and STOMP over WebSocket.
-    Web,
-    /// The admin port: STOMP for admin users, and HTTP GET (`/metrics`, console JSON).
-    Admin,
-}
-
-/// State shared by all workers: the stop flag and the connection count for the accept gate.
-pub struct Shared {
-    pub stop: AtomicBool,
-    pub connections: AtomicUsize,
-}
-
 pub struct Worker {
     poll: Poll,
     listeners: Vec<TcpListener>,
@@ -83,7 +67,7 @@ pub struct Worker {
     accept_retry_at: Option<Instant>,
     stopping_until: Option<Instant>,
     /// Worker 0 with `stats = true`: the periodic stats message being gathered.
-    stats: stats::Collector,
+    stats: metrics::Collector,
     /// Upstream links whose local destination this worker owns, and each one's next tick.
     links: Vec<(crate::link::Link, Option<Instant>)>,
 }
@@ -123,7 +107,7 @@ impl Worker {
             accept_paused: false,
             accept_retry_at: None,
             stopping_until: None,
-            stats: stats::Collector::default(),
+            stats: metrics::Collector::default(),
             links: Vec::new(),
         })
     }
@@ -372,8 +356,9 @@ impl Worker {
         match m {
             crate::bus::ToWorker::Reconfigure(rc) => self.reconfigure(&rc),
             crate::bus::ToWorker::StatsPart { conn, part } if conn.slot == WORKER_SLOT => {
-                if let Some(body) = self.stats.add(*part, &self.ctx) {
-                    stats::publish(body, &mut self.ctx);
+                let env = metrics::Env { server: &self.ctx.server_header, uptime_secs: self.ctx.started.elapsed().as_secs() };
+                if let Some(body) = self.stats.add(*part, env) {
+                    self.publish_stats(body);
                 }
             }
             m => deliver::handle(m, &mut self.conns, &mut self.ctx),
@@ -396,12 +381,13 @@ impl Worker {
     fn owner_request(&mut self, m: crate::bus::ToOwner) {
         match m {
             crate::bus::ToOwner::Admin { from, op: crate::admin::AdminOp::Perms { target, change } } => {
-                let reply = crate::admin::apply_perms(&target, &change, &mut self.ctx);
-                self.ctx.outbox.to_worker(from.worker as usize, crate::bus::ToWorker::AdminResult { conn: from, reply });
+                let reply = crate::conn::admin::apply_perms(&target, &change, &mut self.ctx);
+                let answer = crate::bus::FromOwner::AdminResult { conn: from, reply };
+                self.ctx.outbox.to_worker(from.worker as usize, answer.into());
             }
             crate::bus::ToOwner::Stats { from } => {
-                let (destinations, truncated) = self.shard.snapshot(stats::MAX_LISTED);
-                let part = stats::WorkerSnapshot {
+                let (destinations, truncated) = self.shard.snapshot(metrics::MAX_LISTED);
+                let part = metrics::WorkerSnapshot {
                     worker: self.ctx.worker,
                     connections: self.conns.len(),
                     stats: self.ctx.stats,
@@ -413,6 +399,28 @@ impl Worker {
                 self.ctx.outbox.to_worker(from.worker as usize, crate::bus::ToWorker::StatsPart { conn: from, part: Box::new(part) });
             }
             m => self.shard.handle(m, &mut self.ctx.outbox),
+        }
+    }
+
+    /// Worker 0's stats timer: ask every worker for its numbers.
+    fn start_stats(&mut self) {
+        let workers = self.ctx.outbox.workers();
+        self.stats.start(workers);
+        let from = crate::broker::ConnRef { worker: self.ctx.worker as u16, slot: WORKER_SLOT, gen: 0 };
+        for w in 0..workers {
+            self.ctx.outbox.to_owner(w, crate::bus::ToOwner::Stats { from });
+        }
+    }
+
+    /// Publish a stats body to the stat destinations (topics: whoever subscribes gets it).
+    fn publish_stats(&mut self, body: String) {
+        for dest in metrics::STAT_DESTINATIONS {
+            let id = self.ctx.next_message_id();
+            let headers = vec![("content-type".into(), "application/json".into())];
+            let msg = crate::api::message(id, dest, headers, body.clone().into_bytes());
+            let w = crate::broker::owner_of(dest, self.ctx.outbox.workers());
+            let from = crate::broker::ConnRef { worker: crate::broker::EXTERNAL, slot: 0, gen: 0 };
+            self.ctx.outbox.to_owner(w, crate::bus::ToOwner::Publish { msg: Arc::new(msg), from, receipt: None });
         }
     }
 
@@ -829,7 +837,7 @@ impl Worker {
             if t.slot == WORKER_SLOT {
                 match t.kind {
                     TimerKind::Stats => {
-                        self.stats.start(&mut self.ctx);
+                        self.start_stats();
                         let at = now + Duration::from_millis(self.ctx.cfg.stats_interval);
                         self.ctx.timers.arm(Timer { at, ..t });
                     }

@@ -1,14 +1,49 @@
-//! Numbers for the console pages, `/metrics` and the periodic stats message, gathered over the
-//! bus: the asker (a web or admin connection, or worker 0's stats timer) asks every worker
-//! (`ToOwner::Stats`), each answers with a [`WorkerSnapshot`] of its own connections and shard,
-//! and the asker renders when all have answered. Counters live per worker; no shared locks.
+//! Numbers for the console pages, `/metrics` and the periodic stats message: the counters each
+//! worker keeps ([`WorkerStats`]), the [`WorkerSnapshot`] it answers a stats request with, and the
+//! rendering of every worker's snapshots (JSON, Prometheus text).
+//!
+//! Gathered over the bus: the asker (a web or admin connection, or worker 0's stats timer) asks
+//! every worker (`ToOwner::Stats`), each answers with a snapshot of its own connections and
+//! shard, and the asker renders when all have answered. Counters live per worker, owned by its
+//! thread; nothing here is shared or locked. Pure data and formatting: no bus, no sockets.
 
 use crate::broker::shard::{DestInfo, ShardStats};
-use crate::conn::ctx::WorkerStats;
-use crate::conn::Ctx;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Write as _;
+
+/// Per-worker counters (read by stats; never shared-locked).
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct WorkerStats {
+    pub accepted: u64,
+    pub closed: u64,
+    pub frames_in: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub dropped_slow: u64,
+    pub errors_sent: u64,
+    /// Topic deliveries skipped because the message had expired.
+    pub expired: u64,
+}
+
+/// One upstream link's state for the console.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkInfo {
+    pub name: String,
+    pub address: String,
+    pub remote: String,
+    pub state: &'static str,
+    pub connects: u64,
+    pub failures: u64,
+    pub received: u64,
+}
+
+/// What rendering needs besides the snapshots: the server's name and age.
+#[derive(Debug, Clone, Copy)]
+pub struct Env<'a> {
+    pub server: &'a str,
+    pub uptime_secs: u64,
+}
 
 /// Destinations listed per worker at most (the page says when it was cut).
 pub const MAX_LISTED: usize = 10_000;
@@ -21,15 +56,15 @@ pub struct WorkerSnapshot {
     pub shard: ShardStats,
     pub destinations: Vec<DestInfo>,
     pub truncated: bool,
-    pub links: Vec<crate::link::LinkInfo>,
+    pub links: Vec<LinkInfo>,
 }
 
 /// The JSON body for a console path, from every worker's snapshot.
-pub fn render(path: &str, parts: &[WorkerSnapshot], ctx: &Ctx) -> String {
+pub fn render(path: &str, parts: &[WorkerSnapshot], env: Env<'_>) -> String {
     let mut parts: Vec<&WorkerSnapshot> = parts.iter().collect();
     parts.sort_by_key(|p| p.worker);
     if path == "/metrics" {
-        return prometheus(&parts, ctx);
+        return prometheus(&parts, env);
     }
     let v = if path == "/romp/destinations" {
         let mut dests: Vec<&DestInfo> = parts.iter().flat_map(|p| p.destinations.iter()).collect();
@@ -39,8 +74,8 @@ pub fn render(path: &str, parts: &[WorkerSnapshot], ctx: &Ctx) -> String {
             "truncated": parts.iter().any(|p| p.truncated),
         })
     } else {
-        let mut v = totals(&parts, ctx);
-        v["server"] = ctx.server_header.clone().into();
+        let mut v = totals(&parts, env);
+        v["server"] = env.server.into();
         v["workers"] = parts.len().into();
         v["connections_per_worker"] = parts.iter().map(|p| p.connections).collect::<Vec<_>>().into();
         v["destinations"] = parts.iter().map(|p| p.destinations.len()).sum::<usize>().into();
@@ -55,10 +90,10 @@ pub fn render(path: &str, parts: &[WorkerSnapshot], ctx: &Ctx) -> String {
 }
 
 /// The server-wide figures the console page and the stats message share.
-fn totals(parts: &[&WorkerSnapshot], ctx: &Ctx) -> serde_json::Value {
+fn totals(parts: &[&WorkerSnapshot], env: Env<'_>) -> serde_json::Value {
     let total = |f: &dyn Fn(&WorkerSnapshot) -> u64| parts.iter().map(|p| f(p)).sum::<u64>();
     serde_json::json!({
-        "uptime_seconds": ctx.started.elapsed().as_secs(),
+        "uptime_seconds": env.uptime_secs,
         "connections": total(&|p| p.connections as u64),
         "messages_in": total(&|p| p.stats.messages_in),
         "messages_out": total(&|p| p.stats.messages_out),
@@ -75,13 +110,13 @@ fn label(s: &str) -> String {
 }
 
 /// The Prometheus text exposition of every worker's numbers.
-fn prometheus(parts: &[&WorkerSnapshot], ctx: &Ctx) -> String {
+fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
     let mut o = String::new();
     let sum = |f: &dyn Fn(&WorkerSnapshot) -> u64| parts.iter().map(|p| f(p)).sum::<u64>();
     let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
         let _ = writeln!(o, "# HELP romp_{name} {help}\n# TYPE romp_{name} {kind}\nromp_{name} {v}");
     };
-    metric("uptime_seconds", "gauge", "Seconds since the server started.", ctx.started.elapsed().as_secs());
+    metric("uptime_seconds", "gauge", "Seconds since the server started.", env.uptime_secs);
     metric("workers", "gauge", "Worker threads.", parts.len() as u64);
     metric("connections", "gauge", "Open client connections.", sum(&|p| p.connections as u64));
     metric("connections_accepted_total", "counter", "Connections accepted.", sum(&|p| p.stats.accepted));
@@ -130,21 +165,17 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// Ask every worker for its numbers.
-    pub fn start(&mut self, ctx: &mut Ctx) {
+    /// A new round expecting `workers` answers (the caller asks them).
+    pub fn start(&mut self, workers: usize) {
         if self.due > 0 {
             log::warn!("stats: the previous round had {} answers missing; starting a new one", self.due);
         }
         self.parts.clear();
-        self.due = ctx.outbox.workers();
-        let from = crate::broker::ConnRef { worker: ctx.worker as u16, slot: super::WORKER_SLOT, gen: 0 };
-        for w in 0..self.due {
-            ctx.outbox.to_owner(w, crate::bus::ToOwner::Stats { from });
-        }
+        self.due = workers;
     }
 
     /// One worker answered; the JSON body once all have.
-    pub fn add(&mut self, part: WorkerSnapshot, ctx: &Ctx) -> Option<String> {
+    pub fn add(&mut self, part: WorkerSnapshot, env: Env<'_>) -> Option<String> {
         if self.due == 0 {
             return None;
         }
@@ -174,24 +205,13 @@ impl Collector {
         }
         self.prev = prev;
         let refs: Vec<&WorkerSnapshot> = parts.iter().collect();
-        let mut server = totals(&refs, ctx);
-        server["name"] = ctx.server_header.clone().into();
+        let mut server = totals(&refs, env);
+        server["name"] = env.server.into();
         let v = serde_json::json!({
             "server": server,
             "destinations": dests,
             "links": parts.iter().flat_map(|p| p.links.iter()).collect::<Vec<_>>(),
         });
         Some(v.to_string())
-    }
-}
-
-/// Publish a stats body to the stat destinations (topics: whoever subscribes gets it).
-pub fn publish(body: String, ctx: &mut Ctx) {
-    for dest in STAT_DESTINATIONS {
-        let id = ctx.next_message_id();
-        let msg = crate::api::message(id, dest, vec![("content-type".into(), "application/json".into())], body.clone().into_bytes());
-        let w = crate::broker::owner_of(dest, ctx.outbox.workers());
-        let from = crate::broker::ConnRef { worker: crate::broker::EXTERNAL, slot: 0, gen: 0 };
-        ctx.outbox.to_owner(w, crate::bus::ToOwner::Publish { msg: std::sync::Arc::new(msg), from, receipt: None });
     }
 }

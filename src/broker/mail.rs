@@ -1,0 +1,77 @@
+//! The broker's mail: what a destination's owner is asked ([`ToOwner`]), what it answers
+//! ([`FromOwner`]), and the [`Outlet`] it answers through.
+//!
+//! Plain data and one trait, no channels: the shard applies a [`ToOwner`] and hands its answers to
+//! an [`Outlet`], which the bus implements with crossbeam channels and the simulation with
+//! in-memory queues. Keeping the vocabulary here (rather than in the bus) is what lets the broker
+//! sit below the bus in the layering (lib.rs).
+//!
+//! Invariant: every message names the connection (or subscription) it is for by [`ConnRef`] /
+//! [`SubKey`]; the receiving worker drops a message whose slot generation no longer matches.
+
+use super::queue::SettleKind;
+use super::{AckMode, ConnRef, Message, SubKey};
+use crate::admin::{AdminOp, AdminReply};
+use smallvec::SmallVec;
+use std::sync::Arc;
+
+/// Queue-local sequence numbers settled by one ACK or NACK.
+pub type Seqs = SmallVec<[u64; 4]>;
+
+/// A connection's request to the owner of a destination.
+#[derive(Debug)]
+pub enum ToOwner {
+    /// Publish a message; `receipt` is echoed in a rejection's ERROR.
+    Publish { msg: Arc<Message>, from: ConnRef, receipt: Option<Box<str>> },
+    /// Add a subscription (topic or queue by the destination's name); `filter` is the value a
+    /// filtered topic subscription routes on.
+    Subscribe { dest: Arc<str>, key: SubKey, mode: AckMode, prefetch: u32, filter: Option<Box<str>> },
+    /// Remove a subscription; a queue takes back everything it had in flight.
+    Unsubscribe { dest: Arc<str>, key: SubKey },
+    /// ACK or NACK of queue messages by queue sequence.
+    Settle { dest: Arc<str>, key: SubKey, seqs: Seqs, kind: SettleKind },
+    /// Return `n` delivery credits for an auto-ack queue subscription.
+    Credit { dest: Arc<str>, key: SubKey, n: u32 },
+    /// An auto-ack queue delivery that found its subscription gone: put it back.
+    Bounce { dest: Arc<str>, msg: Arc<Message>, seq: u64, deliveries: u32 },
+    /// An admin action on a destination this worker owns (or, for `perms`, on worker 0's
+    /// master policy table); answered with [`FromOwner::AdminResult`].
+    Admin { from: ConnRef, op: AdminOp },
+    /// Answer with [`FromOwner::BarrierDone`] once everything sent before it is applied.
+    Barrier { from: ConnRef },
+    /// Answer with the worker's numbers for a console page (answered by the worker, which
+    /// knows its connections, not by the shard).
+    Stats { from: ConnRef },
+}
+
+/// An owner's answer, for the worker that holds the connection it names.
+#[derive(Debug)]
+pub enum FromOwner {
+    /// A topic message for every local subscriber of `dest`.
+    TopicMessage { dest: Arc<str>, msg: Arc<Message> },
+    /// A queue message for one subscription. `retained`: the owner keeps it until ACK/NACK.
+    QueueMessage { key: SubKey, msg: Arc<Message>, seq: u64, redelivered: bool, retained: bool, deliveries: u32 },
+    /// A message a topic kept (`min_delivery`), replayed to one new subscription.
+    Replay { key: SubKey, msg: Arc<Message> },
+    /// The owner refused a subscription (e.g. `dest flup`): forget it locally, ERROR, close.
+    SubscribeRefused { key: SubKey, word: &'static str, detail: String },
+    /// The outcome of an admin action, for the admin connection that asked.
+    AdminResult { conn: ConnRef, reply: AdminReply },
+    /// Everything the connection sent to this owner before its barrier has been applied.
+    BarrierDone { conn: ConnRef, owner: u16 },
+    /// The owner refused a frame; the connection gets ERROR and is closed.
+    Rejected { conn: ConnRef, word: &'static str, detail: String, receipt: Option<Box<str>> },
+}
+
+/// Where a shard sends what it produces: answers to connections' workers and requests to other
+/// owners (dead letters). Implemented by `bus::Outbox`.
+pub trait Outlet {
+    /// The worker this outlet sends from (the owner itself).
+    fn me(&self) -> usize;
+    /// Number of workers (destinations are spread over them by [`super::owner_of`]).
+    fn workers(&self) -> usize;
+    /// Send a request to the owner worker `w`.
+    fn to_owner(&mut self, w: usize, msg: ToOwner);
+    /// Send an answer to the worker `w` that holds the connection it names.
+    fn answer(&mut self, w: usize, msg: FromOwner);
+}
