@@ -15,7 +15,8 @@
 //! `tests/layers.rs` reads the sources and fails on an import against this order. Bottom up:
 //!
 //! 1. [`stomp`], [`http`], [`timer`]: sans-io leaves (wire formats, timer wheel).
-//! 2. [`ws`]: WebSocket framing and the upgrade handshake (on [`http`]).
+//! 2. [`ws`]: WebSocket framing and the upgrade handshake (on [`http`]); [`client`]: the
+//!    public sans-io STOMP client and its blocking adapter (on [`stomp`]).
 //! 3. [`config`]: the configuration and its validation.
 //! 4. [`admin`]: the admin plane's vocabulary and parser (no connection, no bus).
 //! 5. [`broker`]: messages, destinations, the shard one worker owns, and its mail
@@ -34,7 +35,7 @@
 /// The declared layers, bottom up (read by `tests/layers.rs`; keep in step with the list above).
 pub const LAYERS: &[&[&str]] = &[
     &["stomp", "http", "timer"],
-    &["ws"],
+    &["ws", "client"],
     &["config"],
     &["admin"],
     &["broker"],
@@ -53,6 +54,7 @@ pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod bus;
+pub mod client;
 pub mod config;
 pub mod conn;
 pub mod http;

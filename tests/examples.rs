@@ -78,3 +78,14 @@ fn echo_example() {
     c.send("/topic/stamped", "x");
     assert!(c.expect("MESSAGE").h("x-broker-seen-ms").parse::<u128>().unwrap() > 0);
 }
+
+#[test]
+fn client_example_runs_its_tour_against_an_embedded_broker() {
+    let status = Command::new(env!("CARGO")).args(["build", "-q", "--example", "client"]).status().unwrap();
+    assert!(status.success());
+    let exe = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/examples/client");
+    let out = Command::new(exe).stderr(Stdio::inherit()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("redelivered: Some(\"true\")") && text.ends_with("disconnected cleanly\n"), "{text}");
+}
