@@ -11,6 +11,9 @@
 //! `reconnect_min` to `reconnect_max` ms; messages the edge had sent but we had not ACKed are
 //! redelivered by the edge (at-least-once across a link failure).
 //!
+//! The link speaks STOMP 1.2 through `romp::client` (a sans-io [`Session`] per connection), with
+//! this module moving its bytes on the worker's mio loop.
+//!
 //! # Invariants
 //! - At most one socket per link; `inbuf` holds at most one partial frame bounded by
 //!   `max_message_size` + 64 KiB (past it the link is dropped and reconnected); `out` holds only
@@ -19,9 +22,11 @@
 use crate::broker::shard::Shard;
 use crate::broker::Message;
 use crate::bus::Outbox;
+use crate::client::frames::{self, AckRef};
+use crate::client::{self, ClientError, Decoded, Incoming, Options, Session};
 use crate::config::DownstreamConfig;
 use crate::metrics::LinkInfo;
-use crate::stomp::{encoder, parse, skip_eols, Command, Limits, Parsed, Version};
+use crate::stomp::{AckMode, HeartBeat, Limits, Version};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::io::{self, Read, Write};
@@ -67,6 +72,8 @@ pub struct Link {
     sock: Option<TcpStream>,
     inbuf: Vec<u8>,
     out: Vec<u8>,
+    /// The STOMP session with the edge (new for every connection).
+    session: Session,
     /// A message the local destination refused, and the edge's ack id for it.
     held: Option<(Arc<Message>, String)>,
     backoff_ms: u64,
@@ -97,6 +104,7 @@ impl Link {
             sock: None,
             inbuf: Vec::new(),
             out: Vec::new(),
+            session: Session::new(Options::default()),
             held: None,
             backoff_ms: cfg.reconnect_min,
             last_read: Instant::now(),
@@ -187,31 +195,31 @@ impl Link {
         }
     }
 
-    fn handshake(&mut self) {
-        let esc = encoder::escaping(Version::V1_2);
-        encoder::command(&mut self.out, Command::Connect);
-        encoder::header(&mut self.out, "accept-version", "1.2", esc);
-        encoder::header(&mut self.out, "host", "/", esc);
-        if let (Some(l), Some(p)) = (&self.cfg.login, &self.cfg.passcode) {
-            encoder::header(&mut self.out, "login", l, esc);
-            encoder::header(&mut self.out, "passcode", p, esc);
-        }
-        encoder::header(&mut self.out, "heart-beat", &format!("0,{EDGE_BEAT_MS}"), esc);
-        encoder::end(&mut self.out);
-        encoder::command(&mut self.out, Command::Subscribe);
-        encoder::header(&mut self.out, "id", "romp-link", esc);
-        encoder::header(&mut self.out, "destination", &self.remote, esc);
-        encoder::header(&mut self.out, "ack", "client-individual", esc);
+    /// CONNECT, and the SUBSCRIBE pipelined right behind it (the edge applies frames in order,
+    /// so it subscribes once connected; this saves a round trip on every reconnect).
+    fn handshake(&mut self) -> Result<(), ClientError> {
+        let (login, passcode) = match (&self.cfg.login, &self.cfg.passcode) {
+            (Some(l), Some(p)) => (Some(l.clone()), Some(p.clone())),
+            _ => (None, None),
+        };
+        let options = Options {
+            versions: vec![Version::V1_2],
+            host: "/".into(),
+            login,
+            passcode,
+            heart_beat: HeartBeat { send_ms: 0, recv_ms: EDGE_BEAT_MS as u32 },
+            headers: Vec::new(),
+        };
+        self.session = Session::new(options);
+        self.session.connect(&mut self.out)?;
         let prefetch = self.cfg.prefetch.to_string();
-        encoder::header(&mut self.out, "prefetch-count", &prefetch, esc);
-        encoder::header(&mut self.out, "activemq.prefetchSize", &prefetch, esc);
-        encoder::end(&mut self.out);
+        let extra = [("prefetch-count", prefetch.as_str()), ("activemq.prefetchSize", prefetch.as_str())];
+        frames::subscribe(&mut self.out, Version::V1_2, "romp-link", &self.remote, AckMode::ClientIndividual, &extra)
     }
 
-    fn ack(&mut self, id: &str) {
-        encoder::command(&mut self.out, Command::Ack);
-        encoder::header(&mut self.out, "id", id, encoder::escaping(Version::V1_2));
-        encoder::end(&mut self.out);
+    fn ack(&mut self, id: &str) -> Result<(), String> {
+        let r = AckRef { ack: Some(id), subscription: None, message_id: None };
+        self.session.ack(&mut self.out, r, &[]).map_err(|e| format!("cannot ACK the edge: {e}"))
     }
 
     /// Readiness on the link's socket.
@@ -230,7 +238,9 @@ impl Link {
                 Ok(None) if s.peer_addr().is_ok() => {
                     self.state = LinkState::Handshake;
                     self.connects += 1;
-                    self.handshake();
+                    if let Err(e) = self.handshake() {
+                        return self.fail(registry, now, &e.to_string());
+                    }
                 }
                 Ok(None) => return Next::Idle, // not connected yet
                 Ok(Some(e)) | Err(e) => return self.fail(registry, now, &e.to_string()),
@@ -272,7 +282,7 @@ impl Link {
         // A held message: offer it again before reading anything new.
         if let Some((msg, id)) = self.held.take() {
             if shard.offer(msg.clone(), out) {
-                self.ack(&id);
+                self.ack(&id)?;
             } else {
                 self.held = Some((msg, id));
                 return Ok(());
@@ -302,6 +312,36 @@ impl Link {
         self.process(&limits, shard, out)
     }
 
+    /// A MESSAGE from the edge: offer it here as NAME (with `orig-id`), ACK it once accepted,
+    /// hold it while NAME is full.
+    fn on_message(&mut self, f: &Incoming<'_>, shard: &mut Shard, out: &mut Outbox) -> Result<(), String> {
+        let Some(ack) = f.header("ack").map(str::to_string) else {
+            return Err("a MESSAGE from the edge has no ack header".into());
+        };
+        let mut headers: Vec<(Box<str>, Box<str>)> = f
+            .frame
+            .headers
+            .iter()
+            .filter(|h| {
+                !matches!(
+                    h.name.as_ref(),
+                    "destination" | "message-id" | "subscription" | "ack" | "content-length" | "redelivered" | "orig-id"
+                )
+            })
+            .map(|h| (Box::from(h.name.as_ref()), Box::from(h.value.as_ref())))
+            .collect();
+        headers.push((Box::from("orig-id"), Box::from(f.header("message-id").unwrap_or(""))));
+        let id = shard.next_link_id();
+        let msg = Arc::new(Message::new(id, self.name.clone(), headers, f.body().into()));
+        self.received += 1;
+        if shard.offer(msg.clone(), out) {
+            self.ack(&ack)?;
+        } else {
+            self.held = Some((msg, ack));
+        }
+        Ok(())
+    }
+
     /// Handle every complete frame in `inbuf`.
     fn process(&mut self, limits: &Limits, shard: &mut Shard, out: &mut Outbox) -> Result<(), String> {
         let mut pos = 0;
@@ -310,58 +350,30 @@ impl Link {
             if self.held.is_some() {
                 break Ok(());
             }
-            pos += skip_eols(&buf[pos..]);
-            if pos >= buf.len() {
-                break Ok(());
-            }
-            match parse(&buf[pos..], Version::V1_2, limits) {
-                Ok(Parsed::Incomplete { .. }) => break Ok(()),
+            let (f, n) = match client::read(&buf[pos..], self.session.version(), limits) {
+                Ok(Decoded::HeartBeats { bytes, .. }) => {
+                    pos += bytes;
+                    continue;
+                }
+                Ok(Decoded::Incomplete { .. }) => break Ok(()),
+                Ok(Decoded::Frame(f, n)) => (f, n),
                 Err(e) => break Err(format!("bad frame from the edge: {e}")),
-                Ok(Parsed::Frame(f, n)) => {
-                    pos += n;
-                    match f.command {
-                        Command::Connected => {
-                            self.state = LinkState::Up;
-                            self.backoff_ms = self.cfg.reconnect_min;
-                            log::info!("link {} to {}: up, subscribed to {}", self.name, self.addr, self.remote);
-                        }
-                        Command::Message => {
-                            let Some(ack) = f.header("ack").map(str::to_string) else {
-                                break Err("a MESSAGE from the edge has no ack header".into());
-                            };
-                            let mut headers: Vec<(Box<str>, Box<str>)> = f
-                                .headers
-                                .iter()
-                                .filter(|h| {
-                                    !matches!(
-                                        h.name.as_ref(),
-                                        "destination"
-                                            | "message-id"
-                                            | "subscription"
-                                            | "ack"
-                                            | "content-length"
-                                            | "redelivered"
-                                            | "orig-id"
-                                    )
-                                })
-                                .map(|h| (Box::from(h.name.as_ref()), Box::from(h.value.as_ref())))
-                                .collect();
-                            headers.push((Box::from("orig-id"), Box::from(f.header("message-id").unwrap_or(""))));
-                            let id = shard.next_link_id();
-                            let msg = Arc::new(Message::new(id, self.name.clone(), headers, f.body.into()));
-                            self.received += 1;
-                            if shard.offer(msg.clone(), out) {
-                                self.ack(&ack);
-                            } else {
-                                self.held = Some((msg, ack));
-                            }
-                        }
-                        Command::Error => {
-                            break Err(format!("ERROR from the edge: {}", f.header("message").unwrap_or("")));
-                        }
-                        _ => {}
+            };
+            pos += n;
+            match self.session.on_frame(&f) {
+                Ok(client::session::Event::Connected) => {
+                    self.state = LinkState::Up;
+                    self.backoff_ms = self.cfg.reconnect_min;
+                    log::info!("link {} to {}: up, subscribed to {}", self.name, self.addr, self.remote);
+                }
+                Ok(client::session::Event::Message) => {
+                    if let Err(e) = self.on_message(&f, shard, out) {
+                        break Err(e);
                     }
                 }
+                Ok(_) => {}
+                Err(ClientError::Server { message, .. }) => break Err(format!("ERROR from the edge: {message}")),
+                Err(e) => break Err(format!("the edge broke the protocol: {e}")),
             }
         };
         self.inbuf = buf[pos..].to_vec();

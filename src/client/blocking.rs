@@ -9,7 +9,7 @@
 //! Bounds: the kept frames are limited only by what the caller subscribed to; the read buffer
 //! holds at most one frame beyond [`Connection::limits`] (a larger one is a parse error).
 
-use super::read::{read, OwnedFrame, Read};
+use super::read::{read, Decoded, OwnedFrame};
 use super::session::{Event, Options, Session, State};
 use super::ClientError;
 use crate::stomp::{AckMode, Command, Limits, Version};
@@ -238,9 +238,9 @@ impl Connection {
     fn parse_one(&mut self) -> Result<Option<OwnedFrame>, ClientError> {
         loop {
             match read(&self.buf[self.pos..], self.session.version(), &self.limits)? {
-                Read::HeartBeats { bytes, .. } => self.pos += bytes,
-                Read::Incomplete { .. } => return Ok(None),
-                Read::Frame(f, used) => {
+                Decoded::HeartBeats { bytes, .. } => self.pos += bytes,
+                Decoded::Incomplete { .. } => return Ok(None),
+                Decoded::Frame(f, used) => {
                     self.pos += used;
                     let owned = f.to_owned_frame();
                     return match self.session.on_frame(&f)? {

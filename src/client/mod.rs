@@ -39,7 +39,7 @@ pub mod read;
 pub mod session;
 
 pub use crate::stomp::AckMode;
-pub use read::{read, Incoming, Read};
+pub use read::{read, Decoded, Incoming, OwnedFrame};
 pub use session::{Options, Session, State};
 
 use crate::stomp::{ParseError, Version};

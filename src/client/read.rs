@@ -10,7 +10,7 @@ use crate::stomp::{parse, skip_eols, Command, Frame, Limits, Parsed, Version};
 // Returned by value once per frame, like the parser's `Parsed`; boxing would allocate per frame.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub enum Read<'a> {
+pub enum Decoded<'a> {
     /// `bytes` of EOLs (heart-beats) carrying `beats` newlines; consume them and read again.
     HeartBeats { bytes: usize, beats: usize },
     /// A complete frame and the bytes it used.
@@ -71,19 +71,19 @@ impl OwnedFrame {
 
 /// Read the start of `buf`, a stream of server frames of a session at `version` (before
 /// CONNECTED any version does: CONNECTED is never escaped).
-pub fn read<'a>(buf: &'a [u8], version: Version, limits: &Limits) -> Result<Read<'a>, ClientError> {
+pub fn read<'a>(buf: &'a [u8], version: Version, limits: &Limits) -> Result<Decoded<'a>, ClientError> {
     let eols = skip_eols(buf);
     if eols > 0 {
         let beats = buf[..eols].iter().filter(|&&b| b == b'\n').count();
-        return Ok(Read::HeartBeats { bytes: eols, beats });
+        return Ok(Decoded::HeartBeats { bytes: eols, beats });
     }
     if buf.is_empty() {
-        return Ok(Read::Incomplete { need: 0 });
+        return Ok(Decoded::Incomplete { need: 0 });
     }
     match parse(buf, version, limits)? {
-        Parsed::Incomplete { need } => Ok(Read::Incomplete { need }),
+        Parsed::Incomplete { need } => Ok(Decoded::Incomplete { need }),
         Parsed::Frame(frame, used) => match frame.command {
-            Command::Connected | Command::Message | Command::Receipt | Command::Error => Ok(Read::Frame(Incoming { frame }, used)),
+            Command::Connected | Command::Message | Command::Receipt | Command::Error => Ok(Decoded::Frame(Incoming { frame }, used)),
             other => Err(ClientError::Protocol(format!("a server does not send {}", other.as_str()))),
         },
     }
@@ -120,15 +120,15 @@ mod tests {
                 }
                 loop {
                     match read(&buf[pos..], Version::V1_2, &limits).unwrap() {
-                        Read::HeartBeats { bytes, beats: b } => {
+                        Decoded::HeartBeats { bytes, beats: b } => {
                             pos += bytes;
                             beats += b;
                         }
-                        Read::Frame(f, used) => {
+                        Decoded::Frame(f, used) => {
                             got.push(f.to_owned_frame());
                             pos += used;
                         }
-                        Read::Incomplete { .. } => break,
+                        Decoded::Incomplete { .. } => break,
                     }
                 }
             }
@@ -140,15 +140,15 @@ mod tests {
         let (mut pos, mut got, mut beats) = (0, Vec::new(), 0);
         loop {
             match read(&wire[pos..], Version::V1_2, limits).unwrap() {
-                Read::HeartBeats { bytes, beats: b } => {
+                Decoded::HeartBeats { bytes, beats: b } => {
                     pos += bytes;
                     beats += b;
                 }
-                Read::Frame(f, used) => {
+                Decoded::Frame(f, used) => {
                     got.push(f.to_owned_frame());
                     pos += used;
                 }
-                Read::Incomplete { .. } => return (got, beats),
+                Decoded::Incomplete { .. } => return (got, beats),
             }
         }
     }

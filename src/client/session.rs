@@ -283,12 +283,12 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::read::{read, Read};
+    use crate::client::read::{read, Decoded};
     use crate::stomp::Limits;
 
     fn feed(s: &mut Session, wire: &[u8]) -> Result<Event, ClientError> {
         match read(wire, s.version(), &Limits::default())? {
-            Read::Frame(f, _) => s.on_frame(&f),
+            Decoded::Frame(f, _) => s.on_frame(&f),
             other => panic!("{other:?}"),
         }
     }

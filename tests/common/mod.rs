@@ -1,9 +1,13 @@
 //! Test harness: a broker on an ephemeral port and a small STOMP client DSL.
 //!
-//! Every helper has a deadline, so a broken broker fails a test instead of hanging it.
+//! Every helper has a deadline, so a broken broker fails a test instead of hanging it. Server
+//! frames are read with `romp::client::read` and well-formed client frames are encoded with
+//! `romp::client::frames`, the public client's sans-io core; [`frame`] and [`Client::send_raw`]
+//! stay for the frames a test writes by hand on purpose (malformed, unescaped, odd).
 #![allow(dead_code)]
 
-use romp::stomp::{parse, skip_eols, Limits, Parsed, Version};
+use romp::client::frames;
+use romp::stomp::{AckMode, HeartBeat, Limits, Version};
 use romp::{Config, Server, ServerHandle};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -203,18 +207,20 @@ impl Client {
     }
 
     pub fn connect(&mut self, version: &str) -> Got {
-        let f = if version == "1.0" {
-            frame("CONNECT", &[], b"")
-        } else {
-            frame("CONNECT", &[("accept-version", version), ("host", "/")], b"")
+        let v = Version::from_token(version).unwrap_or(Version::V1_2);
+        let c = frames::Connect {
+            versions: &[v],
+            host: if v == Version::V1_0 { "" } else { "/" },
+            login: None,
+            passcode: None,
+            heart_beat: HeartBeat::default(),
+            stomp_command: false,
         };
+        let mut f = Vec::new();
+        frames::connect(&mut f, &c, &[]).expect("CONNECT encodes");
         self.send_raw(&f);
         let g = self.expect("CONNECTED");
-        self.version = match version {
-            "1.0" => Version::V1_0,
-            "1.1" => Version::V1_1,
-            _ => Version::V1_2,
-        };
+        self.version = v;
         g
     }
 
@@ -239,11 +245,20 @@ impl Client {
     }
 
     pub fn send(&mut self, dest: &str, body: &str) {
-        self.send_frame("SEND", &[("destination", dest)], body.as_bytes());
+        let mut f = Vec::new();
+        frames::send(&mut f, self.version, dest, body.as_bytes(), &[]).expect("SEND encodes");
+        self.send_raw(&f);
     }
 
+    /// SUBSCRIBE through the client encoder; an ack mode it will not write (unknown, or
+    /// client-individual on 1.0: tests of the broker's refusal) goes out as written.
     pub fn subscribe(&mut self, id: &str, dest: &str, ack: &str) {
-        self.send_frame("SUBSCRIBE", &[("id", id), ("destination", dest), ("ack", ack)], b"");
+        let mut f = Vec::new();
+        let encoded = AckMode::from_name(ack).is_some_and(|mode| frames::subscribe(&mut f, self.version, id, dest, mode, &[]).is_ok());
+        if !encoded {
+            f = frame("SUBSCRIBE", &[("id", id), ("destination", dest), ("ack", ack)], b"");
+        }
+        self.send_raw(&f);
     }
 
     /// Send a frame with `receipt:r` and wait for that RECEIPT. Other frames that arrive first
@@ -252,6 +267,11 @@ impl Client {
         let mut h = headers.to_vec();
         h.push(("receipt", r));
         self.send_frame(cmd, &h, body);
+        self.await_receipt(r);
+    }
+
+    /// Wait for RECEIPT `r`, keeping MESSAGEs that come first for later `recv` calls.
+    fn await_receipt(&mut self, r: &str) {
         loop {
             let g = self.recv_wire(WAIT).expect("timed out waiting for a RECEIPT");
             match g.command.as_str() {
@@ -278,30 +298,25 @@ impl Client {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        let rest = &self.buf[self.pos..];
-        let n = skip_eols(rest);
-        if n > 0 {
-            self.eols += rest[..n].iter().filter(|&&b| b == b'\n').count();
-            self.pos += n;
-        }
-        if self.pos >= self.buf.len() {
-            return None;
-        }
         let limits = Limits { max_headers: 10_000, max_header_len: 1 << 20, max_body: 64 << 20 };
-        let got = match parse(&self.buf[self.pos..], self.version, &limits).expect("broker sent a malformed frame") {
-            Parsed::Frame(f, used) => Some((
-                Got {
-                    command: f.command.as_str().to_string(),
-                    headers: f.headers.iter().map(|h| (h.name.to_string(), h.value.to_string())).collect(),
-                    body: f.body.to_vec(),
-                },
-                used,
-            )),
-            Parsed::Incomplete { .. } => None,
-        };
-        let (g, used) = got?;
-        self.pos += used;
-        Some(g)
+        loop {
+            match romp::client::read(&self.buf[self.pos..], self.version, &limits).expect("broker sent a malformed frame") {
+                romp::client::Decoded::HeartBeats { bytes, beats } => {
+                    self.eols += beats;
+                    self.pos += bytes;
+                }
+                romp::client::Decoded::Incomplete { .. } => return None,
+                romp::client::Decoded::Frame(f, used) => {
+                    let g = Got {
+                        command: f.command().as_str().to_string(),
+                        headers: f.frame.headers.iter().map(|h| (h.name.to_string(), h.value.to_string())).collect(),
+                        body: f.body().to_vec(),
+                    };
+                    self.pos += used;
+                    return Some(g);
+                }
+            }
+        }
     }
 
     /// Read until a frame arrives or `timeout`; `None` on timeout. Panics on EOF.
@@ -407,7 +422,10 @@ impl Client {
     }
 
     pub fn disconnect(mut self) {
-        self.with_receipt("DISCONNECT", &[], b"", "bye");
+        let mut f = Vec::new();
+        frames::disconnect(&mut f, self.version, Some("bye")).expect("DISCONNECT encodes");
+        self.send_raw(&f);
+        self.await_receipt("bye");
         self.expect_closed();
     }
 }
