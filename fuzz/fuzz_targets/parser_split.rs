@@ -20,7 +20,11 @@ fn run(chunks: &[&[u8]]) -> Out {
             }
             let used = match parse(&acc, Version::V1_2, &limits) {
                 Ok(Parsed::Frame(f, used)) => {
-                    frames.push((f.command, f.headers.iter().map(|h| (h.name.to_string(), h.value.to_string())).collect(), f.body.to_vec()));
+                    frames.push((
+                        f.command,
+                        f.headers.iter().map(|h| (h.name.to_string(), h.value.to_string())).collect(),
+                        f.body.to_vec(),
+                    ));
                     used
                 }
                 Ok(Parsed::Incomplete { .. }) => break,

@@ -1,11 +1,15 @@
 //! One load thread: a mio loop over its share of producer and consumer connections.
+//!
+//! Frames are encoded with `romp::client::frames` and read with `romp::client::read`, the
+//! public client's sans-io core; this loop only moves bytes and counts.
 
 use crate::report::Tally;
 use crate::{Opts, Shared};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use romp::broker::AckMode;
-use romp::stomp::{parse, skip_eols, Command, Limits, Parsed, Version};
+use romp::client::{frames, Decoded, Incoming};
+use romp::stomp::{Command, HeartBeat, Limits, Version};
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -79,16 +83,16 @@ impl Conn {
 
 /// CONNECT for `--stomp-version`: 1.0 has no version negotiation (and no heart-beats), so a 1.0
 /// client sends neither header and the broker assumes 1.0.
-pub fn connect_frame(o: &Opts) -> Vec<u8> {
-    let mut f = match o.version {
-        Version::V1_0 => format!("CONNECT\nhost:{}\n", o.vhost),
-        v => format!("CONNECT\naccept-version:{}\nhost:{}\nheart-beat:0,0\n", v.as_str(), o.vhost),
+pub fn connect_frame(o: &Opts) -> Result<Vec<u8>, String> {
+    let (login, passcode) = match (&o.login, &o.passcode) {
+        (Some(l), Some(p)) => (Some(l.as_str()), Some(p.as_str())),
+        _ => (None, None),
     };
-    if let (Some(l), Some(p)) = (&o.login, &o.passcode) {
-        f.push_str(&format!("login:{l}\npasscode:{p}\n"));
-    }
-    f.push_str("\n\0");
-    f.into_bytes()
+    let c =
+        frames::Connect { versions: &[o.version], host: &o.vhost, login, passcode, heart_beat: HeartBeat::default(), stomp_command: false };
+    let mut f = Vec::new();
+    frames::connect(&mut f, &c, &[]).map_err(|e| format!("CONNECT: {e}"))?;
+    Ok(f)
 }
 
 fn flush(c: &mut Conn) -> std::io::Result<()> {
@@ -186,18 +190,18 @@ impl Reader<'_> {
         let mut delivered = 0u64;
         let mut cut = false;
         loop {
-            pos += skip_eols(&c.rbuf[pos..]);
-            if pos >= c.rbuf.len() {
-                break;
-            }
-            let (cmd, used) = match parse(&c.rbuf[pos..], o.version, &self.limits) {
-                Ok(Parsed::Frame(f, used)) => {
-                    if f.command == Command::Message {
+            let (cmd, used) = match romp::client::read(&c.rbuf[pos..], o.version, &self.limits) {
+                Ok(Decoded::HeartBeats { bytes, .. }) => {
+                    pos += bytes;
+                    continue;
+                }
+                Ok(Decoded::Frame(f, used)) => {
+                    if f.command() == Command::Message {
                         if let Role::Consumer { cid, slow } = c.role {
                             if slow {
                                 self.tally.slow_delivered += 1;
                             } else {
-                                match check(f.body) {
+                                match check(f.body()) {
                                     Some((pid, seq)) => {
                                         self.tally.record(cid, pid, seq);
                                         self.latency(seq);
@@ -207,15 +211,15 @@ impl Reader<'_> {
                                 delivered += 1;
                             }
                             match o.ack {
-                                AckMode::ClientIndividual => ack_frame(&mut self.acks, o.version, &f),
+                                AckMode::ClientIndividual => ack_frame(&mut self.acks, o.version, &f)?,
                                 AckMode::Client => {
                                     last_ack.clear();
-                                    ack_frame(&mut last_ack, o.version, &f);
+                                    ack_frame(&mut last_ack, o.version, &f)?;
                                 }
                                 AckMode::Auto => {}
                             }
                         }
-                    } else if f.command == Command::Error {
+                    } else if f.command() == Command::Error {
                         if matches!(c.role, Role::Consumer { slow: true, .. }) {
                             cut = true;
                             break;
@@ -223,12 +227,12 @@ impl Reader<'_> {
                         return Err(format!(
                             "ERROR from broker: {} {}",
                             f.header("message").unwrap_or(""),
-                            String::from_utf8_lossy(f.body)
+                            String::from_utf8_lossy(f.body())
                         ));
                     }
-                    (f.command, used)
+                    (f.command(), used)
                 }
-                Ok(Parsed::Incomplete { .. }) => break,
+                Ok(Decoded::Incomplete { .. }) => break,
                 Err(e) => return Err(format!("broker sent a malformed frame: {e}")),
             };
             pos += used;
@@ -237,12 +241,9 @@ impl Reader<'_> {
                     c.connected = true;
                     match &c.role {
                         Role::Consumer { cid, .. } => {
-                            let sub = format!(
-                                "SUBSCRIBE\nid:{cid}\ndestination:{}\nack:{}\nreceipt:ready\n\n\0",
-                                o.destination(*cid),
-                                o.ack.as_str()
-                            );
-                            c.wbuf.extend_from_slice(sub.as_bytes());
+                            let (id, dest) = (cid.to_string(), o.destination(*cid));
+                            frames::subscribe(&mut c.wbuf, o.version, &id, &dest, o.ack, &[("receipt", "ready")])
+                                .map_err(|e| format!("SUBSCRIBE: {e}"))?;
                         }
                         Role::Producer { .. } => c.ready = true,
                     }
@@ -284,29 +285,11 @@ impl Reader<'_> {
     }
 }
 
-/// Append the ACK of MESSAGE `f` in the shape `version` uses: 1.2 names the `ack` header's
-/// value; 1.1 the subscription and the message-id; 1.0 the message-id alone.
-fn ack_frame(out: &mut Vec<u8>, version: Version, f: &romp::stomp::Frame<'_>) {
-    fn h<'a>(f: &'a romp::stomp::Frame<'_>, name: &str) -> &'a [u8] {
-        f.header(name).unwrap_or("").as_bytes()
-    }
-    match version {
-        Version::V1_2 => {
-            out.extend_from_slice(b"ACK\nid:");
-            out.extend_from_slice(h(f, "ack"));
-        }
-        Version::V1_1 => {
-            out.extend_from_slice(b"ACK\nsubscription:");
-            out.extend_from_slice(h(f, "subscription"));
-            out.extend_from_slice(b"\nmessage-id:");
-            out.extend_from_slice(h(f, "message-id"));
-        }
-        Version::V1_0 => {
-            out.extend_from_slice(b"ACK\nmessage-id:");
-            out.extend_from_slice(h(f, "message-id"));
-        }
-    }
-    out.extend_from_slice(b"\n\n\0");
+/// Append the ACK of MESSAGE `f` in the shape `version` uses (the client encoder knows them:
+/// 1.2 names the `ack` header's value; 1.1 the subscription and the message-id; 1.0 the
+/// message-id alone).
+fn ack_frame(out: &mut Vec<u8>, version: Version, f: &Incoming<'_>) -> Result<(), String> {
+    frames::ack(out, version, f.ack_ref(), false, &[]).map_err(|e| format!("ACK: {e}"))
 }
 
 pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Result<Tally, String> {
@@ -327,7 +310,7 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
             ready: false,
             dead: false,
             rbuf: Vec::new(),
-            wbuf: connect_frame(o),
+            wbuf: connect_frame(o)?,
             budget: 64.0 * 1024.0,
             ws: o.ws.as_ref().map(|path| crate::ws::WsConn::new(&addr.to_string(), path)),
         })
@@ -345,7 +328,8 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
     let first_producer = o.consumers;
     for pid in (0..o.producers).filter(|p| (first_producer + p) % o.threads == t) {
         let copies = o.copies_of(pid % o.destinations);
-        let head = format!("SEND\ndestination:{}\ncontent-length:{}\n\n", o.destination(pid), o.size).into_bytes();
+        let mut head = Vec::new();
+        frames::send_head(&mut head, o.version, &o.destination(pid), o.size, &[]).map_err(|e| format!("SEND: {e}"))?;
         conns.push(open(Role::Producer { pid: pid as u32, seq: 0, copies, head })?);
     }
     for (i, c) in conns.iter_mut().enumerate() {

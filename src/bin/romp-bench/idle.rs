@@ -4,6 +4,8 @@
 //! free port is quick to find.
 
 use crate::Opts;
+use romp::client::{frames, Decoded};
+use romp::stomp::{AckMode, Command, Limits};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -35,19 +37,33 @@ fn open(src: std::net::IpAddr, dst: SocketAddr, i: usize, o: &Opts) -> std::io::
     let mut s: TcpStream = sock.into();
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let dest = o.destination(i);
-    let mut f = crate::conn::connect_frame(o);
-    f.extend_from_slice(format!("SUBSCRIBE\nid:0\ndestination:{dest}\nreceipt:r\n\n\0").as_bytes());
+    // CONNECT and SUBSCRIBE pipelined: the broker applies them in order.
+    let mut f = crate::conn::connect_frame(o).map_err(std::io::Error::other)?;
+    frames::subscribe(&mut f, o.version, "0", &dest, AckMode::Auto, &[("receipt", "r")]).map_err(std::io::Error::other)?;
     s.write_all(&f)?;
     let mut got = Vec::new();
     let mut buf = [0u8; 512];
-    while !got.windows(8).any(|w| w == b"RECEIPT\n") {
+    let limits = Limits::default();
+    loop {
+        let mut pos = 0;
+        loop {
+            match romp::client::read(&got[pos..], o.version, &limits).map_err(std::io::Error::other)? {
+                Decoded::HeartBeats { bytes, .. } => pos += bytes,
+                Decoded::Frame(f, _) if f.command() == Command::Receipt => return Ok(s),
+                Decoded::Frame(f, _) if f.command() == Command::Error => {
+                    return Err(std::io::Error::other(format!("ERROR {}", f.header("message").unwrap_or(""))))
+                }
+                Decoded::Frame(_, used) => pos += used,
+                Decoded::Incomplete { .. } => break,
+            }
+        }
+        got.drain(..pos);
         let n = s.read(&mut buf)?;
         if n == 0 || got.len() > 4096 {
             return Err(std::io::Error::other("no RECEIPT for SUBSCRIBE"));
         }
         got.extend_from_slice(&buf[..n]);
     }
-    Ok(s)
 }
 
 pub fn run(o: &Opts, dst: SocketAddr, n: usize, pid: Option<u32>) -> Result<(), String> {

@@ -8,7 +8,8 @@
 
 use crate::Opts;
 use hdrhistogram::Histogram;
-use romp::stomp::{parse, skip_eols, Command, Limits, Parsed, Version};
+use romp::client::{frames, Decoded};
+use romp::stomp::{AckMode, Command, Limits, Version};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ impl Stomp {
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut c = Stomp { s, buf: Vec::new(), version: o.version };
-        c.s.write_all(&crate::conn::connect_frame(o))?;
+        c.s.write_all(&crate::conn::connect_frame(o).map_err(std::io::Error::other)?)?;
         c.next(Command::Connected)?;
         Ok(c)
     }
@@ -34,15 +35,15 @@ impl Stomp {
     fn next(&mut self, want: Command) -> std::io::Result<(Option<String>, Vec<u8>)> {
         let limits = Limits { max_headers: 1000, max_header_len: 1 << 16, max_body: 64 << 20 };
         loop {
-            let n = skip_eols(&self.buf);
-            self.buf.drain(..n);
-            let found = match parse(&self.buf, self.version, &limits) {
-                Ok(Parsed::Frame(f, used)) => Some((f.command, f.header("reply-to").map(str::to_string), f.body.to_vec(), used)),
-                Ok(Parsed::Incomplete { .. }) => None,
+            let found = match romp::client::read(&self.buf, self.version, &limits) {
+                Ok(Decoded::HeartBeats { bytes, .. }) => Some((None, None, Vec::new(), bytes)),
+                Ok(Decoded::Frame(f, used)) => Some((Some(f.command()), f.header("reply-to").map(str::to_string), f.body().to_vec(), used)),
+                Ok(Decoded::Incomplete { .. }) => None,
                 Err(e) => return Err(std::io::Error::other(format!("bad frame from broker: {e}"))),
             };
             if let Some((cmd, reply_to, body, used)) = found {
                 self.buf.drain(..used);
+                let Some(cmd) = cmd else { continue }; // heart-beats
                 if cmd == Command::Error {
                     return Err(std::io::Error::other(format!("ERROR from broker: {}", String::from_utf8_lossy(&body))));
                 }
@@ -61,14 +62,21 @@ impl Stomp {
     }
 
     fn send(&mut self, dest: &str, reply_to: Option<&str>, body: &[u8]) -> std::io::Result<()> {
-        let mut f = format!("SEND\ndestination:{dest}\ncontent-length:{}\n", body.len()).into_bytes();
-        if let Some(r) = reply_to {
-            f.extend_from_slice(format!("reply-to:{r}\n").as_bytes());
-        }
-        f.push(b'\n');
-        f.extend_from_slice(body);
-        f.push(0);
+        let mut f = Vec::with_capacity(body.len() + 128);
+        let reply: &[(&str, &str)] = match reply_to {
+            Some(r) => &[("reply-to", r)],
+            None => &[],
+        };
+        frames::send(&mut f, self.version, dest, body, reply).map_err(std::io::Error::other)?;
         self.s.write_all(&f)
+    }
+
+    /// SUBSCRIBE (auto ack) and wait for its receipt.
+    fn subscribe(&mut self, dest: &str) -> std::io::Result<()> {
+        let mut f = Vec::new();
+        frames::subscribe(&mut f, self.version, "0", dest, AckMode::Auto, &[("receipt", "r")]).map_err(std::io::Error::other)?;
+        self.s.write_all(&f)?;
+        self.next(Command::Receipt).map(|_| ())
     }
 }
 
@@ -80,8 +88,7 @@ fn hist() -> Histogram<u64> {
 fn broker_rtt(addr: SocketAddr, o: &Opts, requesters: usize) -> Result<Histogram<u64>, String> {
     let req = format!("{}req", o.queue_prefix);
     let mut responder = Stomp::connect(addr, o).map_err(|e| e.to_string())?;
-    responder.s.write_all(format!("SUBSCRIBE\nid:0\ndestination:{req}\nreceipt:r\n\n\0").as_bytes()).map_err(|e| e.to_string())?;
-    responder.next(Command::Receipt).map_err(|e| e.to_string())?;
+    responder.subscribe(&req).map_err(|e| e.to_string())?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let st = stop.clone();
     let resp = std::thread::spawn(move || -> Result<(), String> {
@@ -103,8 +110,7 @@ fn broker_rtt(addr: SocketAddr, o: &Opts, requesters: usize) -> Result<Histogram
             std::thread::spawn(move || -> Result<Histogram<u64>, String> {
                 let reply = format!("{}reply-{i}", o.queue_prefix);
                 let mut c = Stomp::connect(addr, &o).map_err(|e| e.to_string())?;
-                c.s.write_all(format!("SUBSCRIBE\nid:0\ndestination:{reply}\nreceipt:r\n\n\0").as_bytes()).map_err(|e| e.to_string())?;
-                c.next(Command::Receipt).map_err(|e| e.to_string())?;
+                c.subscribe(&reply).map_err(|e| e.to_string())?;
                 let mut h = hist();
                 let body = vec![b'l'; o.size];
                 let end = Instant::now() + o.warmup + o.duration;
