@@ -2,8 +2,7 @@
 //!
 //! `Sim` owns what a worker owns (context, shard, connections) and runs the same session,
 //! shard and delivery code, but input is handed in as byte slices and output is read from each
-//! connection's buffer; nothing is written to a socket. Connections still need a socket to
-//! exist: they get duplicates of one loopback socket made once per process, never used.
+//! connection's buffer. Connections have a [`Transport::Detached`] stream: no socket at all.
 
 use crate::api::Handlers;
 use crate::auth::Authenticator;
@@ -12,12 +11,12 @@ use crate::broker::ConnRef;
 use crate::bus::{self, Outbox};
 use crate::config::Config;
 use crate::conn::web::Site;
-use crate::conn::{deliver, session, Conn, Ctx};
+use crate::conn::{deliver, session, Conn, Ctx, Transport};
 use std::sync::{Arc, OnceLock};
 
+/// The one `Poll` and `Waker` the simulated bus needs (a waker is made by a poll); never
+/// polled. Made once per process.
 struct Fixed {
-    server_end: std::net::TcpStream,
-    _client_end: std::net::TcpStream,
     _poll: mio::Poll,
     waker: Arc<mio::Waker>,
 }
@@ -25,13 +24,9 @@ struct Fixed {
 fn fixed() -> &'static Fixed {
     static F: OnceLock<Fixed> = OnceLock::new();
     F.get_or_init(|| {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
-        let client = std::net::TcpStream::connect(l.local_addr().expect("address")).expect("loopback connect");
-        let (server, _) = l.accept().expect("loopback accept");
-        server.set_nonblocking(true).expect("non-blocking");
         let poll = mio::Poll::new().expect("poll");
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(usize::MAX)).expect("waker"));
-        Fixed { server_end: server, _client_end: client, _poll: poll, waker }
+        Fixed { _poll: poll, waker }
     })
 }
 
@@ -73,11 +68,10 @@ impl Sim {
 
     /// Add a connection; returns its index.
     pub fn add_conn(&mut self) -> usize {
-        let sock = mio::net::TcpStream::from_std(fixed().server_end.try_clone().expect("dup socket"));
         let e = self.conns.vacant_entry();
         let slot = e.key();
         let me = ConnRef { worker: 0, slot: slot as u32, gen: slot as u32 + 1 };
-        e.insert(Conn::new(sock, me, "127.0.0.1:1".parse().expect("address"), self.ctx.now));
+        e.insert(Conn::new(Transport::Detached, me, "127.0.0.1:1".parse().expect("address"), self.ctx.now));
         self.pending.push(Vec::new());
         slot
     }

@@ -15,14 +15,15 @@ pub mod admin;
 pub mod ctx;
 pub mod deliver;
 pub mod session;
+pub mod transport;
 pub mod web;
 
 pub use ctx::Ctx;
+pub use transport::Transport;
 
 use crate::broker::ConnRef;
 use crate::stomp::version::Negotiated;
 use crate::stomp::Version;
-use mio::net::TcpStream;
 use session::Session;
 use std::fmt;
 use std::net::SocketAddr;
@@ -98,7 +99,8 @@ impl fmt::Display for CloseReason {
 
 /// One client connection.
 pub struct Conn {
-    pub sock: TcpStream,
+    /// The byte stream; every read and write of this connection goes through it.
+    pub io: Transport,
     pub me: ConnRef,
     pub peer: SocketAddr,
     pub phase: Phase,
@@ -139,9 +141,9 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(sock: TcpStream, me: ConnRef, peer: SocketAddr, now: Instant) -> Conn {
+    pub fn new(io: Transport, me: ConnRef, peer: SocketAddr, now: Instant) -> Conn {
         Conn {
-            sock,
+            io,
             me,
             peer,
             phase: Phase::Handshake,

@@ -25,8 +25,7 @@ use crate::timer::{Timer, TimerKind};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -538,7 +537,7 @@ impl Worker {
             reads += 1;
             // 2. Read more: straight into the partial frame's buffer, or into scratch.
             if conn.is_web() {
-                match conn.sock.read(&mut self.scratch) {
+                match conn.io.read(&mut self.scratch) {
                     Ok(0) => conn.peer_eof = true,
                     Ok(n) => {
                         conn.last_read = self.ctx.now;
@@ -557,7 +556,7 @@ impl Worker {
                 let want = conn.need.saturating_sub(conn.inbuf.len()).clamp(READ_CHUNK, 16 * READ_CHUNK);
                 let len = conn.inbuf.len();
                 conn.inbuf.resize(len + want, 0);
-                let r = conn.sock.read(&mut conn.inbuf[len..]);
+                let r = conn.io.read(&mut conn.inbuf[len..]);
                 conn.inbuf.truncate(len + *r.as_ref().unwrap_or(&0));
                 match r {
                     Ok(0) => conn.peer_eof = true,
@@ -573,7 +572,7 @@ impl Worker {
                 }
                 continue;
             }
-            match conn.sock.read(&mut self.scratch) {
+            match conn.io.read(&mut self.scratch) {
                 Ok(0) => conn.peer_eof = true,
                 Ok(n) => {
                     conn.last_read = self.ctx.now;
@@ -619,7 +618,7 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(slot as usize) else {
                 return false;
             };
-            match conn.sock.read(&mut self.scratch) {
+            match conn.io.read(&mut self.scratch) {
                 Ok(0) => {
                     conn.peer_eof = true;
                     if conn.out.is_empty() || conn.write_shut {
@@ -659,7 +658,7 @@ impl Worker {
             conn.mark_torn_down();
         }
         crate::conn::web::frame_output(conn, self.ctx.cfg.websocket_text);
-        let crate::conn::Conn { sock, out, web, write_dead, .. } = conn;
+        let crate::conn::Conn { io, out, web, write_dead, .. } = conn;
         let buf = match web.as_deref_mut() {
             Some(crate::conn::web::Web { mode: crate::conn::web::Mode::Ws { wire, .. }, .. }) => wire,
             _ => out,
@@ -669,7 +668,7 @@ impl Worker {
         }
         let mut failed = None;
         while !buf.is_empty() {
-            match sock.write(buf) {
+            match io.write(buf) {
                 Ok(n) => {
                     buf.drain(..n);
                     conn.last_write = self.ctx.now;
@@ -712,7 +711,7 @@ impl Worker {
             }
             if !conn.write_shut {
                 // L4: half-close so the client reads everything, then linger for its EOF.
-                let _ = conn.sock.shutdown(Shutdown::Write);
+                let _ = conn.io.shutdown_write();
                 conn.write_shut = true;
                 let at = self.ctx.now + Duration::from_millis(self.ctx.cfg.linger);
                 self.ctx.timers.arm(Timer { at, slot, gen: conn.me.gen, kind: TimerKind::Linger });
@@ -748,7 +747,7 @@ impl Worker {
         if !conn.session_torn_down() {
             session::teardown(&mut conn, &mut self.ctx);
         }
-        let _ = self.poll.registry().deregister(&mut conn.sock);
+        let _ = conn.io.deregister(self.poll.registry());
         let reason = conn.close_reason.clone().unwrap_or(reason);
         log::info!("{} {}: closed: {}", conn.session_id(), conn.peer, reason);
         self.ctx.pool.give(std::mem::take(&mut conn.out));
@@ -789,18 +788,19 @@ impl Worker {
         }
     }
 
-    fn add_conn(&mut self, mut sock: mio::net::TcpStream, peer: std::net::SocketAddr, kind: ListenerKind) {
+    fn add_conn(&mut self, sock: mio::net::TcpStream, peer: std::net::SocketAddr, kind: ListenerKind) {
         let _ = sock.set_nodelay(true);
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
         let entry = self.conns.vacant_entry();
         let slot = entry.key() as u32;
-        if let Err(e) = self.poll.registry().register(&mut sock, conn_token(slot, gen), Interest::READABLE | Interest::WRITABLE) {
+        let mut io = crate::conn::Transport::Tcp(sock);
+        if let Err(e) = io.register(self.poll.registry(), conn_token(slot, gen)) {
             log::warn!("worker {}: cannot register a connection from {peer}: {e}", self.ctx.worker);
             return;
         }
         let me = ConnRef { worker: self.ctx.worker as u16, slot, gen };
-        let mut conn = Conn::new(sock, me, peer, self.ctx.now);
+        let mut conn = Conn::new(io, me, peer, self.ctx.now);
         conn.listener = kind;
         if kind == ListenerKind::Web {
             conn.web = Some(Box::default());
