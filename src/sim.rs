@@ -1,129 +1,307 @@
-//! A single-worker broker driven without a poll loop: for fuzzing, benches and tests.
+//! A broker driven without threads, sockets or a poll loop: for fuzzing, benches and tests.
 //!
-//! `Sim` owns what a worker owns (context, shard, connections) and runs the same session,
-//! shard and delivery code, but input is handed in as byte slices and output is read from each
-//! connection's buffer. Connections have a [`Transport::Detached`] stream: no socket at all.
+//! `Sim` holds one [`Node`] per simulated worker (the same type the worker threads run: context,
+//! shard, connections) joined by the real bus channels, and drives them from the calling thread.
+//! Input is handed to a connection as bytes and its output read from its buffer; connections
+//! have a [`Transport::Detached`] stream, no socket.
+//!
+//! Two ways to run what follows an input:
+//! - [`Sim::settle`]: everything to completion, workers in index order (deterministic; what the
+//!   single-worker benches and the session fuzz target use);
+//! - [`Sim::step`] / [`Sim::run`]: one bus delivery (or backlog move, or credit flush) at a time,
+//!   the next one picked by a seeded generator, so a test sees the cross-worker interleavings a
+//!   real machine produces, reproducibly (the seed names the schedule).
+//!
+//! Invariants: the simulation applies bus messages only through [`Node`], exactly as a worker
+//! does; per sender and receiver, bus messages stay FIFO (they are real channels), which is the
+//! only ordering the broker relies on.
 
 use crate::api::Handlers;
 use crate::auth::Authenticator;
 use crate::broker::shard::Shard;
 use crate::broker::ConnRef;
-use crate::bus::{self, Outbox};
+use crate::bus::{self, Mailbox, Outbox};
 use crate::config::Config;
 use crate::conn::web::Site;
 use crate::conn::{deliver, session, Conn, Ctx, Transport};
-use std::sync::{Arc, OnceLock};
+use crate::worker::Node;
+use std::sync::Arc;
 
-/// The one `Poll` and `Waker` the simulated bus needs (a waker is made by a poll); never
-/// polled. Made once per process.
-struct Fixed {
-    _poll: mio::Poll,
-    waker: Arc<mio::Waker>,
+/// A connection in the simulation: its worker and slab slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    pub worker: usize,
+    pub slot: usize,
 }
 
-fn fixed() -> &'static Fixed {
-    static F: OnceLock<Fixed> = OnceLock::new();
-    F.get_or_init(|| {
-        let poll = mio::Poll::new().expect("poll");
-        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(usize::MAX)).expect("waker"));
-        Fixed { _poll: poll, waker }
-    })
+/// Capacity of each simulated bus channel: small, so backlogs and their flushes are exercised.
+pub const SIM_BUS_CAPACITY: usize = 8;
+
+/// What one scheduler step did (for tests that count or log the schedule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Worker `0` applied one message from its `ToWorker` inbox.
+    Ctrl(usize),
+    /// Worker `0` applied one request from its `ToOwner` inbox.
+    Data(usize),
+    /// Worker `0` moved its bus backlogs into channels.
+    Backlog(usize),
+    /// Worker `0` sent the credits its connections returned.
+    Credits(usize),
 }
 
 pub struct Sim {
-    pub ctx: Ctx,
-    pub shard: Shard,
-    pub conns: slab::Slab<Conn>,
-    /// Unparsed input per connection (a partial frame), as a worker keeps it.
-    pending: Vec<Vec<u8>>,
+    pub nodes: Vec<Node>,
+    mailboxes: Vec<Mailbox>,
+    /// Unparsed input per connection (a partial frame), as a worker keeps it: `[worker][slot]`.
+    pending: Vec<Vec<Vec<u8>>>,
+    /// xorshift64* state: the schedule.
+    rng: u64,
+    /// One poll per worker: each owns its worker's waker (never polled).
+    _polls: Vec<mio::Poll>,
 }
 
 impl Sim {
-    /// A broker with `cfg` and `n` connections in the Handshake phase.
+    /// One worker with `cfg` and `n` connections in the Handshake phase (conn `i` is slot `i`).
     pub fn new(cfg: Config, n: usize) -> Sim {
-        let fx = fixed();
-        let (peer, _mailbox) = bus::channel(64, fx.waker.clone());
-        let cfg = Arc::new(cfg);
-        let (auth_tx, _auth_rx) = crossbeam_channel::bounded(1);
-        let policies = Arc::new(crate::broker::policy::Policies::new(&cfg, 1));
-        let shared = Arc::new(crate::bus::Shared { stop: Default::default(), connections: Default::default() });
-        let ctx = Ctx::new(
-            0,
-            cfg.clone(),
-            Outbox::new(0, vec![peer], 64),
-            Arc::new(Authenticator::default()),
-            auth_tx,
-            Arc::new(Handlers::default()),
-            Arc::new(Site::default()),
-            policies.clone(),
-            shared,
-        );
-        let shard = Shard::new(policies, 1, 0);
-        let mut sim = Sim { ctx, shard, conns: slab::Slab::new(), pending: Vec::new() };
+        let mut sim = Sim::workers(cfg, 1, 0);
         for _ in 0..n {
             sim.add_conn();
         }
         sim
     }
 
-    /// Add a connection; returns its index.
-    pub fn add_conn(&mut self) -> usize {
-        let e = self.conns.vacant_entry();
-        let slot = e.key();
-        let me = ConnRef { worker: 0, slot: slot as u32, gen: slot as u32 + 1 };
-        e.insert(Conn::new(Transport::Detached, me, "127.0.0.1:1".parse().expect("address"), self.ctx.now));
-        self.pending.push(Vec::new());
-        slot
+    /// `workers` workers and no connections; `seed` picks the schedule of [`Sim::step`].
+    pub fn workers(cfg: Config, workers: usize, seed: u64) -> Sim {
+        let workers = workers.max(1);
+        let cfg = Arc::new(Config { workers, ..cfg });
+        let mut polls = Vec::new();
+        let mut peers = Vec::new();
+        let mut mailboxes = Vec::new();
+        for _ in 0..workers {
+            let poll = mio::Poll::new().expect("poll");
+            let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(usize::MAX)).expect("waker"));
+            let (peer, mailbox) = bus::channel(SIM_BUS_CAPACITY, waker);
+            polls.push(poll);
+            peers.push(peer);
+            mailboxes.push(mailbox);
+        }
+        let policies = Arc::new(crate::broker::policy::Policies::new(&cfg, 1));
+        let shared = Arc::new(crate::bus::Shared::default());
+        let nodes = (0..workers)
+            .map(|w| {
+                let (auth_tx, _auth_rx) = crossbeam_channel::bounded(1);
+                let ctx = Ctx::new(
+                    w,
+                    cfg.clone(),
+                    Outbox::new(w, peers.clone(), SIM_BUS_CAPACITY),
+                    Arc::new(Authenticator::default()),
+                    auth_tx,
+                    Arc::new(Handlers::default()),
+                    Arc::new(Site::default()),
+                    policies.clone(),
+                    shared.clone(),
+                );
+                Node::new(ctx, Shard::new(policies.clone(), workers, w), slab::Slab::new())
+            })
+            .collect();
+        // A zero seed would stay zero in xorshift.
+        let rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        Sim { nodes, mailboxes, pending: vec![Vec::new(); workers], rng, _polls: polls }
     }
 
-    /// Feed bytes to connection `i` as if read from its socket, then run everything that follows
-    /// (shard, deliveries, credits) to completion.
-    pub fn feed(&mut self, i: usize, bytes: &[u8]) {
-        let mut buf = std::mem::take(&mut self.pending[i]);
-        buf.extend_from_slice(bytes);
-        if let Some(conn) = self.conns.get_mut(i) {
-            if !conn.is_closing() {
-                let used = session::process_input(conn, &buf, &mut self.ctx);
-                if !conn.is_closing() {
-                    buf.drain(..used);
-                    self.pending[i] = buf;
-                }
-            }
-            if conn.is_closing() && !conn.session_torn_down() {
-                session::teardown(conn, &mut self.ctx);
-                conn.mark_torn_down();
-            }
+    /// Add a connection on worker 0; returns its slot.
+    pub fn add_conn(&mut self) -> usize {
+        self.connect_on(0).slot
+    }
+
+    /// Add a connection (Handshake phase) on `worker`.
+    pub fn connect_on(&mut self, worker: usize) -> ConnId {
+        let node = &mut self.nodes[worker];
+        let e = node.conns.vacant_entry();
+        let slot = e.key();
+        let me = ConnRef { worker: worker as u16, slot: slot as u32, gen: slot as u32 + 1 };
+        e.insert(Conn::new(Transport::Detached, me, "127.0.0.1:1".parse().expect("address"), node.ctx.now));
+        let pending = &mut self.pending[worker];
+        if pending.len() <= slot {
+            pending.resize(slot + 1, Vec::new());
         }
+        ConnId { worker, slot }
+    }
+
+    /// Connection `i` of worker 0.
+    pub fn conn(&self, i: usize) -> &Conn {
+        &self.nodes[0].conns[i]
+    }
+
+    /// Feed bytes to connection `i` of worker 0 as if read from its socket, then run everything
+    /// that follows to completion ([`Sim::settle`]).
+    pub fn feed(&mut self, i: usize, bytes: &[u8]) {
+        self.input(ConnId { worker: 0, slot: i }, bytes);
         self.settle();
     }
 
-    /// Run local work until none is left.
-    pub fn settle(&mut self) {
-        loop {
-            let mut did = false;
-            while let Some(m) = self.ctx.outbox.local_data.pop_front() {
-                self.shard.handle(m, &mut self.ctx.outbox);
-                did = true;
-            }
-            while let Some(m) = self.ctx.outbox.local_ctrl.pop_front() {
-                deliver::handle(m, &mut self.conns, &mut self.ctx);
-                did = true;
-            }
-            if !self.ctx.credits.is_empty() {
-                self.ctx.flush_credits();
-                did = true;
-            }
-            if !did {
-                break;
+    /// Hand bytes to a connection as if read from its socket; its worker runs its local work
+    /// (own-shard requests, own deliveries), as a worker does after each read. Bus messages to
+    /// other workers wait for [`Sim::step`] or [`Sim::settle`].
+    pub fn input(&mut self, id: ConnId, bytes: &[u8]) {
+        let node = &mut self.nodes[id.worker];
+        let mut buf = std::mem::take(&mut self.pending[id.worker][id.slot]);
+        buf.extend_from_slice(bytes);
+        if let Some(conn) = node.conns.get_mut(id.slot) {
+            if !conn.is_closing() {
+                let used = session::process_input(conn, &buf, &mut node.ctx);
+                if !conn.is_closing() {
+                    buf.drain(..used);
+                    self.pending[id.worker][id.slot] = buf;
+                }
             }
         }
-        self.ctx.dirty.clear();
-        self.ctx.read_list.clear();
+        node.run_local();
+        self.after_turn(id.worker);
     }
 
-    /// Connection `i`'s output so far (what the worker would write).
+    /// What a worker does at the end of a turn besides writing: closing connections release
+    /// their subscriptions (which may send more), and the dirty list is done with.
+    fn after_turn(&mut self, w: usize) {
+        let node = &mut self.nodes[w];
+        loop {
+            let dirty = std::mem::take(&mut node.ctx.dirty);
+            if dirty.is_empty() {
+                break;
+            }
+            for slot in dirty {
+                if let Some(conn) = node.conns.get_mut(slot as usize) {
+                    conn.dirty = false;
+                    if conn.is_closing() && !conn.session_torn_down() {
+                        session::teardown(conn, &mut node.ctx);
+                        conn.mark_torn_down();
+                    }
+                }
+            }
+            node.run_local();
+        }
+        node.ctx.read_list.clear();
+    }
+
+    /// The steps possible now, in a fixed order.
+    fn enabled(&self, out: &mut Vec<Step>) {
+        out.clear();
+        for (w, node) in self.nodes.iter().enumerate() {
+            let mb = &self.mailboxes[w];
+            if !mb.ctrl.is_empty() {
+                out.push(Step::Ctrl(w));
+            }
+            if !mb.data.is_empty() && !node.ctx.outbox.owner_paused() {
+                out.push(Step::Data(w));
+            }
+            if node.ctx.outbox.has_backlog() {
+                out.push(Step::Backlog(w));
+            }
+            if !node.ctx.credits.is_empty() {
+                out.push(Step::Credits(w));
+            }
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn apply(&mut self, step: Step) {
+        match step {
+            Step::Ctrl(w) => {
+                if let Ok(m) = self.mailboxes[w].ctrl.try_recv() {
+                    self.nodes[w].ctrl(m);
+                }
+                self.nodes[w].run_local();
+            }
+            Step::Data(w) => {
+                if let Ok(m) = self.mailboxes[w].data.try_recv() {
+                    self.nodes[w].owner_request(m);
+                }
+                self.nodes[w].run_local();
+            }
+            Step::Backlog(w) => self.nodes[w].ctx.outbox.flush(),
+            Step::Credits(w) => {
+                self.nodes[w].ctx.flush_credits();
+                self.nodes[w].run_local();
+            }
+        }
+        let w = match step {
+            Step::Ctrl(w) | Step::Data(w) | Step::Backlog(w) | Step::Credits(w) => w,
+        };
+        self.after_turn(w);
+    }
+
+    /// Take one step picked by the seeded schedule; `None` once nothing is left to do.
+    pub fn step(&mut self) -> Option<Step> {
+        let mut steps = Vec::with_capacity(4 * self.nodes.len());
+        self.enabled(&mut steps);
+        if steps.is_empty() {
+            return None;
+        }
+        let step = steps[(self.next_random() % steps.len() as u64) as usize];
+        self.apply(step);
+        Some(step)
+    }
+
+    /// Step until nothing is left; returns the number of steps (bounded by `max`, after which
+    /// the broker is taken to be livelocked and this panics).
+    pub fn run(&mut self, max: usize) -> usize {
+        for n in 0..max {
+            if self.step().is_none() {
+                return n;
+            }
+        }
+        panic!("the simulation did not settle within {max} steps");
+    }
+
+    /// Run everything to completion, workers in index order (no randomness).
+    pub fn settle(&mut self) {
+        let mut steps = Vec::new();
+        loop {
+            self.enabled(&mut steps);
+            let Some(&step) = steps.first() else { break };
+            self.apply(step);
+        }
+        for w in 0..self.nodes.len() {
+            self.after_turn(w);
+        }
+    }
+
+    /// Shut every worker down as the broker does (each closes its connections, which release
+    /// what they hold); follow with [`Sim::run`] or [`Sim::settle`].
+    pub fn shutdown(&mut self) {
+        for w in 0..self.nodes.len() {
+            self.nodes[w].begin_shutdown();
+            self.after_turn(w);
+        }
+    }
+
+    /// Connection `i` of worker 0: its output so far (what the worker would write).
     pub fn output(&mut self, i: usize) -> &mut Vec<u8> {
-        &mut self.conns[i].out
+        &mut self.nodes[0].conns[i].out
+    }
+
+    /// "Write" a connection's output: take it, and give back the auto-ack credit it was holding
+    /// while the output was full, as a flush does.
+    pub fn take_output(&mut self, id: ConnId) -> Vec<u8> {
+        let node = &mut self.nodes[id.worker];
+        let Some(conn) = node.conns.get_mut(id.slot) else { return Vec::new() };
+        let out = std::mem::take(&mut conn.out);
+        deliver::release_owed_credit(conn, &mut node.ctx);
+        out
+    }
+
+    /// The connection, if it is still there.
+    pub fn get(&self, id: ConnId) -> Option<&Conn> {
+        self.nodes[id.worker].conns.get(id.slot)
     }
 }
 
@@ -163,7 +341,8 @@ mod tests {
             s.feed(0, frame.as_bytes());
             s.output(1).clear();
         }
-        assert_eq!(s.shard.queue_depth("/queue/q"), Some(0));
-        assert!(s.shard.expiring_len() <= 2 * 1024 + 1, "{} heap entries for nothing held", s.shard.expiring_len());
+        let shard = &s.nodes[0].shard;
+        assert_eq!(shard.queue_depth("/queue/q"), Some(0));
+        assert!(shard.expiring_len() <= 2 * 1024 + 1, "{} heap entries for nothing held", shard.expiring_len());
     }
 }

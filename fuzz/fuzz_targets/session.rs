@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
         sim.feed(n % 2, chunk);
         // "Write" everything: check it, then drop it.
         for j in 0..2 {
-            let version = sim.conns[j].version;
+            let version = sim.conn(j).version;
             let out = std::mem::take(sim.output(j));
             if out.is_empty() {
                 continue;

@@ -14,13 +14,15 @@
 //!   [`INBOX_BUDGET`] messages; whatever is left is picked up next turn without sleeping.
 
 pub mod listener;
+pub mod node;
+
+pub use node::Node;
 
 use crate::broker::shard::Shard;
 use crate::broker::ConnRef;
 use crate::bus::Mailbox;
 use crate::bus::Shared;
 use crate::conn::{deliver, session, CloseReason, Conn, Ctx, ListenerKind, Phase};
-use crate::metrics;
 use crate::timer::{Timer, TimerKind};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
@@ -55,9 +57,7 @@ pub struct Worker {
     poll: Poll,
     listeners: Vec<TcpListener>,
     kinds: Vec<ListenerKind>,
-    conns: Slab<Conn>,
-    ctx: Ctx,
-    shard: Shard,
+    node: Node,
     mailbox: Mailbox,
     shared: Arc<Shared>,
     scratch: Vec<u8>,
@@ -65,10 +65,6 @@ pub struct Worker {
     accept_paused: bool,
     accept_retry_at: Option<Instant>,
     stopping_until: Option<Instant>,
-    /// Worker 0 with `stats = true`: the periodic stats message being gathered.
-    stats: metrics::Collector,
-    /// Upstream links whose local destination this worker owns, and each one's next tick.
-    links: Vec<(crate::link::Link, Option<Instant>)>,
 }
 
 /// The slot number timers and stats requests use for the worker itself (never a connection).
@@ -88,6 +84,7 @@ impl Worker {
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry().register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
+        let cap = ctx.cfg.max_connections.min(1 << 16);
         Ok(Worker {
             poll,
             listeners,
@@ -96,9 +93,7 @@ impl Worker {
             // of them), so the slab never reallocates and copies its array while it fills: the
             // old array stayed resident in the allocator on an idle worker (~400 bytes per
             // session at 18,000 sessions). Untouched capacity costs address space, not RSS.
-            conns: Slab::with_capacity(ctx.cfg.max_connections.min(1 << 16)),
-            ctx,
-            shard,
+            node: Node::new(ctx, shard, Slab::with_capacity(cap)),
             mailbox,
             shared,
             scratch: vec![0; READ_CHUNK],
@@ -106,26 +101,24 @@ impl Worker {
             accept_paused: false,
             accept_retry_at: None,
             stopping_until: None,
-            stats: metrics::Collector::default(),
-            links: Vec::new(),
         })
     }
 
     /// Take on the upstream links whose destination this worker owns.
     fn start_links(&mut self) {
-        let n = self.ctx.outbox.workers();
-        for (name, cfg) in self.ctx.cfg.downstreams.clone() {
-            if crate::broker::owner_of(&name, n) != self.ctx.worker {
+        let n = self.node.ctx.outbox.workers();
+        for (name, cfg) in self.node.ctx.cfg.downstreams.clone() {
+            if crate::broker::owner_of(&name, n) != self.node.ctx.worker {
                 continue;
             }
             match crate::link::Link::new(&name, &cfg) {
-                Some(l) => self.links.push((l, None)),
+                Some(l) => self.node.links.push((l, None)),
                 None => log::error!("link {name}: bad address {:?}", cfg.address),
             }
         }
-        for i in 0..self.links.len() {
+        for i in 0..self.node.links.len() {
             let now = Instant::now();
-            let next = self.links[i].0.connect(self.poll.registry(), Token(LINK_BASE + i), now);
+            let next = self.node.links[i].0.connect(self.poll.registry(), Token(LINK_BASE + i), now);
             self.schedule_link(i, next, now);
         }
     }
@@ -134,37 +127,37 @@ impl Worker {
     fn schedule_link(&mut self, i: usize, next: crate::link::Next, now: Instant) {
         let crate::link::Next::TickIn(d) = next else { return };
         let at = now + d;
-        let slot = &mut self.links[i].1;
+        let slot = &mut self.node.links[i].1;
         if slot.is_some_and(|t| t <= at && t > now) {
             return;
         }
         *slot = Some(at);
-        self.ctx.timers.arm(Timer { at, slot: WORKER_SLOT, gen: i as u32, kind: TimerKind::Link });
+        self.node.ctx.timers.arm(Timer { at, slot: WORKER_SLOT, gen: i as u32, kind: TimerKind::Link });
     }
 
     fn link_event(&mut self, i: usize, readable: bool, writable: bool) {
-        let now = self.ctx.now;
-        let Some((link, _)) = self.links.get_mut(i) else { return };
-        let next = link.on_ready(self.poll.registry(), now, readable, writable, &mut self.shard, &mut self.ctx.outbox);
+        let now = self.node.ctx.now;
+        let Some((link, _)) = self.node.links.get_mut(i) else { return };
+        let next = link.on_ready(self.poll.registry(), now, readable, writable, &mut self.node.shard, &mut self.node.ctx.outbox);
         self.schedule_link(i, next, now);
     }
 
     fn link_tick(&mut self, i: usize, at: Instant) {
-        let now = self.ctx.now;
-        let Some((link, armed)) = self.links.get_mut(i) else { return };
+        let now = self.node.ctx.now;
+        let Some((link, armed)) = self.node.links.get_mut(i) else { return };
         if *armed != Some(at) {
             return; // superseded by an earlier tick
         }
         *armed = None;
-        let next = link.tick(self.poll.registry(), Token(LINK_BASE + i), now, &mut self.shard, &mut self.ctx.outbox);
+        let next = link.tick(self.poll.registry(), Token(LINK_BASE + i), now, &mut self.node.shard, &mut self.node.ctx.outbox);
         self.schedule_link(i, next, now);
     }
 
     /// Arm the worker's own timers (stats) once before the loop.
     fn start_timers(&mut self) {
-        if self.ctx.worker == 0 && self.ctx.cfg.stats {
-            let at = Instant::now() + Duration::from_millis(self.ctx.cfg.stats_interval);
-            self.ctx.timers.arm(Timer { at, slot: WORKER_SLOT, gen: 0, kind: TimerKind::Stats });
+        if self.node.ctx.worker == 0 && self.node.ctx.cfg.stats {
+            let at = Instant::now() + Duration::from_millis(self.node.ctx.cfg.stats_interval);
+            self.node.ctx.timers.arm(Timer { at, slot: WORKER_SLOT, gen: 0, kind: TimerKind::Stats });
         }
     }
 
@@ -173,17 +166,17 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         self.start_timers();
         self.start_links();
-        let spin = Duration::from_micros(self.ctx.cfg.idle_spin_us);
+        let spin = Duration::from_micros(self.node.ctx.cfg.idle_spin_us);
         loop {
             let timeout = self.poll_timeout();
             if let Err(e) = self.wait(&mut events, timeout, spin) {
-                log::error!("worker {}: poll failed: {e}", self.ctx.worker);
+                log::error!("worker {}: poll failed: {e}", self.node.ctx.worker);
                 return;
             }
             // Awake: senders need not ring the waker until this worker is about to sleep again.
             self.mailbox.notified.store(true, Ordering::SeqCst);
-            self.ctx.now = Instant::now();
-            self.ctx.wall_ms = crate::broker::wall_ms();
+            self.node.ctx.now = Instant::now();
+            self.node.ctx.wall_ms = crate::broker::wall_ms();
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
@@ -193,18 +186,18 @@ impl Worker {
                     }
                     Token(t) => {
                         let (slot, gen) = ((t & 0xffff_ffff) as u32, (t >> 32) as u32);
-                        let Some(conn) = self.conns.get_mut(slot as usize) else {
+                        let Some(conn) = self.node.conns.get_mut(slot as usize) else {
                             continue;
                         };
                         if conn.me.gen != gen {
                             continue;
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            crate::conn::want_read(conn, &mut self.ctx);
+                            crate::conn::want_read(conn, &mut self.node.ctx);
                         }
                         if ev.is_writable() && !conn.dirty && conn.pending_out() > 0 {
                             conn.dirty = true;
-                            self.ctx.dirty.push(slot);
+                            self.node.ctx.dirty.push(slot);
                         }
                     }
                 }
@@ -218,7 +211,7 @@ impl Worker {
 
     /// Anything in the inboxes this worker would take now.
     fn inbox_ready(&self) -> bool {
-        !self.mailbox.ctrl.is_empty() || (!self.mailbox.data.is_empty() && !self.ctx.outbox.owner_paused())
+        !self.mailbox.ctrl.is_empty() || (!self.mailbox.data.is_empty() && !self.node.ctx.outbox.owner_paused())
     }
 
     /// Wait for events. With nothing to do, first spin up to `spin` looking at the inboxes and
@@ -260,17 +253,17 @@ impl Worker {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        let busy = !self.ctx.read_list.is_empty() && !self.ctx.outbox.reads_paused();
+        let busy = !self.node.ctx.read_list.is_empty() && !self.node.ctx.outbox.reads_paused();
         if busy
-            || self.has_local_work()
+            || self.node.has_local_work()
             || !self.mailbox.ctrl.is_empty()
-            || (!self.mailbox.data.is_empty() && !self.ctx.outbox.owner_paused())
+            || (!self.mailbox.data.is_empty() && !self.node.ctx.outbox.owner_paused())
         {
             return Some(Duration::ZERO);
         }
-        let mut t = self.ctx.timers.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+        let mut t = self.node.ctx.timers.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
         let mut cap = |d: Duration| t = Some(t.map_or(d, |x| x.min(d)));
-        if self.ctx.outbox.has_backlog() {
+        if self.node.ctx.outbox.has_backlog() {
             cap(Duration::from_millis(1));
         }
         if self.accept_paused {
@@ -279,7 +272,7 @@ impl Worker {
         if self.stopping_until.is_some() {
             cap(Duration::from_millis(20));
         }
-        if let Some(at) = self.shard.next_expiry() {
+        if let Some(at) = self.node.shard.next_expiry() {
             cap(Duration::from_millis(at.saturating_sub(crate::broker::wall_ms())));
         }
         t
@@ -290,162 +283,51 @@ impl Worker {
         self.service_reads();
         self.drain_data();
         self.fire_timers();
-        if self.shard.next_expiry().is_some_and(|at| at <= self.ctx.wall_ms) {
-            self.shard.expire(self.ctx.wall_ms, &mut self.ctx.outbox);
+        if self.node.shard.next_expiry().is_some_and(|at| at <= self.node.ctx.wall_ms) {
+            self.node.shard.expire(self.node.ctx.wall_ms, &mut self.node.ctx.outbox);
         }
-        self.settle();
+        self.node.settle();
         self.flush_all();
         // Closing connections released subscriptions and flushes released credit: apply those,
         // then write whatever that produced.
-        self.settle();
+        self.node.settle();
         self.flush_all();
-        self.ctx.outbox.flush();
+        self.node.ctx.outbox.flush();
         self.maybe_resume_accept();
-    }
-
-    /// Run local work (own-shard requests, own deliveries, returned credits) until none is left.
-    fn settle(&mut self) {
-        loop {
-            self.run_local();
-            if self.ctx.credits.is_empty() {
-                return;
-            }
-            self.ctx.flush_credits();
-        }
-    }
-
-    /// Local work that must not wait for the next poll event.
-    fn has_local_work(&self) -> bool {
-        !self.ctx.dirty.is_empty()
-            || !self.ctx.credits.is_empty()
-            || !self.ctx.outbox.local_data.is_empty()
-            || !self.ctx.outbox.local_ctrl.is_empty()
     }
 
     fn drain_ctrl(&mut self) {
         for _ in 0..INBOX_BUDGET {
             match self.mailbox.ctrl.try_recv() {
-                Ok(m) => self.ctrl(m),
+                Ok(m) => self.node.ctrl(m),
                 Err(_) => break,
             }
         }
-        self.run_local();
+        self.node.run_local();
     }
 
     fn drain_data(&mut self) {
         for _ in 0..INBOX_BUDGET {
-            if self.ctx.outbox.owner_paused() {
+            if self.node.ctx.outbox.owner_paused() {
                 break;
             }
             match self.mailbox.data.try_recv() {
-                Ok(m) => self.owner_request(m),
+                Ok(m) => self.node.owner_request(m),
                 Err(_) => break,
             }
             // Deliveries to our own connections go out in the same turn.
-            while let Some(m) = self.ctx.outbox.local_ctrl.pop_front() {
-                self.ctrl(m);
+            while let Some(m) = self.node.ctx.outbox.local_ctrl.pop_front() {
+                self.node.ctrl(m);
             }
         }
-        self.run_local();
-    }
-
-    /// A message for this worker: reconfiguration and its own stats are handled here, the rest
-    /// concerns connections.
-    fn ctrl(&mut self, m: crate::bus::ToWorker) {
-        match m {
-            crate::bus::ToWorker::Reconfigure(rc) => self.reconfigure(&rc),
-            crate::bus::ToWorker::StatsPart { conn, part } if conn.slot == WORKER_SLOT => {
-                let env = metrics::Env { server: &self.ctx.server_header, uptime_secs: self.ctx.started.elapsed().as_secs() };
-                if let Some(body) = self.stats.add(*part, env) {
-                    self.publish_stats(body);
-                }
-            }
-            m => deliver::handle(m, &mut self.conns, &mut self.ctx),
-        }
-    }
-
-    /// Swap in a new configuration, policy table and users. Settings that need a restart were
-    /// already left unchanged by the sender.
-    fn reconfigure(&mut self, rc: &crate::bus::Reconfig) {
-        self.ctx.cfg = rc.cfg.clone();
-        self.ctx.limits = rc.cfg.limits();
-        self.ctx.auth = rc.auth.clone();
-        self.ctx.policies = rc.policies.clone();
-        self.shard.set_policies(rc.policies.clone());
-        log::debug!("worker {}: configuration generation {} in force", self.ctx.worker, rc.policies.gen);
-    }
-
-    /// A request for this worker as an owner: destinations go to the shard; stats are answered
-    /// here, where the connection count is known.
-    fn owner_request(&mut self, m: crate::bus::ToOwner) {
-        match m {
-            crate::bus::ToOwner::Admin { from, op: crate::admin::AdminOp::Perms { target, change } } => {
-                let reply = crate::conn::admin::apply_perms(&target, &change, &mut self.ctx);
-                let answer = crate::bus::FromOwner::AdminResult { conn: from, reply };
-                self.ctx.outbox.to_worker(from.worker as usize, answer.into());
-            }
-            crate::bus::ToOwner::Stats { from } => {
-                let (destinations, truncated) = self.shard.snapshot(metrics::MAX_LISTED);
-                let part = metrics::WorkerSnapshot {
-                    worker: self.ctx.worker,
-                    connections: self.conns.len(),
-                    stats: self.ctx.stats,
-                    shard: self.shard.stats,
-                    destinations,
-                    truncated,
-                    links: self.links.iter().map(|(l, _)| l.info()).collect(),
-                };
-                self.ctx.outbox.to_worker(from.worker as usize, crate::bus::ToWorker::StatsPart { conn: from, part: Box::new(part) });
-            }
-            m => self.shard.handle(m, &mut self.ctx.outbox),
-        }
-    }
-
-    /// Worker 0's stats timer: ask every worker for its numbers.
-    fn start_stats(&mut self) {
-        let workers = self.ctx.outbox.workers();
-        self.stats.start(workers);
-        let from = crate::broker::ConnRef { worker: self.ctx.worker as u16, slot: WORKER_SLOT, gen: 0 };
-        for w in 0..workers {
-            self.ctx.outbox.to_owner(w, crate::bus::ToOwner::Stats { from });
-        }
-    }
-
-    /// Publish a stats body to the stat destinations (topics: whoever subscribes gets it).
-    fn publish_stats(&mut self, body: String) {
-        for dest in metrics::STAT_DESTINATIONS {
-            let id = self.ctx.next_message_id();
-            let headers = vec![("content-type".into(), "application/json".into())];
-            let msg = crate::api::message(id, dest, headers, body.clone().into_bytes());
-            let w = crate::broker::owner_of(dest, self.ctx.outbox.workers());
-            let from = crate::broker::ConnRef { worker: crate::broker::EXTERNAL, slot: 0, gen: 0 };
-            self.ctx.outbox.to_owner(w, crate::bus::ToOwner::Publish { msg: Arc::new(msg), from, receipt: None });
-        }
-    }
-
-    /// Process the local FIFOs until both are empty.
-    fn run_local(&mut self) {
-        loop {
-            let mut did = false;
-            while let Some(m) = self.ctx.outbox.local_data.pop_front() {
-                self.owner_request(m);
-                did = true;
-            }
-            while let Some(m) = self.ctx.outbox.local_ctrl.pop_front() {
-                self.ctrl(m);
-                did = true;
-            }
-            if !did {
-                return;
-            }
-        }
+        self.node.run_local();
     }
 
     fn service_reads(&mut self) {
-        if self.ctx.outbox.reads_paused() {
+        if self.node.ctx.outbox.reads_paused() {
             return;
         }
-        let list = std::mem::take(&mut self.ctx.read_list);
+        let list = std::mem::take(&mut self.node.ctx.read_list);
         let mut again = Vec::new();
         for slot in list {
             // A bug must cost one connection, not the worker and everyone on it: a panic while
@@ -458,8 +340,8 @@ impl Worker {
                     false
                 }
             };
-            self.run_local();
-            if let Some(c) = self.conns.get_mut(slot as usize) {
+            self.node.run_local();
+            if let Some(c) = self.node.conns.get_mut(slot as usize) {
                 if more {
                     again.push(slot);
                 } else {
@@ -467,8 +349,8 @@ impl Worker {
                 }
             }
         }
-        again.append(&mut self.ctx.read_list);
-        self.ctx.read_list = again;
+        again.append(&mut self.node.ctx.read_list);
+        self.node.ctx.read_list = again;
     }
 
     /// Read and process input for one connection. Returns true if it must be visited again
@@ -478,13 +360,13 @@ impl Worker {
         // Whether `inbuf` may hold input not yet offered to the parser.
         let mut fresh = true;
         loop {
-            let Some(conn) = self.conns.get_mut(slot as usize) else {
+            let Some(conn) = self.node.conns.get_mut(slot as usize) else {
                 return false;
             };
             if conn.is_closing() {
                 return self.discard_input(slot);
             }
-            if self.ctx.outbox.reads_paused() {
+            if self.node.ctx.outbox.reads_paused() {
                 return true;
             }
             if conn.phase == Phase::Authenticating {
@@ -492,7 +374,7 @@ impl Worker {
             }
             // A client that does not read what it asked for (receipts, errors) is not read either:
             // its own output stays bounded. `flush_conn` puts it back on the read list.
-            if conn.pending_out() >= self.ctx.cfg.max_pending_bytes {
+            if conn.pending_out() >= self.node.ctx.cfg.max_pending_bytes {
                 conn.read_blocked = true;
                 return false;
             }
@@ -500,26 +382,26 @@ impl Worker {
             if fresh && conn.is_web() {
                 fresh = false;
                 if crate::conn::web::has_buffered(conn) {
-                    crate::conn::web::pump(conn, &mut self.ctx);
-                    self.run_local();
+                    crate::conn::web::pump(conn, &mut self.node.ctx);
+                    self.node.run_local();
                 }
                 continue;
             }
             if fresh && !conn.inbuf.is_empty() && (conn.need == 0 || conn.inbuf.len() >= conn.need) {
                 fresh = false;
                 let mut buf = std::mem::take(&mut conn.inbuf);
-                let used = session::process_input(conn, &buf, &mut self.ctx);
+                let used = session::process_input(conn, &buf, &mut self.node.ctx);
                 if conn.is_closing() {
-                    self.ctx.pool.give(buf);
+                    self.node.ctx.pool.give(buf);
                 } else {
                     buf.drain(..used);
                     if buf.is_empty() {
-                        self.ctx.pool.give(buf);
+                        self.node.ctx.pool.give(buf);
                     } else {
                         conn.inbuf = buf;
                     }
                 }
-                self.run_local();
+                self.node.run_local();
                 continue;
             }
             if conn.peer_eof {
@@ -540,9 +422,9 @@ impl Worker {
                 match conn.io.read(&mut self.scratch) {
                     Ok(0) => conn.peer_eof = true,
                     Ok(n) => {
-                        conn.last_read = self.ctx.now;
-                        crate::conn::web::ingest(conn, &self.scratch[..n], &mut self.ctx);
-                        self.run_local();
+                        conn.last_read = self.node.ctx.now;
+                        crate::conn::web::ingest(conn, &self.scratch[..n], &mut self.node.ctx);
+                        self.node.run_local();
                     }
                     Err(e) => {
                         if let Some(more) = self.read_error(slot, e) {
@@ -561,7 +443,7 @@ impl Worker {
                 match r {
                     Ok(0) => conn.peer_eof = true,
                     Ok(_) => {
-                        conn.last_read = self.ctx.now;
+                        conn.last_read = self.node.ctx.now;
                         fresh = true;
                     }
                     Err(e) => {
@@ -575,21 +457,21 @@ impl Worker {
             match conn.io.read(&mut self.scratch) {
                 Ok(0) => conn.peer_eof = true,
                 Ok(n) => {
-                    conn.last_read = self.ctx.now;
+                    conn.last_read = self.node.ctx.now;
                     if conn.listener == ListenerKind::Admin && conn.phase == Phase::Handshake && looks_like_http(&self.scratch[..n]) {
                         // The admin port also answers HTTP GET (metrics, console JSON).
                         conn.web = Some(Box::default());
-                        crate::conn::web::ingest(conn, &self.scratch[..n], &mut self.ctx);
-                        self.run_local();
+                        crate::conn::web::ingest(conn, &self.scratch[..n], &mut self.node.ctx);
+                        self.node.run_local();
                         continue;
                     }
-                    let used = session::process_input(conn, &self.scratch[..n], &mut self.ctx);
+                    let used = session::process_input(conn, &self.scratch[..n], &mut self.node.ctx);
                     if !conn.is_closing() && used < n {
-                        let mut b = self.ctx.pool.take();
+                        let mut b = self.node.ctx.pool.take();
                         b.extend_from_slice(&self.scratch[used..n]);
                         conn.inbuf = b;
                     }
-                    self.run_local();
+                    self.node.run_local();
                 }
                 Err(e) => {
                     if let Some(more) = self.read_error(slot, e) {
@@ -615,7 +497,7 @@ impl Worker {
     /// A closing connection: read and drop input until EOF (then finish the close) or would-block.
     fn discard_input(&mut self, slot: u32) -> bool {
         for _ in 0..READS_PER_TURN {
-            let Some(conn) = self.conns.get_mut(slot as usize) else {
+            let Some(conn) = self.node.conns.get_mut(slot as usize) else {
                 return false;
             };
             match conn.io.read(&mut self.scratch) {
@@ -642,22 +524,22 @@ impl Worker {
 
     /// Write every dirty connection once; start or finish closes.
     fn flush_all(&mut self) {
-        let dirty = std::mem::take(&mut self.ctx.dirty);
+        let dirty = std::mem::take(&mut self.node.ctx.dirty);
         for slot in dirty {
             self.flush_conn(slot);
         }
     }
 
     fn flush_conn(&mut self, slot: u32) {
-        let Some(conn) = self.conns.get_mut(slot as usize) else {
+        let Some(conn) = self.node.conns.get_mut(slot as usize) else {
             return;
         };
         conn.dirty = false;
         if conn.is_closing() && !conn.session_torn_down() {
-            session::teardown(conn, &mut self.ctx);
+            session::teardown(conn, &mut self.node.ctx);
             conn.mark_torn_down();
         }
-        crate::conn::web::frame_output(conn, self.ctx.cfg.websocket_text);
+        crate::conn::web::frame_output(conn, self.node.ctx.cfg.websocket_text);
         let crate::conn::Conn { io, out, web, write_dead, .. } = conn;
         let buf = match web.as_deref_mut() {
             Some(crate::conn::web::Web { mode: crate::conn::web::Mode::Ws { wire, .. }, .. }) => wire,
@@ -671,7 +553,7 @@ impl Worker {
             match io.write(buf) {
                 Ok(n) => {
                     buf.drain(..n);
-                    conn.last_write = self.ctx.now;
+                    conn.last_write = self.node.ctx.now;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -693,15 +575,15 @@ impl Worker {
             log::debug!("{} {}: write failed ({e}); draining its input", conn.session_id(), conn.peer);
             conn.write_dead = true;
             conn.out.clear();
-            crate::conn::want_read(conn, &mut self.ctx);
+            crate::conn::want_read(conn, &mut self.node.ctx);
         }
         if conn.out.is_empty() && conn.out.capacity() > 0 {
-            self.ctx.pool.give(std::mem::take(&mut conn.out));
+            self.node.ctx.pool.give(std::mem::take(&mut conn.out));
         }
-        deliver::release_owed_credit(conn, &mut self.ctx);
-        if conn.read_blocked && conn.pending_out() < self.ctx.cfg.max_pending_bytes / 2 {
+        deliver::release_owed_credit(conn, &mut self.node.ctx);
+        if conn.read_blocked && conn.pending_out() < self.node.ctx.cfg.max_pending_bytes / 2 {
             conn.read_blocked = false;
-            crate::conn::want_read(conn, &mut self.ctx);
+            crate::conn::want_read(conn, &mut self.node.ctx);
         }
         if conn.is_closing() && conn.pending_out() == 0 {
             if conn.peer_eof {
@@ -713,21 +595,21 @@ impl Worker {
                 // L4: half-close so the client reads everything, then linger for its EOF.
                 let _ = conn.io.shutdown_write();
                 conn.write_shut = true;
-                let at = self.ctx.now + Duration::from_millis(self.ctx.cfg.linger);
-                self.ctx.timers.arm(Timer { at, slot, gen: conn.me.gen, kind: TimerKind::Linger });
-                crate::conn::want_read(conn, &mut self.ctx);
+                let at = self.node.ctx.now + Duration::from_millis(self.node.ctx.cfg.linger);
+                self.node.ctx.timers.arm(Timer { at, slot, gen: conn.me.gen, kind: TimerKind::Linger });
+                crate::conn::want_read(conn, &mut self.node.ctx);
             }
         }
     }
 
     /// Remove a connection whose processing panicked, releasing what it can.
     fn drop_after_panic(&mut self, slot: u32) {
-        let Some(conn) = self.conns.get(slot as usize) else { return };
+        let Some(conn) = self.node.conns.get(slot as usize) else { return };
         log::error!("{} {}: internal error while processing this connection; closing it", conn.session_id(), conn.peer);
         let released = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if let Some(conn) = self.conns.get_mut(slot as usize) {
+            if let Some(conn) = self.node.conns.get_mut(slot as usize) {
                 if !conn.session_torn_down() {
-                    session::teardown(conn, &mut self.ctx);
+                    session::teardown(conn, &mut self.node.ctx);
                     conn.mark_torn_down();
                 }
             }
@@ -740,19 +622,19 @@ impl Worker {
 
     /// Remove a connection now: release its session, deregister, drop the socket, log once.
     fn finalize(&mut self, slot: u32, reason: CloseReason) {
-        if !self.conns.contains(slot as usize) {
+        if !self.node.conns.contains(slot as usize) {
             return;
         }
-        let mut conn = self.conns.remove(slot as usize);
+        let mut conn = self.node.conns.remove(slot as usize);
         if !conn.session_torn_down() {
-            session::teardown(&mut conn, &mut self.ctx);
+            session::teardown(&mut conn, &mut self.node.ctx);
         }
         let _ = conn.io.deregister(self.poll.registry());
         let reason = conn.close_reason.clone().unwrap_or(reason);
         log::info!("{} {}: closed: {}", conn.session_id(), conn.peer, reason);
-        self.ctx.pool.give(std::mem::take(&mut conn.out));
-        self.ctx.pool.give(std::mem::take(&mut conn.inbuf));
-        self.ctx.stats.closed += 1;
+        self.node.ctx.pool.give(std::mem::take(&mut conn.out));
+        self.node.ctx.pool.give(std::mem::take(&mut conn.inbuf));
+        self.node.ctx.stats.closed += 1;
         self.shared.connections.fetch_sub(1, Ordering::AcqRel);
     }
 
@@ -760,11 +642,11 @@ impl Worker {
         if self.accept_paused || self.stopping_until.is_some() {
             return;
         }
-        let max = self.ctx.cfg.max_connections;
+        let max = self.node.ctx.cfg.max_connections;
         loop {
             if self.shared.connections.load(Ordering::Acquire) >= max {
                 if !self.accept_paused {
-                    log::warn!("worker {}: max_connections ({max}) reached; accepting paused", self.ctx.worker);
+                    log::warn!("worker {}: max_connections ({max}) reached; accepting paused", self.node.ctx.worker);
                 }
                 self.accept_paused = true;
                 return;
@@ -779,9 +661,9 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
                     // EMFILE/ENFILE and friends: back off instead of spinning on a full backlog.
-                    log::warn!("worker {}: accept failed: {e}; retrying in 100 ms", self.ctx.worker);
+                    log::warn!("worker {}: accept failed: {e}; retrying in 100 ms", self.node.ctx.worker);
                     self.accept_paused = true;
-                    self.accept_retry_at = Some(self.ctx.now + Duration::from_millis(100));
+                    self.accept_retry_at = Some(self.node.ctx.now + Duration::from_millis(100));
                     return;
                 }
             }
@@ -792,35 +674,35 @@ impl Worker {
         let _ = sock.set_nodelay(true);
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
-        let entry = self.conns.vacant_entry();
+        let entry = self.node.conns.vacant_entry();
         let slot = entry.key() as u32;
         let mut io = crate::conn::Transport::Tcp(sock);
         if let Err(e) = io.register(self.poll.registry(), conn_token(slot, gen)) {
-            log::warn!("worker {}: cannot register a connection from {peer}: {e}", self.ctx.worker);
+            log::warn!("worker {}: cannot register a connection from {peer}: {e}", self.node.ctx.worker);
             return;
         }
-        let me = ConnRef { worker: self.ctx.worker as u16, slot, gen };
-        let mut conn = Conn::new(io, me, peer, self.ctx.now);
+        let me = ConnRef { worker: self.node.ctx.worker as u16, slot, gen };
+        let mut conn = Conn::new(io, me, peer, self.node.ctx.now);
         conn.listener = kind;
         if kind == ListenerKind::Web {
             conn.web = Some(Box::default());
         }
         entry.insert(conn);
         self.shared.connections.fetch_add(1, Ordering::AcqRel);
-        self.ctx.stats.accepted += 1;
-        let at = self.ctx.now + Duration::from_millis(self.ctx.cfg.connect_timeout);
-        self.ctx.timers.arm(Timer { at, slot, gen, kind: TimerKind::Connect });
-        log::debug!("{}-{}-{} {peer}: accepted", self.ctx.worker, slot, gen);
+        self.node.ctx.stats.accepted += 1;
+        let at = self.node.ctx.now + Duration::from_millis(self.node.ctx.cfg.connect_timeout);
+        self.node.ctx.timers.arm(Timer { at, slot, gen, kind: TimerKind::Connect });
+        log::debug!("{}-{}-{} {peer}: accepted", self.node.ctx.worker, slot, gen);
     }
 
     fn maybe_resume_accept(&mut self) {
         if !self.accept_paused || self.stopping_until.is_some() {
             return;
         }
-        if self.accept_retry_at.is_some_and(|t| self.ctx.now < t) {
+        if self.accept_retry_at.is_some_and(|t| self.node.ctx.now < t) {
             return;
         }
-        let max = self.ctx.cfg.max_connections;
+        let max = self.node.ctx.cfg.max_connections;
         // Hysteresis: resume below 90% of the limit.
         if self.shared.connections.load(Ordering::Acquire) * 10 < max * 9 || self.accept_retry_at.is_some() {
             self.accept_paused = false;
@@ -832,21 +714,21 @@ impl Worker {
     }
 
     fn fire_timers(&mut self) {
-        let now = self.ctx.now;
-        while let Some(t) = self.ctx.timers.pop_due(now) {
+        let now = self.node.ctx.now;
+        while let Some(t) = self.node.ctx.timers.pop_due(now) {
             if t.slot == WORKER_SLOT {
                 match t.kind {
                     TimerKind::Stats => {
-                        self.start_stats();
-                        let at = now + Duration::from_millis(self.ctx.cfg.stats_interval);
-                        self.ctx.timers.arm(Timer { at, ..t });
+                        self.node.start_stats();
+                        let at = now + Duration::from_millis(self.node.ctx.cfg.stats_interval);
+                        self.node.ctx.timers.arm(Timer { at, ..t });
                     }
                     TimerKind::Link => self.link_tick(t.gen as usize, t.at),
                     _ => {}
                 }
                 continue;
             }
-            let Some(conn) = self.conns.get_mut(t.slot as usize) else {
+            let Some(conn) = self.node.conns.get_mut(t.slot as usize) else {
                 continue;
             };
             if conn.me.gen != t.gen {
@@ -855,15 +737,15 @@ impl Worker {
             match t.kind {
                 TimerKind::Connect if conn.is_web() && !conn.web.as_ref().is_some_and(|w| w.is_ws() && t.at > conn.last_read) => {
                     if matches!(conn.phase, Phase::Handshake | Phase::Authenticating) {
-                        crate::conn::web::timed_out(conn, &mut self.ctx);
+                        crate::conn::web::timed_out(conn, &mut self.node.ctx);
                     }
                 }
                 TimerKind::Connect => {
                     if matches!(conn.phase, Phase::Handshake | Phase::Authenticating) {
-                        let ms = self.ctx.cfg.connect_timeout;
+                        let ms = self.node.ctx.cfg.connect_timeout;
                         session::fail(
                             conn,
-                            &mut self.ctx,
+                            &mut self.node.ctx,
                             session::Fatal::new("general", format!("no CONNECT within connect_timeout ({ms} ms)")),
                         );
                         conn.close_reason = Some(CloseReason::ConnectTimeout);
@@ -877,31 +759,31 @@ impl Worker {
                             // already waiting (then the socket is full and a beat would not help).
                             if conn.out.is_empty() {
                                 if conn.out.capacity() == 0 {
-                                    conn.out = self.ctx.pool.take();
+                                    conn.out = self.node.ctx.pool.take();
                                 }
                                 conn.out.push(b'\n');
-                                crate::conn::mark_dirty(conn, &mut self.ctx);
+                                crate::conn::mark_dirty(conn, &mut self.node.ctx);
                             }
                             now + every
                         } else {
                             conn.last_write + every
                         };
-                        self.ctx.timers.arm(Timer { at: next, ..t });
+                        self.node.ctx.timers.arm(Timer { at: next, ..t });
                     }
                 }
                 TimerKind::HeartBeatRecv => {
                     if matches!(conn.phase, Phase::Open | Phase::Disconnecting) {
-                        let grace = session::recv_grace(conn, &self.ctx);
+                        let grace = session::recv_grace(conn, &self.node.ctx);
                         if now.duration_since(conn.last_read) >= grace {
                             let ms = grace.as_millis();
                             session::fail(
                                 conn,
-                                &mut self.ctx,
+                                &mut self.node.ctx,
                                 session::Fatal::new("ecg err", format!("nothing received for {ms} ms although heart-beats were promised")),
                             );
                             conn.close_reason = Some(CloseReason::HeartBeatTimeout);
                         } else {
-                            self.ctx.timers.arm(Timer { at: conn.last_read + grace, ..t });
+                            self.node.ctx.timers.arm(Timer { at: conn.last_read + grace, ..t });
                         }
                     }
                 }
@@ -923,27 +805,20 @@ impl Worker {
             return false;
         }
         if self.stopping_until.is_none() {
-            self.stopping_until = Some(self.ctx.now + Duration::from_millis(self.ctx.cfg.shutdown_timeout));
+            self.stopping_until = Some(self.node.ctx.now + Duration::from_millis(self.node.ctx.cfg.shutdown_timeout));
             for mut l in self.listeners.drain(..) {
                 let _ = self.poll.registry().deregister(&mut l);
             }
-            let slots: Vec<usize> = self.conns.iter().map(|(s, _)| s).collect();
-            for s in slots {
-                let conn = &mut self.conns[s];
-                if !conn.is_closing() {
-                    conn.begin_close(CloseReason::Shutdown);
-                    crate::conn::mark_dirty(conn, &mut self.ctx);
-                }
-            }
+            self.node.begin_shutdown();
             self.flush_all();
         }
-        if self.conns.is_empty() || self.stopping_until.is_some_and(|t| self.ctx.now >= t) {
-            let slots: Vec<usize> = self.conns.iter().map(|(s, _)| s).collect();
+        if self.node.conns.is_empty() || self.stopping_until.is_some_and(|t| self.node.ctx.now >= t) {
+            let slots: Vec<usize> = self.node.conns.iter().map(|(s, _)| s).collect();
             for s in slots {
                 self.finalize(s as u32, CloseReason::Shutdown);
             }
-            self.ctx.outbox.flush();
-            log::debug!("worker {} stopped", self.ctx.worker);
+            self.node.ctx.outbox.flush();
+            log::debug!("worker {} stopped", self.node.ctx.worker);
             return true;
         }
         false

@@ -1,0 +1,155 @@
+//! The sans-io half of a worker: its context, shard, connections, stats round and links, and
+//! how it applies what arrives over the bus. No `Poll`, no listeners, no socket I/O: the
+//! [`super::Worker`] loop feeds it events and bytes, and `romp::sim` drives several of them in
+//! one thread with a seeded scheduler.
+//!
+//! Runs on the worker's thread (or the simulation's). Invariant: every bus message for this
+//! worker is applied here, so the thread loop and the simulation cannot disagree on what a
+//! message does.
+
+use super::WORKER_SLOT;
+use crate::broker::shard::Shard;
+use crate::conn::{deliver, Conn, Ctx};
+use crate::metrics;
+use slab::Slab;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What one worker owns besides its poll loop.
+pub struct Node {
+    pub ctx: Ctx,
+    pub shard: Shard,
+    pub conns: Slab<Conn>,
+    /// Worker 0 with `stats = true`: the periodic stats message being gathered.
+    pub stats: metrics::Collector,
+    /// Upstream links whose local destination this worker owns, and each one's next tick.
+    pub links: Vec<(crate::link::Link, Option<Instant>)>,
+}
+
+impl Node {
+    pub fn new(ctx: Ctx, shard: Shard, conns: Slab<Conn>) -> Node {
+        Node { ctx, shard, conns, stats: metrics::Collector::default(), links: Vec::new() }
+    }
+
+    /// Run local work (own-shard requests, own deliveries, returned credits) until none is left.
+    pub fn settle(&mut self) {
+        loop {
+            self.run_local();
+            if self.ctx.credits.is_empty() {
+                return;
+            }
+            self.ctx.flush_credits();
+        }
+    }
+
+    /// Local work that must not wait for the next poll event.
+    pub fn has_local_work(&self) -> bool {
+        !self.ctx.dirty.is_empty()
+            || !self.ctx.credits.is_empty()
+            || !self.ctx.outbox.local_data.is_empty()
+            || !self.ctx.outbox.local_ctrl.is_empty()
+    }
+
+    /// A message for this worker: reconfiguration and its own stats are handled here, the rest
+    /// concerns connections.
+    pub fn ctrl(&mut self, m: crate::bus::ToWorker) {
+        match m {
+            crate::bus::ToWorker::Reconfigure(rc) => self.reconfigure(&rc),
+            crate::bus::ToWorker::StatsPart { conn, part } if conn.slot == WORKER_SLOT => {
+                let env = metrics::Env { server: &self.ctx.server_header, uptime_secs: self.ctx.started.elapsed().as_secs() };
+                if let Some(body) = self.stats.add(*part, env) {
+                    self.publish_stats(body);
+                }
+            }
+            m => deliver::handle(m, &mut self.conns, &mut self.ctx),
+        }
+    }
+
+    /// Swap in a new configuration, policy table and users. Settings that need a restart were
+    /// already left unchanged by the sender.
+    fn reconfigure(&mut self, rc: &crate::bus::Reconfig) {
+        self.ctx.cfg = rc.cfg.clone();
+        self.ctx.limits = rc.cfg.limits();
+        self.ctx.auth = rc.auth.clone();
+        self.ctx.policies = rc.policies.clone();
+        self.shard.set_policies(rc.policies.clone());
+        log::debug!("worker {}: configuration generation {} in force", self.ctx.worker, rc.policies.gen);
+    }
+
+    /// A request for this worker as an owner: destinations go to the shard; stats are answered
+    /// here, where the connection count is known.
+    pub fn owner_request(&mut self, m: crate::bus::ToOwner) {
+        match m {
+            crate::bus::ToOwner::Admin { from, op: crate::admin::AdminOp::Perms { target, change } } => {
+                let reply = crate::conn::admin::apply_perms(&target, &change, &mut self.ctx);
+                let answer = crate::bus::FromOwner::AdminResult { conn: from, reply };
+                self.ctx.outbox.to_worker(from.worker as usize, answer.into());
+            }
+            crate::bus::ToOwner::Stats { from } => {
+                let (destinations, truncated) = self.shard.snapshot(metrics::MAX_LISTED);
+                let part = metrics::WorkerSnapshot {
+                    worker: self.ctx.worker,
+                    connections: self.conns.len(),
+                    stats: self.ctx.stats,
+                    shard: self.shard.stats,
+                    destinations,
+                    truncated,
+                    links: self.links.iter().map(|(l, _)| l.info()).collect(),
+                };
+                self.ctx.outbox.to_worker(from.worker as usize, crate::bus::ToWorker::StatsPart { conn: from, part: Box::new(part) });
+            }
+            m => self.shard.handle(m, &mut self.ctx.outbox),
+        }
+    }
+
+    /// Worker 0's stats timer: ask every worker for its numbers.
+    pub fn start_stats(&mut self) {
+        let workers = self.ctx.outbox.workers();
+        self.stats.start(workers);
+        let from = crate::broker::ConnRef { worker: self.ctx.worker as u16, slot: WORKER_SLOT, gen: 0 };
+        for w in 0..workers {
+            self.ctx.outbox.to_owner(w, crate::bus::ToOwner::Stats { from });
+        }
+    }
+
+    /// Publish a stats body to the stat destinations (topics: whoever subscribes gets it).
+    fn publish_stats(&mut self, body: String) {
+        for dest in metrics::STAT_DESTINATIONS {
+            let id = self.ctx.next_message_id();
+            let headers = vec![("content-type".into(), "application/json".into())];
+            let msg = crate::api::message(id, dest, headers, body.clone().into_bytes());
+            let w = crate::broker::owner_of(dest, self.ctx.outbox.workers());
+            let from = crate::broker::ConnRef { worker: crate::broker::EXTERNAL, slot: 0, gen: 0 };
+            self.ctx.outbox.to_owner(w, crate::bus::ToOwner::Publish { msg: Arc::new(msg), from, receipt: None });
+        }
+    }
+
+    /// Process the local FIFOs until both are empty.
+    pub fn run_local(&mut self) {
+        loop {
+            let mut did = false;
+            while let Some(m) = self.ctx.outbox.local_data.pop_front() {
+                self.owner_request(m);
+                did = true;
+            }
+            while let Some(m) = self.ctx.outbox.local_ctrl.pop_front() {
+                self.ctrl(m);
+                did = true;
+            }
+            if !did {
+                return;
+            }
+        }
+    }
+
+    /// Shutdown: every open connection starts closing (what it has been sent is still
+    /// written; its subscriptions are released when it is flushed).
+    pub fn begin_shutdown(&mut self) {
+        for (_, conn) in self.conns.iter_mut() {
+            if !conn.is_closing() {
+                conn.begin_close(crate::conn::CloseReason::Shutdown);
+                crate::conn::mark_dirty(conn, &mut self.ctx);
+            }
+        }
+    }
+}
