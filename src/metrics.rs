@@ -8,6 +8,7 @@
 //! thread; nothing here is shared or locked. Pure data and formatting: no bus, no sockets.
 
 use crate::broker::shard::{DestInfo, ShardStats};
+use crate::stomp::ErrorWord;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -24,6 +25,72 @@ pub struct WorkerStats {
     pub errors_sent: u64,
     /// Topic deliveries skipped because the message had expired.
     pub expired: u64,
+    /// Closes per [`CloseKind`] (by its index); the JSON pages show them as a map.
+    #[serde(skip)]
+    pub closed_by: [u64; CloseKind::ALL.len()],
+    /// ERROR frames per `message` word (by [`ErrorWord::index`]).
+    #[serde(skip)]
+    pub errors_by_word: [u64; ErrorWord::ALL.len()],
+}
+
+/// Why connections closed, as counted (the connection layer maps its reasons onto these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseKind {
+    Disconnect,
+    HttpDone,
+    PeerClosed,
+    Io,
+    /// The broker sent ERROR (the word is counted in `errors_by_word`).
+    Error,
+    WebSocket,
+    Internal,
+    AuthFailed,
+    ConnectTimeout,
+    HeartBeatTimeout,
+    SlowConsumer,
+    Shutdown,
+    Kicked,
+}
+
+impl CloseKind {
+    pub const ALL: [CloseKind; 13] = [
+        CloseKind::Disconnect,
+        CloseKind::HttpDone,
+        CloseKind::PeerClosed,
+        CloseKind::Io,
+        CloseKind::Error,
+        CloseKind::WebSocket,
+        CloseKind::Internal,
+        CloseKind::AuthFailed,
+        CloseKind::ConnectTimeout,
+        CloseKind::HeartBeatTimeout,
+        CloseKind::SlowConsumer,
+        CloseKind::Shutdown,
+        CloseKind::Kicked,
+    ];
+
+    /// The `reason` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseKind::Disconnect => "disconnect",
+            CloseKind::HttpDone => "http_done",
+            CloseKind::PeerClosed => "peer_closed",
+            CloseKind::Io => "io_error",
+            CloseKind::Error => "error_sent",
+            CloseKind::WebSocket => "websocket",
+            CloseKind::Internal => "internal",
+            CloseKind::AuthFailed => "auth_failed",
+            CloseKind::ConnectTimeout => "connect_timeout",
+            CloseKind::HeartBeatTimeout => "heart_beat_timeout",
+            CloseKind::SlowConsumer => "slow_consumer",
+            CloseKind::Shutdown => "shutdown",
+            CloseKind::Kicked => "kicked",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// One upstream link's state for the console.
@@ -101,6 +168,8 @@ fn totals(parts: &[&WorkerSnapshot], env: Env<'_>) -> serde_json::Value {
         "rejected": total(&|p| p.shard.rejected),
         "expired": total(&|p| p.shard.expired + p.stats.expired),
         "dead_lettered": total(&|p| p.shard.dead_lettered),
+        "closed_by_reason": CloseKind::ALL.iter().map(|k| (k.label().to_string(), total(&|p| p.stats.closed_by[k.index()]).into())).collect::<serde_json::Map<_, _>>(),
+        "errors_by_word": ErrorWord::ALL.iter().map(|w| (w.as_str().to_string(), total(&|p| p.stats.errors_by_word[w.index()]).into())).collect::<serde_json::Map<_, _>>(),
     })
 }
 
@@ -131,6 +200,17 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
     metric("messages_dead_discarded_total", "counter", "Dead letters discarded (dead_letter = \"\").", sum(&|p| p.shard.dead_discarded));
     metric("messages_dropped_slow_total", "counter", "Topic deliveries dropped for slow consumers.", sum(&|p| p.stats.dropped_slow));
     metric("errors_sent_total", "counter", "ERROR frames sent.", sum(&|p| p.stats.errors_sent));
+    let _ = writeln!(o, "# HELP romp_errors_by_word_total ERROR frames sent, by message word.\n# TYPE romp_errors_by_word_total counter");
+    for w in ErrorWord::ALL {
+        let n = sum(&|p| p.stats.errors_by_word[w.index()]);
+        let _ = writeln!(o, "romp_errors_by_word_total{{message=\"{}\"}} {n}", label(w.as_str()));
+    }
+    let _ =
+        writeln!(o, "# HELP romp_connections_closed_total Connections closed, by reason.\n# TYPE romp_connections_closed_total counter");
+    for k in CloseKind::ALL {
+        let n = sum(&|p| p.stats.closed_by[k.index()]);
+        let _ = writeln!(o, "romp_connections_closed_total{{reason=\"{}\"}} {n}", k.label());
+    }
     let _ = writeln!(o, "# HELP romp_link_up Upstream link connected and subscribed (1) or not (0).\n# TYPE romp_link_up gauge");
     for l in parts.iter().flat_map(|p| p.links.iter()) {
         let _ = writeln!(o, "romp_link_up{{name=\"{}\",address=\"{}\"}} {}", label(&l.name), l.address, u8::from(l.state == "up"));
@@ -213,5 +293,21 @@ impl Collector {
             "links": parts.iter().flat_map(|p| p.links.iter()).collect::<Vec<_>>(),
         });
         Some(v.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_kinds_sit_at_their_index_with_distinct_labels() {
+        for (i, k) in CloseKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i, "{k:?}");
+        }
+        let mut labels: Vec<&str> = CloseKind::ALL.iter().map(|k| k.label()).collect();
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), CloseKind::ALL.len());
     }
 }

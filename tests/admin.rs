@@ -278,3 +278,34 @@ fn create_destinations_false_still_allows_dead_letter_queues() {
     c.subscribe("d", "/queue/DLQ.jobs", "auto");
     assert_eq!(c.expect("MESSAGE").h("dlq-reason"), "rejected");
 }
+
+#[test]
+fn close_reasons_and_error_words_are_counted_per_kind() {
+    let b = admin_broker(2, |_| {});
+    let mut bad = Client::raw(b.addr);
+    bad.send_raw(b"NONSENSE\n\n\0");
+    bad.expect_error("syntax");
+    let (c, g) = connect_as(b.addr, ADMIN.0, ADMIN.1);
+    assert_eq!(g.command, "CONNECTED", "{g:?}");
+    c.disconnect();
+    // Closes are counted when the worker finishes them, just after the client sees them.
+    let deadline = std::time::Instant::now() + WAIT;
+    let want = [
+        "romp_errors_by_word_total{message=\"syntax\"} 1\n",
+        "romp_connections_closed_total{reason=\"error_sent\"} 1\n",
+        "romp_connections_closed_total{reason=\"disconnect\"} 1\n",
+        "romp_errors_by_word_total{message=\"auth err\"} 0\n",
+    ];
+    loop {
+        let (_, body) = http_get(b.admin.unwrap(), "/metrics");
+        if want.iter().all(|w| body.contains(w)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (_, body) = http_get(b.admin.unwrap(), "/romp/info");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["closed_by_reason"]["error_sent"], 1, "{v}");
+    assert_eq!(v["errors_by_word"]["syntax"], 1, "{v}");
+}

@@ -12,6 +12,7 @@
 use super::queue::SettleKind;
 use super::{AckMode, ConnRef, Message, SubKey};
 use crate::admin::{AdminOp, AdminReply};
+use crate::stomp::ErrorWord;
 use smallvec::SmallVec;
 use std::sync::Arc;
 
@@ -54,13 +55,13 @@ pub enum FromOwner {
     /// A message a topic kept (`min_delivery`), replayed to one new subscription.
     Replay { key: SubKey, msg: Arc<Message> },
     /// The owner refused a subscription (e.g. `dest flup`): forget it locally, ERROR, close.
-    SubscribeRefused { key: SubKey, word: &'static str, detail: String },
+    SubscribeRefused { key: SubKey, word: ErrorWord, detail: String },
     /// The outcome of an admin action, for the admin connection that asked.
     AdminResult { conn: ConnRef, reply: AdminReply },
     /// Everything the connection sent to this owner before its barrier has been applied.
     BarrierDone { conn: ConnRef, owner: u16 },
     /// The owner refused a frame; the connection gets ERROR and is closed.
-    Rejected { conn: ConnRef, word: &'static str, detail: String, receipt: Option<Box<str>> },
+    Rejected { conn: ConnRef, word: ErrorWord, detail: String, receipt: Option<Box<str>> },
 }
 
 /// Where a shard sends what it produces: answers to connections' workers and requests to other

@@ -21,6 +21,7 @@ use super::queue::{DeadReason, Dispatch, Entry, Queue};
 use super::FastMap;
 use super::{owner_of, ConnRef, DestKind, Message, SubKey, EXTERNAL};
 use crate::admin::{AdminOp, AdminReply};
+use crate::stomp::ErrorWord;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
@@ -283,7 +284,7 @@ impl Shard {
                         if q.is_idle() {
                             self.queues.remove(&dest);
                         }
-                        out.answer(key.conn.worker as usize, FromOwner::SubscribeRefused { key, word: "dest flup", detail });
+                        out.answer(key.conn.worker as usize, FromOwner::SubscribeRefused { key, word: ErrorWord::DestFlup, detail });
                         return;
                     }
                     q.subscribe(key, mode, prefetch);
@@ -382,7 +383,7 @@ impl Shard {
             if t.is_idle() {
                 self.topics.remove(&dest);
             }
-            out.answer(key.conn.worker as usize, FromOwner::SubscribeRefused { key, word: "dest flup", detail });
+            out.answer(key.conn.worker as usize, FromOwner::SubscribeRefused { key, word: ErrorWord::DestFlup, detail });
             return;
         }
         if t.subs.insert(key, filter.clone()).is_some() {
@@ -434,7 +435,7 @@ impl Shard {
         if from.worker == EXTERNAL {
             log::warn!("a message was refused: {detail}");
         } else {
-            out.answer(from.worker as usize, FromOwner::Rejected { conn: from, word: "q flup", detail, receipt });
+            out.answer(from.worker as usize, FromOwner::Rejected { conn: from, word: ErrorWord::QFlup, detail, receipt });
         }
     }
 

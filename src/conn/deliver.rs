@@ -17,7 +17,7 @@ use crate::auth::AuthOutcome;
 use crate::broker::{owner_of, AckMode, DestKind, Message, SubKey};
 use crate::bus::{FromOwner, ToOwner, ToWorker};
 use crate::config::SlowConsumerPolicy;
-use crate::stomp::{encoder, Command};
+use crate::stomp::{encoder, Command, ErrorWord};
 use slab::Slab;
 use std::sync::Arc;
 
@@ -90,7 +90,7 @@ pub fn handle(msg: ToWorker, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
             let reply = match live(conns, target.slot, target.gen) {
                 Some(c) if !c.is_closing() => {
                     let sid = c.session_id();
-                    session::fail(c, ctx, Fatal::new("general", "closed by an administrator"));
+                    session::fail(c, ctx, Fatal::new(ErrorWord::General, "closed by an administrator"));
                     c.close_reason = Some(CloseReason::Kicked);
                     log::info!("{sid}: kicked by admin session {}-{}-{}", by.worker, by.slot, by.gen);
                     crate::admin::AdminReply::ok("kick", format!("{sid}: closed"))
@@ -113,7 +113,7 @@ pub fn handle(msg: ToWorker, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
                         // Frames pipelined after CONNECT waited in inbuf; the worker resumes them.
                         super::want_read(c, ctx);
                     }
-                    AuthOutcome::Rejected => session::fail(c, ctx, Fatal::new("auth err", "bad login or passcode")),
+                    AuthOutcome::Rejected => session::fail(c, ctx, Fatal::new(ErrorWord::AuthErr, "bad login or passcode")),
                 }
             }
         }
@@ -203,7 +203,7 @@ fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ct
                 }
                 SlowConsumerPolicy::Disconnect => {
                     let detail = format!("this subscriber on {dest} fell behind (limits: max_pending_bytes = {max_pending}, prefetch); slow_consumer = \"disconnect\"");
-                    session::fail(conn, ctx, Fatal::new("slow consumer", detail));
+                    session::fail(conn, ctx, Fatal::new(ErrorWord::SlowConsumer, detail));
                     conn.close_reason = Some(CloseReason::SlowConsumer);
                 }
             }

@@ -22,7 +22,9 @@ pub use ctx::Ctx;
 pub use transport::Transport;
 
 use crate::broker::ConnRef;
+pub use crate::metrics::CloseKind;
 use crate::stomp::version::Negotiated;
+use crate::stomp::ErrorWord;
 use crate::stomp::Version;
 use session::Session;
 use std::fmt;
@@ -55,17 +57,24 @@ pub enum Phase {
     Closing,
 }
 
-/// Why a connection closed. Logged once per close and counted.
+/// Why a connection closed. Logged once per close and counted per [`CloseKind`]
+/// (`romp_connections_closed_total{reason=...}` in `/metrics`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
     /// DISCONNECT (with its receipt flushed).
     Disconnect,
+    /// An HTTP exchange finished without keep-alive.
+    HttpDone,
     /// The client closed its side without DISCONNECT.
     PeerClosed,
     /// A socket error (e.g. reset by peer).
     Io(String),
     /// The client broke the protocol or a limit; it got ERROR with this word.
-    Protocol(&'static str),
+    Protocol(ErrorWord),
+    /// The WebSocket peer broke the framing rules or closed with an error code.
+    WebSocket,
+    /// Processing the connection panicked (a bug); it was closed so no one else is affected.
+    Internal,
     /// Bad credentials (ERROR `auth err`).
     AuthFailed,
     /// No CONNECT within `connect_timeout`.
@@ -84,6 +93,7 @@ impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CloseReason::Disconnect => f.write_str("client DISCONNECT"),
+            CloseReason::HttpDone => f.write_str("HTTP response sent"),
             CloseReason::PeerClosed => f.write_str("peer closed the connection"),
             CloseReason::Io(e) => write!(f, "socket error: {e}"),
             CloseReason::Protocol(w) => write!(f, "ERROR sent ({w})"),
@@ -93,6 +103,29 @@ impl fmt::Display for CloseReason {
             CloseReason::SlowConsumer => f.write_str("slow consumer"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
             CloseReason::Kicked => f.write_str("closed by an admin"),
+            CloseReason::WebSocket => f.write_str("WebSocket protocol error"),
+            CloseReason::Internal => f.write_str("internal error"),
+        }
+    }
+}
+
+impl CloseReason {
+    /// The counter this close goes to.
+    pub fn kind(&self) -> CloseKind {
+        match self {
+            CloseReason::Disconnect => CloseKind::Disconnect,
+            CloseReason::HttpDone => CloseKind::HttpDone,
+            CloseReason::PeerClosed => CloseKind::PeerClosed,
+            CloseReason::Io(_) => CloseKind::Io,
+            CloseReason::Protocol(_) => CloseKind::Error,
+            CloseReason::WebSocket => CloseKind::WebSocket,
+            CloseReason::Internal => CloseKind::Internal,
+            CloseReason::AuthFailed => CloseKind::AuthFailed,
+            CloseReason::ConnectTimeout => CloseKind::ConnectTimeout,
+            CloseReason::HeartBeatTimeout => CloseKind::HeartBeatTimeout,
+            CloseReason::SlowConsumer => CloseKind::SlowConsumer,
+            CloseReason::Shutdown => CloseKind::Shutdown,
+            CloseReason::Kicked => CloseKind::Kicked,
         }
     }
 }

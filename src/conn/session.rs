@@ -21,7 +21,7 @@ use crate::broker::{owner_of, AckMode, DestKind, Message, SubKey};
 use crate::bus::{Seqs, ToOwner};
 use crate::config::SlowConsumerPolicy;
 use crate::stomp::version::{self, negotiate_heart_beat, HeartBeat};
-use crate::stomp::{encoder, parse, skip_eols, Command, Frame, ParseError, Parsed, Version};
+use crate::stomp::{encoder, parse, skip_eols, Command, ErrorWord, Frame, ParseError, Parsed, Version};
 use crate::timer::{Timer, TimerKind};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -137,7 +137,7 @@ impl Session {
 /// A fatal protocol error: ERROR with `word`, `detail` in the body, then close.
 #[derive(Debug)]
 pub struct Fatal {
-    pub word: &'static str,
+    pub word: ErrorWord,
     pub detail: String,
     pub receipt: Option<String>,
     /// Add `version:1.0,1.1,1.2` (failed negotiation, D4).
@@ -145,7 +145,7 @@ pub struct Fatal {
 }
 
 impl Fatal {
-    pub fn new(word: &'static str, detail: impl Into<String>) -> Fatal {
+    pub fn new(word: ErrorWord, detail: impl Into<String>) -> Fatal {
         Fatal { word, detail: detail.into(), receipt: None, versions: false }
     }
 }
@@ -161,11 +161,12 @@ pub fn fail(conn: &mut Conn, ctx: &mut Ctx, f: Fatal) {
         conn.out = ctx.pool.take();
     }
     let extra: &[(&str, &str)] = if f.versions { &[("version", version::SUPPORTED)] } else { &[] };
-    encoder::error(&mut conn.out, conn.version, f.word, &f.detail, f.receipt.as_deref(), extra);
+    encoder::error(&mut conn.out, conn.version, f.word.as_str(), &f.detail, f.receipt.as_deref(), extra);
     ctx.stats.errors_sent += 1;
+    ctx.stats.errors_by_word[f.word.index()] += 1;
     mark_dirty(conn, ctx);
     log::debug!("{} {}: ERROR {}: {}", conn.session_id(), conn.peer, f.word, f.detail);
-    conn.begin_close(if f.word == "auth err" { CloseReason::AuthFailed } else { CloseReason::Protocol(f.word) });
+    conn.begin_close(if f.word == ErrorWord::AuthErr { CloseReason::AuthFailed } else { CloseReason::Protocol(f.word) });
 }
 
 /// Parse and handle frames from `buf`. Returns how many bytes were consumed; the rest is a
@@ -231,14 +232,16 @@ fn parse_fatal(e: &ParseError, ctx: &Ctx) -> Fatal {
 
 fn on_frame(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     if !f.command.takes_body() && !f.body.is_empty() {
-        return Err(Fatal::new("syntax", format!("{} frames must not have a body", f.command.as_str())));
+        return Err(Fatal::new(ErrorWord::Syntax, format!("{} frames must not have a body", f.command.as_str())));
     }
     match (conn.phase, f.command) {
         (Phase::Handshake, Command::Connect | Command::Stomp) => return connect(conn, f, ctx),
         (Phase::Handshake, c) => {
-            return Err(Fatal::new("syntax", format!("{} before CONNECT: the first frame must be CONNECT or STOMP", c.as_str())))
+            return Err(Fatal::new(ErrorWord::Syntax, format!("{} before CONNECT: the first frame must be CONNECT or STOMP", c.as_str())))
         }
-        (_, Command::Connect | Command::Stomp) => return Err(Fatal::new("syntax", "already connected: a second CONNECT is not allowed")),
+        (_, Command::Connect | Command::Stomp) => {
+            return Err(Fatal::new(ErrorWord::Syntax, "already connected: a second CONNECT is not allowed"))
+        }
         _ => {}
     }
     match f.command {
@@ -246,13 +249,13 @@ fn on_frame(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         Command::Subscribe => subscribe(conn, f, ctx)?,
         Command::Unsubscribe => unsubscribe(conn, f, ctx)?,
         Command::Ack => ack(conn, f, ctx, false)?,
-        Command::Nack if conn.version == Version::V1_0 => return Err(Fatal::new("syntax", "NACK is not a STOMP 1.0 command")),
+        Command::Nack if conn.version == Version::V1_0 => return Err(Fatal::new(ErrorWord::Syntax, "NACK is not a STOMP 1.0 command")),
         Command::Nack => ack(conn, f, ctx, true)?,
         Command::Begin => begin(conn, f, ctx)?,
         Command::Commit => commit(conn, f, ctx)?,
         Command::Abort => abort(conn, f)?,
         Command::Disconnect => return disconnect(conn, f, ctx),
-        c => return Err(Fatal::new("syntax", format!("{} is a server frame; clients may not send it", c.as_str()))),
+        c => return Err(Fatal::new(ErrorWord::Syntax, format!("{} is a server frame; clients may not send it", c.as_str()))),
     }
     if let Some(r) = f.header("receipt") {
         push_receipt(conn, ctx, r, false);
@@ -263,7 +266,7 @@ fn on_frame(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
 fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let Some(v) = Version::negotiate(f.header("accept-version")) else {
         return Err(Fatal {
-            word: "version",
+            word: ErrorWord::Version,
             detail: format!("no common protocol version: this server speaks {}", version::SUPPORTED),
             receipt: None,
             versions: true,
@@ -275,7 +278,7 @@ fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         let hb = match f.header("heart-beat") {
             None => HeartBeat::default(),
             Some(s) => HeartBeat::parse(s)
-                .ok_or_else(|| Fatal::new("ecg err", format!("heart-beat {s:?} is not two non-negative integers \"cx,cy\"")))?,
+                .ok_or_else(|| Fatal::new(ErrorWord::EcgErr, format!("heart-beat {s:?} is not two non-negative integers \"cx,cy\"")))?,
         };
         conn.hb = negotiate_heart_beat(hb, ctx.cfg.heart_beat_min, ctx.cfg.heart_beat_max);
     }
@@ -286,7 +289,7 @@ fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
             finish_connect(conn, ctx, admin);
             Ok(())
         }
-        Verdict::Reject => Err(Fatal::new("auth err", "bad login or passcode")),
+        Verdict::Reject => Err(Fatal::new(ErrorWord::AuthErr, "bad login or passcode")),
         Verdict::Deferred(credential, admin) => {
             let job = AuthJob {
                 conn: conn.me,
@@ -296,7 +299,7 @@ fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
                 passcode: f.header("passcode").unwrap_or("").to_string(),
             };
             if !auth::submit(&ctx.auth_tx, job) {
-                return Err(Fatal::new("auth err", "the authentication service is busy; try again"));
+                return Err(Fatal::new(ErrorWord::AuthErr, "the authentication service is busy; try again"));
             }
             conn.phase = Phase::Authenticating;
             Ok(())
@@ -308,7 +311,7 @@ fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
 pub fn finish_connect(conn: &mut Conn, ctx: &mut Ctx, admin: bool) {
     if conn.listener == ListenerKind::Admin && !admin {
         // The old romp let anyone in here.
-        let f = Fatal::new("auth err", "the admin port accepts admin users only (passwd \":true\" or the config login)");
+        let f = Fatal::new(ErrorWord::AuthErr, "the admin port accepts admin users only (passwd \":true\" or the config login)");
         return fail(conn, ctx, f);
     }
     conn.admin = admin;
@@ -348,7 +351,7 @@ pub fn recv_grace(conn: &Conn, ctx: &Ctx) -> Duration {
 fn destination<'f>(f: &'f Frame<'_>) -> Result<&'f str, Fatal> {
     let d = required(f, "destination")?;
     if d.chars().any(char::is_control) {
-        return Err(Fatal::new("syntax", "destination names may not contain control characters"));
+        return Err(Fatal::new(ErrorWord::Syntax, "destination names may not contain control characters"));
     }
     Ok(d)
 }
@@ -356,7 +359,7 @@ fn destination<'f>(f: &'f Frame<'_>) -> Result<&'f str, Fatal> {
 fn required<'f>(f: &'f Frame<'_>, name: &str) -> Result<&'f str, Fatal> {
     match f.header(name) {
         Some(v) if !v.is_empty() => Ok(v),
-        _ => Err(Fatal::new("syntax", format!("{} requires a non-empty {name} header", f.command.as_str()))),
+        _ => Err(Fatal::new(ErrorWord::Syntax, format!("{} requires a non-empty {name} header", f.command.as_str()))),
     }
 }
 
@@ -368,11 +371,14 @@ fn is_broker_header(name: &str) -> bool {
 /// Refuse a destination the policies do not allow this connection to use.
 fn check_policy(conn: &Conn, dest: &str, p: &Policy, write: bool, ctx: &Ctx) -> Res {
     if !ctx.policies.allows(dest, p) {
-        return Err(Fatal::new("destination unknown", format!("{dest} is not a configured destination (create_destinations = false)")));
+        return Err(Fatal::new(
+            ErrorWord::DestinationUnknown,
+            format!("{dest} is not a configured destination (create_destinations = false)"),
+        ));
     }
     if p.blocks(write, conn.listener == ListenerKind::Web) {
         let what = if write { "SEND to" } else { "SUBSCRIBE to" };
-        return Err(Fatal::new("blocked", format!("{what} {dest} is not allowed here (read_block/write_block)")));
+        return Err(Fatal::new(ErrorWord::Blocked, format!("{what} {dest} is not allowed here (read_block/write_block)")));
     }
     Ok(())
 }
@@ -385,7 +391,10 @@ fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     };
     if let Some(action) = dest.strip_prefix(crate::admin::PREFIX) {
         if conn.listener != ListenerKind::Admin || !conn.admin {
-            return Err(Fatal::new("blocked", format!("{dest}: admin actions are accepted only from an admin user on the admin port")));
+            return Err(Fatal::new(
+                ErrorWord::Blocked,
+                format!("{dest}: admin actions are accepted only from an admin user on the admin port"),
+            ));
         }
         if let Some(w) = super::admin::handle(conn, f, action, ctx) {
             conn.session.touched.insert(w);
@@ -404,13 +413,15 @@ fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     check_policy(conn, &dest, &policy, true, ctx)?;
     if f.body.len() > policy.max_message_size {
         return Err(Fatal::new(
-            "msg flup",
+            ErrorWord::MsgFlup,
             format!("the body is {} bytes; {dest} accepts at most {} (max_message_size)", f.body.len(), policy.max_message_size),
         ));
     }
     let mut expires = match f.header("expires") {
         None | Some("") => 0,
-        Some(v) => v.parse::<u64>().map_err(|_| Fatal::new("syntax", format!("expires {v:?} is not milliseconds since the epoch")))?,
+        Some(v) => {
+            v.parse::<u64>().map_err(|_| Fatal::new(ErrorWord::Syntax, format!("expires {v:?} is not milliseconds since the epoch")))?
+        }
     };
     let mut headers: Vec<(Box<str>, Box<str>)> = f
         .headers
@@ -434,10 +445,11 @@ fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     match f.header("transaction") {
         Some(t) => {
             let (max_frames, max_bytes) = (ctx.cfg.max_tx_frames, ctx.cfg.max_tx_bytes);
-            let tx = conn.session.txs.get_mut(t).ok_or_else(|| Fatal::new("general", format!("SEND in unknown transaction {t:?}")))?;
+            let tx =
+                conn.session.txs.get_mut(t).ok_or_else(|| Fatal::new(ErrorWord::General, format!("SEND in unknown transaction {t:?}")))?;
             if tx.ops.len() >= max_frames || tx.bytes + msg.body.len() > max_bytes {
                 return Err(Fatal::new(
-                    "tx flup",
+                    ErrorWord::TxFlup,
                     format!("transaction {t:?} holds too much (limits: max_tx_frames = {max_frames}, max_tx_bytes = {max_bytes})"),
                 ));
             }
@@ -504,7 +516,7 @@ fn run_handlers(conn: &mut Conn, msg: Arc<Message>, ctx: &mut Ctx) -> Result<Opt
     }));
     if outcome.is_err() {
         log::error!("{sid} {}: a STOMP handler panicked on a SEND to {}", conn.peer, msg.destination);
-        return Err(Fatal::new("general", "the server failed to handle this message"));
+        return Err(Fatal::new(ErrorWord::General, "the server failed to handle this message"));
     }
     for (dest, headers, body) in to_sender {
         let sub_id = conn.session.subs.values().find(|s| *s.dest == *dest).map_or("romp-reply".to_string(), |s| s.id.to_string());
@@ -525,12 +537,12 @@ fn run_handlers(conn: &mut Conn, msg: Arc<Message>, ctx: &mut Ctx) -> Result<Opt
         return Ok(None);
     }
     if let Verdict::Reject(reason) = verdict {
-        return Err(Fatal::new("blocked", reason));
+        return Err(Fatal::new(ErrorWord::Blocked, reason));
     }
     Ok(Some(match draft {
         Some(d) if d.destination != *msg.destination || d.body != *msg.body || !same_headers(&d.headers, &msg.headers) => {
             if d.destination.is_empty() || d.destination.chars().any(char::is_control) {
-                return Err(Fatal::new("blocked", "the pre-publish hook produced an invalid destination"));
+                return Err(Fatal::new(ErrorWord::Blocked, "the pre-publish hook produced an invalid destination"));
             }
             Arc::new(crate::api::message(msg.id, &d.destination, d.headers, d.body))
         }
@@ -548,7 +560,7 @@ fn parse_prefetch(f: &Frame<'_>, ctx: &Ctx) -> Result<u32, Fatal> {
         None => Ok(ctx.cfg.prefetch),
         Some(v) => match v.parse::<u32>() {
             Ok(n) if n >= 1 && n <= ctx.cfg.max_prefetch => Ok(n),
-            _ => Err(Fatal::new("syntax", format!("prefetch-count {v:?} must be an integer from 1 to {}", ctx.cfg.max_prefetch))),
+            _ => Err(Fatal::new(ErrorWord::Syntax, format!("prefetch-count {v:?} must be an integer from 1 to {}", ctx.cfg.max_prefetch))),
         },
     }
 }
@@ -558,12 +570,12 @@ fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let id = match f.header("id") {
         Some(id) if !id.is_empty() => id,
         _ if conn.version == Version::V1_0 => dest, // G1: 1.0 ids are optional; the destination names it
-        _ => return Err(Fatal::new("syntax", "SUBSCRIBE requires an id header")),
+        _ => return Err(Fatal::new(ErrorWord::Syntax, "SUBSCRIBE requires an id header")),
     };
     let mode = match f.header("ack").map(|m| (m, AckMode::from_name(m))) {
         None => AckMode::Auto,
         Some((_, Some(mode))) if mode != AckMode::ClientIndividual || conn.version > Version::V1_0 => mode,
-        Some((m, _)) => return Err(Fatal::new("syntax", format!("ack mode {m:?} is not auto, client or client-individual"))),
+        Some((m, _)) => return Err(Fatal::new(ErrorWord::Syntax, format!("ack mode {m:?} is not auto, client or client-individual"))),
     };
     let prefetch = parse_prefetch(f, ctx)?;
     let policy = ctx.policies.resolve(dest).clone();
@@ -572,19 +584,23 @@ fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let filter = match f.header("filter") {
         None | Some("") => None,
         Some(spec) => {
-            let (name, value) = spec.split_once('=').ok_or_else(|| Fatal::new("syntax", format!("filter {spec:?} is not NAME=VALUE")))?;
+            let (name, value) =
+                spec.split_once('=').ok_or_else(|| Fatal::new(ErrorWord::Syntax, format!("filter {spec:?} is not NAME=VALUE")))?;
             match policy.filter_header.as_deref() {
                 Some(h) if h == name && DestKind::of(dest) == DestKind::Topic => Some(Box::<str>::from(value)),
-                Some(h) => return Err(Fatal::new("syntax", format!("{dest} filters on the {h} header, not {name}"))),
-                None => return Err(Fatal::new("syntax", format!("{dest} does not filter (no filter_header configured)"))),
+                Some(h) => return Err(Fatal::new(ErrorWord::Syntax, format!("{dest} filters on the {h} header, not {name}"))),
+                None => return Err(Fatal::new(ErrorWord::Syntax, format!("{dest} does not filter (no filter_header configured)"))),
             }
         }
     };
     if conn.session.by_id.contains_key(id) {
-        return Err(Fatal::new("syntax", format!("duplicated subscription identifier {id:?}")));
+        return Err(Fatal::new(ErrorWord::Syntax, format!("duplicated subscription identifier {id:?}")));
     }
     if conn.session.subs.len() >= ctx.cfg.max_subs {
-        return Err(Fatal::new("subs flup", format!("too many subscriptions on this connection (limit: max_subs = {})", ctx.cfg.max_subs)));
+        return Err(Fatal::new(
+            ErrorWord::SubsFlup,
+            format!("too many subscriptions on this connection (limit: max_subs = {})", ctx.cfg.max_subs),
+        ));
     }
     let s = &mut conn.session;
     s.next_serial += 1;
@@ -646,9 +662,9 @@ fn unsubscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let id = match f.header("id") {
         Some(id) => id,
         None if conn.version == Version::V1_0 => required(f, "destination")?,
-        None => return Err(Fatal::new("syntax", "UNSUBSCRIBE requires an id header")),
+        None => return Err(Fatal::new(ErrorWord::Syntax, "UNSUBSCRIBE requires an id header")),
     };
-    let serial = *conn.session.by_id.get(id).ok_or_else(|| Fatal::new("syntax", format!("no subscription with id {id:?}")))?;
+    let serial = *conn.session.by_id.get(id).ok_or_else(|| Fatal::new(ErrorWord::Syntax, format!("no subscription with id {id:?}")))?;
     drop_subscription(conn, serial, ctx);
     Ok(())
 }
@@ -656,13 +672,15 @@ fn unsubscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
 /// Find the pending delivery an ACK/NACK names (I1-I3).
 fn resolve_ack(conn: &Conn, f: &Frame<'_>, kind: SettleKind) -> Result<SettleTarget, Fatal> {
     let what = f.command.as_str();
-    let unknown =
-        |x: &str| Fatal::new("general", format!("{what} for {x}, which is not a message awaiting acknowledgement on this connection"));
+    let unknown = |x: &str| {
+        Fatal::new(ErrorWord::General, format!("{what} for {x}, which is not a message awaiting acknowledgement on this connection"))
+    };
     let s = &conn.session;
     match conn.version {
         Version::V1_2 => {
-            let id =
-                f.header("id").ok_or_else(|| Fatal::new("syntax", format!("{what} requires an id header (the MESSAGE's ack value)")))?;
+            let id = f
+                .header("id")
+                .ok_or_else(|| Fatal::new(ErrorWord::Syntax, format!("{what} requires an id header (the MESSAGE's ack value)")))?;
             let (serial, tag) =
                 id.split_once('.').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u64>().ok()?))).ok_or_else(|| unknown(id))?;
             let sub = s.subs.get(&serial).ok_or_else(|| unknown(id))?;
@@ -732,9 +750,12 @@ fn ack(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx, nack: bool) -> Res {
                 .session
                 .txs
                 .get_mut(t)
-                .ok_or_else(|| Fatal::new("general", format!("{} in unknown transaction {t:?}", f.command.as_str())))?;
+                .ok_or_else(|| Fatal::new(ErrorWord::General, format!("{} in unknown transaction {t:?}", f.command.as_str())))?;
             if tx.ops.len() >= max {
-                return Err(Fatal::new("tx flup", format!("transaction {t:?} holds too many frames (limit: max_tx_frames = {max})")));
+                return Err(Fatal::new(
+                    ErrorWord::TxFlup,
+                    format!("transaction {t:?} holds too many frames (limit: max_tx_frames = {max})"),
+                ));
             }
             tx.ops.push(TxOp::Settle(target));
         }
@@ -748,10 +769,13 @@ fn ack(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx, nack: bool) -> Res {
 fn begin(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let t = required(f, "transaction")?;
     if conn.session.txs.contains_key(t) {
-        return Err(Fatal::new("general", format!("transaction {t:?} is already open")));
+        return Err(Fatal::new(ErrorWord::General, format!("transaction {t:?} is already open")));
     }
     if conn.session.txs.len() >= ctx.cfg.max_transactions {
-        return Err(Fatal::new("tx flup", format!("too many open transactions (limit: max_transactions = {})", ctx.cfg.max_transactions)));
+        return Err(Fatal::new(
+            ErrorWord::TxFlup,
+            format!("too many open transactions (limit: max_transactions = {})", ctx.cfg.max_transactions),
+        ));
     }
     conn.session.txs.insert(Box::from(t), Tx::default());
     Ok(())
@@ -759,13 +783,16 @@ fn begin(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
 
 fn commit(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let t = required(f, "transaction")?;
-    let tx = conn.session.txs.remove(t).ok_or_else(|| Fatal::new("general", format!("COMMIT of unknown transaction {t:?}")))?;
+    let tx = conn.session.txs.remove(t).ok_or_else(|| Fatal::new(ErrorWord::General, format!("COMMIT of unknown transaction {t:?}")))?;
     for op in tx.ops {
         match op {
             TxOp::Publish(msg) => publish(conn, msg, f.header("receipt"), ctx)?,
             TxOp::Settle(target) => {
                 if !settle(conn, target, ctx) {
-                    return Err(Fatal::new("general", format!("transaction {t:?} acknowledges a message that is no longer pending")));
+                    return Err(Fatal::new(
+                        ErrorWord::General,
+                        format!("transaction {t:?} acknowledges a message that is no longer pending"),
+                    ));
                 }
             }
         }
@@ -775,7 +802,7 @@ fn commit(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
 
 fn abort(conn: &mut Conn, f: &Frame<'_>) -> Res {
     let t = required(f, "transaction")?;
-    conn.session.txs.remove(t).ok_or_else(|| Fatal::new("general", format!("ABORT of unknown transaction {t:?}")))?;
+    conn.session.txs.remove(t).ok_or_else(|| Fatal::new(ErrorWord::General, format!("ABORT of unknown transaction {t:?}")))?;
     Ok(())
 }
 

@@ -17,6 +17,7 @@ use super::{mark_dirty, CloseReason, Conn, Ctx, Phase};
 use crate::api::HttpContext;
 use crate::bus::ToOwner;
 use crate::http::{self, Parsed, Request, Response};
+use crate::stomp::ErrorWord;
 use crate::timer::{Timer, TimerKind};
 use crate::ws::frame::{encode, encode_close, CloseCode, Decoder, Event, Opcode};
 use crate::ws::handshake;
@@ -259,7 +260,7 @@ fn pump_ws(conn: &mut Conn, ctx: &mut Ctx) -> bool {
                             w.raw = raw;
                         }
                         close_ws(conn, ctx, CloseCode::Normal, "");
-                        if conn.close_reason.is_none() || conn.close_reason == Some(CloseReason::Protocol("ws")) {
+                        if conn.close_reason.is_none() || conn.close_reason == Some(CloseReason::WebSocket) {
                             conn.close_reason = Some(CloseReason::PeerClosed);
                         }
                         return false;
@@ -297,7 +298,7 @@ pub fn close_ws(conn: &mut Conn, ctx: &mut Ctx, code: CloseCode, _why: &str) {
         *close_code = code;
     }
     if !conn.is_closing() {
-        conn.begin_close(if code == CloseCode::Normal { CloseReason::PeerClosed } else { CloseReason::Protocol("ws") });
+        conn.begin_close(if code == CloseCode::Normal { CloseReason::PeerClosed } else { CloseReason::WebSocket });
     }
     mark_dirty(conn, ctx);
 }
@@ -330,7 +331,7 @@ fn respond(conn: &mut Conn, ctx: &mut Ctx, resp: &Response, keep_alive: bool, he
     mark_dirty(conn, ctx);
     log::debug!("{} {}: HTTP {}", conn.session_id(), conn.peer, resp.status);
     if !keep_alive {
-        conn.begin_close(CloseReason::Disconnect);
+        conn.begin_close(CloseReason::HttpDone);
     }
 }
 
@@ -438,7 +439,7 @@ pub fn timed_out(conn: &mut Conn, ctx: &mut Ctx) {
         }
         _ => {
             let ms = ctx.cfg.connect_timeout;
-            session::fail(conn, ctx, Fatal::new("general", format!("no CONNECT within connect_timeout ({ms} ms)")));
+            session::fail(conn, ctx, Fatal::new(ErrorWord::General, format!("no CONNECT within connect_timeout ({ms} ms)")));
             conn.close_reason = Some(CloseReason::ConnectTimeout);
         }
     }

@@ -12,11 +12,13 @@
 //!   scanning, so an endless header line or body is rejected as soon as it passes its limit.
 
 pub mod encoder;
+pub mod error_word;
 pub mod escape;
 pub mod frame;
 pub mod parser;
 pub mod version;
 
+pub use error_word::ErrorWord;
 pub use frame::{AckMode, Command, Frame, Header};
 pub use parser::{parse, skip_eols, Limits, ParseError, Parsed};
 pub use version::{HeartBeat, Version};

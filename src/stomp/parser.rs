@@ -82,13 +82,14 @@ pub enum ParseError {
 
 impl ParseError {
     /// The short `message` header word (seeds-facts error words).
-    pub fn word(&self) -> &'static str {
+    pub fn word(&self) -> super::ErrorWord {
+        use super::ErrorWord;
         match self {
-            ParseError::HeaderTooLong(_) | ParseError::TooManyHeaders(_) => "hdr flup",
-            ParseError::BodyTooLarge(_) => "msg flup",
-            ParseError::BadContentLength => "len not +int",
-            ParseError::MissingNul => "body err",
-            _ => "syntax",
+            ParseError::HeaderTooLong(_) | ParseError::TooManyHeaders(_) => ErrorWord::HdrFlup,
+            ParseError::BodyTooLarge(_) => ErrorWord::MsgFlup,
+            ParseError::BadContentLength => ErrorWord::LenNotInt,
+            ParseError::MissingNul => ErrorWord::BodyErr,
+            _ => ErrorWord::Syntax,
         }
     }
 }

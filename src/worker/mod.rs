@@ -23,6 +23,7 @@ use crate::broker::ConnRef;
 use crate::bus::Mailbox;
 use crate::bus::Shared;
 use crate::conn::{deliver, session, CloseReason, Conn, Ctx, ListenerKind, Phase};
+use crate::stomp::ErrorWord;
 use crate::timer::{Timer, TimerKind};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
@@ -617,7 +618,7 @@ impl Worker {
         if released.is_err() {
             log::error!("releasing the connection's subscriptions failed too");
         }
-        self.finalize(slot, CloseReason::Protocol("internal error"));
+        self.finalize(slot, CloseReason::Internal);
     }
 
     /// Remove a connection now: release its session, deregister, drop the socket, log once.
@@ -635,6 +636,7 @@ impl Worker {
         self.node.ctx.pool.give(std::mem::take(&mut conn.out));
         self.node.ctx.pool.give(std::mem::take(&mut conn.inbuf));
         self.node.ctx.stats.closed += 1;
+        self.node.ctx.stats.closed_by[reason.kind().index()] += 1;
         self.shared.connections.fetch_sub(1, Ordering::AcqRel);
     }
 
@@ -746,7 +748,7 @@ impl Worker {
                         session::fail(
                             conn,
                             &mut self.node.ctx,
-                            session::Fatal::new("general", format!("no CONNECT within connect_timeout ({ms} ms)")),
+                            session::Fatal::new(ErrorWord::General, format!("no CONNECT within connect_timeout ({ms} ms)")),
                         );
                         conn.close_reason = Some(CloseReason::ConnectTimeout);
                     }
@@ -779,7 +781,10 @@ impl Worker {
                             session::fail(
                                 conn,
                                 &mut self.node.ctx,
-                                session::Fatal::new("ecg err", format!("nothing received for {ms} ms although heart-beats were promised")),
+                                session::Fatal::new(
+                                    ErrorWord::EcgErr,
+                                    format!("nothing received for {ms} ms although heart-beats were promised"),
+                                ),
                             );
                             conn.close_reason = Some(CloseReason::HeartBeatTimeout);
                         } else {
