@@ -172,7 +172,7 @@ impl Sim {
             }
             for slot in dirty {
                 if let Some(conn) = node.conns.get_mut(slot as usize) {
-                    conn.dirty = false;
+                    conn.sched.flush = false;
                     if conn.is_closing() && !conn.session_torn_down() {
                         session::teardown(conn, &mut node.ctx);
                         conn.mark_torn_down();

@@ -55,6 +55,41 @@ pub enum Phase {
     Disconnecting,
     /// Flushing the last bytes, then half-close and linger until EOF or the linger deadline.
     Closing,
+    /// Closing, and the session's subscriptions and transactions have been released (the
+    /// first flush after the close began, or just before the connection is removed).
+    Released,
+}
+
+/// The read side of the byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadSide {
+    Open,
+    /// The peer sent FIN: what is buffered is still processed.
+    Eof,
+}
+
+/// The write side of the byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteSide {
+    Open,
+    /// Writing failed (peer reset): output is discarded while remaining input is processed.
+    Dead,
+    /// Shut down after the last frame of a closing connection; lingering for the peer's EOF.
+    Shut,
+}
+
+/// The worker's scheduling marks for a connection: which of its per-turn lists it is on, and
+/// whether reading is parked until its own output drains. Not connection state: they only
+/// keep a connection from being listed twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sched {
+    /// On the worker's dirty list (has bytes to flush).
+    pub flush: bool,
+    /// On the worker's read list (input or socket data left to process).
+    pub read: bool,
+    /// Not read because the connection's own output is over `max_pending_bytes`; the flush
+    /// that brings it under half puts it back on the read list.
+    pub parked: bool,
 }
 
 /// Why a connection closed. Logged once per close and counted per [`CloseKind`]
@@ -151,22 +186,11 @@ pub struct Conn {
     pub hb: Negotiated,
     pub last_read: Instant,
     pub last_write: Instant,
-    /// On the worker's dirty list (has bytes to flush).
-    pub dirty: bool,
-    /// On the worker's read list (input or socket data left to process).
-    pub want_read: bool,
-    /// The peer sent FIN.
-    pub peer_eof: bool,
-    /// Our write side is shut down (after the last frame in `Closing`).
-    pub write_shut: bool,
-    /// Writing failed (peer reset): output is discarded while remaining input is processed.
-    pub write_dead: bool,
-    /// Input is not read because the connection's own output is over `max_pending_bytes`.
-    pub read_blocked: bool,
+    pub read: ReadSide,
+    pub write: WriteSide,
+    pub sched: Sched,
     pub login: Option<String>,
     pub admin: bool,
-    /// The session's subscriptions and transactions have been released.
-    torn_down: bool,
     /// Web-port state (HTTP, then WebSocket); `None` for STOMP over TCP.
     pub web: Option<Box<web::Web>>,
     /// The kind of port the connection came in on.
@@ -190,15 +214,11 @@ impl Conn {
             hb: Negotiated::default(),
             last_read: now,
             last_write: now,
-            dirty: false,
-            want_read: false,
-            peer_eof: false,
-            write_shut: false,
-            write_dead: false,
-            read_blocked: false,
+            read: ReadSide::Open,
+            write: WriteSide::Open,
+            sched: Sched::default(),
             login: None,
             admin: false,
-            torn_down: false,
             web: None,
             listener: ListenerKind::Stomp,
         }
@@ -214,7 +234,9 @@ impl Conn {
         if self.close_reason.is_none() {
             self.close_reason = Some(reason);
         }
-        self.phase = Phase::Closing;
+        if !self.is_closing() {
+            self.phase = Phase::Closing;
+        }
         self.inbuf = Vec::new();
         self.need = 0;
     }
@@ -229,31 +251,33 @@ impl Conn {
         self.web.is_some()
     }
 
+    /// The session's subscriptions and transactions have been released.
     pub fn session_torn_down(&self) -> bool {
-        self.torn_down
+        self.phase == Phase::Released
     }
 
+    /// After `session::teardown`: the connection is done with everything but its bytes.
     pub fn mark_torn_down(&mut self) {
-        self.torn_down = true;
+        self.phase = Phase::Released;
     }
 
     pub fn is_closing(&self) -> bool {
-        self.phase == Phase::Closing
+        matches!(self.phase, Phase::Closing | Phase::Released)
     }
 }
 
 /// Put a connection on the worker's flush list for this turn.
 pub fn mark_dirty(conn: &mut Conn, ctx: &mut Ctx) {
-    if !conn.dirty {
-        conn.dirty = true;
+    if !conn.sched.flush {
+        conn.sched.flush = true;
         ctx.dirty.push(conn.me.slot);
     }
 }
 
 /// Put a connection on the worker's read list (input or socket data to process this turn).
 pub fn want_read(conn: &mut Conn, ctx: &mut Ctx) {
-    if !conn.want_read {
-        conn.want_read = true;
+    if !conn.sched.read {
+        conn.sched.read = true;
         ctx.read_list.push(conn.me.slot);
     }
 }

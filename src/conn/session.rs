@@ -177,7 +177,7 @@ pub fn process_input(conn: &mut Conn, buf: &[u8], ctx: &mut Ctx) -> usize {
     conn.need = 0;
     loop {
         match conn.phase {
-            Phase::Closing | Phase::Authenticating => return pos,
+            Phase::Closing | Phase::Released | Phase::Authenticating => return pos,
             Phase::Disconnecting => return buf.len(), // M2: frames after DISCONNECT are ignored
             Phase::Handshake | Phase::Open => {}
         }

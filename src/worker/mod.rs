@@ -22,7 +22,7 @@ use crate::broker::shard::Shard;
 use crate::broker::ConnRef;
 use crate::bus::Mailbox;
 use crate::bus::Shared;
-use crate::conn::{deliver, session, CloseReason, Conn, Ctx, ListenerKind, Phase};
+use crate::conn::{deliver, session, CloseReason, Conn, Ctx, ListenerKind, Phase, ReadSide, WriteSide};
 use crate::stomp::ErrorWord;
 use crate::timer::{Timer, TimerKind};
 use mio::net::TcpListener;
@@ -196,8 +196,8 @@ impl Worker {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             crate::conn::want_read(conn, &mut self.node.ctx);
                         }
-                        if ev.is_writable() && !conn.dirty && conn.pending_out() > 0 {
-                            conn.dirty = true;
+                        if ev.is_writable() && !conn.sched.flush && conn.pending_out() > 0 {
+                            conn.sched.flush = true;
                             self.node.ctx.dirty.push(slot);
                         }
                     }
@@ -346,7 +346,7 @@ impl Worker {
                 if more {
                     again.push(slot);
                 } else {
-                    c.want_read = false;
+                    c.sched.read = false;
                 }
             }
         }
@@ -376,7 +376,7 @@ impl Worker {
             // A client that does not read what it asked for (receipts, errors) is not read either:
             // its own output stays bounded. `flush_conn` puts it back on the read list.
             if conn.pending_out() >= self.node.ctx.cfg.max_pending_bytes {
-                conn.read_blocked = true;
+                conn.sched.parked = true;
                 return false;
             }
             // 1. Parse what is buffered, if it can make progress.
@@ -405,7 +405,7 @@ impl Worker {
                 self.node.run_local();
                 continue;
             }
-            if conn.peer_eof {
+            if conn.read == ReadSide::Eof {
                 let reason = if conn.inbuf.is_empty() {
                     CloseReason::PeerClosed
                 } else {
@@ -421,7 +421,7 @@ impl Worker {
             // 2. Read more: straight into the partial frame's buffer, or into scratch.
             if conn.is_web() {
                 match conn.io.read(&mut self.scratch) {
-                    Ok(0) => conn.peer_eof = true,
+                    Ok(0) => conn.read = ReadSide::Eof,
                     Ok(n) => {
                         conn.last_read = self.node.ctx.now;
                         crate::conn::web::ingest(conn, &self.scratch[..n], &mut self.node.ctx);
@@ -442,7 +442,7 @@ impl Worker {
                 let r = conn.io.read(&mut conn.inbuf[len..]);
                 conn.inbuf.truncate(len + *r.as_ref().unwrap_or(&0));
                 match r {
-                    Ok(0) => conn.peer_eof = true,
+                    Ok(0) => conn.read = ReadSide::Eof,
                     Ok(_) => {
                         conn.last_read = self.node.ctx.now;
                         fresh = true;
@@ -456,7 +456,7 @@ impl Worker {
                 continue;
             }
             match conn.io.read(&mut self.scratch) {
-                Ok(0) => conn.peer_eof = true,
+                Ok(0) => conn.read = ReadSide::Eof,
                 Ok(n) => {
                     conn.last_read = self.node.ctx.now;
                     if conn.listener == ListenerKind::Admin && conn.phase == Phase::Handshake && looks_like_http(&self.scratch[..n]) {
@@ -503,8 +503,8 @@ impl Worker {
             };
             match conn.io.read(&mut self.scratch) {
                 Ok(0) => {
-                    conn.peer_eof = true;
-                    if conn.out.is_empty() || conn.write_shut {
+                    conn.read = ReadSide::Eof;
+                    if conn.out.is_empty() || conn.write == WriteSide::Shut {
                         let r = conn.close_reason.clone().unwrap_or(CloseReason::PeerClosed);
                         self.finalize(slot, r);
                     }
@@ -535,18 +535,18 @@ impl Worker {
         let Some(conn) = self.node.conns.get_mut(slot as usize) else {
             return;
         };
-        conn.dirty = false;
+        conn.sched.flush = false;
         if conn.is_closing() && !conn.session_torn_down() {
             session::teardown(conn, &mut self.node.ctx);
             conn.mark_torn_down();
         }
         crate::conn::web::frame_output(conn, self.node.ctx.cfg.websocket_text);
-        let crate::conn::Conn { io, out, web, write_dead, .. } = conn;
+        let crate::conn::Conn { io, out, web, write, .. } = conn;
         let buf = match web.as_deref_mut() {
             Some(crate::conn::web::Web { mode: crate::conn::web::Mode::Ws { wire, .. }, .. }) => wire,
             _ => out,
         };
-        if *write_dead {
+        if *write == WriteSide::Dead {
             buf.clear();
         }
         let mut failed = None;
@@ -574,7 +574,7 @@ impl Worker {
             // kernel keeps it readable after a reset): stop writing, and keep reading and
             // processing until the read side ends (M4).
             log::debug!("{} {}: write failed ({e}); draining its input", conn.session_id(), conn.peer);
-            conn.write_dead = true;
+            conn.write = WriteSide::Dead;
             conn.out.clear();
             crate::conn::want_read(conn, &mut self.node.ctx);
         }
@@ -582,20 +582,20 @@ impl Worker {
             self.node.ctx.pool.give(std::mem::take(&mut conn.out));
         }
         deliver::release_owed_credit(conn, &mut self.node.ctx);
-        if conn.read_blocked && conn.pending_out() < self.node.ctx.cfg.max_pending_bytes / 2 {
-            conn.read_blocked = false;
+        if conn.sched.parked && conn.pending_out() < self.node.ctx.cfg.max_pending_bytes / 2 {
+            conn.sched.parked = false;
             crate::conn::want_read(conn, &mut self.node.ctx);
         }
         if conn.is_closing() && conn.pending_out() == 0 {
-            if conn.peer_eof {
+            if conn.read == ReadSide::Eof {
                 let r = conn.close_reason.clone().unwrap_or(CloseReason::PeerClosed);
                 self.finalize(slot, r);
                 return;
             }
-            if !conn.write_shut {
+            if conn.write != WriteSide::Shut {
                 // L4: half-close so the client reads everything, then linger for its EOF.
                 let _ = conn.io.shutdown_write();
-                conn.write_shut = true;
+                conn.write = WriteSide::Shut;
                 let at = self.node.ctx.now + Duration::from_millis(self.node.ctx.cfg.linger);
                 self.node.ctx.timers.arm(Timer { at, slot, gen: conn.me.gen, kind: TimerKind::Linger });
                 crate::conn::want_read(conn, &mut self.node.ctx);
