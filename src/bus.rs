@@ -50,7 +50,7 @@ pub enum ToWorker {
     /// A slow credential check finished.
     AuthDone { conn: ConnRef, outcome: AuthOutcome },
     /// One worker's numbers for a console page.
-    StatsPart { conn: ConnRef, part: Box<crate::metrics::WorkerSnapshot> },
+    StatsPart { to: crate::broker::StatsAsker, part: Box<crate::metrics::WorkerSnapshot> },
 }
 
 impl From<FromOwner> for ToWorker {

@@ -292,11 +292,11 @@ impl ServerHandle {
         if n == 0 || self.shared.stop.load(Ordering::Acquire) {
             return Err(PublishError::Stopped);
         }
-        let id = crate::broker::message_id(crate::broker::EXTERNAL as usize, self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
+        let id = crate::broker::message_id(crate::broker::OUTSIDE_ID_SPACE, self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
         let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let msg = Arc::new(crate::api::message(id, destination, headers, body.to_vec()));
         let owner = crate::broker::owner_of(destination, n);
-        let from = crate::broker::ConnRef { worker: crate::broker::EXTERNAL, slot: 0, gen: 0 };
+        let from = crate::broker::Publisher::Broker;
         match self.peers[owner].data.try_send(bus::ToOwner::Publish { msg, from, receipt: None }) {
             Ok(()) => {
                 self.peers[owner].wake();

@@ -22,12 +22,19 @@ pub enum TimerKind {
     HeartBeatRecv,
     /// A closing connection's linger time is over.
     Linger,
-    /// The worker's own timer: gather and publish the stats message (worker 0).
-    Stats,
-    /// The worker's own timer for upstream link `gen`: reconnect, retry, liveness.
-    Link,
 }
 
+/// A timer of the worker itself (not of a connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WorkerTimer {
+    /// Gather and publish the stats message (worker 0).
+    Stats,
+    /// Upstream link number `0`: reconnect, retry, liveness.
+    Link(u32),
+}
+
+/// A connection's timer: its slot and the slot's generation (a timer of a closed connection
+/// whose slot was reused is recognised by the generation and dropped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Timer {
     pub at: Instant,
@@ -36,28 +43,49 @@ pub struct Timer {
     pub kind: TimerKind,
 }
 
+/// What fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fired {
+    Conn(Timer),
+    Worker { at: Instant, what: WorkerTimer },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    Conn { slot: u32, gen: u32, kind: TimerKind },
+    Worker(WorkerTimer),
+}
+
 #[derive(Debug, Default)]
 pub struct Timers {
-    heap: BinaryHeap<Reverse<Timer>>,
+    heap: BinaryHeap<Reverse<(Instant, Due)>>,
 }
 
 impl Timers {
+    /// Arm a connection's timer.
     pub fn arm(&mut self, t: Timer) {
-        self.heap.push(Reverse(t));
+        self.heap.push(Reverse((t.at, Due::Conn { slot: t.slot, gen: t.gen, kind: t.kind })));
+    }
+
+    /// Arm one of the worker's own timers.
+    pub fn arm_worker(&mut self, at: Instant, what: WorkerTimer) {
+        self.heap.push(Reverse((at, Due::Worker(what))));
     }
 
     /// The earliest deadline, for the poll timeout.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.heap.peek().map(|r| r.0.at)
+        self.heap.peek().map(|r| r.0 .0)
     }
 
     /// Pop one timer due at `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Timer> {
-        if self.heap.peek().is_some_and(|r| r.0.at <= now) {
-            self.heap.pop().map(|r| r.0)
-        } else {
-            None
+    pub fn pop_due(&mut self, now: Instant) -> Option<Fired> {
+        if self.heap.peek().is_none_or(|r| r.0 .0 > now) {
+            return None;
         }
+        self.heap.pop().map(|Reverse((at, due))| match due {
+            Due::Conn { slot, gen, kind } => Fired::Conn(Timer { at, slot, gen, kind }),
+            Due::Worker(what) => Fired::Worker { at, what },
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -83,8 +111,14 @@ mod tests {
         }
         assert_eq!(t.next_deadline(), Some(t0 + Duration::from_millis(10)));
         assert!(t.pop_due(t0).is_none());
-        let due: Vec<u32> = std::iter::from_fn(|| t.pop_due(t0 + Duration::from_millis(25))).map(|x| x.slot).collect();
-        assert_eq!(due, vec![1, 2]);
+        t.arm_worker(t0 + Duration::from_millis(15), WorkerTimer::Link(7));
+        let due: Vec<String> = std::iter::from_fn(|| t.pop_due(t0 + Duration::from_millis(25)))
+            .map(|x| match x {
+                Fired::Conn(c) => format!("conn {}", c.slot),
+                Fired::Worker { what, .. } => format!("{what:?}"),
+            })
+            .collect();
+        assert_eq!(due, ["conn 1", "Link(7)", "conn 2"]);
         assert_eq!(t.len(), 1);
     }
 }

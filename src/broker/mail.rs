@@ -10,7 +10,7 @@
 //! [`SubKey`]; the receiving worker drops a message whose slot generation no longer matches.
 
 use super::queue::SettleKind;
-use super::{AckMode, ConnRef, Message, SubKey};
+use super::{AckMode, ConnRef, Message, Publisher, StatsAsker, SubKey};
 use crate::admin::{AdminOp, AdminReply};
 use crate::stomp::ErrorWord;
 use smallvec::SmallVec;
@@ -23,7 +23,7 @@ pub type Seqs = SmallVec<[u64; 4]>;
 #[derive(Debug)]
 pub enum ToOwner {
     /// Publish a message; `receipt` is echoed in a rejection's ERROR.
-    Publish { msg: Arc<Message>, from: ConnRef, receipt: Option<Box<str>> },
+    Publish { msg: Arc<Message>, from: Publisher, receipt: Option<Box<str>> },
     /// Add a subscription (topic or queue by the destination's name); `filter` is the value a
     /// filtered topic subscription routes on.
     Subscribe { dest: Arc<str>, key: SubKey, mode: AckMode, prefetch: u32, filter: Option<Box<str>> },
@@ -42,7 +42,7 @@ pub enum ToOwner {
     Barrier { from: ConnRef },
     /// Answer with the worker's numbers for a console page (answered by the worker, which
     /// knows its connections, not by the shard).
-    Stats { from: ConnRef },
+    Stats { from: StatsAsker },
 }
 
 /// An owner's answer, for the worker that holds the connection it names.

@@ -27,9 +27,38 @@ pub struct ConnRef {
     pub gen: u32,
 }
 
-/// The `worker` of a [`ConnRef`] that stands for a publisher outside the broker
-/// (`ServerHandle::publish`); replies to it are logged instead of sent.
-pub const EXTERNAL: u16 = u16::MAX;
+/// Who published a message, i.e. where a refusal goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publisher {
+    /// A client connection: a refusal is answered to it (ERROR `q flup`).
+    Conn(ConnRef),
+    /// The broker itself (dead letters, the stats message, `ServerHandle::publish`): a refusal
+    /// is logged.
+    Broker,
+}
+
+/// Who asked for a stats snapshot, i.e. where the answer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsAsker {
+    /// A web or admin connection rendering a page.
+    Conn(ConnRef),
+    /// A worker's own periodic stats round (worker 0).
+    Worker(u16),
+}
+
+impl StatsAsker {
+    /// The worker the answer goes to.
+    pub fn worker(self) -> usize {
+        match self {
+            StatsAsker::Conn(c) => c.worker as usize,
+            StatsAsker::Worker(w) => w as usize,
+        }
+    }
+}
+
+/// The message id space of messages the broker publishes from outside any worker
+/// (`ServerHandle::publish`): above every worker index, so ids never collide with theirs.
+pub const OUTSIDE_ID_SPACE: usize = u16::MAX as usize;
 
 /// Identifies one subscription: its connection and the connection's serial for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

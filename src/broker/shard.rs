@@ -19,7 +19,7 @@ use super::mail::{FromOwner, Outlet, ToOwner};
 use super::policy::{Policies, Policy};
 use super::queue::{DeadReason, Dispatch, Entry, Queue};
 use super::FastMap;
-use super::{owner_of, ConnRef, DestKind, Message, SubKey, EXTERNAL};
+use super::{owner_of, DestKind, Message, Publisher, SubKey};
 use crate::admin::{AdminOp, AdminReply};
 use crate::stomp::ErrorWord;
 use std::cmp::Reverse;
@@ -149,9 +149,6 @@ pub struct Shard {
     link_ids: u64,
 }
 
-/// The shard's own "publisher" for dead letters and link messages: replies to it are logged.
-const SELF_REF: ConnRef = ConnRef { worker: EXTERNAL, slot: 0, gen: 0 };
-
 fn refresh(policies: &Policies, dest: &str, policy: &mut Arc<Policy>, gen: &mut u64) {
     if *gen != policies.gen {
         *policy = policies.resolve(dest).clone();
@@ -192,7 +189,7 @@ impl Shard {
     /// Publish a message this worker produced itself (an upstream link) and say whether the
     /// destination took it. A refusal is not logged: the caller holds the message and retries.
     pub fn offer(&mut self, msg: Arc<Message>, out: &mut impl Outlet) -> bool {
-        self.publish(msg, SELF_REF, None, out, true)
+        self.publish(msg, Publisher::Broker, None, out, true)
     }
 
     /// A new policy table (reload, admin `perms`); destinations pick it up on next use.
@@ -427,21 +424,22 @@ impl Shard {
         self.stats.expired += expired;
     }
 
-    fn reject(&mut self, from: ConnRef, receipt: Option<Box<str>>, detail: String, out: &mut impl Outlet, quiet: bool) {
+    fn reject(&mut self, from: Publisher, receipt: Option<Box<str>>, detail: String, out: &mut impl Outlet, quiet: bool) {
         if quiet {
             return;
         }
         self.stats.rejected += 1;
-        if from.worker == EXTERNAL {
-            log::warn!("a message was refused: {detail}");
-        } else {
-            out.answer(from.worker as usize, FromOwner::Rejected { conn: from, word: ErrorWord::QFlup, detail, receipt });
+        match from {
+            Publisher::Broker => log::warn!("a message was refused: {detail}"),
+            Publisher::Conn(conn) => {
+                out.answer(conn.worker as usize, FromOwner::Rejected { conn, word: ErrorWord::QFlup, detail, receipt })
+            }
         }
     }
 
     /// Publish; returns whether the destination accepted the message. `quiet`: a refusal is
     /// only returned, not reported.
-    fn publish(&mut self, msg: Arc<Message>, from: ConnRef, receipt: Option<Box<str>>, out: &mut impl Outlet, quiet: bool) -> bool {
+    fn publish(&mut self, msg: Arc<Message>, from: Publisher, receipt: Option<Box<str>>, out: &mut impl Outlet, quiet: bool) -> bool {
         let dest = msg.destination.clone();
         if msg.expired(self.now_ms) {
             // Dead on arrival: a queue message goes where the queue's expired messages go.
@@ -648,7 +646,7 @@ impl Shard {
             let mut m = Message::new(e.msg.id, Arc::from(dl.as_str()), headers, e.msg.body.clone());
             m.custom_id = e.msg.custom_id.clone();
             let w = owner_of(dl, self.workers);
-            out.to_owner(w, ToOwner::Publish { msg: Arc::new(m), from: SELF_REF, receipt: None });
+            out.to_owner(w, ToOwner::Publish { msg: Arc::new(m), from: Publisher::Broker, receipt: None });
         }
     }
 }

@@ -100,7 +100,10 @@ pub fn handle(msg: ToWorker, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
             ctx.outbox.to_worker(by.worker as usize, FromOwner::AdminResult { conn: by, reply }.into());
         }
         ToWorker::Reconfigure(_) => log::error!("a reconfiguration reached the delivery code; it is applied by the worker"),
-        ToWorker::StatsPart { conn, part } => {
+        ToWorker::StatsPart { to: crate::broker::StatsAsker::Worker(_), .. } => {
+            log::error!("a stats round answer reached the delivery code; it is collected by the worker")
+        }
+        ToWorker::StatsPart { to: crate::broker::StatsAsker::Conn(conn), part } => {
             if let Some(c) = live(conns, conn.slot, conn.gen) {
                 super::web::stats_part(c, *part, ctx);
             }

@@ -17,7 +17,7 @@ use crate::auth::{self, AuthJob, Verdict};
 use crate::broker::policy::Policy;
 use crate::broker::queue::SettleKind;
 use crate::broker::FastMap;
-use crate::broker::{owner_of, AckMode, DestKind, Message, SubKey};
+use crate::broker::{owner_of, AckMode, DestKind, Message, Publisher, SubKey};
 use crate::bus::{Seqs, ToOwner};
 use crate::config::SlowConsumerPolicy;
 use crate::stomp::version::{self, negotiate_heart_beat, HeartBeat};
@@ -472,7 +472,7 @@ fn publish(conn: &mut Conn, msg: Arc<Message>, receipt: Option<&str>, ctx: &mut 
     };
     let w = owner_of(&msg.destination, ctx.outbox.workers());
     conn.session.touched.insert(w);
-    ctx.outbox.to_owner(w, ToOwner::Publish { msg, from: conn.me, receipt: receipt.map(Box::from) });
+    ctx.outbox.to_owner(w, ToOwner::Publish { msg, from: Publisher::Conn(conn.me), receipt: receipt.map(Box::from) });
     Ok(())
 }
 
@@ -531,7 +531,7 @@ fn run_handlers(conn: &mut Conn, msg: Arc<Message>, ctx: &mut Ctx) -> Result<Opt
         let m = Arc::new(crate::api::message(ctx.next_message_id(), &dest, headers, body));
         let w = owner_of(&m.destination, ctx.outbox.workers());
         conn.session.touched.insert(w);
-        ctx.outbox.to_owner(w, ToOwner::Publish { msg: m, from: conn.me, receipt: None });
+        ctx.outbox.to_owner(w, ToOwner::Publish { msg: m, from: Publisher::Conn(conn.me), receipt: None });
     }
     if handled {
         return Ok(None);

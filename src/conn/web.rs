@@ -369,7 +369,7 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
             // Ask every worker (including this one) for its numbers; answer when all replied.
             let n = ctx.outbox.workers();
             for w in 0..n {
-                ctx.outbox.to_owner(w, ToOwner::Stats { from: conn.me });
+                ctx.outbox.to_owner(w, ToOwner::Stats { from: crate::broker::StatsAsker::Conn(conn.me) });
             }
             if let Some(web) = conn.web.as_mut() {
                 web.mode = Mode::Http { waiting: Some(Box::new(StatsWait { path, keep_alive, head_only, due: n, parts: Vec::new() })) };

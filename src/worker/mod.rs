@@ -24,7 +24,7 @@ use crate::bus::Mailbox;
 use crate::bus::Shared;
 use crate::conn::{deliver, session, CloseReason, Conn, Ctx, ListenerKind, Phase, ReadSide, WriteSide};
 use crate::stomp::ErrorWord;
-use crate::timer::{Timer, TimerKind};
+use crate::timer::{Fired, Timer, TimerKind, WorkerTimer};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -67,9 +67,6 @@ pub struct Worker {
     accept_retry_at: Option<Instant>,
     stopping_until: Option<Instant>,
 }
-
-/// The slot number timers and stats requests use for the worker itself (never a connection).
-pub const WORKER_SLOT: u32 = u32::MAX;
 
 impl Worker {
     pub fn new(
@@ -133,7 +130,7 @@ impl Worker {
             return;
         }
         *slot = Some(at);
-        self.node.ctx.timers.arm(Timer { at, slot: WORKER_SLOT, gen: i as u32, kind: TimerKind::Link });
+        self.node.ctx.timers.arm_worker(at, WorkerTimer::Link(i as u32));
     }
 
     fn link_event(&mut self, i: usize, readable: bool, writable: bool) {
@@ -158,7 +155,7 @@ impl Worker {
     fn start_timers(&mut self) {
         if self.node.ctx.worker == 0 && self.node.ctx.cfg.stats {
             let at = Instant::now() + Duration::from_millis(self.node.ctx.cfg.stats_interval);
-            self.node.ctx.timers.arm(Timer { at, slot: WORKER_SLOT, gen: 0, kind: TimerKind::Stats });
+            self.node.ctx.timers.arm_worker(at, WorkerTimer::Stats);
         }
     }
 
@@ -717,19 +714,20 @@ impl Worker {
 
     fn fire_timers(&mut self) {
         let now = self.node.ctx.now;
-        while let Some(t) = self.node.ctx.timers.pop_due(now) {
-            if t.slot == WORKER_SLOT {
-                match t.kind {
-                    TimerKind::Stats => {
-                        self.node.start_stats();
-                        let at = now + Duration::from_millis(self.node.ctx.cfg.stats_interval);
-                        self.node.ctx.timers.arm(Timer { at, ..t });
-                    }
-                    TimerKind::Link => self.link_tick(t.gen as usize, t.at),
-                    _ => {}
+        while let Some(fired) = self.node.ctx.timers.pop_due(now) {
+            let t = match fired {
+                Fired::Worker { what: WorkerTimer::Stats, .. } => {
+                    self.node.start_stats();
+                    let at = now + Duration::from_millis(self.node.ctx.cfg.stats_interval);
+                    self.node.ctx.timers.arm_worker(at, WorkerTimer::Stats);
+                    continue;
                 }
-                continue;
-            }
+                Fired::Worker { what: WorkerTimer::Link(i), at } => {
+                    self.link_tick(i as usize, at);
+                    continue;
+                }
+                Fired::Conn(t) => t,
+            };
             let Some(conn) = self.node.conns.get_mut(t.slot as usize) else {
                 continue;
             };
@@ -792,7 +790,6 @@ impl Worker {
                         }
                     }
                 }
-                TimerKind::Stats | TimerKind::Link => {}
                 TimerKind::Linger => {
                     if conn.is_closing() {
                         let r = conn.close_reason.clone().unwrap_or(CloseReason::PeerClosed);

@@ -7,7 +7,6 @@
 //! worker is applied here, so the thread loop and the simulation cannot disagree on what a
 //! message does.
 
-use super::WORKER_SLOT;
 use crate::broker::shard::Shard;
 use crate::conn::{deliver, Conn, Ctx};
 use crate::metrics;
@@ -55,7 +54,7 @@ impl Node {
     pub fn ctrl(&mut self, m: crate::bus::ToWorker) {
         match m {
             crate::bus::ToWorker::Reconfigure(rc) => self.reconfigure(&rc),
-            crate::bus::ToWorker::StatsPart { conn, part } if conn.slot == WORKER_SLOT => {
+            crate::bus::ToWorker::StatsPart { to: crate::broker::StatsAsker::Worker(_), part } => {
                 let env = metrics::Env { server: &self.ctx.server_header, uptime_secs: self.ctx.started.elapsed().as_secs() };
                 if let Some(body) = self.stats.add(*part, env) {
                     self.publish_stats(body);
@@ -96,7 +95,7 @@ impl Node {
                     truncated,
                     links: self.links.iter().map(|(l, _)| l.info()).collect(),
                 };
-                self.ctx.outbox.to_worker(from.worker as usize, crate::bus::ToWorker::StatsPart { conn: from, part: Box::new(part) });
+                self.ctx.outbox.to_worker(from.worker(), crate::bus::ToWorker::StatsPart { to: from, part: Box::new(part) });
             }
             m => self.shard.handle(m, &mut self.ctx.outbox),
         }
@@ -106,7 +105,7 @@ impl Node {
     pub fn start_stats(&mut self) {
         let workers = self.ctx.outbox.workers();
         self.stats.start(workers);
-        let from = crate::broker::ConnRef { worker: self.ctx.worker as u16, slot: WORKER_SLOT, gen: 0 };
+        let from = crate::broker::StatsAsker::Worker(self.ctx.worker as u16);
         for w in 0..workers {
             self.ctx.outbox.to_owner(w, crate::bus::ToOwner::Stats { from });
         }
@@ -119,7 +118,7 @@ impl Node {
             let headers = vec![("content-type".into(), "application/json".into())];
             let msg = crate::api::message(id, dest, headers, body.clone().into_bytes());
             let w = crate::broker::owner_of(dest, self.ctx.outbox.workers());
-            let from = crate::broker::ConnRef { worker: crate::broker::EXTERNAL, slot: 0, gen: 0 };
+            let from = crate::broker::Publisher::Broker;
             self.ctx.outbox.to_owner(w, crate::bus::ToOwner::Publish { msg: Arc::new(msg), from, receipt: None });
         }
     }
