@@ -14,7 +14,8 @@
 //! Each top-level module may import only modules in a lower layer (or its own); the test
 //! `tests/layers.rs` reads the sources and fails on an import against this order. Bottom up:
 //!
-//! 1. [`stomp`], [`http`], [`timer`]: sans-io leaves (wire formats, timer wheel).
+//! 1. [`stomp`], [`http`], [`timer`]: sans-io leaves (wire formats, timer wheel);
+//!    [`transport`]: the byte streams under connections and links.
 //! 2. [`ws`]: WebSocket framing and the upgrade handshake (on [`http`]); [`client`]: the
 //!    public sans-io STOMP client and its blocking adapter (on [`stomp`]).
 //! 3. [`config`]: the configuration and its validation.
@@ -34,7 +35,7 @@
 
 /// The declared layers, bottom up (read by `tests/layers.rs`; keep in step with the list above).
 pub const LAYERS: &[&[&str]] = &[
-    &["stomp", "http", "timer"],
+    &["stomp", "http", "timer", "transport"],
     &["ws", "client"],
     &["config"],
     &["admin"],
@@ -64,6 +65,7 @@ pub mod server;
 pub mod sim;
 pub mod stomp;
 pub mod timer;
+pub mod transport;
 pub mod worker;
 pub mod ws;
 

@@ -27,9 +27,9 @@ use crate::client::{self, ClientError, Decoded, Incoming, Options, Session};
 use crate::config::DownstreamConfig;
 use crate::metrics::LinkInfo;
 use crate::stomp::{AckMode, HeartBeat, Limits, Version};
-use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
-use std::io::{self, Read, Write};
+use crate::transport::Transport;
+use mio::{Registry, Token};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,7 +69,7 @@ pub struct Link {
     addr: SocketAddr,
     cfg: DownstreamConfig,
     pub state: LinkState,
-    sock: Option<TcpStream>,
+    sock: Option<Transport>,
     inbuf: Vec<u8>,
     out: Vec<u8>,
     /// The STOMP session with the edge (new for every connection).
@@ -131,10 +131,9 @@ impl Link {
         if self.state != LinkState::Backoff {
             return Next::Idle;
         }
-        match TcpStream::connect(self.addr) {
+        match Transport::connect(self.addr) {
             Ok(mut s) => {
-                let _ = s.set_nodelay(true);
-                if let Err(e) = registry.register(&mut s, token, Interest::READABLE | Interest::WRITABLE) {
+                if let Err(e) = s.register(registry, token) {
                     log::warn!("link {}: cannot register a socket: {e}", self.name);
                     return self.fail(registry, now, "register failed");
                 }
@@ -151,7 +150,7 @@ impl Link {
     /// Drop the connection and schedule a reconnect with backoff.
     fn fail(&mut self, registry: &Registry, _now: Instant, why: &str) -> Next {
         if let Some(mut s) = self.sock.take() {
-            let _ = registry.deregister(&mut s);
+            let _ = s.deregister(registry);
         }
         if self.state == LinkState::Up || self.state == LinkState::Handshake {
             log::warn!("link {} to {}: down ({why}); reconnecting in {} ms", self.name, self.addr, self.backoff_ms);
@@ -234,16 +233,16 @@ impl Link {
     ) -> Next {
         if self.state == LinkState::Connecting && (writable || readable) {
             let Some(s) = &self.sock else { return Next::Idle };
-            match s.take_error() {
-                Ok(None) if s.peer_addr().is_ok() => {
+            match s.connected() {
+                Ok(true) => {
                     self.state = LinkState::Handshake;
                     self.connects += 1;
                     if let Err(e) = self.handshake() {
                         return self.fail(registry, now, &e.to_string());
                     }
                 }
-                Ok(None) => return Next::Idle, // not connected yet
-                Ok(Some(e)) | Err(e) => return self.fail(registry, now, &e.to_string()),
+                Ok(false) => return Next::Idle, // not connected yet
+                Err(e) => return self.fail(registry, now, &e.to_string()),
             }
         }
         if readable && self.state != LinkState::Connecting {

@@ -15,11 +15,10 @@ pub mod admin;
 pub mod ctx;
 pub mod deliver;
 pub mod session;
-pub mod transport;
 pub mod web;
 
+pub use crate::transport::Transport;
 pub use ctx::Ctx;
-pub use transport::Transport;
 
 use crate::broker::ConnRef;
 pub use crate::metrics::CloseKind;

@@ -1,6 +1,6 @@
 //! The transport seam: the byte stream under a connection. Every read, write, half-close and
-//! poll registration of a client connection goes through [`Transport`]; the worker never touches
-//! a socket itself.
+//! poll registration of a client connection, and of an upstream link's connection to its edge,
+//! goes through [`Transport`]; neither the worker nor the link touches a socket itself.
 //!
 //! Variants are byte streams: [`Transport::Tcp`] (a socket in the worker's `Poll`) and
 //! [`Transport::Detached`] (no socket: the caller hands input in and takes output out, as
@@ -9,6 +9,8 @@
 //! file changes. *Framing* (plain STOMP, HTTP, WebSocket) sits on top, in `conn::web`, because
 //! it combines with every stream: WebSocket over TLS is the web framing over a TLS transport,
 //! not a fourth kind of stream.
+//!
+//! A leaf of the layering (it knows only mio), so connections and links can both use it.
 //!
 //! Runs on the worker that owns the connection. Invariant: `Detached` never blocks and never
 //! loses bytes: reads report would-block, writes report would-block, so output stays in the
@@ -57,6 +59,26 @@ impl Transport {
             Transport::Tcp(s) => s.shutdown(Shutdown::Write),
             Transport::Detached => Ok(()),
         }
+    }
+
+    /// Whether a connect started with [`Transport::connect`] has completed: `Ok(false)` while in
+    /// progress, the error if it failed.
+    pub fn connected(&self) -> io::Result<bool> {
+        match self {
+            Transport::Tcp(s) => match s.take_error()? {
+                Some(e) => Err(e),
+                None => Ok(s.peer_addr().is_ok()),
+            },
+            Transport::Detached => Ok(true),
+        }
+    }
+
+    /// Start a non-blocking TCP connect (completion is signalled by writability; then check
+    /// [`Transport::connected`]).
+    pub fn connect(addr: std::net::SocketAddr) -> io::Result<Transport> {
+        let s = TcpStream::connect(addr)?;
+        let _ = s.set_nodelay(true);
+        Ok(Transport::Tcp(s))
     }
 
     /// Watch the stream for readiness under `token`.
