@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Interleaved A/B of two revisions of the broker with one load tool, same flags, same machine:
 # builds each revision in its own worktree, then alternates which goes first in every round.
-# Usage: scripts/ab.sh REV_A REV_B [ROUNDS=4] [SECONDS=5]. Writes bench/ab.jsonl; prints medians.
+# Usage: scripts/ab.sh REV_A REV_B [ROUNDS=4] [SECONDS=5]. Writes target/ab/ab.jsonl; prints medians.
 # Scenarios: queue 1->1, topic 1->10, request/reply (the "must not change" rows of issue 11).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 a=$1 b=$2 rounds=${3:-4} secs=${4:-5}
-out=bench/ab.jsonl
-mkdir -p bench; : >"$out"
+out=target/ab/ab.jsonl
+mkdir -p target/ab; : >"$out"
 build() { # rev -> path of its romp binary
   local dir=target/ab/$1
   [ -d "$dir" ] || git worktree add -f -q "$dir" "$1"

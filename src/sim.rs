@@ -121,7 +121,7 @@ impl Sim {
         let e = node.conns.vacant_entry();
         let slot = e.key();
         let me = ConnRef { worker: worker as u16, slot: slot as u32, gen: slot as u32 + 1 };
-        e.insert(Conn::new(Transport::Detached, me, "127.0.0.1:1".parse().expect("address"), node.ctx.now));
+        e.insert(Conn::new(Transport::Detached, me, "127.0.0.1:1".parse().expect("address"), node.ctx.time.now));
         let pending = &mut self.pending[worker];
         if pending.len() <= slot {
             pending.resize(slot + 1, Vec::new());
@@ -166,7 +166,7 @@ impl Sim {
     fn after_turn(&mut self, w: usize) {
         let node = &mut self.nodes[w];
         loop {
-            let dirty = std::mem::take(&mut node.ctx.dirty);
+            let dirty = std::mem::take(&mut node.ctx.turn.dirty);
             if dirty.is_empty() {
                 break;
             }
@@ -181,7 +181,7 @@ impl Sim {
             }
             node.run_local();
         }
-        node.ctx.read_list.clear();
+        node.ctx.turn.read_list.clear();
     }
 
     /// The steps possible now, in a fixed order.
@@ -198,7 +198,7 @@ impl Sim {
             if node.ctx.outbox.has_backlog() {
                 out.push(Step::Backlog(w));
             }
-            if !node.ctx.credits.is_empty() {
+            if !node.ctx.turn.credits.is_empty() {
                 out.push(Step::Credits(w));
             }
         }

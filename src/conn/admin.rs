@@ -22,7 +22,7 @@ pub fn write_reply(conn: &mut Conn, reply: &AdminReply, ctx: &mut Ctx) {
     let dest = format!("{PREFIX}{}", reply.action);
     let m = crate::api::message(ctx.next_message_id(), &dest, headers, reply.text.clone().into_bytes());
     if conn.out.capacity() == 0 {
-        conn.out = ctx.pool.take();
+        conn.out = ctx.turn.pool.take();
     }
     super::deliver::write_message(&mut conn.out, conn.version, "admin", &m, None, false, false);
     mark_dirty(conn, ctx);
@@ -72,15 +72,15 @@ pub fn handle(conn: &mut Conn, f: &crate::stomp::Frame<'_>, action: &str, ctx: &
 
 /// Worker 0: apply a `perms` change to the master table and hand the new table to everyone.
 pub fn apply_perms(target: &str, change: &DestConfig, ctx: &mut Ctx) -> AdminReply {
-    let mut entries = ctx.policies.entries.clone();
+    let mut entries = ctx.env.policies.entries.clone();
     admin::merge_perms(&mut entries, target, change);
-    let mut check = (*ctx.cfg).clone();
+    let mut check = (*ctx.env.cfg).clone();
     check.destinations = entries.clone();
     if let Err(err) = check.validate("perms") {
         return AdminReply::error("perms", err.to_string());
     }
-    let policies = Arc::new(crate::broker::policy::Policies::build(&ctx.cfg, entries, ctx.policies.gen + 1));
-    let rc = Arc::new(crate::bus::Reconfig { cfg: ctx.cfg.clone(), policies, auth: ctx.auth.clone() });
+    let policies = Arc::new(crate::broker::policy::Policies::build(&ctx.env.cfg, entries, ctx.env.policies.gen + 1));
+    let rc = Arc::new(crate::bus::Reconfig { cfg: ctx.env.cfg.clone(), policies, auth: ctx.env.auth.clone() });
     for w in 0..ctx.outbox.workers() {
         ctx.outbox.to_worker(w, ToWorker::Reconfigure(rc.clone()));
     }

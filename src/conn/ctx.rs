@@ -113,25 +113,38 @@ impl BufPool {
     }
 }
 
-pub struct Ctx {
-    pub worker: usize,
+/// What a worker was handed at start and gets anew on reconfiguration: configuration,
+/// policies, users, embedder hooks, the server-wide shared atomics. Read-mostly.
+pub struct WorkerEnv {
     pub cfg: Arc<Config>,
     pub limits: Limits,
-    pub outbox: Outbox,
-    pub auth: Arc<Authenticator>,
-    pub auth_tx: Sender<AuthJob>,
-    /// Local subscribers per topic name (this worker's connections only).
-    pub topics: FastMap<Arc<str>, TopicSubs>,
     /// The destination policies in force (swapped on reload and admin `perms`).
     pub policies: Arc<crate::broker::policy::Policies>,
-    /// Wall clock, ms since the epoch, taken once per loop turn (for expiry).
-    pub wall_ms: u64,
+    pub auth: Arc<Authenticator>,
+    pub auth_tx: Sender<AuthJob>,
+    /// Embedded handlers and hooks.
+    pub handlers: Arc<crate::api::Handlers>,
+    /// Static files for the web port.
+    pub site: Arc<super::web::Site>,
+    /// Server name for CONNECTED: `romp/<version>`.
+    pub server_header: String,
     /// The stop flag and connection count shared by every worker of this server.
     pub shared: Arc<crate::bus::Shared>,
-    pub timers: Timers,
+    pub started: Instant,
+}
+
+/// The worker's clocks and deadlines.
+pub struct Clock {
+    /// Monotonic time, taken once per loop turn.
     pub now: Instant,
-    pub pool: BufPool,
-    pub stats: WorkerStats,
+    /// Wall clock, ms since the epoch, taken once per loop turn (for expiry).
+    pub wall_ms: u64,
+    pub timers: Timers,
+}
+
+/// Per-turn work lists and reusable scratch (nothing here outlives a turn except the pool).
+#[derive(Default)]
+pub struct Turn {
     /// Connections with bytes to flush this turn.
     pub dirty: Vec<u32>,
     /// Connections with input to read or process.
@@ -140,14 +153,21 @@ pub struct Ctx {
     pub fanout: Vec<LocalSub>,
     /// Auto-ack queue credits to return at the end of the turn, merged per subscription.
     pub credits: Vec<(Arc<str>, SubKey, u32)>,
+    pub pool: BufPool,
+}
+
+/// What the session, delivery and web code of one worker share, by concern.
+pub struct Ctx {
+    pub worker: usize,
+    pub env: WorkerEnv,
+    pub time: Clock,
+    pub turn: Turn,
+    /// The bus to other workers (and the local FIFOs to this one).
+    pub outbox: Outbox,
+    /// Local subscribers per topic name (this worker's connections only).
+    pub topics: FastMap<Arc<str>, TopicSubs>,
+    pub stats: WorkerStats,
     next_msg: u64,
-    /// Server name for CONNECTED: `romp/<version>`.
-    pub server_header: String,
-    /// Embedded handlers and hooks.
-    pub handlers: Arc<crate::api::Handlers>,
-    /// Static files for the web port.
-    pub site: Arc<super::web::Site>,
-    pub started: Instant,
 }
 
 impl Ctx {
@@ -163,30 +183,27 @@ impl Ctx {
         policies: Arc<crate::broker::policy::Policies>,
         shared: Arc<crate::bus::Shared>,
     ) -> Ctx {
-        Ctx {
-            worker,
+        let env = WorkerEnv {
             limits: cfg.limits(),
             server_header: format!("{}/{}", cfg.name, env!("CARGO_PKG_VERSION")),
             cfg,
-            outbox,
+            policies,
             auth,
             auth_tx,
-            topics: FastMap::default(),
-            policies,
-            wall_ms: crate::broker::wall_ms(),
-            shared,
-            timers: Timers::default(),
-            now: Instant::now(),
-            pool: BufPool::default(),
-            stats: WorkerStats::default(),
-            dirty: Vec::new(),
-            read_list: Vec::new(),
-            fanout: Vec::new(),
-            credits: Vec::new(),
-            next_msg: 0,
             handlers,
             site,
+            shared,
             started: Instant::now(),
+        };
+        Ctx {
+            worker,
+            env,
+            time: Clock { now: Instant::now(), wall_ms: crate::broker::wall_ms(), timers: Timers::default() },
+            turn: Turn::default(),
+            outbox,
+            topics: FastMap::default(),
+            stats: WorkerStats::default(),
+            next_msg: 0,
         }
     }
 
@@ -199,25 +216,25 @@ impl Ctx {
     /// Stop the whole server gracefully (admin `shutdown`): every worker stops accepting,
     /// flushes and closes its connections.
     pub fn request_stop(&mut self) {
-        self.shared.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.env.shared.stop.store(true, std::sync::atomic::Ordering::Release);
         self.outbox.wake_all_now();
     }
 
     /// Queue one credit for an auto-ack queue subscription.
     pub fn add_credit(&mut self, dest: &Arc<str>, key: SubKey, n: u32) {
-        if let Some(last) = self.credits.last_mut() {
+        if let Some(last) = self.turn.credits.last_mut() {
             if last.1 == key {
                 last.2 += n;
                 return;
             }
         }
-        self.credits.push((dest.clone(), key, n));
+        self.turn.credits.push((dest.clone(), key, n));
     }
 
     /// Send the credits collected this turn to their owners.
     pub fn flush_credits(&mut self) {
         let workers = self.outbox.workers();
-        for (dest, key, n) in std::mem::take(&mut self.credits) {
+        for (dest, key, n) in std::mem::take(&mut self.turn.credits) {
             let w = crate::broker::owner_of(&dest, workers);
             self.outbox.to_owner(w, ToOwner::Credit { dest, key, n });
         }

@@ -133,7 +133,7 @@ fn from_owner(msg: FromOwner, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
         FromOwner::Replay { key, msg } => {
             let target = live(conns, key.conn.slot, key.conn.gen).filter(|c| c.phase == Phase::Open);
             if let Some(conn) = target {
-                if !msg.expired(ctx.wall_ms) {
+                if !msg.expired(ctx.time.wall_ms) {
                     write_to(conn, key.serial, &msg, false, 0, ctx);
                 }
             }
@@ -166,14 +166,14 @@ fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ct
     let Some(subs) = ctx.topics.get(dest) else {
         return;
     };
-    if msg.expired(ctx.wall_ms) {
+    if msg.expired(ctx.time.wall_ms) {
         ctx.stats.expired += 1;
         return;
     }
     // Copy the subscribers into the worker's scratch vector (no allocation once warm): the
     // deliveries below need `ctx` mutably. The list cannot change meanwhile: closes started here
     // only change the phase; subscriptions leave the index when the worker finishes the close.
-    let mut scratch = std::mem::take(&mut ctx.fanout);
+    let mut scratch = std::mem::take(&mut ctx.turn.fanout);
     scratch.clear();
     subs.matching(msg, &mut scratch);
     for &ls in &scratch {
@@ -183,7 +183,7 @@ fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ct
         if conn.phase != Phase::Open {
             continue;
         }
-        let max_pending = ctx.cfg.max_pending_bytes;
+        let max_pending = ctx.env.cfg.max_pending_bytes;
         let Some(sub) = conn.session.subs.get(&ls.serial) else {
             continue;
         };
@@ -214,7 +214,7 @@ fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ct
         }
         write_to(conn, ls.serial, msg, false, 0, ctx);
     }
-    ctx.fanout = scratch;
+    ctx.turn.fanout = scratch;
 }
 
 /// Write a MESSAGE for subscription `serial`, recording it as pending for client-ack modes.
@@ -225,7 +225,7 @@ fn write_to(conn: &mut Conn, serial: u32, msg: &Message, redelivered: bool, seq:
 /// [`write_to`]; `shared`: the message goes to other receivers too (cache its header block).
 fn write_to_with(conn: &mut Conn, serial: u32, msg: &Message, redelivered: bool, seq: u64, ctx: &mut Ctx, shared: bool) {
     if conn.out.capacity() == 0 {
-        conn.out = ctx.pool.take();
+        conn.out = ctx.turn.pool.take();
     }
     let version = conn.version;
     let s = &mut conn.session;
@@ -271,7 +271,7 @@ fn queue_message(
     // A queue message goes to one consumer: encode it straight into the output, no cache.
     write_to_with(conn, key.serial, &msg, redelivered, seq, ctx, false);
     if !retained {
-        let half = ctx.cfg.max_pending_bytes / 2;
+        let half = ctx.env.cfg.max_pending_bytes / 2;
         if conn.pending_out() < half {
             ctx.add_credit(&msg.destination, key, 1);
         } else if let Some(sub) = conn.session.subs.get_mut(&key.serial) {
@@ -283,7 +283,7 @@ fn queue_message(
 
 /// After a flush: give back auto-ack credit held while the output was over half full.
 pub fn release_owed_credit(conn: &mut Conn, ctx: &mut Ctx) {
-    if !conn.session.owes_credit || conn.pending_out() >= ctx.cfg.max_pending_bytes / 2 {
+    if !conn.session.owes_credit || conn.pending_out() >= ctx.env.cfg.max_pending_bytes / 2 {
         return;
     }
     conn.session.owes_credit = false;

@@ -269,7 +269,7 @@ impl Conn {
 pub fn mark_dirty(conn: &mut Conn, ctx: &mut Ctx) {
     if !conn.sched.flush {
         conn.sched.flush = true;
-        ctx.dirty.push(conn.me.slot);
+        ctx.turn.dirty.push(conn.me.slot);
     }
 }
 
@@ -277,6 +277,6 @@ pub fn mark_dirty(conn: &mut Conn, ctx: &mut Ctx) {
 pub fn want_read(conn: &mut Conn, ctx: &mut Ctx) {
     if !conn.sched.read {
         conn.sched.read = true;
-        ctx.read_list.push(conn.me.slot);
+        ctx.turn.read_list.push(conn.me.slot);
     }
 }

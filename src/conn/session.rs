@@ -158,7 +158,7 @@ pub fn fail(conn: &mut Conn, ctx: &mut Ctx, f: Fatal) {
         return;
     }
     if conn.out.capacity() == 0 {
-        conn.out = ctx.pool.take();
+        conn.out = ctx.turn.pool.take();
     }
     let extra: &[(&str, &str)] = if f.versions { &[("version", version::SUPPORTED)] } else { &[] };
     encoder::error(&mut conn.out, conn.version, f.word.as_str(), &f.detail, f.receipt.as_deref(), extra);
@@ -188,7 +188,7 @@ pub fn process_input(conn: &mut Conn, buf: &[u8], ctx: &mut Ctx) -> usize {
         if pos >= buf.len() {
             return pos;
         }
-        match parse(&buf[pos..], conn.version, &ctx.limits) {
+        match parse(&buf[pos..], conn.version, &ctx.env.limits) {
             Ok(Parsed::Frame(f, n)) => {
                 pos += n;
                 ctx.stats.frames_in += 1;
@@ -219,12 +219,12 @@ pub fn process_input(conn: &mut Conn, buf: &[u8], ctx: &mut Ctx) -> usize {
 fn parse_fatal(e: &ParseError, ctx: &Ctx) -> Fatal {
     let detail = match e {
         ParseError::HeaderTooLong(_) => {
-            format!("{e} (limit: max_header_len = {})", ctx.cfg.max_header_len)
+            format!("{e} (limit: max_header_len = {})", ctx.env.cfg.max_header_len)
         }
         ParseError::TooManyHeaders(_) => {
-            format!("{e} (limit: max_headers = {})", ctx.cfg.max_headers)
+            format!("{e} (limit: max_headers = {})", ctx.env.cfg.max_headers)
         }
-        ParseError::BodyTooLarge(_) => format!("{e} (limit: max_message_size = {})", ctx.cfg.max_message_size),
+        ParseError::BodyTooLarge(_) => format!("{e} (limit: max_message_size = {})", ctx.env.cfg.max_message_size),
         _ => e.to_string(),
     };
     Fatal::new(e.word(), detail)
@@ -280,11 +280,11 @@ fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
             Some(s) => HeartBeat::parse(s)
                 .ok_or_else(|| Fatal::new(ErrorWord::EcgErr, format!("heart-beat {s:?} is not two non-negative integers \"cx,cy\"")))?,
         };
-        conn.hb = negotiate_heart_beat(hb, ctx.cfg.heart_beat_min, ctx.cfg.heart_beat_max);
+        conn.hb = negotiate_heart_beat(hb, ctx.env.cfg.heart_beat_min, ctx.env.cfg.heart_beat_max);
     }
     let login = f.header("login");
     conn.login = login.map(str::to_string);
-    match ctx.auth.check(login, f.header("passcode")) {
+    match ctx.env.auth.check(login, f.header("passcode")) {
         Verdict::Accept { admin } => {
             finish_connect(conn, ctx, admin);
             Ok(())
@@ -298,7 +298,7 @@ fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
                 login: login.unwrap_or("").to_string(),
                 passcode: f.header("passcode").unwrap_or("").to_string(),
             };
-            if !auth::submit(&ctx.auth_tx, job) {
+            if !auth::submit(&ctx.env.auth_tx, job) {
                 return Err(Fatal::new(ErrorWord::AuthErr, "the authentication service is busy; try again"));
             }
             conn.phase = Phase::Authenticating;
@@ -317,7 +317,7 @@ pub fn finish_connect(conn: &mut Conn, ctx: &mut Ctx, admin: bool) {
     conn.admin = admin;
     conn.phase = Phase::Open;
     if conn.out.capacity() == 0 {
-        conn.out = ctx.pool.take();
+        conn.out = ctx.turn.pool.take();
     }
     let sid = conn.session_id();
     encoder::connected(
@@ -326,24 +326,24 @@ pub fn finish_connect(conn: &mut Conn, ctx: &mut Ctx, admin: bool) {
         conn.negotiated,
         (conn.hb.server_send_ms, conn.hb.client_send_ms),
         &sid,
-        &ctx.server_header,
+        &ctx.env.server_header,
     );
     mark_dirty(conn, ctx);
     let (slot, gen) = (conn.me.slot, conn.me.gen);
     if conn.hb.server_send_ms > 0 {
-        let at = ctx.now + Duration::from_millis(conn.hb.server_send_ms as u64);
-        ctx.timers.arm(Timer { at, slot, gen, kind: TimerKind::HeartBeatSend });
+        let at = ctx.time.now + Duration::from_millis(conn.hb.server_send_ms as u64);
+        ctx.time.timers.arm(Timer { at, slot, gen, kind: TimerKind::HeartBeatSend });
     }
     if conn.hb.client_send_ms > 0 {
-        let at = ctx.now + recv_grace(conn, ctx);
-        ctx.timers.arm(Timer { at, slot, gen, kind: TimerKind::HeartBeatRecv });
+        let at = ctx.time.now + recv_grace(conn, ctx);
+        ctx.time.timers.arm(Timer { at, slot, gen, kind: TimerKind::HeartBeatRecv });
     }
     log::debug!("{} {}: connected, STOMP {}, heart-beat {:?}", sid, conn.peer, conn.version, conn.hb);
 }
 
 /// How long a heart-beating client may stay silent.
 pub fn recv_grace(conn: &Conn, ctx: &Ctx) -> Duration {
-    Duration::from_millis((conn.hb.client_send_ms as f64 * ctx.cfg.heart_beat_grace) as u64)
+    Duration::from_millis((conn.hb.client_send_ms as f64 * ctx.env.cfg.heart_beat_grace) as u64)
 }
 
 /// A destination header: non-empty and free of control characters (so it can be written to
@@ -370,7 +370,7 @@ fn is_broker_header(name: &str) -> bool {
 
 /// Refuse a destination the policies do not allow this connection to use.
 fn check_policy(conn: &Conn, dest: &str, p: &Policy, write: bool, ctx: &Ctx) -> Res {
-    if !ctx.policies.allows(dest, p) {
+    if !ctx.env.policies.allows(dest, p) {
         return Err(Fatal::new(
             ErrorWord::DestinationUnknown,
             format!("{dest} is not a configured destination (create_destinations = false)"),
@@ -402,11 +402,11 @@ fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         return Ok(());
     }
     let (dest, policy) = match &conn.session.last_dest {
-        Some((d, p, gen)) if **d == *dest && *gen == ctx.policies.gen => (d.clone(), p.clone()),
+        Some((d, p, gen)) if **d == *dest && *gen == ctx.env.policies.gen => (d.clone(), p.clone()),
         _ => {
             let d: Arc<str> = Arc::from(dest);
-            let p = ctx.policies.resolve(&d).clone();
-            conn.session.last_dest = Some((d.clone(), p.clone(), ctx.policies.gen));
+            let p = ctx.env.policies.resolve(&d).clone();
+            conn.session.last_dest = Some((d.clone(), p.clone(), ctx.env.policies.gen));
             (d, p)
         }
     };
@@ -430,7 +430,7 @@ fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         .map(|h| (Box::from(h.name.as_ref()), Box::from(h.value.as_ref())))
         .collect();
     if expires == 0 && policy.expiry > 0 {
-        expires = ctx.wall_ms.saturating_add(policy.expiry);
+        expires = ctx.time.wall_ms.saturating_add(policy.expiry);
         headers.retain(|(k, _)| &**k != "expires");
         headers.push((Box::from("expires"), expires.to_string().into_boxed_str()));
     }
@@ -444,7 +444,7 @@ fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     ctx.stats.messages_in += 1;
     match f.header("transaction") {
         Some(t) => {
-            let (max_frames, max_bytes) = (ctx.cfg.max_tx_frames, ctx.cfg.max_tx_bytes);
+            let (max_frames, max_bytes) = (ctx.env.cfg.max_tx_frames, ctx.env.cfg.max_tx_bytes);
             let tx =
                 conn.session.txs.get_mut(t).ok_or_else(|| Fatal::new(ErrorWord::General, format!("SEND in unknown transaction {t:?}")))?;
             if tx.ops.len() >= max_frames || tx.bytes + msg.body.len() > max_bytes {
@@ -462,7 +462,7 @@ fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
 }
 
 fn publish(conn: &mut Conn, msg: Arc<Message>, receipt: Option<&str>, ctx: &mut Ctx) -> Res {
-    let msg = if ctx.handlers.is_empty() {
+    let msg = if ctx.env.handlers.is_empty() {
         msg
     } else {
         match run_handlers(conn, msg, ctx)? {
@@ -480,10 +480,10 @@ fn publish(conn: &mut Conn, msg: Arc<Message>, receipt: Option<&str>, ctx: &mut 
 /// if a handler took it. A panicking handler closes only this connection.
 fn run_handlers(conn: &mut Conn, msg: Arc<Message>, ctx: &mut Ctx) -> Result<Option<Arc<Message>>, Fatal> {
     use crate::api::{Draft, Flow, Reply, SendContext, Verdict};
-    let handlers = ctx.handlers.clone();
+    let handlers = ctx.env.handlers.clone();
     let sid = conn.session_id();
     let (mut to_sender, mut publishes) = (Vec::new(), Vec::new());
-    let room = ctx.cfg.max_pending_bytes.saturating_sub(conn.pending_out());
+    let room = ctx.env.cfg.max_pending_bytes.saturating_sub(conn.pending_out());
     let send = SendContext {
         destination: &msg.destination,
         headers: &msg.headers,
@@ -522,7 +522,7 @@ fn run_handlers(conn: &mut Conn, msg: Arc<Message>, ctx: &mut Ctx) -> Result<Opt
         let sub_id = conn.session.subs.values().find(|s| *s.dest == *dest).map_or("romp-reply".to_string(), |s| s.id.to_string());
         let m = crate::api::message(ctx.next_message_id(), &dest, headers, body);
         if conn.out.capacity() == 0 {
-            conn.out = ctx.pool.take();
+            conn.out = ctx.turn.pool.take();
         }
         super::deliver::write_message(&mut conn.out, conn.version, &sub_id, &m, None, false, false);
         mark_dirty(conn, ctx);
@@ -557,10 +557,13 @@ fn same_headers(a: &[(String, String)], b: &[(Box<str>, Box<str>)]) -> bool {
 fn parse_prefetch(f: &Frame<'_>, ctx: &Ctx) -> Result<u32, Fatal> {
     let raw = f.header("prefetch-count").or_else(|| f.header("activemq.prefetchSize"));
     match raw {
-        None => Ok(ctx.cfg.prefetch),
+        None => Ok(ctx.env.cfg.prefetch),
         Some(v) => match v.parse::<u32>() {
-            Ok(n) if n >= 1 && n <= ctx.cfg.max_prefetch => Ok(n),
-            _ => Err(Fatal::new(ErrorWord::Syntax, format!("prefetch-count {v:?} must be an integer from 1 to {}", ctx.cfg.max_prefetch))),
+            Ok(n) if n >= 1 && n <= ctx.env.cfg.max_prefetch => Ok(n),
+            _ => Err(Fatal::new(
+                ErrorWord::Syntax,
+                format!("prefetch-count {v:?} must be an integer from 1 to {}", ctx.env.cfg.max_prefetch),
+            )),
         },
     }
 }
@@ -578,7 +581,7 @@ fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         Some((m, _)) => return Err(Fatal::new(ErrorWord::Syntax, format!("ack mode {m:?} is not auto, client or client-individual"))),
     };
     let prefetch = parse_prefetch(f, ctx)?;
-    let policy = ctx.policies.resolve(dest).clone();
+    let policy = ctx.env.policies.resolve(dest).clone();
     check_policy(conn, dest, &policy, false, ctx)?;
     let mode = if policy.auto_ack { AckMode::Auto } else { mode };
     let filter = match f.header("filter") {
@@ -596,10 +599,10 @@ fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     if conn.session.by_id.contains_key(id) {
         return Err(Fatal::new(ErrorWord::Syntax, format!("duplicated subscription identifier {id:?}")));
     }
-    if conn.session.subs.len() >= ctx.cfg.max_subs {
+    if conn.session.subs.len() >= ctx.env.cfg.max_subs {
         return Err(Fatal::new(
             ErrorWord::SubsFlup,
-            format!("too many subscriptions on this connection (limit: max_subs = {})", ctx.cfg.max_subs),
+            format!("too many subscriptions on this connection (limit: max_subs = {})", ctx.env.cfg.max_subs),
         ));
     }
     let s = &mut conn.session;
@@ -745,7 +748,7 @@ fn ack(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx, nack: bool) -> Res {
     let target = resolve_ack(conn, f, kind)?;
     match f.header("transaction") {
         Some(t) => {
-            let max = ctx.cfg.max_tx_frames;
+            let max = ctx.env.cfg.max_tx_frames;
             let tx = conn
                 .session
                 .txs
@@ -771,10 +774,10 @@ fn begin(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     if conn.session.txs.contains_key(t) {
         return Err(Fatal::new(ErrorWord::General, format!("transaction {t:?} is already open")));
     }
-    if conn.session.txs.len() >= ctx.cfg.max_transactions {
+    if conn.session.txs.len() >= ctx.env.cfg.max_transactions {
         return Err(Fatal::new(
             ErrorWord::TxFlup,
-            format!("too many open transactions (limit: max_transactions = {})", ctx.cfg.max_transactions),
+            format!("too many open transactions (limit: max_transactions = {})", ctx.env.cfg.max_transactions),
         ));
     }
     conn.session.txs.insert(Box::from(t), Tx::default());
@@ -849,7 +852,7 @@ fn flush_receipts(conn: &mut Conn, ctx: &mut Ctx) {
             return;
         }
         if conn.out.capacity() == 0 {
-            conn.out = ctx.pool.take();
+            conn.out = ctx.turn.pool.take();
         }
         encoder::receipt(&mut conn.out, &r.id, conn.version);
         mark_dirty(conn, ctx);

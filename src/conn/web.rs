@@ -158,7 +158,7 @@ const HTTP_PIPELINE_HEADS: usize = 4;
 pub fn ingest(conn: &mut Conn, bytes: &[u8], ctx: &mut Ctx) {
     if let Some(w) = conn.web.as_mut() {
         w.raw.extend_from_slice(bytes);
-        if !w.is_ws() && w.raw.len() > HTTP_PIPELINE_HEADS * ctx.cfg.max_http_head {
+        if !w.is_ws() && w.raw.len() > HTTP_PIPELINE_HEADS * ctx.env.cfg.max_http_head {
             w.raw = Vec::new();
             w.mode = Mode::Http { waiting: None };
             return respond(conn, ctx, &Response::text(431, "too much pipelined input"), false, false);
@@ -179,7 +179,7 @@ pub fn pump(conn: &mut Conn, ctx: &mut Ctx) {
                 if waiting.is_some() || w.raw.is_empty() {
                     return;
                 }
-                match http::parse_request(&w.raw, ctx.cfg.max_http_head) {
+                match http::parse_request(&w.raw, ctx.env.cfg.max_http_head) {
                     Ok(Parsed::Partial) => return,
                     Ok(Parsed::Complete(req, used)) => {
                         w.raw.drain(..used);
@@ -231,11 +231,11 @@ fn pump_ws(conn: &mut Conn, ctx: &mut Ctx) -> bool {
             Ok(Some((ev, used))) => {
                 match ev {
                     Event::Data(payload) => {
-                        conn.last_read = ctx.now;
+                        conn.last_read = ctx.time.now;
                         if conn.inbuf.is_empty() {
                             let n = session::process_input(conn, payload, ctx);
                             if !conn.is_closing() && n < payload.len() {
-                                let mut b = ctx.pool.take();
+                                let mut b = ctx.turn.pool.take();
                                 b.extend_from_slice(&payload[n..]);
                                 conn.inbuf = b;
                             }
@@ -281,12 +281,12 @@ fn stomp_can_run(conn: &Conn, ctx: &Ctx) -> bool {
 
 fn keep_tail(conn: &mut Conn, mut buf: Vec<u8>, used: usize, ctx: &mut Ctx) {
     if conn.is_closing() {
-        ctx.pool.give(buf);
+        ctx.turn.pool.give(buf);
         return;
     }
     buf.drain(..used);
     if buf.is_empty() {
-        ctx.pool.give(buf);
+        ctx.turn.pool.give(buf);
     } else {
         conn.inbuf = buf;
     }
@@ -325,7 +325,7 @@ pub fn frame_output(conn: &mut Conn, text: bool) {
 
 fn respond(conn: &mut Conn, ctx: &mut Ctx, resp: &Response, keep_alive: bool, head_only: bool) {
     if conn.out.capacity() == 0 {
-        conn.out = ctx.pool.take();
+        conn.out = ctx.turn.pool.take();
     }
     resp.write(&mut conn.out, keep_alive, head_only);
     mark_dirty(conn, ctx);
@@ -343,17 +343,17 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
         return respond(conn, ctx, &r, false, false);
     }
     if req.has_body() {
-        let big = req.header("content-length").and_then(|v| v.trim().parse::<usize>().ok()).is_some_and(|n| n > ctx.cfg.max_http_head);
+        let big = req.header("content-length").and_then(|v| v.trim().parse::<usize>().ok()).is_some_and(|n| n > ctx.env.cfg.max_http_head);
         let r = if big { Response::text(413, "request body too large") } else { Response::text(400, "a GET request has no body") };
         return respond(conn, ctx, &r, false, false);
     }
     let path = req.path().to_string();
     let admin = conn.listener == super::ListenerKind::Admin;
     if handshake::is_upgrade(&req) {
-        if admin || !ctx.cfg.websockets || !ctx.cfg.websocket_paths.contains(&path) {
+        if admin || !ctx.env.cfg.websockets || !ctx.env.cfg.websocket_paths.contains(&path) {
             return respond(conn, ctx, &Response::text(404, "no WebSocket endpoint here"), false, false);
         }
-        return match handshake::accept(&req, &ctx.cfg.websockets_origin) {
+        return match handshake::accept(&req, &ctx.env.cfg.websockets_origin) {
             Ok(acc) => upgrade(conn, ctx, acc),
             Err(e) => {
                 respond(conn, ctx, &Response::text(e.status(), &e.to_string()).with_header("Sec-WebSocket-Version", "13"), false, false)
@@ -362,10 +362,10 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
     }
     match path.as_str() {
         "/romp/health_check" | "/health" | "/health_check" => {
-            let body = format!("{{\"status\":\"ok\",\"server\":\"{}\"}}\n", ctx.server_header);
+            let body = format!("{{\"status\":\"ok\",\"server\":\"{}\"}}\n", ctx.env.server_header);
             respond(conn, ctx, &Response::json(body), keep_alive, head_only);
         }
-        "/romp/info" | "/romp/destinations" | "/metrics" if admin || (ctx.cfg.enable_console && path != "/metrics") => {
+        "/romp/info" | "/romp/destinations" | "/metrics" if admin || (ctx.env.cfg.enable_console && path != "/metrics") => {
             // Ask every worker (including this one) for its numbers; answer when all replied.
             let n = ctx.outbox.workers();
             for w in 0..n {
@@ -377,7 +377,7 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
         }
         _ => {
             let hctx = HttpContext { path: &path, target: &req.target, headers: &req.headers, peer: conn.peer };
-            let handlers = ctx.handlers.clone();
+            let handlers = ctx.env.handlers.clone();
             for (prefix, h) in handlers.http.iter().filter(|(p, _)| path.starts_with(p.as_str())) {
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.get(&hctx))) {
                     Ok(Some(resp)) => return respond(conn, ctx, &resp, keep_alive, head_only),
@@ -388,7 +388,7 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
                     }
                 }
             }
-            let resp = match http::safe_path(&path).and_then(|p| ctx.site.get(&p).map(|(ct, b)| Response::new(200, ct, b.clone()))) {
+            let resp = match http::safe_path(&path).and_then(|p| ctx.env.site.get(&p).map(|(ct, b)| Response::new(200, ct, b.clone()))) {
                 Some(r) => r,
                 None => Response::text(404, "not found"),
             };
@@ -398,7 +398,7 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
 }
 
 fn upgrade(conn: &mut Conn, ctx: &mut Ctx, acc: handshake::Accepted) {
-    let max = ctx.cfg.max_message_size + WS_HEADROOM;
+    let max = ctx.env.cfg.max_message_size + WS_HEADROOM;
     let Some(w) = conn.web.as_mut() else { return };
     let mut wire = Vec::with_capacity(acc.response.len());
     wire.extend_from_slice(&acc.response);
@@ -406,8 +406,8 @@ fn upgrade(conn: &mut Conn, ctx: &mut Ctx, acc: handshake::Accepted) {
     mark_dirty(conn, ctx);
     log::debug!("{} {}: WebSocket upgrade, subprotocol {:?}", conn.session_id(), conn.peer, acc.subprotocol);
     // A fresh CONNECT deadline for the STOMP session that starts now.
-    let at = ctx.now + Duration::from_millis(ctx.cfg.connect_timeout);
-    ctx.timers.arm(Timer { at, slot: conn.me.slot, gen: conn.me.gen, kind: TimerKind::Connect });
+    let at = ctx.time.now + Duration::from_millis(ctx.env.cfg.connect_timeout);
+    ctx.time.timers.arm(Timer { at, slot: conn.me.slot, gen: conn.me.gen, kind: TimerKind::Connect });
     conn.phase = Phase::Handshake;
 }
 
@@ -422,7 +422,7 @@ pub fn stats_part(conn: &mut Conn, part: crate::metrics::WorkerSnapshot, ctx: &m
     }
     let Mode::Http { waiting } = &mut w.mode else { return };
     let Some(wait) = waiting.take() else { return };
-    let env = crate::metrics::Env { server: &ctx.server_header, uptime_secs: ctx.started.elapsed().as_secs() };
+    let env = crate::metrics::Env { server: &ctx.env.server_header, uptime_secs: ctx.env.started.elapsed().as_secs() };
     let body = crate::metrics::render(&wait.path, &wait.parts, env);
     let resp = if wait.path == "/metrics" { Response::new(200, "text/plain; version=0.0.4", body) } else { Response::json(body) };
     respond(conn, ctx, &resp, wait.keep_alive, wait.head_only);
@@ -438,7 +438,7 @@ pub fn timed_out(conn: &mut Conn, ctx: &mut Ctx) {
             mark_dirty(conn, ctx);
         }
         _ => {
-            let ms = ctx.cfg.connect_timeout;
+            let ms = ctx.env.cfg.connect_timeout;
             session::fail(conn, ctx, Fatal::new(ErrorWord::General, format!("no CONNECT within connect_timeout ({ms} ms)")));
             conn.close_reason = Some(CloseReason::ConnectTimeout);
         }

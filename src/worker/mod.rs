@@ -82,7 +82,7 @@ impl Worker {
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry().register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
-        let cap = ctx.cfg.max_connections.min(1 << 16);
+        let cap = ctx.env.cfg.max_connections.min(1 << 16);
         Ok(Worker {
             poll,
             listeners,
@@ -105,7 +105,7 @@ impl Worker {
     /// Take on the upstream links whose destination this worker owns.
     fn start_links(&mut self) {
         let n = self.node.ctx.outbox.workers();
-        for (name, cfg) in self.node.ctx.cfg.downstreams.clone() {
+        for (name, cfg) in self.node.ctx.env.cfg.downstreams.clone() {
             if crate::broker::owner_of(&name, n) != self.node.ctx.worker {
                 continue;
             }
@@ -130,18 +130,18 @@ impl Worker {
             return;
         }
         *slot = Some(at);
-        self.node.ctx.timers.arm_worker(at, WorkerTimer::Link(i as u32));
+        self.node.ctx.time.timers.arm_worker(at, WorkerTimer::Link(i as u32));
     }
 
     fn link_event(&mut self, i: usize, readable: bool, writable: bool) {
-        let now = self.node.ctx.now;
+        let now = self.node.ctx.time.now;
         let Some((link, _)) = self.node.links.get_mut(i) else { return };
         let next = link.on_ready(self.poll.registry(), now, readable, writable, &mut self.node.shard, &mut self.node.ctx.outbox);
         self.schedule_link(i, next, now);
     }
 
     fn link_tick(&mut self, i: usize, at: Instant) {
-        let now = self.node.ctx.now;
+        let now = self.node.ctx.time.now;
         let Some((link, armed)) = self.node.links.get_mut(i) else { return };
         if *armed != Some(at) {
             return; // superseded by an earlier tick
@@ -153,9 +153,9 @@ impl Worker {
 
     /// Arm the worker's own timers (stats) once before the loop.
     fn start_timers(&mut self) {
-        if self.node.ctx.worker == 0 && self.node.ctx.cfg.stats {
-            let at = Instant::now() + Duration::from_millis(self.node.ctx.cfg.stats_interval);
-            self.node.ctx.timers.arm_worker(at, WorkerTimer::Stats);
+        if self.node.ctx.worker == 0 && self.node.ctx.env.cfg.stats {
+            let at = Instant::now() + Duration::from_millis(self.node.ctx.env.cfg.stats_interval);
+            self.node.ctx.time.timers.arm_worker(at, WorkerTimer::Stats);
         }
     }
 
@@ -164,7 +164,7 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         self.start_timers();
         self.start_links();
-        let spin = Duration::from_micros(self.node.ctx.cfg.idle_spin_us);
+        let spin = Duration::from_micros(self.node.ctx.env.cfg.idle_spin_us);
         loop {
             let timeout = self.poll_timeout();
             if let Err(e) = self.wait(&mut events, timeout, spin) {
@@ -173,8 +173,8 @@ impl Worker {
             }
             // Awake: senders need not ring the waker until this worker is about to sleep again.
             self.mailbox.notified.store(true, Ordering::SeqCst);
-            self.node.ctx.now = Instant::now();
-            self.node.ctx.wall_ms = crate::broker::wall_ms();
+            self.node.ctx.time.now = Instant::now();
+            self.node.ctx.time.wall_ms = crate::broker::wall_ms();
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
@@ -195,7 +195,7 @@ impl Worker {
                         }
                         if ev.is_writable() && !conn.sched.flush && conn.pending_out() > 0 {
                             conn.sched.flush = true;
-                            self.node.ctx.dirty.push(slot);
+                            self.node.ctx.turn.dirty.push(slot);
                         }
                     }
                 }
@@ -251,7 +251,7 @@ impl Worker {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        let busy = !self.node.ctx.read_list.is_empty() && !self.node.ctx.outbox.reads_paused();
+        let busy = !self.node.ctx.turn.read_list.is_empty() && !self.node.ctx.outbox.reads_paused();
         if busy
             || self.node.has_local_work()
             || !self.mailbox.ctrl.is_empty()
@@ -259,7 +259,7 @@ impl Worker {
         {
             return Some(Duration::ZERO);
         }
-        let mut t = self.node.ctx.timers.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+        let mut t = self.node.ctx.time.timers.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
         let mut cap = |d: Duration| t = Some(t.map_or(d, |x| x.min(d)));
         if self.node.ctx.outbox.has_backlog() {
             cap(Duration::from_millis(1));
@@ -281,8 +281,8 @@ impl Worker {
         self.service_reads();
         self.drain_data();
         self.fire_timers();
-        if self.node.shard.next_expiry().is_some_and(|at| at <= self.node.ctx.wall_ms) {
-            self.node.shard.expire(self.node.ctx.wall_ms, &mut self.node.ctx.outbox);
+        if self.node.shard.next_expiry().is_some_and(|at| at <= self.node.ctx.time.wall_ms) {
+            self.node.shard.expire(self.node.ctx.time.wall_ms, &mut self.node.ctx.outbox);
         }
         self.node.settle();
         self.flush_all();
@@ -325,7 +325,7 @@ impl Worker {
         if self.node.ctx.outbox.reads_paused() {
             return;
         }
-        let list = std::mem::take(&mut self.node.ctx.read_list);
+        let list = std::mem::take(&mut self.node.ctx.turn.read_list);
         let mut again = Vec::new();
         for slot in list {
             // A bug must cost one connection, not the worker and everyone on it: a panic while
@@ -347,8 +347,8 @@ impl Worker {
                 }
             }
         }
-        again.append(&mut self.node.ctx.read_list);
-        self.node.ctx.read_list = again;
+        again.append(&mut self.node.ctx.turn.read_list);
+        self.node.ctx.turn.read_list = again;
     }
 
     /// Read and process input for one connection. Returns true if it must be visited again
@@ -372,7 +372,7 @@ impl Worker {
             }
             // A client that does not read what it asked for (receipts, errors) is not read either:
             // its own output stays bounded. `flush_conn` puts it back on the read list.
-            if conn.pending_out() >= self.node.ctx.cfg.max_pending_bytes {
+            if conn.pending_out() >= self.node.ctx.env.cfg.max_pending_bytes {
                 conn.sched.parked = true;
                 return false;
             }
@@ -390,11 +390,11 @@ impl Worker {
                 let mut buf = std::mem::take(&mut conn.inbuf);
                 let used = session::process_input(conn, &buf, &mut self.node.ctx);
                 if conn.is_closing() {
-                    self.node.ctx.pool.give(buf);
+                    self.node.ctx.turn.pool.give(buf);
                 } else {
                     buf.drain(..used);
                     if buf.is_empty() {
-                        self.node.ctx.pool.give(buf);
+                        self.node.ctx.turn.pool.give(buf);
                     } else {
                         conn.inbuf = buf;
                     }
@@ -420,7 +420,7 @@ impl Worker {
                 match conn.io.read(&mut self.scratch) {
                     Ok(0) => conn.read = ReadSide::Eof,
                     Ok(n) => {
-                        conn.last_read = self.node.ctx.now;
+                        conn.last_read = self.node.ctx.time.now;
                         crate::conn::web::ingest(conn, &self.scratch[..n], &mut self.node.ctx);
                         self.node.run_local();
                     }
@@ -441,7 +441,7 @@ impl Worker {
                 match r {
                     Ok(0) => conn.read = ReadSide::Eof,
                     Ok(_) => {
-                        conn.last_read = self.node.ctx.now;
+                        conn.last_read = self.node.ctx.time.now;
                         fresh = true;
                     }
                     Err(e) => {
@@ -455,7 +455,7 @@ impl Worker {
             match conn.io.read(&mut self.scratch) {
                 Ok(0) => conn.read = ReadSide::Eof,
                 Ok(n) => {
-                    conn.last_read = self.node.ctx.now;
+                    conn.last_read = self.node.ctx.time.now;
                     if conn.listener == ListenerKind::Admin && conn.phase == Phase::Handshake && looks_like_http(&self.scratch[..n]) {
                         // The admin port also answers HTTP GET (metrics, console JSON).
                         conn.web = Some(Box::default());
@@ -465,7 +465,7 @@ impl Worker {
                     }
                     let used = session::process_input(conn, &self.scratch[..n], &mut self.node.ctx);
                     if !conn.is_closing() && used < n {
-                        let mut b = self.node.ctx.pool.take();
+                        let mut b = self.node.ctx.turn.pool.take();
                         b.extend_from_slice(&self.scratch[used..n]);
                         conn.inbuf = b;
                     }
@@ -522,7 +522,7 @@ impl Worker {
 
     /// Write every dirty connection once; start or finish closes.
     fn flush_all(&mut self) {
-        let dirty = std::mem::take(&mut self.node.ctx.dirty);
+        let dirty = std::mem::take(&mut self.node.ctx.turn.dirty);
         for slot in dirty {
             self.flush_conn(slot);
         }
@@ -537,7 +537,7 @@ impl Worker {
             session::teardown(conn, &mut self.node.ctx);
             conn.mark_torn_down();
         }
-        crate::conn::web::frame_output(conn, self.node.ctx.cfg.websocket_text);
+        crate::conn::web::frame_output(conn, self.node.ctx.env.cfg.websocket_text);
         let crate::conn::Conn { io, out, web, write, .. } = conn;
         let buf = match web.as_deref_mut() {
             Some(crate::conn::web::Web { mode: crate::conn::web::Mode::Ws { wire, .. }, .. }) => wire,
@@ -551,7 +551,7 @@ impl Worker {
             match io.write(buf) {
                 Ok(n) => {
                     buf.drain(..n);
-                    conn.last_write = self.node.ctx.now;
+                    conn.last_write = self.node.ctx.time.now;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -576,10 +576,10 @@ impl Worker {
             crate::conn::want_read(conn, &mut self.node.ctx);
         }
         if conn.out.is_empty() && conn.out.capacity() > 0 {
-            self.node.ctx.pool.give(std::mem::take(&mut conn.out));
+            self.node.ctx.turn.pool.give(std::mem::take(&mut conn.out));
         }
         deliver::release_owed_credit(conn, &mut self.node.ctx);
-        if conn.sched.parked && conn.pending_out() < self.node.ctx.cfg.max_pending_bytes / 2 {
+        if conn.sched.parked && conn.pending_out() < self.node.ctx.env.cfg.max_pending_bytes / 2 {
             conn.sched.parked = false;
             crate::conn::want_read(conn, &mut self.node.ctx);
         }
@@ -593,8 +593,8 @@ impl Worker {
                 // L4: half-close so the client reads everything, then linger for its EOF.
                 let _ = conn.io.shutdown_write();
                 conn.write = WriteSide::Shut;
-                let at = self.node.ctx.now + Duration::from_millis(self.node.ctx.cfg.linger);
-                self.node.ctx.timers.arm(Timer { at, slot, gen: conn.me.gen, kind: TimerKind::Linger });
+                let at = self.node.ctx.time.now + Duration::from_millis(self.node.ctx.env.cfg.linger);
+                self.node.ctx.time.timers.arm(Timer { at, slot, gen: conn.me.gen, kind: TimerKind::Linger });
                 crate::conn::want_read(conn, &mut self.node.ctx);
             }
         }
@@ -630,8 +630,8 @@ impl Worker {
         let _ = conn.io.deregister(self.poll.registry());
         let reason = conn.close_reason.clone().unwrap_or(reason);
         log::info!("{} {}: closed: {}", conn.session_id(), conn.peer, reason);
-        self.node.ctx.pool.give(std::mem::take(&mut conn.out));
-        self.node.ctx.pool.give(std::mem::take(&mut conn.inbuf));
+        self.node.ctx.turn.pool.give(std::mem::take(&mut conn.out));
+        self.node.ctx.turn.pool.give(std::mem::take(&mut conn.inbuf));
         self.node.ctx.stats.closed += 1;
         self.node.ctx.stats.closed_by[reason.kind().index()] += 1;
         self.shared.connections.fetch_sub(1, Ordering::AcqRel);
@@ -641,7 +641,7 @@ impl Worker {
         if self.accept_paused || self.stopping_until.is_some() {
             return;
         }
-        let max = self.node.ctx.cfg.max_connections;
+        let max = self.node.ctx.env.cfg.max_connections;
         loop {
             if self.shared.connections.load(Ordering::Acquire) >= max {
                 if !self.accept_paused {
@@ -662,7 +662,7 @@ impl Worker {
                     // EMFILE/ENFILE and friends: back off instead of spinning on a full backlog.
                     log::warn!("worker {}: accept failed: {e}; retrying in 100 ms", self.node.ctx.worker);
                     self.accept_paused = true;
-                    self.accept_retry_at = Some(self.node.ctx.now + Duration::from_millis(100));
+                    self.accept_retry_at = Some(self.node.ctx.time.now + Duration::from_millis(100));
                     return;
                 }
             }
@@ -681,7 +681,7 @@ impl Worker {
             return;
         }
         let me = ConnRef { worker: self.node.ctx.worker as u16, slot, gen };
-        let mut conn = Conn::new(io, me, peer, self.node.ctx.now);
+        let mut conn = Conn::new(io, me, peer, self.node.ctx.time.now);
         conn.listener = kind;
         if kind == ListenerKind::Web {
             conn.web = Some(Box::default());
@@ -689,8 +689,8 @@ impl Worker {
         entry.insert(conn);
         self.shared.connections.fetch_add(1, Ordering::AcqRel);
         self.node.ctx.stats.accepted += 1;
-        let at = self.node.ctx.now + Duration::from_millis(self.node.ctx.cfg.connect_timeout);
-        self.node.ctx.timers.arm(Timer { at, slot, gen, kind: TimerKind::Connect });
+        let at = self.node.ctx.time.now + Duration::from_millis(self.node.ctx.env.cfg.connect_timeout);
+        self.node.ctx.time.timers.arm(Timer { at, slot, gen, kind: TimerKind::Connect });
         log::debug!("{}-{}-{} {peer}: accepted", self.node.ctx.worker, slot, gen);
     }
 
@@ -698,10 +698,10 @@ impl Worker {
         if !self.accept_paused || self.stopping_until.is_some() {
             return;
         }
-        if self.accept_retry_at.is_some_and(|t| self.node.ctx.now < t) {
+        if self.accept_retry_at.is_some_and(|t| self.node.ctx.time.now < t) {
             return;
         }
-        let max = self.node.ctx.cfg.max_connections;
+        let max = self.node.ctx.env.cfg.max_connections;
         // Hysteresis: resume below 90% of the limit.
         if self.shared.connections.load(Ordering::Acquire) * 10 < max * 9 || self.accept_retry_at.is_some() {
             self.accept_paused = false;
@@ -713,13 +713,13 @@ impl Worker {
     }
 
     fn fire_timers(&mut self) {
-        let now = self.node.ctx.now;
-        while let Some(fired) = self.node.ctx.timers.pop_due(now) {
+        let now = self.node.ctx.time.now;
+        while let Some(fired) = self.node.ctx.time.timers.pop_due(now) {
             let t = match fired {
                 Fired::Worker { what: WorkerTimer::Stats, .. } => {
                     self.node.start_stats();
-                    let at = now + Duration::from_millis(self.node.ctx.cfg.stats_interval);
-                    self.node.ctx.timers.arm_worker(at, WorkerTimer::Stats);
+                    let at = now + Duration::from_millis(self.node.ctx.env.cfg.stats_interval);
+                    self.node.ctx.time.timers.arm_worker(at, WorkerTimer::Stats);
                     continue;
                 }
                 Fired::Worker { what: WorkerTimer::Link(i), at } => {
@@ -742,7 +742,7 @@ impl Worker {
                 }
                 TimerKind::Connect => {
                     if matches!(conn.phase, Phase::Handshake | Phase::Authenticating) {
-                        let ms = self.node.ctx.cfg.connect_timeout;
+                        let ms = self.node.ctx.env.cfg.connect_timeout;
                         session::fail(
                             conn,
                             &mut self.node.ctx,
@@ -759,7 +759,7 @@ impl Worker {
                             // already waiting (then the socket is full and a beat would not help).
                             if conn.out.is_empty() {
                                 if conn.out.capacity() == 0 {
-                                    conn.out = self.node.ctx.pool.take();
+                                    conn.out = self.node.ctx.turn.pool.take();
                                 }
                                 conn.out.push(b'\n');
                                 crate::conn::mark_dirty(conn, &mut self.node.ctx);
@@ -768,7 +768,7 @@ impl Worker {
                         } else {
                             conn.last_write + every
                         };
-                        self.node.ctx.timers.arm(Timer { at: next, ..t });
+                        self.node.ctx.time.timers.arm(Timer { at: next, ..t });
                     }
                 }
                 TimerKind::HeartBeatRecv => {
@@ -786,7 +786,7 @@ impl Worker {
                             );
                             conn.close_reason = Some(CloseReason::HeartBeatTimeout);
                         } else {
-                            self.node.ctx.timers.arm(Timer { at: conn.last_read + grace, ..t });
+                            self.node.ctx.time.timers.arm(Timer { at: conn.last_read + grace, ..t });
                         }
                     }
                 }
@@ -807,14 +807,14 @@ impl Worker {
             return false;
         }
         if self.stopping_until.is_none() {
-            self.stopping_until = Some(self.node.ctx.now + Duration::from_millis(self.node.ctx.cfg.shutdown_timeout));
+            self.stopping_until = Some(self.node.ctx.time.now + Duration::from_millis(self.node.ctx.env.cfg.shutdown_timeout));
             for mut l in self.listeners.drain(..) {
                 let _ = self.poll.registry().deregister(&mut l);
             }
             self.node.begin_shutdown();
             self.flush_all();
         }
-        if self.node.conns.is_empty() || self.stopping_until.is_some_and(|t| self.node.ctx.now >= t) {
+        if self.node.conns.is_empty() || self.stopping_until.is_some_and(|t| self.node.ctx.time.now >= t) {
             let slots: Vec<usize> = self.node.conns.iter().map(|(s, _)| s).collect();
             for s in slots {
                 self.finalize(s as u32, CloseReason::Shutdown);

@@ -34,7 +34,7 @@ impl Node {
     pub fn settle(&mut self) {
         loop {
             self.run_local();
-            if self.ctx.credits.is_empty() {
+            if self.ctx.turn.credits.is_empty() {
                 return;
             }
             self.ctx.flush_credits();
@@ -43,8 +43,8 @@ impl Node {
 
     /// Local work that must not wait for the next poll event.
     pub fn has_local_work(&self) -> bool {
-        !self.ctx.dirty.is_empty()
-            || !self.ctx.credits.is_empty()
+        !self.ctx.turn.dirty.is_empty()
+            || !self.ctx.turn.credits.is_empty()
             || !self.ctx.outbox.local_data.is_empty()
             || !self.ctx.outbox.local_ctrl.is_empty()
     }
@@ -55,7 +55,7 @@ impl Node {
         match m {
             crate::bus::ToWorker::Reconfigure(rc) => self.reconfigure(&rc),
             crate::bus::ToWorker::StatsPart { to: crate::broker::StatsAsker::Worker(_), part } => {
-                let env = metrics::Env { server: &self.ctx.server_header, uptime_secs: self.ctx.started.elapsed().as_secs() };
+                let env = metrics::Env { server: &self.ctx.env.server_header, uptime_secs: self.ctx.env.started.elapsed().as_secs() };
                 if let Some(body) = self.stats.add(*part, env) {
                     self.publish_stats(body);
                 }
@@ -67,10 +67,10 @@ impl Node {
     /// Swap in a new configuration, policy table and users. Settings that need a restart were
     /// already left unchanged by the sender.
     fn reconfigure(&mut self, rc: &crate::bus::Reconfig) {
-        self.ctx.cfg = rc.cfg.clone();
-        self.ctx.limits = rc.cfg.limits();
-        self.ctx.auth = rc.auth.clone();
-        self.ctx.policies = rc.policies.clone();
+        self.ctx.env.cfg = rc.cfg.clone();
+        self.ctx.env.limits = rc.cfg.limits();
+        self.ctx.env.auth = rc.auth.clone();
+        self.ctx.env.policies = rc.policies.clone();
         self.shard.set_policies(rc.policies.clone());
         log::debug!("worker {}: configuration generation {} in force", self.ctx.worker, rc.policies.gen);
     }
