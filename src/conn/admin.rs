@@ -42,7 +42,7 @@ pub fn handle(conn: &mut Conn, f: &crate::stomp::Frame<'_>, action: &str, ctx: &
     };
     match request {
         Request::Shutdown => {
-            log::warn!("{sid} {}: admin shutdown requested by {:?}", conn.peer, conn.login);
+            log::warn!("{sid} {}: admin shutdown requested by {:?}", conn.who.peer, conn.who.login);
             write_reply(conn, &AdminReply::ok("shutdown", "shutting down: no new connections; open ones are flushed and closed"), ctx);
             ctx.request_stop();
             None

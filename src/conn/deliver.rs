@@ -198,7 +198,7 @@ fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ct
                         if sub.dropped.is_power_of_two() {
                             log::warn!(
                                 "{sid} {}: slow consumer on {dest}: {} messages dropped so far (slow_consumer = \"drop\")",
-                                conn.peer,
+                                conn.who.peer,
                                 sub.dropped
                             );
                         }

@@ -169,7 +169,8 @@ pub struct Conn {
     /// The byte stream; every read and write of this connection goes through it.
     pub io: Transport,
     pub me: ConnRef,
-    pub peer: SocketAddr,
+    /// Who is on the other end, and where they came in.
+    pub who: Who,
     pub phase: Phase,
     pub close_reason: Option<CloseReason>,
     /// Unparsed input tail.
@@ -182,18 +183,34 @@ pub struct Conn {
     /// The client sent `accept-version`.
     pub negotiated: bool,
     pub session: Session,
-    pub hb: Negotiated,
-    pub last_read: Instant,
-    pub last_write: Instant,
+    /// Heart-beats and the activity they are checked against.
+    pub beat: Liveness,
     pub read: ReadSide,
     pub write: WriteSide,
     pub sched: Sched,
-    pub login: Option<String>,
-    pub admin: bool,
+
     /// Web-port state (HTTP, then WebSocket); `None` for STOMP over TCP.
     pub web: Option<Box<web::Web>>,
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Who {
+    pub peer: SocketAddr,
     /// The kind of port the connection came in on.
     pub listener: ListenerKind,
+    /// The login it authenticated as.
+    pub login: Option<String>,
+    /// An admin user (may use the admin actions on the admin port).
+    pub admin: bool,
+}
+
+/// A connection's heart-beat agreement and the activity it is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    pub hb: Negotiated,
+    pub last_read: Instant,
+    pub last_write: Instant,
 }
 
 impl Conn {
@@ -201,7 +218,7 @@ impl Conn {
         Conn {
             io,
             me,
-            peer,
+            who: Who { peer, listener: ListenerKind::Stomp, login: None, admin: false },
             phase: Phase::Handshake,
             close_reason: None,
             inbuf: Vec::new(),
@@ -210,16 +227,12 @@ impl Conn {
             version: Version::V1_2,
             negotiated: false,
             session: Session::default(),
-            hb: Negotiated::default(),
-            last_read: now,
-            last_write: now,
+            beat: Liveness { hb: Negotiated::default(), last_read: now, last_write: now },
             read: ReadSide::Open,
             write: WriteSide::Open,
             sched: Sched::default(),
-            login: None,
-            admin: false,
+
             web: None,
-            listener: ListenerKind::Stomp,
         }
     }
 

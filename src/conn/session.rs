@@ -165,7 +165,7 @@ pub fn fail(conn: &mut Conn, ctx: &mut Ctx, f: Fatal) {
     ctx.stats.errors_sent += 1;
     ctx.stats.errors_by_word[f.word.index()] += 1;
     mark_dirty(conn, ctx);
-    log::debug!("{} {}: ERROR {}: {}", conn.session_id(), conn.peer, f.word, f.detail);
+    log::debug!("{} {}: ERROR {}: {}", conn.session_id(), conn.who.peer, f.word, f.detail);
     conn.begin_close(if f.word == ErrorWord::AuthErr { CloseReason::AuthFailed } else { CloseReason::Protocol(f.word) });
 }
 
@@ -280,10 +280,10 @@ fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
             Some(s) => HeartBeat::parse(s)
                 .ok_or_else(|| Fatal::new(ErrorWord::EcgErr, format!("heart-beat {s:?} is not two non-negative integers \"cx,cy\"")))?,
         };
-        conn.hb = negotiate_heart_beat(hb, ctx.env.cfg.heart_beat_min, ctx.env.cfg.heart_beat_max);
+        conn.beat.hb = negotiate_heart_beat(hb, ctx.env.cfg.heart_beat_min, ctx.env.cfg.heart_beat_max);
     }
     let login = f.header("login");
-    conn.login = login.map(str::to_string);
+    conn.who.login = login.map(str::to_string);
     match ctx.env.auth.check(login, f.header("passcode")) {
         Verdict::Accept { admin } => {
             finish_connect(conn, ctx, admin);
@@ -309,12 +309,12 @@ fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
 
 /// Credentials accepted: CONNECTED, then heart-beat timers.
 pub fn finish_connect(conn: &mut Conn, ctx: &mut Ctx, admin: bool) {
-    if conn.listener == ListenerKind::Admin && !admin {
+    if conn.who.listener == ListenerKind::Admin && !admin {
         // The old romp let anyone in here.
         let f = Fatal::new(ErrorWord::AuthErr, "the admin port accepts admin users only (passwd \":true\" or the config login)");
         return fail(conn, ctx, f);
     }
-    conn.admin = admin;
+    conn.who.admin = admin;
     conn.phase = Phase::Open;
     if conn.out.capacity() == 0 {
         conn.out = ctx.turn.pool.take();
@@ -324,26 +324,26 @@ pub fn finish_connect(conn: &mut Conn, ctx: &mut Ctx, admin: bool) {
         &mut conn.out,
         conn.version,
         conn.negotiated,
-        (conn.hb.server_send_ms, conn.hb.client_send_ms),
+        (conn.beat.hb.server_send_ms, conn.beat.hb.client_send_ms),
         &sid,
         &ctx.env.server_header,
     );
     mark_dirty(conn, ctx);
     let (slot, gen) = (conn.me.slot, conn.me.gen);
-    if conn.hb.server_send_ms > 0 {
-        let at = ctx.time.now + Duration::from_millis(conn.hb.server_send_ms as u64);
+    if conn.beat.hb.server_send_ms > 0 {
+        let at = ctx.time.now + Duration::from_millis(conn.beat.hb.server_send_ms as u64);
         ctx.time.timers.arm(Timer { at, slot, gen, kind: TimerKind::HeartBeatSend });
     }
-    if conn.hb.client_send_ms > 0 {
+    if conn.beat.hb.client_send_ms > 0 {
         let at = ctx.time.now + recv_grace(conn, ctx);
         ctx.time.timers.arm(Timer { at, slot, gen, kind: TimerKind::HeartBeatRecv });
     }
-    log::debug!("{} {}: connected, STOMP {}, heart-beat {:?}", sid, conn.peer, conn.version, conn.hb);
+    log::debug!("{} {}: connected, STOMP {}, heart-beat {:?}", sid, conn.who.peer, conn.version, conn.beat.hb);
 }
 
 /// How long a heart-beating client may stay silent.
 pub fn recv_grace(conn: &Conn, ctx: &Ctx) -> Duration {
-    Duration::from_millis((conn.hb.client_send_ms as f64 * ctx.env.cfg.heart_beat_grace) as u64)
+    Duration::from_millis((conn.beat.hb.client_send_ms as f64 * ctx.env.cfg.heart_beat_grace) as u64)
 }
 
 /// A destination header: non-empty and free of control characters (so it can be written to
@@ -376,7 +376,7 @@ fn check_policy(conn: &Conn, dest: &str, p: &Policy, write: bool, ctx: &Ctx) -> 
             format!("{dest} is not a configured destination (create_destinations = false)"),
         ));
     }
-    if p.blocks(write, conn.listener == ListenerKind::Web) {
+    if p.blocks(write, conn.who.listener == ListenerKind::Web) {
         let what = if write { "SEND to" } else { "SUBSCRIBE to" };
         return Err(Fatal::new(ErrorWord::Blocked, format!("{what} {dest} is not allowed here (read_block/write_block)")));
     }
@@ -390,7 +390,7 @@ fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         _ => destination(f)?,
     };
     if let Some(action) = dest.strip_prefix(crate::admin::PREFIX) {
-        if conn.listener != ListenerKind::Admin || !conn.admin {
+        if conn.who.listener != ListenerKind::Admin || !conn.who.admin {
             return Err(Fatal::new(
                 ErrorWord::Blocked,
                 format!("{dest}: admin actions are accepted only from an admin user on the admin port"),
@@ -436,7 +436,7 @@ fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     }
     let mut msg = Message::new(ctx.next_message_id(), dest, headers, f.body.into());
     msg.expires = expires;
-    if conn.listener == ListenerKind::Admin {
+    if conn.who.listener == ListenerKind::Admin {
         // Trusted publishers may name their messages.
         msg.custom_id = f.header("message-id").filter(|v| !v.is_empty()).map(Box::from);
     }
@@ -489,8 +489,8 @@ fn run_handlers(conn: &mut Conn, msg: Arc<Message>, ctx: &mut Ctx) -> Result<Opt
         headers: &msg.headers,
         body: &msg.body,
         session: &sid,
-        login: conn.login.as_deref(),
-        admin: conn.admin,
+        login: conn.who.login.as_deref(),
+        admin: conn.who.admin,
         web: conn.is_web(),
     };
     let mut handled = false;
@@ -515,7 +515,7 @@ fn run_handlers(conn: &mut Conn, msg: Arc<Message>, ctx: &mut Ctx) -> Result<Opt
         }
     }));
     if outcome.is_err() {
-        log::error!("{sid} {}: a STOMP handler panicked on a SEND to {}", conn.peer, msg.destination);
+        log::error!("{sid} {}: a STOMP handler panicked on a SEND to {}", conn.who.peer, msg.destination);
         return Err(Fatal::new(ErrorWord::General, "the server failed to handle this message"));
     }
     for (dest, headers, body) in to_sender {

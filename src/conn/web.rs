@@ -224,14 +224,14 @@ fn pump_ws(conn: &mut Conn, ctx: &mut Ctx) -> bool {
             }
             Err(e) => {
                 w.raw = raw;
-                log::debug!("{} {}: {e}", conn.session_id(), conn.peer);
+                log::debug!("{} {}: {e}", conn.session_id(), conn.who.peer);
                 close_ws(conn, ctx, e.code(), &e.to_string());
                 return false;
             }
             Ok(Some((ev, used))) => {
                 match ev {
                     Event::Data(payload) => {
-                        conn.last_read = ctx.time.now;
+                        conn.beat.last_read = ctx.time.now;
                         if conn.inbuf.is_empty() {
                             let n = session::process_input(conn, payload, ctx);
                             if !conn.is_closing() && n < payload.len() {
@@ -254,7 +254,7 @@ fn pump_ws(conn: &mut Conn, ctx: &mut Ctx) -> bool {
                     }
                     Event::Pong => {}
                     Event::Close(code) => {
-                        log::debug!("{} {}: WebSocket close {code:?}", conn.session_id(), conn.peer);
+                        log::debug!("{} {}: WebSocket close {code:?}", conn.session_id(), conn.who.peer);
                         raw.drain(..used);
                         if let Some(w) = conn.web.as_mut() {
                             w.raw = raw;
@@ -329,7 +329,7 @@ fn respond(conn: &mut Conn, ctx: &mut Ctx, resp: &Response, keep_alive: bool, he
     }
     resp.write(&mut conn.out, keep_alive, head_only);
     mark_dirty(conn, ctx);
-    log::debug!("{} {}: HTTP {}", conn.session_id(), conn.peer, resp.status);
+    log::debug!("{} {}: HTTP {}", conn.session_id(), conn.who.peer, resp.status);
     if !keep_alive {
         conn.begin_close(CloseReason::HttpDone);
     }
@@ -348,7 +348,7 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
         return respond(conn, ctx, &r, false, false);
     }
     let path = req.path().to_string();
-    let admin = conn.listener == super::ListenerKind::Admin;
+    let admin = conn.who.listener == super::ListenerKind::Admin;
     if handshake::is_upgrade(&req) {
         if admin || !ctx.env.cfg.websockets || !ctx.env.cfg.websocket_paths.contains(&path) {
             return respond(conn, ctx, &Response::text(404, "no WebSocket endpoint here"), false, false);
@@ -376,14 +376,14 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
             }
         }
         _ => {
-            let hctx = HttpContext { path: &path, target: &req.target, headers: &req.headers, peer: conn.peer };
+            let hctx = HttpContext { path: &path, target: &req.target, headers: &req.headers, peer: conn.who.peer };
             let handlers = ctx.env.handlers.clone();
             for (prefix, h) in handlers.http.iter().filter(|(p, _)| path.starts_with(p.as_str())) {
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.get(&hctx))) {
                     Ok(Some(resp)) => return respond(conn, ctx, &resp, keep_alive, head_only),
                     Ok(None) => {}
                     Err(_) => {
-                        log::error!("{} {}: HTTP handler for {prefix:?} panicked on {path}", conn.session_id(), conn.peer);
+                        log::error!("{} {}: HTTP handler for {prefix:?} panicked on {path}", conn.session_id(), conn.who.peer);
                         return respond(conn, ctx, &Response::text(500, "handler failed"), false, head_only);
                     }
                 }
@@ -404,7 +404,7 @@ fn upgrade(conn: &mut Conn, ctx: &mut Ctx, acc: handshake::Accepted) {
     wire.extend_from_slice(&acc.response);
     w.mode = Mode::Ws { decoder: Decoder::new(max), wire, close_queued: false, close_code: CloseCode::Normal };
     mark_dirty(conn, ctx);
-    log::debug!("{} {}: WebSocket upgrade, subprotocol {:?}", conn.session_id(), conn.peer, acc.subprotocol);
+    log::debug!("{} {}: WebSocket upgrade, subprotocol {:?}", conn.session_id(), conn.who.peer, acc.subprotocol);
     // A fresh CONNECT deadline for the STOMP session that starts now.
     let at = ctx.time.now + Duration::from_millis(ctx.env.cfg.connect_timeout);
     ctx.time.timers.arm(Timer { at, slot: conn.me.slot, gen: conn.me.gen, kind: TimerKind::Connect });

@@ -420,7 +420,7 @@ impl Worker {
                 match conn.io.read(&mut self.scratch) {
                     Ok(0) => conn.read = ReadSide::Eof,
                     Ok(n) => {
-                        conn.last_read = self.node.ctx.time.now;
+                        conn.beat.last_read = self.node.ctx.time.now;
                         crate::conn::web::ingest(conn, &self.scratch[..n], &mut self.node.ctx);
                         self.node.run_local();
                     }
@@ -441,7 +441,7 @@ impl Worker {
                 match r {
                     Ok(0) => conn.read = ReadSide::Eof,
                     Ok(_) => {
-                        conn.last_read = self.node.ctx.time.now;
+                        conn.beat.last_read = self.node.ctx.time.now;
                         fresh = true;
                     }
                     Err(e) => {
@@ -455,8 +455,8 @@ impl Worker {
             match conn.io.read(&mut self.scratch) {
                 Ok(0) => conn.read = ReadSide::Eof,
                 Ok(n) => {
-                    conn.last_read = self.node.ctx.time.now;
-                    if conn.listener == ListenerKind::Admin && conn.phase == Phase::Handshake && looks_like_http(&self.scratch[..n]) {
+                    conn.beat.last_read = self.node.ctx.time.now;
+                    if conn.who.listener == ListenerKind::Admin && conn.phase == Phase::Handshake && looks_like_http(&self.scratch[..n]) {
                         // The admin port also answers HTTP GET (metrics, console JSON).
                         conn.web = Some(Box::default());
                         crate::conn::web::ingest(conn, &self.scratch[..n], &mut self.node.ctx);
@@ -551,7 +551,7 @@ impl Worker {
             match io.write(buf) {
                 Ok(n) => {
                     buf.drain(..n);
-                    conn.last_write = self.node.ctx.time.now;
+                    conn.beat.last_write = self.node.ctx.time.now;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -570,7 +570,7 @@ impl Worker {
             // The peer is gone for writing, but input it sent before may still be queued (the
             // kernel keeps it readable after a reset): stop writing, and keep reading and
             // processing until the read side ends (M4).
-            log::debug!("{} {}: write failed ({e}); draining its input", conn.session_id(), conn.peer);
+            log::debug!("{} {}: write failed ({e}); draining its input", conn.session_id(), conn.who.peer);
             conn.write = WriteSide::Dead;
             conn.out.clear();
             crate::conn::want_read(conn, &mut self.node.ctx);
@@ -603,7 +603,7 @@ impl Worker {
     /// Remove a connection whose processing panicked, releasing what it can.
     fn drop_after_panic(&mut self, slot: u32) {
         let Some(conn) = self.node.conns.get(slot as usize) else { return };
-        log::error!("{} {}: internal error while processing this connection; closing it", conn.session_id(), conn.peer);
+        log::error!("{} {}: internal error while processing this connection; closing it", conn.session_id(), conn.who.peer);
         let released = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if let Some(conn) = self.node.conns.get_mut(slot as usize) {
                 if !conn.session_torn_down() {
@@ -629,7 +629,7 @@ impl Worker {
         }
         let _ = conn.io.deregister(self.poll.registry());
         let reason = conn.close_reason.clone().unwrap_or(reason);
-        log::info!("{} {}: closed: {}", conn.session_id(), conn.peer, reason);
+        log::info!("{} {}: closed: {}", conn.session_id(), conn.who.peer, reason);
         self.node.ctx.turn.pool.give(std::mem::take(&mut conn.out));
         self.node.ctx.turn.pool.give(std::mem::take(&mut conn.inbuf));
         self.node.ctx.stats.closed += 1;
@@ -682,7 +682,7 @@ impl Worker {
         }
         let me = ConnRef { worker: self.node.ctx.worker as u16, slot, gen };
         let mut conn = Conn::new(io, me, peer, self.node.ctx.time.now);
-        conn.listener = kind;
+        conn.who.listener = kind;
         if kind == ListenerKind::Web {
             conn.web = Some(Box::default());
         }
@@ -735,7 +735,7 @@ impl Worker {
                 continue;
             }
             match t.kind {
-                TimerKind::Connect if conn.is_web() && !conn.web.as_ref().is_some_and(|w| w.is_ws() && t.at > conn.last_read) => {
+                TimerKind::Connect if conn.is_web() && !conn.web.as_ref().is_some_and(|w| w.is_ws() && t.at > conn.beat.last_read) => {
                     if matches!(conn.phase, Phase::Handshake | Phase::Authenticating) {
                         crate::conn::web::timed_out(conn, &mut self.node.ctx);
                     }
@@ -753,8 +753,8 @@ impl Worker {
                 }
                 TimerKind::HeartBeatSend => {
                     if matches!(conn.phase, Phase::Open | Phase::Disconnecting) {
-                        let every = Duration::from_millis(conn.hb.server_send_ms as u64);
-                        let next = if now.duration_since(conn.last_write) >= every {
+                        let every = Duration::from_millis(conn.beat.hb.server_send_ms as u64);
+                        let next = if now.duration_since(conn.beat.last_write) >= every {
                             // Nothing written for a whole interval: send an EOL, unless output is
                             // already waiting (then the socket is full and a beat would not help).
                             if conn.out.is_empty() {
@@ -766,7 +766,7 @@ impl Worker {
                             }
                             now + every
                         } else {
-                            conn.last_write + every
+                            conn.beat.last_write + every
                         };
                         self.node.ctx.time.timers.arm(Timer { at: next, ..t });
                     }
@@ -774,7 +774,7 @@ impl Worker {
                 TimerKind::HeartBeatRecv => {
                     if matches!(conn.phase, Phase::Open | Phase::Disconnecting) {
                         let grace = session::recv_grace(conn, &self.node.ctx);
-                        if now.duration_since(conn.last_read) >= grace {
+                        if now.duration_since(conn.beat.last_read) >= grace {
                             let ms = grace.as_millis();
                             session::fail(
                                 conn,
@@ -786,7 +786,7 @@ impl Worker {
                             );
                             conn.close_reason = Some(CloseReason::HeartBeatTimeout);
                         } else {
-                            self.node.ctx.time.timers.arm(Timer { at: conn.last_read + grace, ..t });
+                            self.node.ctx.time.timers.arm(Timer { at: conn.beat.last_read + grace, ..t });
                         }
                     }
                 }
