@@ -188,7 +188,6 @@ pub struct Conn {
     pub read: ReadSide,
     pub write: WriteSide,
     pub sched: Sched,
-
     /// Web-port state (HTTP, then WebSocket); `None` for STOMP over TCP.
     pub web: Option<Box<web::Web>>,
 }

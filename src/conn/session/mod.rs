@@ -1,0 +1,331 @@
+//! The STOMP session: what each client frame does (checklist sections D to M).
+//!
+//! Runs on the connection's worker. Frames become [`ToOwner`] requests to the owners of their
+//! destinations; nothing here waits. Receipts are kept in a per-connection queue and written in
+//! order (K2): a frame's receipt waits for a barrier answer from every owner the connection has
+//! sent anything to since the previous receipt, so "RECEIPT" really means "everything before this
+//! has been applied".
+//!
+//! Decisions (see docs/protocol.md): ACK/NACK of an unknown or already settled id is an ERROR;
+//! NACK requeues a queue message at its original place with `redelivered:true`; on a topic, NACK
+//! and unacknowledged messages at disconnect are discarded (topics do not redeliver); UNSUBSCRIBE
+//! of an unknown id is an ERROR; `receipt` on CONNECT is ignored (D9).
+
+use super::ListenerKind;
+use super::{mark_dirty, CloseReason, Conn, Ctx, Phase};
+use crate::auth::{self, AuthJob, Verdict};
+use crate::broker::policy::Policy;
+use crate::broker::queue::SettleKind;
+use crate::broker::FastMap;
+use crate::broker::{owner_of, AckMode, DestKind, Message, Publisher, SubKey};
+use crate::bus::{Seqs, ToOwner};
+use crate::config::SlowConsumerPolicy;
+use crate::stomp::version::{self, negotiate_heart_beat, HeartBeat};
+use crate::stomp::{encoder, parse, skip_eols, Command, ErrorWord, Frame, ParseError, Parsed, Version};
+use crate::timer::{Timer, TimerKind};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+mod ack;
+mod connect;
+mod receipts;
+mod send;
+mod subscribe;
+mod tx;
+
+use ack::ack;
+use ack::settle;
+use connect::connect;
+pub use connect::{finish_connect, recv_grace};
+pub use receipts::barrier_done;
+use receipts::{disconnect, push_receipt};
+use send::publish;
+use send::send;
+pub use subscribe::{drop_subscription, forget_subscription};
+use subscribe::{subscribe, unsubscribe};
+use tx::{abort, begin, commit};
+
+/// A set of worker indexes (up to [`crate::config::MAX_WORKERS`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSet([u64; 4]);
+
+impl WorkerSet {
+    pub fn insert(&mut self, w: usize) {
+        self.0[w / 64] |= 1 << (w % 64);
+    }
+    pub fn remove(&mut self, w: usize) -> bool {
+        let had = self.contains(w);
+        self.0[w / 64] &= !(1 << (w % 64));
+        had
+    }
+    pub fn contains(&self, w: usize) -> bool {
+        self.0[w / 64] & (1 << (w % 64)) != 0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&x| x == 0)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..256).filter(|&w| self.contains(w))
+    }
+}
+
+/// A delivered message waiting for ACK/NACK.
+#[derive(Debug, Clone, Copy)]
+pub struct Pending {
+    pub tag: u64,
+    pub msg_id: u64,
+    /// Queue sequence (0 for topics).
+    pub seq: u64,
+}
+
+#[derive(Debug)]
+pub struct Subscription {
+    pub id: Box<str>,
+    pub dest: Arc<str>,
+    pub kind: DestKind,
+    pub mode: AckMode,
+    pub prefetch: u32,
+    /// Client-ack deliveries not yet settled, in delivery order (tags ascending).
+    pub pending: VecDeque<Pending>,
+    /// Auto-ack queue credits held back while the connection's output is over half full.
+    pub owed_credit: u32,
+    /// Topic messages dropped for this subscription under the `drop` policy.
+    pub dropped: u64,
+    /// The filter value of a filtered topic subscription (`filter:HEADER=VALUE`).
+    pub filter: Option<Box<str>>,
+    /// What happens when this topic subscriber falls behind (the destination's policy).
+    pub slow: SlowConsumerPolicy,
+}
+
+/// How an ACK/NACK named its message, resolved when it takes effect.
+#[derive(Debug, Clone, Copy)]
+struct SettleTarget {
+    serial: u32,
+    tag: u64,
+    kind: SettleKind,
+}
+
+#[derive(Debug)]
+enum TxOp {
+    Publish(Arc<Message>),
+    Settle(SettleTarget),
+}
+
+#[derive(Debug, Default)]
+struct Tx {
+    ops: Vec<TxOp>,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct PendingReceipt {
+    id: Box<str>,
+    waiting: WorkerSet,
+    closes: bool,
+}
+
+/// Per-connection session state.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// Boxed: a map of one entry still allocates four buckets, and most sessions hold one
+    /// subscription, so buckets of pointers keep an idle session ~300 bytes smaller.
+    pub subs: FastMap<u32, Box<Subscription>>,
+    by_id: FastMap<Box<str>, u32>,
+    txs: FastMap<Box<str>, Tx>,
+    receipts: VecDeque<PendingReceipt>,
+    /// Owners sent anything since the last receipt barrier.
+    touched: WorkerSet,
+    next_serial: u32,
+    next_tag: u64,
+    /// Some subscription has `owed_credit`.
+    pub owes_credit: bool,
+    /// The destination of the last SEND, its policy and the policy table generation: a producer
+    /// nearly always repeats it, so its name is shared instead of allocated again and its policy
+    /// is not looked up again for every message.
+    last_dest: Option<(Arc<str>, Arc<Policy>, u64)>,
+}
+
+impl Session {
+    pub fn next_tag(&mut self) -> u64 {
+        self.next_tag += 1;
+        self.next_tag
+    }
+}
+
+/// A fatal protocol error: ERROR with `word`, `detail` in the body, then close.
+#[derive(Debug)]
+pub struct Fatal {
+    pub word: ErrorWord,
+    pub detail: String,
+    pub receipt: Option<String>,
+    /// Add `version:1.0,1.1,1.2` (failed negotiation, D4).
+    pub versions: bool,
+}
+
+impl Fatal {
+    pub fn new(word: ErrorWord, detail: impl Into<String>) -> Fatal {
+        Fatal { word, detail: detail.into(), receipt: None, versions: false }
+    }
+}
+
+type Res = Result<(), Fatal>;
+
+/// Send ERROR and start closing.
+pub fn fail(conn: &mut Conn, ctx: &mut Ctx, f: Fatal) {
+    if conn.is_closing() {
+        return;
+    }
+    if conn.out.capacity() == 0 {
+        conn.out = ctx.turn.pool.take();
+    }
+    let extra: &[(&str, &str)] = if f.versions { &[("version", version::SUPPORTED)] } else { &[] };
+    encoder::error(&mut conn.out, conn.version, f.word.as_str(), &f.detail, f.receipt.as_deref(), extra);
+    ctx.stats.errors_sent += 1;
+    ctx.stats.errors_by_word[f.word.index()] += 1;
+    mark_dirty(conn, ctx);
+    log::debug!("{} {}: ERROR {}: {}", conn.session_id(), conn.who.peer, f.word, f.detail);
+    conn.begin_close(if f.word == ErrorWord::AuthErr { CloseReason::AuthFailed } else { CloseReason::Protocol(f.word) });
+}
+
+/// Parse and handle frames from `buf`. Returns how many bytes were consumed; the rest is a
+/// partial frame, or input left unread because the worker paused reads or the session waits for
+/// authentication. Sets `conn.need` when the size of the partial frame is known.
+pub fn process_input(conn: &mut Conn, buf: &[u8], ctx: &mut Ctx) -> usize {
+    let mut pos = 0;
+    conn.need = 0;
+    loop {
+        match conn.phase {
+            Phase::Closing | Phase::Released | Phase::Authenticating => return pos,
+            Phase::Disconnecting => return buf.len(), // M2: frames after DISCONNECT are ignored
+            Phase::Handshake | Phase::Open => {}
+        }
+        if ctx.outbox.reads_paused() {
+            return pos;
+        }
+        pos += skip_eols(&buf[pos..]);
+        if pos >= buf.len() {
+            return pos;
+        }
+        match parse(&buf[pos..], conn.version, &ctx.env.limits) {
+            Ok(Parsed::Frame(f, n)) => {
+                pos += n;
+                ctx.stats.frames_in += 1;
+                if let Err(fatal) = on_frame(conn, &f, ctx) {
+                    let fatal = Fatal { receipt: fatal.receipt.or_else(|| f.header("receipt").map(str::to_string)), ..fatal };
+                    fail(conn, ctx, fatal);
+                    return pos;
+                }
+            }
+            Ok(Parsed::Incomplete { need }) => {
+                conn.need = need;
+                return pos;
+            }
+            Err(e) => {
+                let mut fatal = parse_fatal(&e, ctx);
+                if e == ParseError::BadCommand {
+                    let line = &buf[pos..];
+                    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len()).min(32)];
+                    fatal.detail = format!("unknown or malformed command {:?}", String::from_utf8_lossy(line));
+                }
+                fail(conn, ctx, fatal);
+                return pos;
+            }
+        }
+    }
+}
+
+fn parse_fatal(e: &ParseError, ctx: &Ctx) -> Fatal {
+    let detail = match e {
+        ParseError::HeaderTooLong(_) => {
+            format!("{e} (limit: max_header_len = {})", ctx.env.cfg.max_header_len)
+        }
+        ParseError::TooManyHeaders(_) => {
+            format!("{e} (limit: max_headers = {})", ctx.env.cfg.max_headers)
+        }
+        ParseError::BodyTooLarge(_) => format!("{e} (limit: max_message_size = {})", ctx.env.cfg.max_message_size),
+        _ => e.to_string(),
+    };
+    Fatal::new(e.word(), detail)
+}
+
+fn on_frame(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
+    if !f.command.takes_body() && !f.body.is_empty() {
+        return Err(Fatal::new(ErrorWord::Syntax, format!("{} frames must not have a body", f.command.as_str())));
+    }
+    match (conn.phase, f.command) {
+        (Phase::Handshake, Command::Connect | Command::Stomp) => return connect(conn, f, ctx),
+        (Phase::Handshake, c) => {
+            return Err(Fatal::new(ErrorWord::Syntax, format!("{} before CONNECT: the first frame must be CONNECT or STOMP", c.as_str())))
+        }
+        (_, Command::Connect | Command::Stomp) => {
+            return Err(Fatal::new(ErrorWord::Syntax, "already connected: a second CONNECT is not allowed"))
+        }
+        _ => {}
+    }
+    match f.command {
+        Command::Send => send(conn, f, ctx)?,
+        Command::Subscribe => subscribe(conn, f, ctx)?,
+        Command::Unsubscribe => unsubscribe(conn, f, ctx)?,
+        Command::Ack => ack(conn, f, ctx, false)?,
+        Command::Nack if conn.version == Version::V1_0 => return Err(Fatal::new(ErrorWord::Syntax, "NACK is not a STOMP 1.0 command")),
+        Command::Nack => ack(conn, f, ctx, true)?,
+        Command::Begin => begin(conn, f, ctx)?,
+        Command::Commit => commit(conn, f, ctx)?,
+        Command::Abort => abort(conn, f)?,
+        Command::Disconnect => return disconnect(conn, f, ctx),
+        c => return Err(Fatal::new(ErrorWord::Syntax, format!("{} is a server frame; clients may not send it", c.as_str()))),
+    }
+    if let Some(r) = f.header("receipt") {
+        push_receipt(conn, ctx, r, false);
+    }
+    Ok(())
+}
+
+/// A destination header: non-empty and free of control characters (so it can be written to
+/// receivers of every version).
+fn destination<'f>(f: &'f Frame<'_>) -> Result<&'f str, Fatal> {
+    let d = required(f, "destination")?;
+    if d.chars().any(char::is_control) {
+        return Err(Fatal::new(ErrorWord::Syntax, "destination names may not contain control characters"));
+    }
+    Ok(d)
+}
+
+fn required<'f>(f: &'f Frame<'_>, name: &str) -> Result<&'f str, Fatal> {
+    match f.header(name) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(Fatal::new(ErrorWord::Syntax, format!("{} requires a non-empty {name} header", f.command.as_str()))),
+    }
+}
+
+/// Headers the broker sets on MESSAGE itself; a SEND's copies are not passed on.
+fn is_broker_header(name: &str) -> bool {
+    matches!(name, "destination" | "content-length" | "receipt" | "transaction" | "message-id" | "subscription" | "ack" | "redelivered")
+}
+
+/// Refuse a destination the policies do not allow this connection to use.
+fn check_policy(conn: &Conn, dest: &str, p: &Policy, write: bool, ctx: &Ctx) -> Res {
+    if !ctx.env.policies.allows(dest, p) {
+        return Err(Fatal::new(
+            ErrorWord::DestinationUnknown,
+            format!("{dest} is not a configured destination (create_destinations = false)"),
+        ));
+    }
+    if p.blocks(write, conn.who.listener == ListenerKind::Web) {
+        let what = if write { "SEND to" } else { "SUBSCRIBE to" };
+        return Err(Fatal::new(ErrorWord::Blocked, format!("{what} {dest} is not allowed here (read_block/write_block)")));
+    }
+    Ok(())
+}
+
+/// Release everything the session holds (the connection is closing): subscriptions at their
+/// owners (queues requeue unacknowledged messages, I6/M3) and open transactions (J3).
+pub fn teardown(conn: &mut Conn, ctx: &mut Ctx) {
+    conn.session.txs.clear();
+    let serials: Vec<u32> = conn.session.subs.keys().copied().collect();
+    for s in serials {
+        drop_subscription(conn, s, ctx);
+    }
+    conn.session.receipts.clear();
+}
