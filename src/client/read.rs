@@ -103,52 +103,44 @@ mod tests {
         wire.extend_from_slice(b"RECEIPT\nreceipt-id:r1\n\n\0\n");
         crate::stomp::encoder::error(&mut wire, Version::V1_2, "syntax", "bad", None, &[]);
         let limits = Limits::default();
-        let whole = drain(&wire, &limits);
-        assert_eq!(whole.0.len(), 4);
-        assert_eq!(whole.1, 3, "three heart-beat newlines");
-        assert_eq!(whole.0[1].header("ack"), Some("A:1"), "1.2 escapes are decoded");
-        assert_eq!(whole.0[1].body, b"a\0b");
+        let mut whole = Stream::default();
+        whole.pump(&wire, &limits);
+        assert_eq!(whole.frames.len(), 4);
+        assert_eq!(whole.beats, 3, "three heart-beat newlines");
+        assert_eq!(whole.frames[1].header("ack"), Some("A:1"), "1.2 escapes are decoded");
+        assert_eq!(whole.frames[1].body, b"a\0b");
         for cut in 0..wire.len() {
             // Feed the first `cut` bytes, then the rest, as a socket might.
-            let mut buf = wire[..cut].to_vec();
-            let mut got = Vec::new();
-            let mut beats = 0;
-            let mut pos = 0;
-            for phase in 0..2 {
-                if phase == 1 {
-                    buf.extend_from_slice(&wire[cut..]);
-                }
-                loop {
-                    match read(&buf[pos..], Version::V1_2, &limits).unwrap() {
-                        Decoded::HeartBeats { bytes, beats: b } => {
-                            pos += bytes;
-                            beats += b;
-                        }
-                        Decoded::Frame(f, used) => {
-                            got.push(f.to_owned_frame());
-                            pos += used;
-                        }
-                        Decoded::Incomplete { .. } => break,
-                    }
-                }
-            }
-            assert_eq!((got, beats), whole, "cut at {cut}");
+            let mut s = Stream::default();
+            s.pump(&wire[..cut], &limits);
+            s.pump(&wire, &limits);
+            assert_eq!((s.frames, s.beats), (whole.frames.clone(), whole.beats), "cut at {cut}");
         }
     }
 
-    fn drain(wire: &[u8], limits: &Limits) -> (Vec<OwnedFrame>, usize) {
-        let (mut pos, mut got, mut beats) = (0, Vec::new(), 0);
-        loop {
-            match read(&wire[pos..], Version::V1_2, limits).unwrap() {
-                Decoded::HeartBeats { bytes, beats: b } => {
-                    pos += bytes;
-                    beats += b;
+    /// A reader's side of a stream: what it has taken in so far.
+    #[derive(Default)]
+    struct Stream {
+        pos: usize,
+        frames: Vec<OwnedFrame>,
+        beats: usize,
+    }
+
+    impl Stream {
+        /// Read everything complete in `buf` past what was read before.
+        fn pump(&mut self, buf: &[u8], limits: &Limits) {
+            loop {
+                match read(&buf[self.pos..], Version::V1_2, limits).unwrap() {
+                    Decoded::HeartBeats { bytes, beats } => {
+                        self.pos += bytes;
+                        self.beats += beats;
+                    }
+                    Decoded::Frame(f, used) => {
+                        self.frames.push(f.to_owned_frame());
+                        self.pos += used;
+                    }
+                    Decoded::Incomplete { .. } => return,
                 }
-                Decoded::Frame(f, used) => {
-                    got.push(f.to_owned_frame());
-                    pos += used;
-                }
-                Decoded::Incomplete { .. } => return (got, beats),
             }
         }
     }
