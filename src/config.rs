@@ -20,6 +20,19 @@ pub enum SlowConsumerPolicy {
     Disconnect,
 }
 
+/// What a queue over `max_messages` or `max_queue_bytes` does with one more SEND.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// Accept it, and stop reading the connections that send to the queue until it is back
+    /// under three quarters of its limits (producer flow control; nobody is disconnected).
+    Block,
+    /// Refuse it: ERROR `q flup` to the producer, which is closed.
+    Reject,
+    /// Accept it and dead-letter the oldest ready message (`dlq-reason:overflow`), counted.
+    DropHead,
+}
+
 /// Per-destination settings, `[destinations."NAME"]`. NAME is an exact destination, or a
 /// prefix pattern ending in `*` (`"/topic/prices.*"`); an exact entry wins over patterns and a
 /// longer pattern over a shorter one. Every key is optional and falls back to the server value.
@@ -51,6 +64,11 @@ pub struct DestConfig {
     /// Every subscription is auto-ack, whatever its `ack` header says.
     pub auto_ack: Option<bool>,
     pub slow_consumer: Option<SlowConsumerPolicy>,
+    /// Queues: what a SEND to a full queue does.
+    pub overflow: Option<Overflow>,
+    /// Queues with `overflow = "block"`: ms a producer may stay blocked before it gets ERROR
+    /// `q flup` (0 = no limit).
+    pub block_timeout: Option<u64>,
     /// List this destination in the periodic stats messages.
     pub stats: Option<bool>,
     /// Queues: deliveries after the first before a message is dead-lettered (0 = no limit).
@@ -146,14 +164,19 @@ pub struct Config {
     pub max_pending_bytes: usize,
     /// What happens to a topic subscriber over `max_pending_bytes`.
     pub slow_consumer: SlowConsumerPolicy,
+    /// What a SEND to a full queue does (`block`, `reject` or `drop-head`).
+    pub overflow: Overflow,
+    /// ms a producer may stay blocked by a full queue before it gets ERROR `q flup` (0 = no
+    /// limit).
+    pub block_timeout: u64,
     /// Unacknowledged messages in flight per queue subscription, unless the SUBSCRIBE sets
     /// `prefetch-count` (or `activemq.prefetchSize`).
     pub prefetch: u32,
     /// Upper bound for a client's `prefetch-count`.
     pub max_prefetch: u32,
-    /// Messages held by one queue (ready + unacknowledged); past it SEND gets ERROR `q flup`.
+    /// Messages held by one queue (ready + unacknowledged); past it the `overflow` policy applies.
     pub max_messages: usize,
-    /// Body bytes held by one queue; past it SEND gets ERROR `q flup`.
+    /// Body bytes held by one queue; past it the `overflow` policy applies.
     pub max_queue_bytes: usize,
     /// Heart-beat floor in ms: client requests below it (e.g. `1,1`) are raised to it.
     pub heart_beat_min: u32,
@@ -235,6 +258,8 @@ impl Default for Config {
             max_tx_bytes: 16 << 20,
             max_pending_bytes: 4 << 20,
             slow_consumer: SlowConsumerPolicy::Disconnect,
+            overflow: Overflow::Block,
+            block_timeout: 0,
             prefetch: 1000,
             max_prefetch: 100_000,
             max_messages: 100_000,

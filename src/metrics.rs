@@ -197,6 +197,13 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
     metric("messages_rejected_total", "counter", "SENDs refused because a destination was full.", sum(&|p| p.shard.rejected));
     metric("messages_expired_total", "counter", "Messages that expired before delivery.", sum(&|p| p.shard.expired + p.stats.expired));
     metric("messages_dead_lettered_total", "counter", "Messages moved to a dead-letter queue.", sum(&|p| p.shard.dead_lettered));
+    metric("flow_blocks_total", "counter", "Times a full queue held its producers (overflow = block).", sum(&|p| p.shard.flow_blocks));
+    metric(
+        "messages_overflow_dropped_total",
+        "counter",
+        "Messages dropped from the head of a full queue (overflow = drop-head).",
+        sum(&|p| p.shard.overflow_dropped),
+    );
     metric("messages_dead_discarded_total", "counter", "Dead letters discarded (dead_letter = \"\").", sum(&|p| p.shard.dead_discarded));
     metric("messages_dropped_slow_total", "counter", "Topic deliveries dropped for slow consumers.", sum(&|p| p.stats.dropped_slow));
     metric("errors_sent_total", "counter", "ERROR frames sent.", sum(&|p| p.stats.errors_sent));

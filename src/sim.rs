@@ -48,6 +48,8 @@ pub enum Step {
     Backlog(usize),
     /// Worker `0` sent the credits its connections returned.
     Credits(usize),
+    /// Worker `0` went back to input it had stopped reading while its bus backlog was full.
+    Reads(usize),
 }
 
 pub struct Sim {
@@ -55,6 +57,9 @@ pub struct Sim {
     mailboxes: Vec<Mailbox>,
     /// Unparsed input per connection (a partial frame), as a worker keeps it: `[worker][slot]`.
     pending: Vec<Vec<Vec<u8>>>,
+    /// Connections whose input processing stopped because their worker's bus backlog paused
+    /// reads (the worker loop retries them next turn): `[worker]`.
+    stalled: Vec<Vec<usize>>,
     /// xorshift64* state: the schedule.
     rng: u64,
     /// One poll per worker: each owns its worker's waker (never polled).
@@ -107,7 +112,7 @@ impl Sim {
             .collect();
         // A zero seed would stay zero in xorshift.
         let rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        Sim { nodes, mailboxes, pending: vec![Vec::new(); workers], rng, _polls: polls }
+        Sim { nodes, mailboxes, pending: vec![Vec::new(); workers], stalled: vec![Vec::new(); workers], rng, _polls: polls }
     }
 
     /// Add a connection on worker 0; returns its slot.
@@ -145,29 +150,46 @@ impl Sim {
     /// (own-shard requests, own deliveries), as a worker does after each read. Bus messages to
     /// other workers wait for [`Sim::step`] or [`Sim::settle`].
     pub fn input(&mut self, id: ConnId, bytes: &[u8]) {
-        let node = &mut self.nodes[id.worker];
-        let mut buf = std::mem::take(&mut self.pending[id.worker][id.slot]);
-        buf.extend_from_slice(bytes);
-        if let Some(conn) = node.conns.get_mut(id.slot) {
-            if !conn.is_closing() {
-                let used = session::process_input(conn, &buf, &mut node.ctx);
-                if !conn.is_closing() {
-                    buf.drain(..used);
-                    self.pending[id.worker][id.slot] = buf;
-                }
+        self.pending[id.worker][id.slot].extend_from_slice(bytes);
+        self.process(id.worker, id.slot);
+        self.after_turn(id.worker);
+    }
+
+    /// Run a connection's session over its kept input, as `read_conn` does; remember it when
+    /// the worker's paused reads stopped it.
+    fn process(&mut self, w: usize, slot: usize) {
+        let node = &mut self.nodes[w];
+        let buf = std::mem::take(&mut self.pending[w][slot]);
+        let Some(conn) = node.conns.get_mut(slot) else { return };
+        if buf.is_empty() || conn.is_closing() {
+            return;
+        }
+        let used = session::process_input(conn, &buf, &mut node.ctx);
+        if !conn.is_closing() {
+            self.pending[w][slot] = buf[used..].to_vec();
+            if used < buf.len() && node.ctx.outbox.reads_paused() && !self.stalled[w].contains(&slot) {
+                self.stalled[w].push(slot);
             }
         }
         node.run_local();
-        self.after_turn(id.worker);
     }
 
     /// What a worker does at the end of a turn besides writing: closing connections release
     /// their subscriptions (which may send more), and the dirty list is done with.
     fn after_turn(&mut self, w: usize) {
-        let node = &mut self.nodes[w];
         loop {
+            // Connections put back on the read list (a held producer let go, pipelined frames
+            // after an authentication) process the input they kept, as `read_conn` does.
+            let reads = std::mem::take(&mut self.nodes[w].ctx.turn.read_list);
+            for slot in reads {
+                if let Some(conn) = self.nodes[w].conns.get_mut(slot as usize) {
+                    conn.sched.read = false;
+                }
+                self.process(w, slot as usize);
+            }
+            let node = &mut self.nodes[w];
             let dirty = std::mem::take(&mut node.ctx.turn.dirty);
-            if dirty.is_empty() {
+            if dirty.is_empty() && node.ctx.turn.read_list.is_empty() {
                 break;
             }
             for slot in dirty {
@@ -181,7 +203,6 @@ impl Sim {
             }
             node.run_local();
         }
-        node.ctx.turn.read_list.clear();
     }
 
     /// The steps possible now, in a fixed order.
@@ -200,6 +221,9 @@ impl Sim {
             }
             if !node.ctx.turn.credits.is_empty() {
                 out.push(Step::Credits(w));
+            }
+            if !self.stalled[w].is_empty() && !node.ctx.outbox.reads_paused() {
+                out.push(Step::Reads(w));
             }
         }
     }
@@ -232,9 +256,14 @@ impl Sim {
                 self.nodes[w].ctx.flush_credits();
                 self.nodes[w].run_local();
             }
+            Step::Reads(w) => {
+                for slot in std::mem::take(&mut self.stalled[w]) {
+                    self.process(w, slot);
+                }
+            }
         }
         let w = match step {
-            Step::Ctrl(w) | Step::Data(w) | Step::Backlog(w) | Step::Credits(w) => w,
+            Step::Ctrl(w) | Step::Data(w) | Step::Backlog(w) | Step::Credits(w) | Step::Reads(w) => w,
         };
         self.after_turn(w);
     }

@@ -22,6 +22,8 @@ pub enum TimerKind {
     HeartBeatRecv,
     /// A closing connection's linger time is over.
     Linger,
+    /// A producer held by flow control reached its queue's `block_timeout`.
+    Held,
 }
 
 /// A timer of the worker itself (not of a connection).

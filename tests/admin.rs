@@ -101,7 +101,7 @@ fn purge_empties_a_queue_and_a_retained_topic() {
 
 #[test]
 fn perms_change_blocks_and_limits_at_run_time() {
-    let b = admin_broker(4, |_| {});
+    let b = admin_broker(4, |c| c.overflow = romp::config::Overflow::Reject); // checks the `q flup` refusal
     let mut a = admin(&b);
     let m = action(&mut a, "perms", &[("target", "/queue/locked"), ("write_block", "true")]);
     assert_eq!(m.h("result"), "ok", "{}", m.text());

@@ -95,8 +95,15 @@ both!(max_connections_limits_subscribers, |s: Setup| {
 
 both!(max_messages_and_bytes_per_destination, |s: Setup| {
     let b = Broker::with(s, |c| {
-        dest(c, "/queue/small", |d| d.max_messages = Some(3));
-        dest(c, "/queue/narrow", |d| d.max_queue_bytes = Some(100));
+        // `reject` (not the default `block`): this test is about the refusal.
+        dest(c, "/queue/small", |d| {
+            d.max_messages = Some(3);
+            d.overflow = Some(romp::config::Overflow::Reject);
+        });
+        dest(c, "/queue/narrow", |d| {
+            d.max_queue_bytes = Some(100);
+            d.overflow = Some(romp::config::Overflow::Reject);
+        });
     });
     let mut c = b.client("1.2");
     for i in 0..3 {

@@ -27,7 +27,10 @@ both!(f2_user_headers_pass_through, |w| {
 });
 
 both!(f3_full_queue_rejects_with_q_flup, |w| {
-    let b = Broker::with(w, |c| c.max_messages = 2);
+    let b = Broker::with(w, |c| {
+        c.max_messages = 2;
+        c.overflow = romp::config::Overflow::Reject; // the default, `block`, holds the producer
+    });
     let mut p = b.client("1.2");
     p.with_receipt("SEND", &[("destination", "/queue/f3")], b"1", "a");
     p.with_receipt("SEND", &[("destination", "/queue/f3")], b"2", "b");

@@ -60,6 +60,10 @@ pub enum FromOwner {
     AdminResult { conn: ConnRef, reply: AdminReply },
     /// Everything the connection sent to this owner before its barrier has been applied.
     BarrierDone { conn: ConnRef, owner: u16 },
+    /// Producer flow control: `dest` (an `overflow = "block"` queue) is over its limits
+    /// (`blocked`), or back under them. Sent to every worker; each holds, or lets go, the
+    /// connections of its own that send to `dest`.
+    Flow { dest: Arc<str>, blocked: bool },
     /// The owner refused a frame; the connection gets ERROR and is closed.
     Rejected { conn: ConnRef, word: ErrorWord, detail: String, receipt: Option<Box<str>> },
 }

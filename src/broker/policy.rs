@@ -11,7 +11,7 @@
 //! `create_destinations = false`.
 
 use super::FastMap;
-use crate::config::{Config, DestConfig, SlowConsumerPolicy};
+use crate::config::{Config, DestConfig, Overflow, SlowConsumerPolicy};
 use std::sync::Arc;
 
 /// Everything the broker needs to know about one destination, all values resolved.
@@ -35,6 +35,9 @@ pub struct Policy {
     pub web_write_block: bool,
     pub auto_ack: bool,
     pub slow_consumer: SlowConsumerPolicy,
+    pub overflow: Overflow,
+    /// ms; 0 = no limit.
+    pub block_timeout: u64,
     pub stats: bool,
     pub max_redeliveries: u32,
     /// `None`: the default DLQ name; `Some("")`: discard.
@@ -62,6 +65,8 @@ impl Policy {
             web_write_block: false,
             auto_ack: false,
             slow_consumer: cfg.slow_consumer,
+            overflow: cfg.overflow,
+            block_timeout: cfg.block_timeout,
             stats: true,
             max_redeliveries: cfg.max_redeliveries,
             dead_letter: None,
@@ -116,6 +121,12 @@ impl Policy {
         }
         if let Some(v) = d.slow_consumer {
             self.slow_consumer = v;
+        }
+        if let Some(v) = d.overflow {
+            self.overflow = v;
+        }
+        if let Some(v) = d.block_timeout {
+            self.block_timeout = v;
         }
         if let Some(v) = d.max_redeliveries {
             self.max_redeliveries = v;

@@ -32,6 +32,8 @@ pub enum DeadReason {
     Expired,
     MaxRedeliveries,
     Rejected,
+    /// Dropped from the head of a full `overflow = "drop-head"` queue.
+    Overflow,
 }
 
 impl DeadReason {
@@ -40,6 +42,7 @@ impl DeadReason {
             DeadReason::Expired => "expired",
             DeadReason::MaxRedeliveries => "max-redeliveries",
             DeadReason::Rejected => "rejected",
+            DeadReason::Overflow => "overflow",
         }
     }
 }
@@ -152,6 +155,25 @@ impl Queue {
     /// Nothing held and nobody subscribed: the owner may forget this queue.
     pub fn is_idle(&self) -> bool {
         self.count == 0 && self.consumers.is_empty()
+    }
+
+    /// At or over a limit: an `overflow = "block"` queue holds its producers.
+    pub fn over_high_watermark(&self) -> bool {
+        self.count >= self.policy.max_messages || self.bytes >= self.policy.max_queue_bytes
+    }
+
+    /// Back under three quarters of both limits: held producers may go on.
+    pub fn under_low_watermark(&self) -> bool {
+        self.count <= self.policy.max_messages / 4 * 3 && self.bytes <= self.policy.max_queue_bytes / 4 * 3
+    }
+
+    /// Dead-letter the oldest ready message to make room (`overflow = "drop-head"`); false if
+    /// nothing is ready (everything held is in flight to consumers).
+    pub fn drop_head(&mut self) -> bool {
+        let Some(e) = self.ready.pop_front() else { return false };
+        self.forget(&e);
+        self.dead.push((e, DeadReason::Overflow));
+        true
     }
 
     /// Would `msg` fit under the bounds?

@@ -21,6 +21,7 @@ use super::queue::{DeadReason, Dispatch, Entry, Queue};
 use super::FastMap;
 use super::{owner_of, DestKind, Message, Publisher, SubKey};
 use crate::admin::{AdminOp, AdminReply};
+use crate::config::Overflow;
 use crate::stomp::ErrorWord;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -109,6 +110,10 @@ pub struct ShardStats {
     pub expired: u64,
     pub dead_lettered: u64,
     pub dead_discarded: u64,
+    /// Times a queue went over its limits and held its producers (`overflow = "block"`).
+    pub flow_blocks: u64,
+    /// Messages dropped from the head of a full `overflow = "drop-head"` queue.
+    pub overflow_dropped: u64,
 }
 
 /// What an admin purge removed.
@@ -147,6 +152,9 @@ pub struct Shard {
     /// This worker's index, and a counter for ids of messages that arrive over upstream links.
     me: usize,
     link_ids: u64,
+    /// Queues over their limits whose producers every worker holds (announced with
+    /// `FromOwner::Flow`), until they are back under three quarters of them.
+    blocked: FastMap<Arc<str>, ()>,
 }
 
 fn refresh(policies: &Policies, dest: &str, policy: &mut Arc<Policy>, gen: &mut u64) {
@@ -171,6 +179,7 @@ impl Shard {
             stats: ShardStats::default(),
             me,
             link_ids: 0,
+            blocked: FastMap::default(),
         }
     }
 
@@ -337,6 +346,7 @@ impl Shard {
                 let reply = match op {
                     AdminOp::Purge { dest, action } => {
                         let p = self.purge(&dest);
+                        self.flow(&dest, out);
                         p.reply(action, &dest)
                     }
                     other => AdminReply::error(other.name(), "not an owner operation"),
@@ -510,7 +520,19 @@ impl Shard {
             DestKind::Queue => {
                 let seq = self.next_seq;
                 let q = self.queue_mut(&dest);
-                if !q.has_room(&msg) {
+                let mut full = !q.has_room(&msg);
+                let mut dropped = 0;
+                if full && q.policy.overflow == Overflow::DropHead {
+                    while !q.has_room(&msg) && q.drop_head() {
+                        dropped += 1;
+                    }
+                    full = !q.has_room(&msg);
+                }
+                // `block`: accepted over the limit; `flow` (after dispatch) holds the producers.
+                let refuse = full && q.policy.overflow != Overflow::Block;
+                self.stats.overflow_dropped += dropped;
+                let q = self.queue_mut(&dest);
+                if refuse {
                     let detail = format!(
                         "queue {dest} is full ({} messages held; limits: max_messages = {}, max_queue_bytes = {}); the message was not accepted",
                         q.depth(),
@@ -616,6 +638,38 @@ impl Shard {
         if let Some(policy) = policy {
             self.dead_letter(dest, &policy, out);
         }
+        self.flow(dest, out);
+    }
+
+    /// Producer flow control for `overflow = "block"` queues: over a limit, tell every worker
+    /// to hold the connections that send to `dest`; back under three quarters of both limits
+    /// (or gone), let them go. Announced once per change, so the cost on the hot path is one
+    /// lookup while nothing is blocked.
+    fn flow(&mut self, dest: &Arc<str>, out: &mut impl Outlet) {
+        let (over, under) = match self.queues.get(dest) {
+            Some(q) => (q.policy.overflow == Overflow::Block && q.over_high_watermark(), q.under_low_watermark()),
+            None => (false, true),
+        };
+        let change = if over {
+            self.blocked.insert(dest.clone(), ()).is_none()
+        } else {
+            under && !self.blocked.is_empty() && self.blocked.remove(dest).is_some()
+        };
+        if !change {
+            return;
+        }
+        if over {
+            self.stats.flow_blocks += 1;
+            log::debug!("{dest}: over its limits; its producers are held");
+        }
+        for w in 0..out.workers() {
+            out.answer(w, FromOwner::Flow { dest: dest.clone(), blocked: over });
+        }
+    }
+
+    /// Queues whose producers are held now.
+    pub fn blocked_len(&self) -> usize {
+        self.blocked.len()
     }
 
     /// Send the messages in `self.dead` to `dest`'s dead-letter destination (or discard them,

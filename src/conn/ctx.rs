@@ -167,6 +167,9 @@ pub struct Ctx {
     /// Local subscribers per topic name (this worker's connections only).
     pub topics: FastMap<Arc<str>, TopicSubs>,
     pub stats: WorkerStats,
+    /// Producer flow control: queues over their limits (announced by their owners), each with
+    /// the connections of this worker held because their next frame is a SEND to it.
+    pub held: FastMap<Arc<str>, Vec<(u32, u32)>>,
     next_msg: u64,
 }
 
@@ -203,6 +206,7 @@ impl Ctx {
             outbox,
             topics: FastMap::default(),
             stats: WorkerStats::default(),
+            held: FastMap::default(),
             next_msg: 0,
         }
     }

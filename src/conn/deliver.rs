@@ -149,6 +149,19 @@ fn from_owner(msg: FromOwner, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
                 super::admin::write_reply(c, &reply, ctx);
             }
         }
+        FromOwner::Flow { dest, blocked: true } => {
+            ctx.held.entry(dest).or_default();
+        }
+        FromOwner::Flow { dest, blocked: false } => {
+            for (slot, gen) in ctx.held.remove(&dest).unwrap_or_default() {
+                if let Some(c) = live(conns, slot, gen) {
+                    if c.held.as_ref().is_some_and(|h| h.dest == dest) {
+                        c.held = None;
+                        super::want_read(c, ctx);
+                    }
+                }
+            }
+        }
         FromOwner::BarrierDone { conn, owner } => {
             if let Some(c) = live(conns, conn.slot, conn.gen) {
                 session::barrier_done(c, owner as usize, ctx);

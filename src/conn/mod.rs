@@ -188,8 +188,21 @@ pub struct Conn {
     pub read: ReadSide,
     pub write: WriteSide,
     pub sched: Sched,
+    /// Held by producer flow control: its next frame is a SEND to this queue, which is over
+    /// its limits; not read until the owner lets it go (or `block_timeout` runs out).
+    pub held: Option<Held>,
     /// Web-port state (HTTP, then WebSocket); `None` for STOMP over TCP.
     pub web: Option<Box<web::Web>>,
+}
+
+/// Why and since when a producer is held by flow control.
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// The queue over its limits that its next SEND goes to.
+    pub dest: std::sync::Arc<str>,
+    pub since: Instant,
+    /// That SEND's `receipt`, for the ERROR if `block_timeout` runs out.
+    pub receipt: Option<Box<str>>,
 }
 
 /// Who is on the other end of a connection.
@@ -230,6 +243,7 @@ impl Conn {
             read: ReadSide::Open,
             write: WriteSide::Open,
             sched: Sched::default(),
+            held: None,
 
             web: None,
         }

@@ -276,7 +276,7 @@ fn pump_ws(conn: &mut Conn, ctx: &mut Ctx) -> bool {
 }
 
 fn stomp_can_run(conn: &Conn, ctx: &Ctx) -> bool {
-    !matches!(conn.phase, Phase::Authenticating | Phase::Closing | Phase::Released) && !ctx.outbox.reads_paused()
+    !matches!(conn.phase, Phase::Authenticating | Phase::Closing | Phase::Released) && conn.held.is_none() && !ctx.outbox.reads_paused()
 }
 
 fn keep_tail(conn: &mut Conn, mut buf: Vec<u8>, used: usize, ctx: &mut Ctx) {

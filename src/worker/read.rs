@@ -54,7 +54,7 @@ impl Worker {
             if self.node.ctx.outbox.reads_paused() {
                 return true;
             }
-            if conn.phase == Phase::Authenticating {
+            if conn.phase == Phase::Authenticating || conn.held.is_some() {
                 return false;
             }
             // A client that does not read what it asked for (receipts, errors) is not read either:

@@ -66,7 +66,11 @@ impl Worker {
                 TimerKind::HeartBeatRecv => {
                     if matches!(conn.phase, Phase::Open | Phase::Disconnecting) {
                         let grace = session::recv_grace(conn, &self.node.ctx);
-                        if now.duration_since(conn.beat.last_read) >= grace {
+                        if conn.held.is_some() {
+                            // Held by flow control: the broker is not reading it, so its
+                            // silence says nothing. Look again a grace period later.
+                            self.node.ctx.time.timers.arm(Timer { at: now + grace, ..t });
+                        } else if now.duration_since(conn.beat.last_read) >= grace {
                             let ms = grace.as_millis();
                             session::fail(
                                 conn,
@@ -79,6 +83,18 @@ impl Worker {
                             conn.close_reason = Some(CloseReason::HeartBeatTimeout);
                         } else {
                             self.node.ctx.time.timers.arm(Timer { at: conn.beat.last_read + grace, ..t });
+                        }
+                    }
+                }
+                TimerKind::Held => {
+                    if let Some(h) = conn.held.clone() {
+                        let ms = self.node.ctx.env.policies.resolve(&h.dest).block_timeout;
+                        if ms > 0 && now.duration_since(h.since) >= Duration::from_millis(ms) {
+                            let detail =
+                                format!("{} stayed over its limits for {ms} ms (block_timeout); the SEND was not accepted", h.dest);
+                            let fatal =
+                                session::Fatal { receipt: h.receipt.map(String::from), ..session::Fatal::new(ErrorWord::QFlup, detail) };
+                            session::fail(conn, &mut self.node.ctx, fatal);
                         }
                     }
                 }

@@ -200,6 +200,9 @@ pub fn process_input(conn: &mut Conn, buf: &[u8], ctx: &mut Ctx) -> usize {
             Phase::Disconnecting => return buf.len(), // M2: frames after DISCONNECT are ignored
             Phase::Handshake | Phase::Open => {}
         }
+        if conn.held.is_some() {
+            return pos; // the SEND it is held on stays first in the input
+        }
         if ctx.outbox.reads_paused() {
             return pos;
         }
@@ -209,6 +212,9 @@ pub fn process_input(conn: &mut Conn, buf: &[u8], ctx: &mut Ctx) -> usize {
         }
         match parse(&buf[pos..], conn.version, &ctx.env.limits) {
             Ok(Parsed::Frame(f, n)) => {
+                if f.command == Command::Send && !ctx.held.is_empty() && hold(conn, &f, ctx) {
+                    return pos;
+                }
                 pos += n;
                 ctx.stats.frames_in += 1;
                 if let Err(fatal) = on_frame(conn, &f, ctx) {
@@ -231,6 +237,36 @@ pub fn process_input(conn: &mut Conn, buf: &[u8], ctx: &mut Ctx) -> usize {
                 fail(conn, ctx, fatal);
                 return pos;
             }
+        }
+    }
+}
+
+/// Producer flow control: a SEND (outside a transaction, whose SENDs are published only at
+/// COMMIT) to a queue over its limits is not processed; the connection is held, with the SEND
+/// first in its input, until the owner lets it go. Returns whether it was held.
+fn hold(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> bool {
+    if conn.phase != Phase::Open || f.header("transaction").is_some() {
+        return false;
+    }
+    let Some(dest) = f.header("destination") else { return false };
+    let Some((name, _)) = ctx.held.get_key_value(dest) else { return false };
+    let name = name.clone();
+    ctx.held.entry(name.clone()).or_default().push((conn.me.slot, conn.me.gen));
+    let timeout = ctx.env.policies.resolve(&name).block_timeout;
+    log::debug!("{} {}: held: {name} is over its limits", conn.session_id(), conn.who.peer);
+    conn.held = Some(super::Held { dest: name, since: ctx.time.now, receipt: f.header("receipt").map(Box::from) });
+    if timeout > 0 {
+        let at = ctx.time.now + Duration::from_millis(timeout);
+        ctx.time.timers.arm(Timer { at, slot: conn.me.slot, gen: conn.me.gen, kind: TimerKind::Held });
+    }
+    true
+}
+
+/// Forget that a connection is held (it is closing).
+fn unhold(conn: &mut Conn, ctx: &mut Ctx) {
+    if let Some(h) = conn.held.take() {
+        if let Some(list) = ctx.held.get_mut(&h.dest) {
+            list.retain(|&e| e != (conn.me.slot, conn.me.gen));
         }
     }
 }
@@ -322,6 +358,7 @@ fn check_policy(conn: &Conn, dest: &str, p: &Policy, write: bool, ctx: &Ctx) -> 
 /// Release everything the session holds (the connection is closing): subscriptions at their
 /// owners (queues requeue unacknowledged messages, I6/M3) and open transactions (J3).
 pub fn teardown(conn: &mut Conn, ctx: &mut Ctx) {
+    unhold(conn, ctx);
     conn.session.txs.clear();
     let serials: Vec<u32> = conn.session.subs.keys().copied().collect();
     for s in serials {
