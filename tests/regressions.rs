@@ -82,3 +82,52 @@ both!(client_that_never_reads_its_receipts_is_paused_not_buffered, |w| {
     });
     writer.join().unwrap();
 });
+
+// The RECEIPT of a SUBSCRIBE went out after the subscription's first prefetch window of
+// MESSAGEs (the owner dispatched before answering the barrier); a client that reads only after
+// the receipt saw messages first. Found by an independent client suite; RabbitMQ sends it first.
+both!(a_subscribe_receipt_comes_before_its_first_message, |s: Setup| {
+    let b = Broker::start(s);
+    let mut p = b.client("1.2");
+    for i in 0..5 {
+        p.with_receipt("SEND", &[("destination", "/queue/rfirst")], i.to_string().as_bytes(), &format!("p{i}"));
+    }
+    p.with_receipt("SEND", &[("destination", "/topic/rfirst"), ("x", "y")], b"t", "pt");
+    let mut c = b.client("1.2");
+    c.send_frame("SUBSCRIBE", &[("id", "q"), ("destination", "/queue/rfirst"), ("receipt", "sq")], b"");
+    let first = c.recv();
+    assert_eq!((first.command.as_str(), first.header("receipt-id")), ("RECEIPT", Some("sq")), "{first:?}");
+    for i in 0..5 {
+        assert_eq!(c.expect("MESSAGE").text(), i.to_string());
+    }
+});
+
+// Retained topic messages (min_delivery) replayed to a new subscriber came before its RECEIPT.
+both!(a_subscribe_receipt_comes_before_replayed_topic_messages, |s: Setup| {
+    let b = Broker::with(s, |c| {
+        c.destinations.insert("/topic/kept".into(), romp::config::DestConfig { min_delivery: Some(1), ..Default::default() });
+    });
+    let mut p = b.client("1.2");
+    p.with_receipt("SEND", &[("destination", "/topic/kept")], b"early", "p1");
+    let mut c = b.client("1.2");
+    c.send_frame("SUBSCRIBE", &[("id", "t"), ("destination", "/topic/kept"), ("receipt", "st")], b"");
+    let first = c.recv();
+    assert_eq!((first.command.as_str(), first.header("receipt-id")), ("RECEIPT", Some("st")), "{first:?}");
+    assert_eq!(c.expect("MESSAGE").text(), "early");
+});
+
+// STOMP 1.0: an UNSUBSCRIBE naming only the destination failed with `no subscription with id`
+// when the SUBSCRIBE had carried an id (stompngo always sends one). It now removes the
+// connection's subscriptions to that destination, as ActiveMQ does.
+both!(v10_unsubscribe_by_destination_finds_subscriptions_made_with_an_id, |s: Setup| {
+    let b = Broker::start(s);
+    let mut c = b.client("1.0");
+    c.subscribe_sync("sub-1", "/queue/u10", "auto");
+    c.with_receipt("UNSUBSCRIBE", &[("destination", "/queue/u10")], b"", "gone");
+    let mut p = b.client("1.0");
+    p.with_receipt("SEND", &[("destination", "/queue/u10")], b"after", "p");
+    c.expect_nothing(Duration::from_millis(200));
+    // Naming a destination it is not subscribed to is still an error.
+    c.send_frame("UNSUBSCRIBE", &[("destination", "/queue/never")], b"");
+    c.expect_error("syntax");
+});

@@ -25,8 +25,10 @@ pub enum ToOwner {
     /// Publish a message; `receipt` is echoed in a rejection's ERROR.
     Publish { msg: Arc<Message>, from: Publisher, receipt: Option<Box<str>> },
     /// Add a subscription (topic or queue by the destination's name); `filter` is the value a
-    /// filtered topic subscription routes on.
-    Subscribe { dest: Arc<str>, key: SubKey, mode: AckMode, prefetch: u32, filter: Option<Box<str>> },
+    /// filtered topic subscription routes on. `barrier`: the SUBSCRIBE asked for a receipt;
+    /// answer [`FromOwner::BarrierDone`] once it is in place and *before* its first message,
+    /// so the RECEIPT precedes the subscription's MESSAGEs.
+    Subscribe { dest: Arc<str>, key: SubKey, mode: AckMode, prefetch: u32, filter: Option<Box<str>>, barrier: bool },
     /// Remove a subscription; a queue takes back everything it had in flight.
     Unsubscribe { dest: Arc<str>, key: SubKey },
     /// ACK or NACK of queue messages by queue sequence.

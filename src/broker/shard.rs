@@ -281,8 +281,8 @@ impl Shard {
             ToOwner::Publish { msg, from, receipt } => {
                 self.publish(msg, from, receipt, out, false);
             }
-            ToOwner::Subscribe { dest, key, mode, prefetch, filter } => match DestKind::of(&dest) {
-                DestKind::Topic => self.subscribe_topic(dest, key, filter, out),
+            ToOwner::Subscribe { dest, key, mode, prefetch, filter, barrier } => match DestKind::of(&dest) {
+                DestKind::Topic => self.subscribe_topic(dest, key, filter, barrier, out),
                 DestKind::Queue => {
                     let q = self.queue_mut(&dest);
                     if q.consumers() >= q.policy.max_subscribers {
@@ -294,6 +294,10 @@ impl Shard {
                         return;
                     }
                     q.subscribe(key, mode, prefetch);
+                    if barrier {
+                        let owner = out.me() as u16;
+                        out.answer(key.conn.worker as usize, FromOwner::BarrierDone { conn: key.conn, owner });
+                    }
                     self.dispatch(&dest, out);
                 }
             },
@@ -382,7 +386,7 @@ impl Shard {
         Purged { messages: 0, found: false }
     }
 
-    fn subscribe_topic(&mut self, dest: Arc<str>, key: SubKey, filter: Option<Box<str>>, out: &mut impl Outlet) {
+    fn subscribe_topic(&mut self, dest: Arc<str>, key: SubKey, filter: Option<Box<str>>, barrier: bool, out: &mut impl Outlet) {
         let now = self.now_ms;
         let t = self.topic_mut(&dest);
         if t.subs.len() >= t.policy.max_subscribers {
@@ -393,7 +397,13 @@ impl Shard {
             out.answer(key.conn.worker as usize, FromOwner::SubscribeRefused { key, word: ErrorWord::DestFlup, detail });
             return;
         }
-        if t.subs.insert(key, filter.clone()).is_some() {
+        let again = t.subs.insert(key, filter.clone()).is_some();
+        if barrier {
+            // Before any replayed message: the RECEIPT comes first.
+            let owner = out.me() as u16;
+            out.answer(key.conn.worker as usize, FromOwner::BarrierDone { conn: key.conn, owner });
+        }
+        if again {
             return;
         }
         t.per_worker[key.conn.worker as usize] += 1;

@@ -134,6 +134,9 @@ pub struct Session {
     by_id: FastMap<Box<str>, u32>,
     txs: FastMap<Box<str>, Tx>,
     receipts: VecDeque<PendingReceipt>,
+    /// The owner that answers the next receipt's barrier on its own (a SUBSCRIBE with a
+    /// receipt): no separate `Barrier` goes to it.
+    inline_barrier: Option<usize>,
     /// Owners sent anything since the last receipt barrier.
     touched: WorkerSet,
     next_serial: u32,

@@ -22,7 +22,8 @@ pub(super) fn disconnect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
 pub(super) fn push_receipt(conn: &mut Conn, ctx: &mut Ctx, id: &str, closes: bool) {
     let s = &mut conn.session;
     let waiting = std::mem::take(&mut s.touched);
-    for w in waiting.iter() {
+    let inline = s.inline_barrier.take();
+    for w in waiting.iter().filter(|&w| Some(w) != inline) {
         ctx.outbox.to_owner(w, ToOwner::Barrier { from: conn.me });
     }
     s.receipts.push_back(PendingReceipt { id: Box::from(id), waiting, closes });

@@ -82,7 +82,12 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     }
     let w = owner_of(&dest, ctx.outbox.workers());
     s.touched.insert(w);
-    ctx.outbox.to_owner(w, ToOwner::Subscribe { dest, key: SubKey { conn: conn.me, serial }, mode, prefetch, filter });
+    // With a receipt, the owner answers the barrier itself, before the first MESSAGE.
+    let barrier = f.header("receipt").is_some();
+    if barrier {
+        s.inline_barrier = Some(w);
+    }
+    ctx.outbox.to_owner(w, ToOwner::Subscribe { dest, key: SubKey { conn: conn.me, serial }, mode, prefetch, filter, barrier });
     Ok(())
 }
 
@@ -113,7 +118,23 @@ pub fn forget_subscription(conn: &mut Conn, serial: u32, ctx: &mut Ctx) -> Optio
 pub(super) fn unsubscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let id = match f.header("id") {
         Some(id) => id,
-        None if conn.version == Version::V1_0 => required(f, "destination")?,
+        None if conn.version == Version::V1_0 => {
+            // 1.0 may name the destination instead. A subscription made without an id has
+            // the destination as its id; ones made with an id (stompngo always sends one)
+            // are found by destination, all of them, as ActiveMQ does.
+            let dest = required(f, "destination")?;
+            if !conn.session.by_id.contains_key(dest) {
+                let serials: Vec<u32> = conn.session.subs.iter().filter(|(_, s)| &*s.dest == dest).map(|(&k, _)| k).collect();
+                if serials.is_empty() {
+                    return Err(Fatal::new(ErrorWord::Syntax, format!("no subscription to {dest:?}")));
+                }
+                for serial in serials {
+                    drop_subscription(conn, serial, ctx);
+                }
+                return Ok(());
+            }
+            dest
+        }
         None => return Err(Fatal::new(ErrorWord::Syntax, "UNSUBSCRIBE requires an id header")),
     };
     let serial = *conn.session.by_id.get(id).ok_or_else(|| Fatal::new(ErrorWord::Syntax, format!("no subscription with id {id:?}")))?;
