@@ -119,8 +119,12 @@ impl Worker {
                 }
                 continue;
             }
+            // Before CONNECT succeeds, a socket gets at most the pre-auth budget per read (and
+            // the session refuses a CONNECT larger than it), so nobody unauthenticated makes
+            // the broker buffer more.
+            let cap = if conn.phase == Phase::Handshake { session::PRE_AUTH_BUDGET } else { self.scratch.len() };
             if !conn.inbuf.is_empty() {
-                let want = conn.need.saturating_sub(conn.inbuf.len()).clamp(READ_CHUNK, 16 * READ_CHUNK);
+                let want = conn.need.saturating_sub(conn.inbuf.len()).clamp(READ_CHUNK, 16 * READ_CHUNK).min(cap);
                 let len = conn.inbuf.len();
                 conn.inbuf.resize(len + want, 0);
                 let r = conn.io.read(&mut conn.inbuf[len..]);
@@ -139,7 +143,7 @@ impl Worker {
                 }
                 continue;
             }
-            match conn.io.read(&mut self.scratch) {
+            match conn.io.read(&mut self.scratch[..cap]) {
                 Ok(0) => conn.read = ReadSide::Eof,
                 Ok(n) => {
                     conn.beat.last_read = self.node.ctx.time.now;

@@ -191,6 +191,16 @@ pub fn fail(conn: &mut Conn, ctx: &mut Ctx, f: Fatal) {
     conn.begin_close(if f.word == ErrorWord::AuthErr { CloseReason::AuthFailed } else { CloseReason::Protocol(f.word) });
 }
 
+/// Bytes a connection may have buffered before its CONNECT succeeded: the largest CONNECT
+/// accepted, and what a worker reads from an unauthenticated socket at once.
+pub const PRE_AUTH_BUDGET: usize = 4096;
+
+/// Frame limits before CONNECT: no body, small headers (and never more than the configured
+/// ones), within [`PRE_AUTH_BUDGET`].
+fn pre_auth_limits(l: &crate::stomp::Limits) -> crate::stomp::Limits {
+    crate::stomp::Limits { max_headers: l.max_headers.min(32), max_header_len: l.max_header_len.min(2048), max_body: 0 }
+}
+
 /// Parse and handle frames from `buf`. Returns how many bytes were consumed; the rest is a
 /// partial frame, or input left unread because the worker paused reads or the session waits for
 /// authentication. Sets `conn.need` when the size of the partial frame is known.
@@ -213,7 +223,15 @@ pub fn process_input(conn: &mut Conn, buf: &[u8], ctx: &mut Ctx) -> usize {
         if pos >= buf.len() {
             return pos;
         }
-        match parse(&buf[pos..], conn.version, &ctx.env.limits) {
+        let pre_auth = conn.phase == Phase::Handshake;
+        let handshake_limits;
+        let limits = if pre_auth {
+            handshake_limits = pre_auth_limits(&ctx.env.limits);
+            &handshake_limits
+        } else {
+            &ctx.env.limits
+        };
+        match parse(&buf[pos..], conn.version, limits) {
             Ok(Parsed::Frame(f, n)) => {
                 if f.command == Command::Send && !ctx.held.is_empty() && hold(conn, &f, ctx) {
                     return pos;
@@ -227,7 +245,21 @@ pub fn process_input(conn: &mut Conn, buf: &[u8], ctx: &mut Ctx) -> usize {
                 }
             }
             Ok(Parsed::Incomplete { need }) => {
+                if pre_auth && (buf.len() - pos > PRE_AUTH_BUDGET || need > PRE_AUTH_BUDGET) {
+                    let detail = format!("a CONNECT frame may be {PRE_AUTH_BUDGET} bytes at most");
+                    fail(conn, ctx, Fatal::new(ErrorWord::Syntax, detail));
+                    return pos;
+                }
                 conn.need = need;
+                return pos;
+            }
+            Err(ParseError::BodyTooLarge(_)) if pre_auth => {
+                fail(conn, ctx, Fatal::new(ErrorWord::Syntax, "CONNECT frames must not have a body (content-length must be 0)"));
+                return pos;
+            }
+            Err(e) if pre_auth && matches!(e, ParseError::HeaderTooLong(_) | ParseError::TooManyHeaders(_)) => {
+                let detail = format!("{e} in a CONNECT frame (at most 32 headers of 2048 bytes, {PRE_AUTH_BUDGET} bytes in all)");
+                fail(conn, ctx, Fatal::new(ErrorWord::HdrFlup, detail));
                 return pos;
             }
             Err(e) => {
