@@ -35,6 +35,9 @@ pub enum ToOwner {
     Settle { dest: Arc<str>, key: SubKey, seqs: Seqs, kind: SettleKind },
     /// Return `n` delivery credits for an auto-ack queue subscription.
     Credit { dest: Arc<str>, key: SubKey, n: u32 },
+    /// Credit in bytes for a client-ack queue subscription: `paused` while its connection's
+    /// unsent output is over `max_pending_bytes`, whatever its prefetch; resumed below half.
+    Pace { dest: Arc<str>, key: SubKey, paused: bool },
     /// An auto-ack queue delivery that found its subscription gone: put it back.
     Bounce { dest: Arc<str>, msg: Arc<Message>, seq: u64, deliveries: u32 },
     /// An admin action on a destination this worker owns (or, for `perms`, on worker 0's

@@ -63,6 +63,8 @@ struct Consumer {
     key: SubKey,
     credit: u32,
     retains: bool,
+    /// Its connection's output is full: no deliveries until resumed (credit in bytes).
+    paused: bool,
     inflight: BTreeMap<u64, Entry>,
 }
 
@@ -209,7 +211,7 @@ impl Queue {
         if self.consumers.iter().any(|c| c.key == key) {
             return;
         }
-        self.consumers.push(Consumer { key, credit: prefetch, retains: mode != AckMode::Auto, inflight: BTreeMap::new() });
+        self.consumers.push(Consumer { key, credit: prefetch, retains: mode != AckMode::Auto, paused: false, inflight: BTreeMap::new() });
     }
 
     /// Remove a consumer; what it had in flight goes back to the queue.
@@ -263,6 +265,13 @@ impl Queue {
         }
     }
 
+    /// Pause or resume deliveries to one consumer (its connection's output is full / drained).
+    pub fn pace(&mut self, key: SubKey, paused: bool) {
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.key == key) {
+            c.paused = paused;
+        }
+    }
+
     /// An auto-ack delivery that found nobody: count it back in and requeue it.
     pub fn bounce(&mut self, msg: Arc<Message>, seq: u64, deliveries: u32) {
         self.count += 1;
@@ -285,7 +294,7 @@ impl Queue {
             let mut picked = None;
             for k in 0..n {
                 let i = (self.rr + k) % n;
-                if self.consumers[i].credit > 0 {
+                if self.consumers[i].credit > 0 && !self.consumers[i].paused {
                     picked = Some(i);
                     break;
                 }

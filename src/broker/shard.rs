@@ -342,6 +342,12 @@ impl Shard {
                 }
                 self.dispatch(&dest, out);
             }
+            ToOwner::Pace { dest, key, paused } => {
+                if let Some(q) = self.queues.get_mut(&dest) {
+                    q.pace(key, paused);
+                }
+                self.dispatch(&dest, out);
+            }
             ToOwner::Bounce { dest, msg, seq, deliveries } => {
                 self.queue_mut(&dest).bounce(msg, seq, deliveries);
                 self.dispatch(&dest, out);

@@ -291,10 +291,21 @@ fn queue_message(
             sub.owed_credit += 1;
             conn.session.owes_credit = true;
         }
+    } else if conn.pending_out() >= ctx.env.cfg.max_pending_bytes {
+        // Credit in bytes: a client-ack consumer's prefetch counts messages; its output is
+        // bounded too. Pause it at the owner until the output drains below half.
+        if let Some(sub) = conn.session.subs.get_mut(&key.serial).filter(|s| !s.paused) {
+            sub.paused = true;
+            conn.session.owes_credit = true;
+            let dest = msg.destination.clone();
+            let w = owner_of(&dest, ctx.outbox.workers());
+            ctx.outbox.to_owner(w, ToOwner::Pace { dest, key, paused: true });
+        }
     }
 }
 
-/// After a flush: give back auto-ack credit held while the output was over half full.
+/// After a flush: give back auto-ack credit held while the output was over half full, and
+/// resume client-ack subscriptions paused for a full output.
 pub fn release_owed_credit(conn: &mut Conn, ctx: &mut Ctx) {
     if !conn.session.owes_credit || conn.pending_out() >= ctx.env.cfg.max_pending_bytes / 2 {
         return;
@@ -305,6 +316,11 @@ pub fn release_owed_credit(conn: &mut Conn, ctx: &mut Ctx) {
         if sub.owed_credit > 0 && sub.kind == DestKind::Queue {
             let n = std::mem::take(&mut sub.owed_credit);
             ctx.add_credit(&sub.dest, SubKey { conn: me, serial }, n);
+        }
+        if sub.paused {
+            sub.paused = false;
+            let w = owner_of(&sub.dest, ctx.outbox.workers());
+            ctx.outbox.to_owner(w, ToOwner::Pace { dest: sub.dest.clone(), key: SubKey { conn: me, serial }, paused: false });
         }
     }
 }

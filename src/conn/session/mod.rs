@@ -90,6 +90,8 @@ pub struct Subscription {
     pub pending: VecDeque<Pending>,
     /// Auto-ack queue credits held back while the connection's output is over half full.
     pub owed_credit: u32,
+    /// Client-ack queue subscription paused at its owner because the output is full.
+    pub paused: bool,
     /// Topic messages dropped for this subscription under the `drop` policy.
     pub dropped: u64,
     /// The filter value of a filtered topic subscription (`filter:HEADER=VALUE`).
@@ -141,7 +143,7 @@ pub struct Session {
     touched: WorkerSet,
     next_serial: u32,
     next_tag: u64,
-    /// Some subscription has `owed_credit`.
+    /// Some subscription has `owed_credit`, or is `paused`.
     pub owes_credit: bool,
     /// The destination of the last SEND, its policy and the policy table generation: a producer
     /// nearly always repeats it, so its name is shared instead of allocated again and its policy

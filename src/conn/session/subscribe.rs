@@ -70,6 +70,7 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
             prefetch,
             pending: VecDeque::new(),
             owed_credit: 0,
+            paused: false,
             dropped: 0,
             filter: filter.clone(),
             slow: policy.slow_consumer,
