@@ -29,7 +29,7 @@ pub enum StartError {
 }
 
 /// Why [`ServerHandle::publish`] could not hand a message over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PublishError {
     #[error("the owner worker's channel is full; try again")]
     Busy,
@@ -37,6 +37,12 @@ pub enum PublishError {
     Stopped,
     #[error("destination names must be non-empty and free of control characters")]
     BadDestination,
+    /// The destination refused the message (e.g. a full queue with `overflow = "reject"`).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// No verdict within the time given (the message may still be accepted).
+    #[error("no answer from the destination's owner in time")]
+    Timeout,
 }
 
 /// A running broker.
@@ -283,8 +289,42 @@ impl ServerHandle {
 
     /// Publish a message from any thread, as if a client had sent it. Non-blocking: if the
     /// owning worker's channel is full the message is handed back as [`PublishError::Busy`],
-    /// never dropped. A queue that is full refuses it with a warning in the log.
+    /// never dropped. `Ok` means handed to the destination's owner; a refusal there (a full
+    /// queue with `overflow = "reject"`) is logged. To learn the verdict, use
+    /// [`ServerHandle::publish_and_wait`].
     pub fn publish(&self, destination: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(), PublishError> {
+        self.hand_over(destination, headers, body, crate::broker::Publisher::Broker)
+    }
+
+    /// Publish and wait up to `timeout` for the destination's verdict: `Ok` once it took the
+    /// message, [`PublishError::Refused`] with the reason if it refused it (a full queue with
+    /// `overflow = "reject"`, a full retained topic), [`PublishError::Timeout`] if no answer
+    /// came in time (an `overflow = "block"` queue accepts, so this is an overloaded owner).
+    /// Blocks the calling thread: not for use inside a handler.
+    pub fn publish_and_wait(
+        &self,
+        destination: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: std::time::Duration,
+    ) -> Result<(), PublishError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.hand_over(destination, headers, body, crate::broker::Publisher::Waiting(tx))?;
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(PublishError::Refused(reason)),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(PublishError::Timeout),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(PublishError::Stopped),
+        }
+    }
+
+    fn hand_over(
+        &self,
+        destination: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        from: crate::broker::Publisher,
+    ) -> Result<(), PublishError> {
         if destination.is_empty() || destination.chars().any(char::is_control) {
             return Err(PublishError::BadDestination);
         }
@@ -296,7 +336,6 @@ impl ServerHandle {
         let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let msg = Arc::new(crate::api::message(id, destination, headers, body.to_vec()));
         let owner = crate::broker::owner_of(destination, n);
-        let from = crate::broker::Publisher::Broker;
         match self.peers[owner].data.try_send(bus::ToOwner::Publish { msg, from, receipt: None }) {
             Ok(()) => {
                 self.peers[owner].wake();

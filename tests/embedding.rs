@@ -189,3 +189,24 @@ fn several_servers_in_one_process() {
     pa.send("/topic/iso", "a");
     assert_eq!(sa.expect("MESSAGE").text(), "a");
 }
+
+#[test]
+fn publish_and_wait_reports_the_destinations_verdict() {
+    let mut c = cfg(4);
+    c.max_messages = 2;
+    c.overflow = romp::config::Overflow::Reject;
+    let b = wrap(Server::start(c).unwrap());
+    let h = b.handle.as_ref().unwrap();
+    for i in 0..2 {
+        assert_eq!(h.publish_and_wait("/queue/verdict", &[], i.to_string().as_bytes(), Duration::from_secs(5)), Ok(()));
+    }
+    match h.publish_and_wait("/queue/verdict", &[], b"third", Duration::from_secs(5)) {
+        Err(romp::PublishError::Refused(why)) => assert!(why.contains("max_messages = 2"), "{why}"),
+        other => panic!("a full queue took it: {other:?}"),
+    }
+    // The two it took are intact; the refused one is not there.
+    let mut s = b.client("1.2");
+    s.subscribe("0", "/queue/verdict", "auto");
+    assert_eq!((s.expect("MESSAGE").text(), s.expect("MESSAGE").text()), ("0".to_string(), "1".to_string()));
+    s.expect_nothing(Duration::from_millis(200));
+}

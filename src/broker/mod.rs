@@ -28,13 +28,17 @@ pub struct ConnRef {
 }
 
 /// Who published a message, i.e. where a refusal goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Publisher {
     /// A client connection: a refusal is answered to it (ERROR `q flup`).
     Conn(ConnRef),
     /// The broker itself (dead letters, the stats message, `ServerHandle::publish`): a refusal
     /// is logged.
     Broker,
+    /// An embedder waiting for the verdict (`ServerHandle::publish_and_wait`): `Ok` once the
+    /// destination took the message, the refusal's reason otherwise. The channel has room for
+    /// the one answer, so the owner never blocks on it.
+    Waiting(crossbeam_channel::Sender<Result<(), String>>),
 }
 
 /// Who asked for a stats snapshot, i.e. where the answer goes.

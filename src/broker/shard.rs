@@ -279,7 +279,15 @@ impl Shard {
     pub fn handle(&mut self, req: ToOwner, out: &mut impl Outlet) {
         match req {
             ToOwner::Publish { msg, from, receipt } => {
-                self.publish(msg, from, receipt, out, false);
+                let waiting = match &from {
+                    Publisher::Waiting(tx) => Some(tx.clone()),
+                    _ => None,
+                };
+                if self.publish(msg, from, receipt, out, false) {
+                    if let Some(tx) = waiting {
+                        let _ = tx.try_send(Ok(()));
+                    }
+                }
             }
             ToOwner::Subscribe { dest, key, mode, prefetch, filter, barrier } => match DestKind::of(&dest) {
                 DestKind::Topic => self.subscribe_topic(dest, key, filter, barrier, out),
@@ -457,6 +465,9 @@ impl Shard {
         self.stats.rejected += 1;
         match from {
             Publisher::Broker => log::warn!("a message was refused: {detail}"),
+            Publisher::Waiting(tx) => {
+                let _ = tx.try_send(Err(detail));
+            }
             Publisher::Conn(conn) => {
                 out.answer(conn.worker as usize, FromOwner::Rejected { conn, word: ErrorWord::QFlup, detail, receipt })
             }
