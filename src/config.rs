@@ -324,6 +324,39 @@ impl Config {
     }
 
     /// Check cross-key rules. `file` names the source in errors.
+    /// Every count, size and duration key with its allowed range (inclusive), checked by
+    /// [`Config::validate`] and so by `--check-config` and reloads. The ranges keep a broker that
+    /// starts able to work: a channel or buffer of `u64::MAX`, a spin of hours, or a frame limit
+    /// past what memory can hold are configuration errors, not a crash later.
+    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 22] {
+        const MIB: u64 = 1 << 20;
+        const DAY_MS: u64 = 86_400_000;
+        [
+            ("max_connections", self.max_connections as u64, 1, 1_000_000),
+            ("connect_timeout", self.connect_timeout, 1, 3_600_000),
+            ("max_message_size", self.max_message_size as u64, 1, 256 * MIB),
+            ("max_headers", self.max_headers as u64, 1, 10_000),
+            ("max_header_len", self.max_header_len as u64, 64, MIB),
+            ("max_subs", self.max_subs as u64, 1, 100_000),
+            ("max_transactions", self.max_transactions as u64, 1, 1024),
+            ("max_tx_frames", self.max_tx_frames as u64, 1, 1_000_000),
+            ("max_tx_bytes", self.max_tx_bytes as u64, 1, 1024 * MIB),
+            ("max_pending_bytes", self.max_pending_bytes as u64, 65_537, 4096 * MIB),
+            ("max_prefetch", self.max_prefetch as u64, 1, 1_000_000),
+            ("max_messages", self.max_messages as u64, 1, 100_000_000),
+            ("max_queue_bytes", self.max_queue_bytes as u64, 1, 64 * 1024 * MIB),
+            ("heart_beat_max", self.heart_beat_max as u64, 1, DAY_MS),
+            ("bus_capacity", self.bus_capacity as u64, 1, 1_000_000),
+            ("max_http_head", self.max_http_head as u64, 1024, MIB),
+            ("linger", self.linger, 0, 60_000),
+            ("shutdown_timeout", self.shutdown_timeout, 0, 600_000),
+            ("stats_interval", self.stats_interval, 100, DAY_MS),
+            ("secret_timeout", self.secret_timeout, 1, DAY_MS),
+            ("idle_spin_us", self.idle_spin_us, 0, 10_000),
+            ("block_timeout", self.block_timeout, 0, DAY_MS),
+        ]
+    }
+
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let bad = |key: &'static str, message: String| Err(ConfigError::Invalid { file: file.into(), key, message });
         if self.ports.is_empty() {
@@ -358,6 +391,11 @@ impl Config {
         for (key, v) in positive {
             if v == 0 {
                 return bad(key, "must be greater than 0".into());
+            }
+        }
+        for (key, v, min, max) in self.ranges() {
+            if v < min || v > max {
+                return bad(key, format!("{v} is outside its range {min}..={max}"));
             }
         }
         if self.max_http_head < 1024 {
@@ -548,6 +586,52 @@ pub fn log_level(s: &str) -> Option<log::LevelFilter> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_bounded_key_is_checked_at_and_past_its_limits() {
+        let base = Config::default();
+        base.validate("t.toml").unwrap();
+        for (key, _, min, max) in base.ranges() {
+            let mut cases = vec![(max, true), (min, true), (max + 1, false)];
+            if min > 0 {
+                cases.push((min - 1, false));
+            }
+            for (v, ok) in cases {
+                let text = format!("{key} = {v}\n");
+                let cfg = match toml::from_str::<Config>(&text) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // A value the key's type cannot hold is refused while parsing.
+                        assert!(!ok, "{key} = {v}: {e}");
+                        continue;
+                    }
+                };
+                // Keep the keys that depend on each other consistent with the one under test.
+                let cfg = Config {
+                    max_pending_bytes: if key == "max_pending_bytes" {
+                        cfg.max_pending_bytes
+                    } else {
+                        cfg.max_pending_bytes.max(cfg.max_message_size + 65_536)
+                    },
+                    heart_beat_min: cfg.heart_beat_min.min(cfg.heart_beat_max.max(1)),
+                    prefetch: cfg.prefetch.min(cfg.max_prefetch.max(1)),
+                    max_message_size: if key == "max_pending_bytes" {
+                        cfg.max_message_size.min(cfg.max_pending_bytes.saturating_sub(65_536).max(1))
+                    } else {
+                        cfg.max_message_size
+                    },
+                    ..cfg
+                };
+                let r = cfg.validate("t.toml");
+                if ok {
+                    assert!(r.is_ok(), "{key} = {v} should pass: {r:?}");
+                } else {
+                    let e = r.expect_err(&format!("{key} = {v} should fail")).to_string();
+                    assert!(e.contains(key) && e.contains("t.toml"), "{e}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn defaults_validate() {
