@@ -213,6 +213,10 @@ pub struct Config {
     /// Accept SEND/SUBSCRIBE to destinations not listed in `destinations` (false: ERROR
     /// `destination unknown`).
     pub create_destinations: bool,
+    /// Destinations (queues, and topics with subscribers or kept messages) held at once,
+    /// server-wide; each worker holds at most its share (this / workers, rounded up). Past it
+    /// a SEND or SUBSCRIBE that would create one gets ERROR `dest flup`.
+    pub max_destinations: usize,
     /// Queues: deliveries after the first before a message is dead-lettered (0 = no limit).
     pub max_redeliveries: u32,
     /// Per-destination settings.
@@ -280,6 +284,7 @@ impl Default for Config {
             linger: 2_000,
             shutdown_timeout: 3_000,
             create_destinations: true,
+            max_destinations: 100_000,
             max_redeliveries: 0,
             destinations: BTreeMap::new(),
             stats: false,
@@ -328,11 +333,12 @@ impl Config {
     /// [`Config::validate`] and so by `--check-config` and reloads. The ranges keep a broker that
     /// starts able to work: a channel or buffer of `u64::MAX`, a spin of hours, or a frame limit
     /// past what memory can hold are configuration errors, not a crash later.
-    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 22] {
+    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 23] {
         const MIB: u64 = 1 << 20;
         const DAY_MS: u64 = 86_400_000;
         [
             ("max_connections", self.max_connections as u64, 1, 1_000_000),
+            ("max_destinations", self.max_destinations as u64, 1, 10_000_000),
             ("connect_timeout", self.connect_timeout, 1, 3_600_000),
             ("max_message_size", self.max_message_size as u64, 1, 256 * MIB),
             ("max_headers", self.max_headers as u64, 1, 10_000),

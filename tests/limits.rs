@@ -141,3 +141,31 @@ tcp_only!(max_connections_pauses_and_resumes_accept, |w| {
     late.expect("CONNECTED");
     drop(held);
 });
+
+// 200,000 distinct queue names from one client created 200,000 queues (1.6 KB each): the
+// number of destinations held at once is bounded server-wide.
+both!(max_destinations_bounds_what_clients_can_create, |s: Setup| {
+    let b = Broker::with(s, |c| c.max_destinations = 40);
+    let mut p = b.client("1.2");
+    // Each worker takes its share (40 / workers); the first refusal comes within 40 names.
+    let mut refused = None;
+    for i in 0..41 {
+        p.send_frame("SEND", &[("destination", &format!("/queue/many-{i}")), ("receipt", &format!("r{i}"))], b"x");
+        let g = p.recv();
+        if g.command == "ERROR" {
+            refused = Some((i, g));
+            break;
+        }
+        assert_eq!(g.command, "RECEIPT", "{g:?}");
+    }
+    let (i, e) = refused.expect("41 queues held with max_destinations = 40");
+    assert_eq!(e.h("message"), "dest flup", "{e:?}");
+    assert!(e.text().contains("max_destinations = 40"), "{}", e.text());
+    assert!(i >= 40 / s.workers.max(1) / 2, "refused after only {i}");
+    p.expect_closed();
+    // Existing destinations keep working for everyone.
+    let mut q = b.client("1.2");
+    q.with_receipt("SEND", &[("destination", "/queue/many-0")], b"y", "again");
+    q.subscribe_sync("s", "/queue/many-0", "auto");
+    assert_eq!(q.expect("MESSAGE").text(), "x");
+});

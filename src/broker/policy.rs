@@ -164,6 +164,8 @@ pub struct Policies {
     /// Changes whenever the table is rebuilt, so cached lookups know to look again.
     pub gen: u64,
     pub create_destinations: bool,
+    /// Destinations held at once, server-wide (each worker's shard takes its share).
+    pub max_destinations: usize,
     exact: FastMap<String, Arc<Policy>>,
     /// Longest prefix first.
     prefixes: Vec<(String, Arc<Policy>)>,
@@ -199,7 +201,15 @@ impl Policies {
             }
         }
         prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
-        Policies { gen, create_destinations: cfg.create_destinations, exact, prefixes, default: Arc::new(base), entries }
+        Policies {
+            gen,
+            create_destinations: cfg.create_destinations,
+            max_destinations: cfg.max_destinations,
+            exact,
+            prefixes,
+            default: Arc::new(base),
+            entries,
+        }
     }
 
     /// The policy for `dest`.

@@ -261,6 +261,17 @@ impl Shard {
         self.expiring.peek().map(|r| r.0 .0)
     }
 
+    /// May `dest` be held here? Yes if it already is, or if this shard is under its share of
+    /// `max_destinations`.
+    fn room_for(&self, dest: &str) -> bool {
+        let share = self.policies.max_destinations.div_ceil(self.workers.max(1));
+        self.queues.contains_key(dest) || self.topics.contains_key(dest) || self.queues.len() + self.topics.len() < share
+    }
+
+    fn no_room_detail(&self, dest: &str) -> String {
+        format!("{dest}: the broker holds as many destinations as it may (max_destinations = {})", self.policies.max_destinations)
+    }
+
     fn queue_mut(&mut self, dest: &Arc<str>) -> &mut Queue {
         let (policies, queues) = (&self.policies, &mut self.queues);
         let q = queues.entry(dest.clone()).or_insert_with(|| Queue::new(policies.resolve(dest).clone(), policies.gen));
@@ -288,6 +299,10 @@ impl Shard {
                         let _ = tx.try_send(Ok(()));
                     }
                 }
+            }
+            ToOwner::Subscribe { key, dest, .. } if !self.room_for(&dest) => {
+                let detail = self.no_room_detail(&dest);
+                out.answer(key.conn.worker as usize, FromOwner::SubscribeRefused { key, word: ErrorWord::DestFlup, detail });
             }
             ToOwner::Subscribe { dest, key, mode, prefetch, filter, barrier } => match DestKind::of(&dest) {
                 DestKind::Topic => self.subscribe_topic(dest, key, filter, barrier, out),
@@ -458,7 +473,8 @@ impl Shard {
         self.stats.expired += expired;
     }
 
-    fn reject(&mut self, from: Publisher, receipt: Option<Box<str>>, detail: String, out: &mut impl Outlet, quiet: bool) {
+    #[allow(clippy::too_many_arguments)]
+    fn reject(&mut self, from: Publisher, receipt: Option<Box<str>>, word: ErrorWord, detail: String, out: &mut impl Outlet, quiet: bool) {
         if quiet {
             return;
         }
@@ -468,9 +484,7 @@ impl Shard {
             Publisher::Waiting(tx) => {
                 let _ = tx.try_send(Err(detail));
             }
-            Publisher::Conn(conn) => {
-                out.answer(conn.worker as usize, FromOwner::Rejected { conn, word: ErrorWord::QFlup, detail, receipt })
-            }
+            Publisher::Conn(conn) => out.answer(conn.worker as usize, FromOwner::Rejected { conn, word, detail, receipt }),
         }
     }
 
@@ -497,6 +511,12 @@ impl Shard {
                     self.stats.unrouted += 1;
                     return true;
                 }
+                if !self.room_for(&dest) {
+                    let detail = self.no_room_detail(&dest);
+                    self.stats.published -= 1;
+                    self.reject(from, receipt, ErrorWord::DestFlup, detail, out, quiet);
+                    return false;
+                }
                 let seq = self.next_seq;
                 let has_expiry = msg.expires != 0;
                 let t = self.topic_mut(&dest);
@@ -514,7 +534,7 @@ impl Shard {
                             self.topics.remove(&dest);
                         }
                         self.stats.published -= 1;
-                        self.reject(from, receipt, detail, out, quiet);
+                        self.reject(from, receipt, ErrorWord::QFlup, detail, out, quiet);
                         return false;
                     }
                     t.retained_bytes += msg.weight();
@@ -545,6 +565,11 @@ impl Shard {
                 }
             }
             DestKind::Queue => {
+                if !self.room_for(&dest) {
+                    let detail = self.no_room_detail(&dest);
+                    self.reject(from, receipt, ErrorWord::DestFlup, detail, out, quiet);
+                    return false;
+                }
                 let seq = self.next_seq;
                 let q = self.queue_mut(&dest);
                 let mut full = !q.has_room(&msg);
@@ -569,7 +594,7 @@ impl Shard {
                     if q.is_idle() {
                         self.queues.remove(&dest);
                     }
-                    self.reject(from, receipt, detail, out, quiet);
+                    self.reject(from, receipt, ErrorWord::QFlup, detail, out, quiet);
                     return false;
                 }
                 let expires = msg.expires;
