@@ -38,5 +38,8 @@ fn main() {
     );
     common::wait_for_signal();
     server.shutdown();
-    server.join();
+    if let Err(e) = server.join() {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
 }

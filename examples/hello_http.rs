@@ -23,5 +23,8 @@ fn main() {
     println!("STOMP {} web {} ; GET /hello ; Ctrl-C to stop", server.local_addrs()[0], server.web_addr().expect("web port enabled"));
     common::wait_for_signal();
     server.shutdown();
-    server.join();
+    if let Err(e) = server.join() {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
 }

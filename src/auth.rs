@@ -319,11 +319,27 @@ pub const AUTH_QUEUE: usize = 1024;
 /// Start the auth thread. It hands each outcome to `answer` (the server passes one that sends it
 /// to the connection's worker over the bus and wakes it); the thread ends when `answer` returns
 /// `false` (the worker is gone) or every job sender is dropped.
+/// If the thread dies (a panic in a check), `on_death` gets the reason: the server stops, since
+/// slow-hash logins would otherwise fail everywhere from then on.
 pub fn spawn_auth_thread(
-    mut answer: impl FnMut(ConnRef, AuthOutcome) -> bool + Send + 'static,
+    answer: impl FnMut(ConnRef, AuthOutcome) -> bool + Send + 'static,
+    on_death: impl FnOnce(String) + Send + 'static,
 ) -> std::io::Result<(Sender<AuthJob>, std::thread::JoinHandle<()>)> {
     let (tx, rx): (Sender<AuthJob>, Receiver<AuthJob>) = crossbeam_channel::bounded(AUTH_QUEUE);
     let h = std::thread::Builder::new().name("romp-auth".into()).spawn(move || {
+        let run = std::panic::AssertUnwindSafe(|| auth_loop(rx, answer));
+        if let Err(p) = std::panic::catch_unwind(run) {
+            let text = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+            on_death(format!("the auth thread died: {}", text.unwrap_or_else(|| "a panic".into())));
+        }
+    })?;
+    Ok((tx, h))
+}
+
+/// The auth thread's loop: check each job, answer through `answer`, until the job senders are
+/// gone or `answer` says the worker is.
+fn auth_loop(rx: Receiver<AuthJob>, mut answer: impl FnMut(ConnRef, AuthOutcome) -> bool) {
+    {
         let mut tokens = UsedTokens::default();
         for job in rx {
             let ok = match &job.credential {
@@ -337,8 +353,7 @@ pub fn spawn_auth_thread(
                 return;
             }
         }
-    })?;
-    Ok((tx, h))
+    }
 }
 
 /// Submit a job without blocking; `false` if the queue is full or the thread is gone.

@@ -49,6 +49,8 @@ pub enum ToWorker {
     Reconfigure(Arc<Reconfig>),
     /// A slow credential check finished.
     AuthDone { conn: ConnRef, outcome: AuthOutcome },
+    /// Fault injection (tests of supervision): panic in the worker loop.
+    InjectPanic,
     /// One worker's numbers for a console page.
     StatsPart { to: crate::broker::StatsAsker, part: Box<crate::metrics::WorkerSnapshot> },
 }
@@ -59,12 +61,36 @@ impl From<FromOwner> for ToWorker {
     }
 }
 
-/// State shared by all workers: the stop flag and the connection count for the accept gate.
-/// Atomics only; the one thing workers share besides channels.
+/// State shared by all workers: the stop flag and the connection count for the accept gate,
+/// and the first broker thread failure. Atomics and a set-once cell only; the one thing
+/// workers share besides channels.
 #[derive(Debug, Default)]
 pub struct Shared {
     pub stop: AtomicBool,
     pub connections: AtomicUsize,
+    /// Set once, by the first broker thread (worker or auth) that died: the server is then
+    /// stopping, `/health` reports it and `ServerHandle::join` returns it.
+    pub failure: std::sync::OnceLock<String>,
+}
+
+impl Shared {
+    /// A broker thread died: remember why (the first reason wins), stop every worker and wake
+    /// them. A half-dead broker would swallow traffic for the destinations the dead thread
+    /// owned, so the whole server stops and the process exits non-zero (a supervisor restarts
+    /// it).
+    pub fn fail(&self, reason: String, peers: &[Peer]) {
+        log::error!("{reason}; stopping the server");
+        let _ = self.failure.set(reason);
+        self.stop.store(true, Ordering::SeqCst);
+        for p in peers {
+            let _ = p.waker.wake();
+        }
+    }
+}
+
+/// The text of a caught panic.
+pub fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "a panic".into())
 }
 
 /// What a worker swaps in on [`ToWorker::Reconfigure`].

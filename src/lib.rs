@@ -6,7 +6,7 @@
 //! let server = romp::Server::start(cfg).expect("start");
 //! println!("STOMP on {:?}", server.local_addrs());
 //! server.shutdown();
-//! server.join();
+//! server.join().expect("the broker stopped cleanly");
 //! ```
 //!
 //! # Layers

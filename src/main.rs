@@ -229,7 +229,10 @@ fn main() -> ExitCode {
     let tick = libc::timespec { tv_sec: 0, tv_nsec: 200_000_000 };
     loop {
         if server.stop_requested() {
-            log::info!("shutdown requested by an admin");
+            match server.failure() {
+                Some(reason) => log::error!("stopping: {reason}"),
+                None => log::info!("shutdown requested by an admin"),
+            }
             break;
         }
         // SAFETY: the set is a valid sigset_t owned by `set`; no siginfo is asked for.
@@ -250,7 +253,15 @@ fn main() -> ExitCode {
         break;
     }
     server.shutdown();
-    server.join();
-    log::info!("stopped");
-    ExitCode::SUCCESS
+    match server.join() {
+        Ok(()) => {
+            log::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            // Non-zero (EX_SOFTWARE), so systemd or a container runtime restarts the broker.
+            log::error!("{e}");
+            ExitCode::from(70)
+        }
+    }
 }

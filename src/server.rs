@@ -11,7 +11,7 @@ use crate::conn::Ctx;
 use crate::worker::{listener, Worker};
 use mio::{Poll, Token, Waker};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use thiserror::Error;
@@ -44,6 +44,11 @@ pub enum PublishError {
     #[error("no answer from the destination's owner in time")]
     Timeout,
 }
+
+/// A broker thread died and the server stopped because of it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("the server stopped because {0}")]
+pub struct ServerFailure(pub String);
 
 /// A running broker.
 pub struct ServerHandle {
@@ -82,7 +87,7 @@ pub struct Server;
 ///     .expect("start");
 /// assert_eq!(server.local_addrs().len(), 1);
 /// server.shutdown();
-/// server.join();
+/// server.join().expect("the broker stopped cleanly");
 /// ```
 #[derive(Default)]
 pub struct ServerBuilder {
@@ -199,18 +204,24 @@ impl Server {
             peers.push(peer);
             mailboxes.push(mailbox);
         }
+        let shared = Arc::new(Shared::default());
         let auth_peers = peers.clone();
-        let (auth_tx, auth_thread) = spawn_auth_thread(move |conn, outcome| {
-            let peer = &auth_peers[conn.worker as usize];
-            // Blocking here is fine: the auth thread serves nobody else, and workers always
-            // drain their ToWorker inbox.
-            if peer.ctrl.send(bus::ToWorker::AuthDone { conn, outcome }).is_err() {
-                return false;
-            }
-            peer.wake();
-            true
-        })?;
-        let shared = Arc::new(Shared { stop: AtomicBool::new(false), connections: AtomicUsize::new(0) });
+        let (auth_tx, auth_thread) = spawn_auth_thread(
+            move |conn, outcome| {
+                let peer = &auth_peers[conn.worker as usize];
+                // Blocking here is fine: the auth thread serves nobody else, and workers always
+                // drain their ToWorker inbox.
+                if peer.ctrl.send(bus::ToWorker::AuthDone { conn, outcome }).is_err() {
+                    return false;
+                }
+                peer.wake();
+                true
+            },
+            {
+                let (shared, peers) = (shared.clone(), peers.clone());
+                move |reason| shared.fail(reason, &peers)
+            },
+        )?;
         let policies = Arc::new(crate::broker::policy::Policies::new(&cfg, 1));
         let cores = if cfg.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
 
@@ -231,13 +242,19 @@ impl Server {
             let shard = Shard::new(policies.clone(), n, i);
             let worker = Worker::new(poll, ls, kinds.clone(), ctx, shard, mailbox, shared.clone())?;
             let core = if cores.is_empty() { None } else { Some(cores[i % cores.len()]) };
+            let (sup_shared, sup_peers) = (shared.clone(), peers.clone());
             let h = std::thread::Builder::new().name(format!("romp-w{i}")).spawn(move || {
                 if let Some(c) = core {
                     if !core_affinity::set_for_current(c) {
                         log::warn!("worker {i}: could not pin to core {}; running unpinned", c.id);
                     }
                 }
-                worker.run();
+                // A panic inside a connection's processing is caught closer to it and costs that
+                // connection; one that reaches here (the loop itself, the bus, the shard) leaves
+                // destinations without an owner, so the whole server stops.
+                if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())) {
+                    sup_shared.fail(format!("worker {i} died: {}", bus::panic_text(&*p)), &sup_peers);
+                }
             })?;
             workers.push(h);
         }
@@ -399,8 +416,9 @@ impl ServerHandle {
         }
     }
 
-    /// Wait for every worker to finish.
-    pub fn join(mut self) {
+    /// Wait for every worker to finish. `Err` if a broker thread died (the server stopped
+    /// because of it): the embedder or `main` should exit non-zero so a supervisor restarts it.
+    pub fn join(mut self) -> Result<(), ServerFailure> {
         for h in self.workers.drain(..) {
             let _ = h.join();
         }
@@ -408,6 +426,25 @@ impl ServerHandle {
         self.peers.clear();
         if let Some(a) = self.auth.take() {
             let _ = a.join();
+        }
+        match self.shared.failure.get() {
+            Some(reason) => Err(ServerFailure(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Why the server stopped on its own, if a broker thread died.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.get().cloned()
+    }
+
+    /// Fault injection for tests of supervision: make worker `w` panic in its loop (outside any
+    /// connection), as a bug there would.
+    #[doc(hidden)]
+    pub fn inject_worker_panic(&self, w: usize) {
+        if let Some(p) = self.peers.get(w) {
+            let _ = p.ctrl.try_send(bus::ToWorker::InjectPanic);
+            let _ = p.waker.wake();
         }
     }
 }

@@ -198,7 +198,7 @@ fn admin_shutdown_stops_the_server_gracefully() {
     assert_eq!(m.h("result"), "ok");
     let h = b.handle.take().unwrap();
     assert!(h.stop_requested());
-    h.join();
+    h.join().expect("the broker stopped cleanly");
     c.expect_closed();
     assert!(std::net::TcpStream::connect(b.addr).is_err(), "no longer accepting");
 }

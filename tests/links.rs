@@ -84,7 +84,7 @@ fn upstream_link_delivers_and_survives_an_edge_restart() {
     // Restart the edge on the same port: the link notices, backs off, reconnects.
     let h = e.handle.take().unwrap();
     h.shutdown();
-    h.join();
+    h.join().expect("the broker stopped cleanly");
     wait_for("the link to notice", || link_info(&local)["state"] != "up");
     e = edge(port);
     wait_for("the link to come back", || link_info(&local)["state"] == "up");

@@ -100,6 +100,7 @@ pub fn handle(msg: ToWorker, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
             ctx.outbox.to_worker(by.worker as usize, FromOwner::AdminResult { conn: by, reply }.into());
         }
         ToWorker::Reconfigure(_) => log::error!("a reconfiguration reached the delivery code; it is applied by the worker"),
+        ToWorker::InjectPanic => log::error!("an injected fault reached the delivery code; it is the worker's"),
         ToWorker::StatsPart { to: crate::broker::StatsAsker::Worker(_), .. } => {
             log::error!("a stats round answer reached the delivery code; it is collected by the worker")
         }

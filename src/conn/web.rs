@@ -361,10 +361,18 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
         };
     }
     match path.as_str() {
-        "/romp/health_check" | "/health" | "/health_check" => {
-            let body = format!("{{\"status\":\"ok\",\"server\":\"{}\"}}\n", ctx.env.server_header);
-            respond(conn, ctx, &Response::json(body), keep_alive, head_only);
-        }
+        "/romp/health_check" | "/health" | "/health_check" => match ctx.env.shared.failure.get() {
+            None => {
+                let body = format!("{{\"status\":\"ok\",\"server\":\"{}\"}}\n", ctx.env.server_header);
+                respond(conn, ctx, &Response::json(body), keep_alive, head_only);
+            }
+            Some(reason) => {
+                let body = serde_json::json!({ "status": "failed", "server": ctx.env.server_header, "reason": reason }).to_string();
+                let mut r = Response::json(body + "\n");
+                r.status = 503;
+                respond(conn, ctx, &r, false, head_only);
+            }
+        },
         "/romp/info" | "/romp/destinations" | "/metrics" if admin || (ctx.env.cfg.enable_console && path != "/metrics") => {
             // Ask every worker (including this one) for its numbers; answer when all replied.
             let n = ctx.outbox.workers();

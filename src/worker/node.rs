@@ -54,6 +54,7 @@ impl Node {
     pub fn ctrl(&mut self, m: crate::bus::ToWorker) {
         match m {
             crate::bus::ToWorker::Reconfigure(rc) => self.reconfigure(&rc),
+            crate::bus::ToWorker::InjectPanic => panic!("injected fault in worker {}", self.ctx.worker),
             crate::bus::ToWorker::StatsPart { to: crate::broker::StatsAsker::Worker(_), part } => {
                 let env = metrics::Env { server: &self.ctx.env.server_header, uptime_secs: self.ctx.env.started.elapsed().as_secs() };
                 if let Some(body) = self.stats.add(*part, env) {

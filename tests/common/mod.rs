@@ -84,7 +84,10 @@ impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(h) = self.handle.take() {
             h.shutdown();
-            h.join();
+            // Every test also checks that no broker thread died under it.
+            if let Err(e) = h.join() {
+                assert!(std::thread::panicking(), "{e}");
+            }
         }
     }
 }
