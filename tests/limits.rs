@@ -169,3 +169,24 @@ both!(max_destinations_bounds_what_clients_can_create, |s: Setup| {
     q.subscribe_sync("s", "/queue/many-0", "auto");
     assert_eq!(q.expect("MESSAGE").text(), "x");
 });
+
+// 20 connections x 1,024 subscriptions with 4,000-byte ids and names held 13 MiB each:
+// destination names and subscription ids are length-limited.
+both!(destination_names_and_subscription_ids_are_length_limited, |s: Setup| {
+    let b = Broker::start(s);
+    let long = format!("/queue/{}", "n".repeat(1100));
+    let mut c = b.client("1.2");
+    c.send(&long, "x");
+    let e = c.expect_error("syntax");
+    assert!(e.text().contains("at most 1024 bytes"), "{}", e.text());
+    let mut c = b.client("1.2");
+    c.subscribe(&"i".repeat(300), "/queue/short", "auto");
+    let e = c.expect_error("syntax");
+    assert!(e.text().contains("at most 256 bytes"), "{}", e.text());
+    // At the limits, both are fine.
+    let mut c = b.client("1.2");
+    let at = format!("/queue/{}", "n".repeat(1024 - "/queue/".len()));
+    c.subscribe_sync(&"i".repeat(256), &at, "auto");
+    c.with_receipt("SEND", &[("destination", &at)], b"ok", "r");
+    assert_eq!(c.expect("MESSAGE").text(), "ok");
+});

@@ -357,10 +357,19 @@ fn on_frame(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
 
 /// A destination header: non-empty and free of control characters (so it can be written to
 /// receivers of every version).
+/// Longest destination name accepted (bytes). Names are held per subscription, per queue and
+/// in every message, so they are bounded like everything else a client can make the broker keep.
+pub const MAX_DESTINATION_LEN: usize = 1024;
+/// Longest subscription id accepted (bytes).
+pub const MAX_SUBSCRIPTION_ID_LEN: usize = 256;
+
 fn destination<'f>(f: &'f Frame<'_>) -> Result<&'f str, Fatal> {
     let d = required(f, "destination")?;
     if d.chars().any(char::is_control) {
         return Err(Fatal::new(ErrorWord::Syntax, "destination names may not contain control characters"));
+    }
+    if d.len() > MAX_DESTINATION_LEN {
+        return Err(Fatal::new(ErrorWord::Syntax, format!("destination names are at most {MAX_DESTINATION_LEN} bytes")));
     }
     Ok(d)
 }

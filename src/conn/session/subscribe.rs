@@ -24,6 +24,9 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         _ if conn.version == Version::V1_0 => dest, // G1: 1.0 ids are optional; the destination names it
         _ => return Err(Fatal::new(ErrorWord::Syntax, "SUBSCRIBE requires an id header")),
     };
+    if id.len() > MAX_SUBSCRIPTION_ID_LEN && id != dest {
+        return Err(Fatal::new(ErrorWord::Syntax, format!("subscription ids are at most {MAX_SUBSCRIPTION_ID_LEN} bytes")));
+    }
     let mode = match f.header("ack").map(|m| (m, AckMode::from_name(m))) {
         None => AckMode::Auto,
         Some((_, Some(mode))) if mode != AckMode::ClientIndividual || conn.version > Version::V1_0 => mode,
