@@ -124,6 +124,8 @@ pub struct WorkerSnapshot {
     pub destinations: Vec<DestInfo>,
     pub truncated: bool,
     pub links: Vec<LinkInfo>,
+    /// Entries in the worker's timer heap.
+    pub timers: usize,
 }
 
 /// The JSON body for a console path, from every worker's snapshot.
@@ -188,6 +190,7 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
     metric("uptime_seconds", "gauge", "Seconds since the server started.", env.uptime_secs);
     metric("workers", "gauge", "Worker threads.", parts.len() as u64);
     metric("connections", "gauge", "Open client connections.", sum(&|p| p.connections as u64));
+    metric("timers", "gauge", "Armed timers (connections' and the workers' own).", sum(&|p| p.timers as u64));
     metric("connections_accepted_total", "counter", "Connections accepted.", sum(&|p| p.stats.accepted));
     metric("frames_in_total", "counter", "Client frames received.", sum(&|p| p.stats.frames_in));
     metric("messages_in_total", "counter", "SENDs received.", sum(&|p| p.stats.messages_in));

@@ -94,6 +94,21 @@ impl Timers {
         self.heap.len()
     }
 
+    /// Drop the entries of connections that are gone (`live(slot, gen)` is false). Entries are
+    /// otherwise dropped only when they fire, which for a long heart-beat interval can be hours
+    /// after the connection closed; the worker calls this when the heap has grown well past
+    /// what its live connections can arm, so the cost is amortized over the closes.
+    pub fn compact(&mut self, live: impl Fn(u32, u32) -> bool) {
+        let heap = std::mem::take(&mut self.heap);
+        self.heap = heap
+            .into_iter()
+            .filter(|Reverse((_, due))| match *due {
+                Due::Conn { slot, gen, .. } => live(slot, gen),
+                Due::Worker(_) => true,
+            })
+            .collect();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
@@ -122,5 +137,9 @@ mod tests {
             .collect();
         assert_eq!(due, ["conn 1", "Link(7)", "conn 2"]);
         assert_eq!(t.len(), 1);
+        t.arm(Timer { at: t0, slot: 4, gen: 9, kind: TimerKind::HeartBeatSend });
+        t.arm_worker(t0, WorkerTimer::Stats);
+        t.compact(|slot, _| slot == 4);
+        assert_eq!(t.len(), 2, "the gone connection's entry left; the live one and the worker's stay");
     }
 }

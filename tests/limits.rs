@@ -190,3 +190,25 @@ both!(destination_names_and_subscription_ids_are_length_limited, |s: Setup| {
     c.with_receipt("SEND", &[("destination", &at)], b"ok", "r");
     assert_eq!(c.expect("MESSAGE").text(), "ok");
 });
+
+// Connection churn with long heart-beats left each closed connection's timers in the heap
+// until they fired, up to heart_beat_max later: they now leave once they outnumber what the
+// live connections can arm.
+#[test]
+fn timers_of_closed_connections_leave_the_heap() {
+    let b = Broker::with(1, |c| c.heart_beat_max = 3_600_000);
+    for _ in 0..3000 {
+        let mut c = Client::raw(b.addr);
+        c.send_frame("CONNECT", &[("accept-version", "1.2"), ("host", "/"), ("heart-beat", "3600000,3600000")], b"");
+        c.expect("CONNECTED");
+        c.disconnect();
+    }
+    let mut s = std::net::TcpStream::connect(b.admin.unwrap()).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut all = String::new();
+    std::io::Read::read_to_string(&mut s, &mut all).unwrap();
+    let timers: u64 = all.lines().find_map(|l| l.strip_prefix("romp_timers ")).unwrap().parse().unwrap();
+    // Three per closed connection (connect, both heart-beats) would be 9,000.
+    assert!(timers <= 1024 + 4 * 2 + 8, "{timers} timers for no live connection");
+}

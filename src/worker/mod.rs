@@ -237,6 +237,12 @@ impl Worker {
         self.service_reads();
         self.drain_data();
         self.fire_timers();
+        // Entries of closed connections leave the heap once they outnumber what the live ones
+        // can arm (at most 4 each), not only when they fire.
+        if self.node.ctx.time.timers.len() > 4 * self.node.conns.len() + 1024 {
+            let conns = &self.node.conns;
+            self.node.ctx.time.timers.compact(|slot, gen| conns.get(slot as usize).is_some_and(|c| c.me.gen == gen));
+        }
         if self.node.shard.next_expiry().is_some_and(|at| at <= self.node.ctx.time.wall_ms) {
             self.node.shard.expire(self.node.ctx.time.wall_ms, &mut self.node.ctx.outbox);
         }

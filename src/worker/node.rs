@@ -95,6 +95,7 @@ impl Node {
                     destinations,
                     truncated,
                     links: self.links.iter().map(|(l, _)| l.info()).collect(),
+                    timers: self.ctx.time.timers.len(),
                 };
                 self.ctx.outbox.to_worker(from.worker(), crate::bus::ToWorker::StatsPart { to: from, part: Box::new(part) });
             }
