@@ -25,6 +25,8 @@ pub struct WorkerStats {
     pub errors_sent: u64,
     /// Topic deliveries skipped because the message had expired.
     pub expired: u64,
+    /// Stats snapshots this worker took for a console page or `/metrics`.
+    pub snapshots: u64,
     /// Closes per [`CloseKind`] (by its index); the JSON pages show them as a map.
     #[serde(skip)]
     pub closed_by: [u64; CloseKind::ALL.len()],
@@ -209,6 +211,7 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
     );
     metric("messages_dead_discarded_total", "counter", "Dead letters discarded (dead_letter = \"\").", sum(&|p| p.shard.dead_discarded));
     metric("messages_dropped_slow_total", "counter", "Topic deliveries dropped for slow consumers.", sum(&|p| p.stats.dropped_slow));
+    metric("stats_snapshots_total", "counter", "Snapshots the workers took for console pages and /metrics.", sum(&|p| p.stats.snapshots));
     metric("errors_sent_total", "counter", "ERROR frames sent.", sum(&|p| p.stats.errors_sent));
     let _ = writeln!(o, "# HELP romp_errors_by_word_total ERROR frames sent, by message word.\n# TYPE romp_errors_by_word_total counter");
     for w in ErrorWord::ALL {

@@ -170,6 +170,8 @@ pub struct Ctx {
     /// Producer flow control: queues over their limits (announced by their owners), each with
     /// the connections of this worker held because their next frame is a SEND to it.
     pub held: FastMap<Arc<str>, Vec<(u32, u32)>>,
+    /// The last console snapshot this worker gathered, and when (see `web::STATS_FRESH`).
+    pub stats_cache: Option<(Instant, Vec<crate::metrics::WorkerSnapshot>)>,
     next_msg: u64,
 }
 
@@ -207,6 +209,7 @@ impl Ctx {
             topics: FastMap::default(),
             stats: WorkerStats::default(),
             held: FastMap::default(),
+            stats_cache: None,
             next_msg: 0,
         }
     }

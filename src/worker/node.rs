@@ -86,6 +86,7 @@ impl Node {
                 self.ctx.outbox.to_worker(from.worker as usize, answer.into());
             }
             crate::bus::ToOwner::Stats { from } => {
+                self.ctx.stats.snapshots += 1;
                 let (destinations, truncated) = self.shard.snapshot(metrics::MAX_LISTED);
                 let part = metrics::WorkerSnapshot {
                     worker: self.ctx.worker,
