@@ -212,3 +212,33 @@ fn timers_of_closed_connections_leave_the_heap() {
     // Three per closed connection (connect, both heart-beats) would be 9,000.
     assert!(timers <= 1024 + 4 * 2 + 8, "{timers} timers for no live connection");
 }
+
+// 200 topic subscribers cut off as slow consumers still held their backlogs 16 s later: their
+// ERROR waited behind megabytes they never read, with no deadline. Now a cut-off subscriber
+// whose ERROR has not gone out within `linger` is dropped, backlog and all.
+#[test]
+fn a_cut_off_slow_consumer_is_dropped_within_linger() {
+    let b = Broker::with(1, |c| {
+        c.linger = 300;
+        c.max_pending_bytes = (1 << 20) + 65_536;
+    });
+    let mut slow = Client::raw(b.addr);
+    slow.connect("1.2");
+    slow.subscribe_sync("s", "/topic/flood", "auto");
+    // It never reads again.
+    let mut p = b.client("1.2");
+    let body = vec![b'f'; 60_000];
+    let deadline = std::time::Instant::now() + WAIT;
+    // Publish until the subscriber is cut off and dropped (the connection count falls to the
+    // publisher alone).
+    let mut i = 0;
+    while b.connections() > 1 {
+        assert!(std::time::Instant::now() < deadline, "the slow subscriber was never let go");
+        if i < 2000 {
+            p.with_receipt("SEND", &[("destination", "/topic/flood")], &body, &format!("f{i}"));
+            i += 1;
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}

@@ -8,7 +8,8 @@
 //! # Slow consumers
 //! A topic delivery to a connection whose output already holds `max_pending_bytes`, or to a
 //! client-ack subscription with `prefetch` messages unacknowledged, gets the configured policy:
-//! `drop` (counted) or `disconnect` (ERROR `slow consumer`). Queue deliveries are bounded by
+//! `drop` (counted) or `disconnect` (ERROR `slow consumer`, which waits behind the backlog;
+//! if it has not gone out within `linger` ms the connection is dropped, backlog and all). Queue deliveries are bounded by
 //! credit instead: auto-ack credit is returned only while the output is under half full.
 
 use super::session::{self, Fatal, Pending};
@@ -222,6 +223,11 @@ fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ct
                     let detail = format!("this subscriber on {dest} fell behind (limits: max_pending_bytes = {max_pending}, prefetch); slow_consumer = \"disconnect\"");
                     session::fail(conn, ctx, Fatal::new(ErrorWord::SlowConsumer, detail));
                     conn.close_reason = Some(CloseReason::SlowConsumer);
+                    // Its ERROR waits behind the backlog it is not reading: give it `linger`
+                    // to go out, then drop the connection and its backlog with it.
+                    let at = ctx.time.now + std::time::Duration::from_millis(ctx.env.cfg.linger);
+                    let me = conn.me;
+                    ctx.time.timers.arm(crate::timer::Timer { at, slot: me.slot, gen: me.gen, kind: crate::timer::TimerKind::Linger });
                 }
             }
             continue;
