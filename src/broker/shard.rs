@@ -668,6 +668,8 @@ impl Shard {
         };
         q.dispatch(&mut self.scratch, self.now_ms);
         self.dead.extend(q.take_dead());
+        // Flow control state, read while the queue is at hand (no second lookup per message).
+        let level = (q.policy.overflow == Overflow::Block && q.over_high_watermark(), q.under_low_watermark());
         // Needed only for dead letters: no shared refcount traffic on the common path.
         let policy = (!self.dead.is_empty()).then(|| q.policy.clone());
         let idle = q.is_idle();
@@ -690,7 +692,7 @@ impl Shard {
         if let Some(policy) = policy {
             self.dead_letter(dest, &policy, out);
         }
-        self.flow(dest, out);
+        self.flow_at(dest, if idle { (false, true) } else { level }, out);
     }
 
     /// Producer flow control for `overflow = "block"` queues: over a limit, tell every worker
@@ -698,10 +700,18 @@ impl Shard {
     /// (or gone), let them go. Announced once per change, so the cost on the hot path is one
     /// lookup while nothing is blocked.
     fn flow(&mut self, dest: &Arc<str>, out: &mut impl Outlet) {
-        let (over, under) = match self.queues.get(dest) {
+        let level = match self.queues.get(dest) {
             Some(q) => (q.policy.overflow == Overflow::Block && q.over_high_watermark(), q.under_low_watermark()),
             None => (false, true),
         };
+        self.flow_at(dest, level, out);
+    }
+
+    /// [`Shard::flow`] with the queue's (over the high watermark, under the low one) known.
+    fn flow_at(&mut self, dest: &Arc<str>, (over, under): (bool, bool), out: &mut impl Outlet) {
+        if !over && self.blocked.is_empty() {
+            return;
+        }
         let change = if over {
             self.blocked.insert(dest.clone(), ()).is_none()
         } else {
