@@ -7,18 +7,8 @@ mod common;
 use common::*;
 use romp::client::{blocking::Connection, frames, Options};
 use romp::stomp::Version;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::{Duration, Instant};
-
-fn metrics(b: &Broker) -> String {
-    let mut s = TcpStream::connect(b.admin.expect("admin port")).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut all = String::new();
-    s.read_to_string(&mut all).unwrap();
-    all
-}
 
 fn value(all: &str, prefix: &str) -> u64 {
     all.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).map_or(0, |v| v.parse().unwrap())
@@ -50,7 +40,7 @@ fn a_consumer_that_does_not_read_stops_getting_deliveries_at_max_pending_bytes()
     // Wait until the queue has filled and holds the producer.
     let deadline = Instant::now() + WAIT;
     let all = loop {
-        let all = metrics(&b);
+        let all = b.metrics();
         if value(&all, "romp_flow_blocks_total ") >= 1 {
             break all;
         }

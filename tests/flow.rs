@@ -7,21 +7,11 @@ use common::*;
 use romp::client::{blocking::Connection, frames, AckMode, Options};
 use romp::config::{DestConfig, Overflow};
 use romp::stomp::Version;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
-
-fn metric(b: &Broker, name: &str) -> u64 {
-    let mut s = TcpStream::connect(b.admin.expect("admin port")).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut all = String::new();
-    s.read_to_string(&mut all).unwrap();
-    let line = all.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name} in {all}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
 
 /// A producer that pipelines `n` SENDs of `<pid>:<i>` to `dest` as fast as the socket takes
 /// them (no receipts), then DISCONNECTs with a receipt: it returns only if the broker kept it.
@@ -67,8 +57,8 @@ fn a_burst_into_a_full_queue_holds_the_producer_and_loses_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     consume_in_order(b.addr, "/queue/burst", 1, n);
     p.join().expect("producer");
-    assert!(metric(&b, "romp_flow_blocks_total") >= 1, "the queue never held its producer");
-    assert_eq!(metric(&b, "romp_messages_rejected_total"), 0);
+    assert!(b.metric("romp_flow_blocks_total ") >= 1, "the queue never held its producer");
+    assert_eq!(b.metric("romp_messages_rejected_total "), 0);
 }
 
 #[test]
@@ -81,7 +71,7 @@ fn ten_producers_into_one_queue_are_all_kept() {
     for p in ps {
         p.join().expect("producer");
     }
-    assert!(metric(&b, "romp_flow_blocks_total") >= 1);
+    assert!(b.metric("romp_flow_blocks_total ") >= 1);
 }
 
 #[test]
@@ -141,5 +131,5 @@ fn drop_head_dead_letters_the_oldest() {
     for want in ["2", "3", "4"] {
         assert_eq!(c.expect("MESSAGE").text(), want);
     }
-    assert_eq!(metric(&b, "romp_messages_overflow_dropped_total"), 2);
+    assert_eq!(b.metric("romp_messages_overflow_dropped_total "), 2);
 }

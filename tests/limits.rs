@@ -203,12 +203,7 @@ fn timers_of_closed_connections_leave_the_heap() {
         c.expect("CONNECTED");
         c.disconnect();
     }
-    let mut s = std::net::TcpStream::connect(b.admin.unwrap()).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut all = String::new();
-    std::io::Read::read_to_string(&mut s, &mut all).unwrap();
-    let timers: u64 = all.lines().find_map(|l| l.strip_prefix("romp_timers ")).unwrap().parse().unwrap();
+    let timers = b.metric("romp_timers ");
     // Three per closed connection (connect, both heart-beats) would be 9,000.
     assert!(timers <= 1024 + 4 * 2 + 8, "{timers} timers for no live connection");
 }

@@ -75,6 +75,23 @@ impl Broker {
         c
     }
 
+    /// The admin port's `/metrics` page (Prometheus text).
+    pub fn metrics(&self) -> String {
+        let mut s = TcpStream::connect(self.admin.expect("admin port")).expect("admin port");
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut all = String::new();
+        s.read_to_string(&mut all).unwrap();
+        all
+    }
+
+    /// The value of the first `/metrics` line that starts with `prefix` (a name, or a name and
+    /// the start of its labels); 0 if there is none.
+    pub fn metric(&self, prefix: &str) -> u64 {
+        let all = self.metrics();
+        all.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).map_or(0, |v| v.parse().unwrap())
+    }
+
     pub fn connections(&self) -> usize {
         self.handle.as_ref().map_or(0, |h| h.connections())
     }
