@@ -250,18 +250,26 @@ fn write_to_with(conn: &mut Conn, serial: u32, msg: &Message, redelivered: bool,
     let version = conn.version;
     let s = &mut conn.session;
     let tag = s.next_tag();
+    let mut to_index = None;
     let Some(sub) = s.subs.get_mut(&serial) else {
         return;
     };
     let ack = if sub.mode == AckMode::Auto {
         None
     } else {
-        sub.pending.push_back(Pending { tag, msg_id: msg.ack_id(), seq });
+        let msg_id = msg.ack_id();
+        sub.pending.push_back(Pending { tag, msg_id, seq });
+        if version < crate::stomp::Version::V1_2 {
+            to_index = Some(msg_id);
+        }
         Some((serial, tag))
     };
     // 1.0 and 1.1 clients ACK by message-id; the ack header is 1.2's.
     let ack = if version == crate::stomp::Version::V1_2 { ack } else { None };
     write_message(&mut conn.out, version, &sub.id, msg, ack, redelivered, shared);
+    if let Some(msg_id) = to_index {
+        conn.session.index_pending(msg_id, serial, tag);
+    }
     ctx.stats.messages_out += 1;
     mark_dirty(conn, ctx);
 }

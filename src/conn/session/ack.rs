@@ -27,12 +27,18 @@ pub(super) fn resolve_ack(conn: &Conn, f: &Frame<'_>, kind: SettleKind) -> Resul
             let sid = required(f, "subscription")?;
             let serial = *s.by_id.get(sid).ok_or_else(|| unknown(mid))?;
             let ids = ack_ids(mid);
+            if let Some(t) = indexed(s, &ids, Some(serial), kind) {
+                return Ok(t);
+            }
             let p = s.subs.get(&serial).and_then(|sub| sub.pending.iter().find(|p| ids.contains(&p.msg_id))).ok_or_else(|| unknown(mid))?;
             Ok(SettleTarget { serial, tag: p.tag, kind })
         }
         Version::V1_0 => {
             let mid = required(f, "message-id")?;
             let ids = ack_ids(mid);
+            if let Some(t) = indexed(s, &ids, None, kind) {
+                return Ok(t);
+            }
             s.subs
                 .iter()
                 .find_map(|(&serial, sub)| {
@@ -50,6 +56,21 @@ pub(super) fn ack_ids(mid: &str) -> [u64; 2] {
 
 /// Apply an ACK/NACK: cumulative for `client`, single for `client-individual`. Returns false if
 /// the message is no longer pending.
+/// The message-id index's answer, checked against the subscription's pending list (an id
+/// delivered to two subscriptions of one connection is indexed for the latest; the scan
+/// finds the others).
+fn indexed(s: &Session, ids: &[u64; 2], serial: Option<u32>, kind: SettleKind) -> Option<SettleTarget> {
+    ids.iter().find_map(|id| {
+        let &(sub_serial, tag) = s.by_msg_id.get(id)?;
+        if serial.is_some_and(|want| want != sub_serial) {
+            return None;
+        }
+        let sub = s.subs.get(&sub_serial)?;
+        sub.pending.binary_search_by_key(&tag, |p| p.tag).ok()?;
+        Some(SettleTarget { serial: sub_serial, tag, kind })
+    })
+}
+
 pub(super) fn settle(conn: &mut Conn, t: SettleTarget, ctx: &mut Ctx) -> bool {
     let Some(sub) = conn.session.subs.get_mut(&t.serial) else {
         return false;
@@ -58,10 +79,20 @@ pub(super) fn settle(conn: &mut Conn, t: SettleTarget, ctx: &mut Ctx) -> bool {
         return false;
     };
     let mut seqs = Seqs::new();
-    match sub.mode {
-        AckMode::Client => seqs.extend(sub.pending.drain(..=idx).map(|p| p.seq)),
-        _ => seqs.extend(sub.pending.remove(idx).map(|p| p.seq)),
+    // Inline for the usual one (client-individual) or few: no allocation per ACK.
+    let done: smallvec::SmallVec<[Pending; 4]> = match sub.mode {
+        AckMode::Client => sub.pending.drain(..=idx).collect(),
+        _ => sub.pending.remove(idx).into_iter().collect(),
+    };
+    seqs.extend(done.iter().map(|p| p.seq));
+    if !conn.session.by_msg_id.is_empty() {
+        for p in &done {
+            conn.session.unindex(p, t.serial);
+        }
     }
+    let Some(sub) = conn.session.subs.get(&t.serial) else {
+        return false;
+    };
     if sub.kind == DestKind::Queue {
         let w = owner_of(&sub.dest, ctx.outbox.workers());
         let req = ToOwner::Settle { dest: sub.dest.clone(), key: SubKey { conn: conn.me, serial: t.serial }, seqs, kind: t.kind };

@@ -134,6 +134,10 @@ pub struct Session {
     /// subscription, so buckets of pointers keep an idle session ~300 bytes smaller.
     pub subs: FastMap<u32, Box<Subscription>>,
     by_id: FastMap<Box<str>, u32>,
+    /// 1.0 and 1.1 sessions (which ACK by message-id): message id -> (subscription, tag) of
+    /// each message awaiting acknowledgement, so an ACK is found without scanning. Entries
+    /// leave with the message (settled, or its subscription dropped).
+    by_msg_id: FastMap<u64, (u32, u64)>,
     txs: FastMap<Box<str>, Tx>,
     receipts: VecDeque<PendingReceipt>,
     /// The owner that answers the next receipt's barrier on its own (a SUBSCRIBE with a
@@ -152,6 +156,18 @@ pub struct Session {
 }
 
 impl Session {
+    /// Remember a message awaiting acknowledgement by its id (1.0 and 1.1 sessions).
+    pub fn index_pending(&mut self, msg_id: u64, serial: u32, tag: u64) {
+        self.by_msg_id.insert(msg_id, (serial, tag));
+    }
+
+    /// Forget the index entry of a message that no longer awaits acknowledgement.
+    fn unindex(&mut self, p: &Pending, serial: u32) {
+        if self.by_msg_id.get(&p.msg_id) == Some(&(serial, p.tag)) {
+            self.by_msg_id.remove(&p.msg_id);
+        }
+    }
+
     pub fn next_tag(&mut self) -> u64 {
         self.next_tag += 1;
         self.next_tag

@@ -108,6 +108,11 @@ pub fn drop_subscription(conn: &mut Conn, serial: u32, ctx: &mut Ctx) {
 pub fn forget_subscription(conn: &mut Conn, serial: u32, ctx: &mut Ctx) -> Option<Subscription> {
     let sub = conn.session.subs.remove(&serial)?;
     conn.session.by_id.remove(&sub.id);
+    if !conn.session.by_msg_id.is_empty() {
+        for p in &sub.pending {
+            conn.session.unindex(p, serial);
+        }
+    }
     if sub.kind == DestKind::Topic {
         if let Some(t) = ctx.topics.get_mut(&sub.dest) {
             t.remove(crate::conn::ctx::LocalSub { slot: conn.me.slot, gen: conn.me.gen, serial }, sub.filter.as_deref());
