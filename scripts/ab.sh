@@ -8,9 +8,12 @@ cd "$(dirname "$0")/.."
 a=$1 b=$2 rounds=${3:-4} secs=${4:-5}
 out=target/ab/ab.jsonl
 mkdir -p target/ab; : >"$out"
-build() { # rev -> path of its romp binary
-  local dir=target/ab/$1
-  [ -d "$dir" ] || git worktree add -f -q "$dir" "$1"
+build() { # rev -> path of its romp binary (worktrees are named by commit, so a moving name
+  # such as HEAD is never served from an old checkout)
+  local sha dir
+  sha=$(git rev-parse --short "$1^{commit}")
+  dir=target/ab/$sha
+  [ -d "$dir" ] || git worktree add -f -q "$dir" "$sha"
   (cd "$dir" && CARGO_TARGET_DIR=target cargo build -q --release --bin romp >&2)
   echo "$dir/target/release/romp"
 }
