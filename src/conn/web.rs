@@ -374,14 +374,11 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
             }
         },
         "/romp/info" | "/romp/destinations" | "/metrics" if admin || (ctx.env.cfg.enable_console && path != "/metrics") => {
-            // A snapshot this worker gathered less than STATS_FRESH_MS ago answers at once: no
-            // request rate can make every worker snapshot itself more often than that.
-            if let Some(parts) =
-                ctx.stats_cache.as_ref().filter(|(at, _)| ctx.time.now.duration_since(*at) < STATS_FRESH).map(|(_, p)| p.clone())
-            {
-                let env = crate::metrics::Env { server: &ctx.env.server_header, uptime_secs: ctx.env.started.elapsed().as_secs() };
-                let body = crate::metrics::render(&path, &parts, env);
-                let resp = if path == "/metrics" { Response::new(200, "text/plain; version=0.0.4", body) } else { Response::json(body) };
+            // A snapshot this worker gathered less than STATS_FRESH ago answers at once (rendered
+            // from the cache in place, not copied): no request rate can make every worker
+            // snapshot itself more often than that.
+            let fresh = ctx.stats_cache.as_ref().filter(|(at, _)| ctx.time.now.duration_since(*at) < STATS_FRESH);
+            if let Some(resp) = fresh.map(|(_, parts)| stats_response(&path, parts, ctx)) {
                 return respond(conn, ctx, &resp, keep_alive, head_only);
             }
             // Ask every worker (including this one) for its numbers; answer when all replied.
@@ -430,6 +427,17 @@ fn upgrade(conn: &mut Conn, ctx: &mut Ctx, acc: handshake::Accepted) {
 }
 
 /// One worker's stats arrived for a waiting console request.
+/// The console page or `/metrics` for `path`, rendered from every worker's snapshot.
+fn stats_response(path: &str, parts: &[crate::metrics::WorkerSnapshot], ctx: &Ctx) -> Response {
+    let env = crate::metrics::Env { server: &ctx.env.server_header, uptime_secs: ctx.env.started.elapsed().as_secs() };
+    let body = crate::metrics::render(path, parts, env);
+    if path == "/metrics" {
+        Response::new(200, "text/plain; version=0.0.4", body)
+    } else {
+        Response::json(body)
+    }
+}
+
 /// How long a gathered snapshot answers console and `/metrics` requests on its worker.
 pub const STATS_FRESH: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -443,10 +451,8 @@ pub fn stats_part(conn: &mut Conn, part: crate::metrics::WorkerSnapshot, ctx: &m
     }
     let Mode::Http { waiting } = &mut w.mode else { return };
     let Some(wait) = waiting.take() else { return };
-    let env = crate::metrics::Env { server: &ctx.env.server_header, uptime_secs: ctx.env.started.elapsed().as_secs() };
-    let body = crate::metrics::render(&wait.path, &wait.parts, env);
+    let resp = stats_response(&wait.path, &wait.parts, ctx);
     ctx.stats_cache = Some((ctx.time.now, wait.parts));
-    let resp = if wait.path == "/metrics" { Response::new(200, "text/plain; version=0.0.4", body) } else { Response::json(body) };
     respond(conn, ctx, &resp, wait.keep_alive, wait.head_only);
     // Requests pipelined behind this one.
     super::want_read(conn, ctx);
