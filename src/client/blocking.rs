@@ -27,6 +27,7 @@ pub struct Connection {
     session: Session,
     buf: Vec<u8>,
     pos: usize,
+    scratch: Box<[u8]>,
     out: Vec<u8>,
     kept: VecDeque<OwnedFrame>,
     /// Frame limits for what the server sends.
@@ -53,6 +54,7 @@ impl Connection {
             session: Session::new(options),
             buf: Vec::new(),
             pos: 0,
+            scratch: vec![0; 64 * 1024].into_boxed_slice(),
             out: Vec::new(),
             kept: VecDeque::new(),
             limits: Limits { max_headers: 10_000, max_header_len: 1 << 20, max_body: 64 << 20 },
@@ -97,14 +99,27 @@ impl Connection {
         self.flush()
     }
 
-    /// SEND with a receipt, and wait for it: the broker has taken the message.
-    pub fn send_with_receipt(&mut self, dest: &str, body: &[u8], headers: &[(&str, &str)]) -> Result<(), ClientError> {
+    /// Write one frame (by `write`, given the headers with a fresh `receipt` added) and wait
+    /// for its RECEIPT. A frame that cannot be encoded takes its receipt back with it.
+    fn with_receipt(
+        &mut self,
+        headers: &[(&str, &str)],
+        write: impl FnOnce(&mut Session, &mut Vec<u8>, &[(&str, &str)]) -> Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
         let r = self.session.receipt();
         let mut h = headers.to_vec();
         h.push(("receipt", &r));
-        self.session.send(&mut self.out, dest, body, &h)?;
+        if let Err(e) = write(&mut self.session, &mut self.out, &h) {
+            self.session.cancel_receipt(&r);
+            return Err(e);
+        }
         self.flush()?;
         self.await_receipt(&r)
+    }
+
+    /// SEND with a receipt, and wait for it: the broker has taken the message.
+    pub fn send_with_receipt(&mut self, dest: &str, body: &[u8], headers: &[(&str, &str)]) -> Result<(), ClientError> {
+        self.with_receipt(headers, |s, out, h| s.send(out, dest, body, h))
     }
 
     /// SUBSCRIBE and wait for the receipt: the subscription is in place when this returns.
@@ -113,19 +128,11 @@ impl Connection {
     }
 
     pub fn subscribe_with(&mut self, id: &str, dest: &str, ack: AckMode, headers: &[(&str, &str)]) -> Result<(), ClientError> {
-        let r = self.session.receipt();
-        let mut h = headers.to_vec();
-        h.push(("receipt", &r));
-        self.session.subscribe(&mut self.out, id, dest, ack, &h)?;
-        self.flush()?;
-        self.await_receipt(&r)
+        self.with_receipt(headers, |s, out, h| s.subscribe(out, id, dest, ack, h))
     }
 
     pub fn unsubscribe(&mut self, id: &str) -> Result<(), ClientError> {
-        let r = self.session.receipt();
-        self.session.unsubscribe(&mut self.out, id, &[("receipt", &r)])?;
-        self.flush()?;
-        self.await_receipt(&r)
+        self.with_receipt(&[], |s, out, h| s.unsubscribe(out, id, h))
     }
 
     pub fn ack(&mut self, m: &OwnedFrame) -> Result<(), ClientError> {
@@ -145,10 +152,7 @@ impl Connection {
 
     /// COMMIT and wait for its receipt: the transaction's frames have been applied.
     pub fn commit(&mut self, tx: &str) -> Result<(), ClientError> {
-        let r = self.session.receipt();
-        self.session.commit(&mut self.out, tx, &[("receipt", &r)])?;
-        self.flush()?;
-        self.await_receipt(&r)
+        self.with_receipt(&[], |s, out, h| s.commit(out, tx, h))
     }
 
     pub fn abort(&mut self, tx: &str) -> Result<(), ClientError> {
@@ -219,14 +223,14 @@ impl Connection {
                 self.buf.drain(..self.pos);
                 self.pos = 0;
             }
-            let start = self.buf.len();
-            self.buf.resize(start + 64 * 1024, 0);
-            let r = self.sock.read(&mut self.buf[start..]);
-            let n = *r.as_ref().unwrap_or(&0);
-            self.buf.truncate(start + n);
-            match r {
+            // Into a scratch buffer kept across calls: growing `buf` by 64 KiB of zeroes per
+            // read would cost a fill (and often a reallocation) for every few bytes received.
+            match self.sock.read(&mut self.scratch) {
                 Ok(0) => return Err(ClientError::Closed),
-                Ok(_) => self.last_read = Instant::now(),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&self.scratch[..n]);
+                    self.last_read = Instant::now();
+                }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
                 Err(e) if e.kind() == ErrorKind::ConnectionReset => return Err(ClientError::Closed),
                 Err(e) => return Err(e.into()),

@@ -166,6 +166,11 @@ impl Session {
         r
     }
 
+    /// Take back a receipt id whose frame was never sent (it could not be encoded).
+    pub fn cancel_receipt(&mut self, id: &str) {
+        self.pending.retain(|r| r != id);
+    }
+
     fn open(&self, what: &'static str) -> Result<(), ClientError> {
         self.require(what, self.state == State::Open)
     }
