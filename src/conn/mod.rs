@@ -286,6 +286,12 @@ impl Conn {
         self.phase = Phase::Released;
     }
 
+    /// The broker itself is not reading this connection (held by flow control, or parked
+    /// until its own output drains): its silence says nothing about the client.
+    pub fn reads_withheld(&self) -> bool {
+        self.held.is_some() || self.sched.parked
+    }
+
     pub fn is_closing(&self) -> bool {
         matches!(self.phase, Phase::Closing | Phase::Released)
     }

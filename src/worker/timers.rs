@@ -66,9 +66,9 @@ impl Worker {
                 TimerKind::HeartBeatRecv => {
                     if matches!(conn.phase, Phase::Open | Phase::Disconnecting) {
                         let grace = session::recv_grace(conn, &self.node.ctx);
-                        if conn.held.is_some() {
-                            // Held by flow control: the broker is not reading it, so its
-                            // silence says nothing. Look again a grace period later.
+                        if conn.reads_withheld() {
+                            // The broker is not reading it (flow control, or its own output
+                            // is full), so its silence says nothing. Look again later.
                             self.node.ctx.time.timers.arm(Timer { at: now + grace, ..t });
                         } else if now.duration_since(conn.beat.last_read) >= grace {
                             let ms = grace.as_millis();
