@@ -71,9 +71,16 @@ pub struct Shared {
     /// Set once, by the first broker thread (worker or auth) that died: the server is then
     /// stopping, `/health` reports it and `ServerHandle::join` returns it.
     pub failure: std::sync::OnceLock<String>,
+    /// Process-wide memory accounting and the `max_memory` alarm.
+    pub memory: crate::memory::Gauge,
 }
 
 impl Shared {
+    /// The shared state of a server of `workers` workers that may hold `memory_limit` bytes.
+    pub fn new(workers: usize, memory_limit: u64) -> Shared {
+        Shared { memory: crate::memory::Gauge::new(workers, memory_limit), ..Shared::default() }
+    }
+
     /// A broker thread died: remember why (the first reason wins), stop every worker and wake
     /// them. A half-dead broker would swallow traffic for the destinations the dead thread
     /// owned, so the whole server stops and the process exits non-zero (a supervisor restarts
@@ -152,6 +159,9 @@ pub struct Outbox {
     pub local_data: VecDeque<ToOwner>,
     /// Messages for this worker's own connections.
     pub local_ctrl: VecDeque<ToWorker>,
+    /// Bytes of the messages published through this outbox (for `max_memory`: on the bus
+    /// until the owner's shard counts them arrived).
+    pub sent: crate::memory::Tally,
 }
 
 impl Outbox {
@@ -168,6 +178,7 @@ impl Outbox {
             high_water,
             local_data: VecDeque::new(),
             local_ctrl: VecDeque::new(),
+            sent: crate::memory::Tally::default(),
         }
     }
 
@@ -181,6 +192,9 @@ impl Outbox {
 
     /// Send a request to the owner worker `w`.
     pub fn to_owner(&mut self, w: usize, msg: ToOwner) {
+        if let ToOwner::Publish { msg, .. } = &msg {
+            self.sent.add(msg.weight());
+        }
         if w == self.me {
             self.local_data.push_back(msg);
             return;

@@ -9,6 +9,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
+/// The smallest non-zero `max_memory` (16 MiB): below it the broker could not hold one
+/// default-sized message per worker.
+pub const MIN_MAX_MEMORY: u64 = 16 << 20;
+
 /// What a topic subscriber that exceeds `max_pending_bytes` gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -217,6 +221,12 @@ pub struct Config {
     /// server-wide; each worker holds at most its share (this / workers, rounded up). Past it
     /// a SEND or SUBSCRIBE that would create one gets ERROR `dest flup`.
     pub max_destinations: usize,
+    /// Bytes the broker may hold in messages, connection buffers, transactions and
+    /// subscription state, process-wide (its own accounting, see `romp::memory`). At it, every
+    /// publisher is paused (its connection is no longer read; nobody is disconnected) until
+    /// usage is back under 90% of it; consumers keep draining. 0 = 40% of the machine's memory
+    /// (or the container's limit), reported at start.
+    pub max_memory: u64,
     /// Queues: deliveries after the first before a message is dead-lettered (0 = no limit).
     pub max_redeliveries: u32,
     /// Per-destination settings.
@@ -285,6 +295,7 @@ impl Default for Config {
             shutdown_timeout: 3_000,
             create_destinations: true,
             max_destinations: 100_000,
+            max_memory: 0,
             max_redeliveries: 0,
             destinations: BTreeMap::new(),
             stats: false,
@@ -333,7 +344,7 @@ impl Config {
     /// [`Config::validate`] and so by `--check-config` and reloads. The ranges keep a broker that
     /// starts able to work: a channel or buffer of `u64::MAX`, a spin of hours, or a frame limit
     /// past what memory can hold are configuration errors, not a crash later.
-    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 23] {
+    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 24] {
         const MIB: u64 = 1 << 20;
         const DAY_MS: u64 = 86_400_000;
         [
@@ -360,7 +371,17 @@ impl Config {
             ("secret_timeout", self.secret_timeout, 1, DAY_MS),
             ("idle_spin_us", self.idle_spin_us, 0, 10_000),
             ("block_timeout", self.block_timeout, 0, DAY_MS),
+            ("max_memory", self.max_memory, 0, 1 << 50),
         ]
+    }
+
+    /// The memory limit in force: `max_memory`, or its default share of the machine.
+    pub fn memory_limit(&self) -> u64 {
+        if self.max_memory == 0 {
+            crate::memory::default_limit()
+        } else {
+            self.max_memory
+        }
     }
 
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
@@ -403,6 +424,12 @@ impl Config {
             if v < min || v > max {
                 return bad(key, format!("{v} is outside its range {min}..={max}"));
             }
+        }
+        if self.max_memory != 0 && self.max_memory < MIN_MAX_MEMORY {
+            return bad(
+                "max_memory",
+                format!("{} is too small: 0 (40% of the machine's memory) or at least {MIN_MAX_MEMORY}", self.max_memory),
+            );
         }
         if self.max_http_head < 1024 {
             return bad("max_http_head", "must be at least 1024".into());
@@ -592,6 +619,19 @@ pub fn log_level(s: &str) -> Option<log::LevelFilter> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_memory_is_zero_for_the_default_share_or_at_least_16_mib() {
+        for (v, ok) in [(0, true), (MIN_MAX_MEMORY, true), (MIN_MAX_MEMORY - 1, false), (1, false)] {
+            let r = Config { max_memory: v, ..Config::default() }.validate("t.toml");
+            assert_eq!(r.is_ok(), ok, "max_memory = {v}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.to_string().contains("max_memory") && e.to_string().contains("t.toml"), "{e}");
+            }
+        }
+        assert_eq!(Config { max_memory: 1 << 30, ..Config::default() }.memory_limit(), 1 << 30);
+        assert_eq!(Config::default().memory_limit(), crate::memory::default_limit());
+    }
 
     #[test]
     fn every_bounded_key_is_checked_at_and_past_its_limits() {

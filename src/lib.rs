@@ -15,7 +15,8 @@
 //! `tests/layers.rs` reads the sources and fails on an import against this order. Bottom up:
 //!
 //! 1. [`stomp`], [`http`], [`timer`]: sans-io leaves (wire formats, timer wheel);
-//!    [`transport`]: the byte streams under connections and links.
+//!    [`transport`]: the byte streams under connections and links; [`memory`]: the
+//!    process-wide memory accounting and alarm.
 //! 2. [`ws`]: WebSocket framing and the upgrade handshake (on [`http`]); [`client`]: the
 //!    public sans-io STOMP client and its blocking adapter (on [`stomp`]).
 //! 3. [`config`]: the configuration and its validation.
@@ -35,7 +36,7 @@
 
 /// The declared layers, bottom up (read by `tests/layers.rs`; keep in step with the list above).
 pub const LAYERS: &[&[&str]] = &[
-    &["stomp", "http", "timer", "transport"],
+    &["stomp", "http", "timer", "transport", "memory"],
     &["ws", "client"],
     &["config"],
     &["admin"],
@@ -60,6 +61,7 @@ pub mod config;
 pub mod conn;
 pub mod http;
 pub mod link;
+pub mod memory;
 pub mod metrics;
 pub mod server;
 pub mod sim;

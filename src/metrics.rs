@@ -27,6 +27,9 @@ pub struct WorkerStats {
     pub expired: u64,
     /// Stats snapshots this worker took for a console page or `/metrics`.
     pub snapshots: u64,
+    /// Publishers paused because the broker was over `max_memory` (a connection counts once
+    /// per pause).
+    pub memory_holds: u64,
     /// Closes per [`CloseKind`] (by its index); the JSON pages show them as a map.
     #[serde(skip)]
     pub closed_by: [u64; CloseKind::ALL.len()],
@@ -107,11 +110,13 @@ pub struct LinkInfo {
     pub received: u64,
 }
 
-/// What rendering needs besides the snapshots: the server's name and age.
+/// What rendering needs besides the snapshots: the server's name and age, and its memory
+/// gauge (read live, so the alarm shows even when the snapshots are a little old).
 #[derive(Debug, Clone, Copy)]
 pub struct Env<'a> {
     pub server: &'a str,
     pub uptime_secs: u64,
+    pub memory: &'a crate::memory::Gauge,
 }
 
 /// Destinations listed per worker at most (the page says when it was cut).
@@ -165,6 +170,13 @@ fn totals(parts: &[&WorkerSnapshot], env: Env<'_>) -> serde_json::Value {
     let total = |f: &dyn Fn(&WorkerSnapshot) -> u64| parts.iter().map(|p| f(p)).sum::<u64>();
     serde_json::json!({
         "uptime_seconds": env.uptime_secs,
+        "memory": {
+            "used_bytes": env.memory.used(),
+            "limit_bytes": env.memory.limit(),
+            "alarm": env.memory.alarm(),
+            "alarms": env.memory.alarms(),
+            "paused_publishers": total(&|p| p.stats.memory_holds),
+        },
         "connections": total(&|p| p.connections as u64),
         "messages_in": total(&|p| p.stats.messages_in),
         "messages_out": total(&|p| p.stats.messages_out),
@@ -192,6 +204,16 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
     metric("uptime_seconds", "gauge", "Seconds since the server started.", env.uptime_secs);
     metric("workers", "gauge", "Worker threads.", parts.len() as u64);
     metric("connections", "gauge", "Open client connections.", sum(&|p| p.connections as u64));
+    metric("memory_used_bytes", "gauge", "Bytes the broker counts against max_memory.", env.memory.used());
+    metric("memory_limit_bytes", "gauge", "max_memory: publishers are paused at this many bytes.", env.memory.limit());
+    metric("memory_alarm", "gauge", "1 while the broker is over max_memory and publishers are paused.", u64::from(env.memory.alarm()));
+    metric("memory_alarms_total", "counter", "Times the memory alarm was raised.", env.memory.alarms());
+    metric(
+        "memory_paused_publishers_total",
+        "counter",
+        "Publisher pauses for the memory alarm (a connection counts once per pause).",
+        sum(&|p| p.stats.memory_holds),
+    );
     metric("timers", "gauge", "Armed timers (connections' and the workers' own).", sum(&|p| p.timers as u64));
     metric("connections_accepted_total", "counter", "Connections accepted.", sum(&|p| p.stats.accepted));
     metric("frames_in_total", "counter", "Client frames received.", sum(&|p| p.stats.frames_in));

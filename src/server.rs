@@ -43,6 +43,10 @@ pub enum PublishError {
     /// No verdict within the time given (the message may still be accepted).
     #[error("no answer from the destination's owner in time")]
     Timeout,
+    /// The broker is over `max_memory` and publishers are paused; try again (or use
+    /// [`ServerHandle::publish_and_wait`], which waits for the alarm to clear).
+    #[error("the broker is over max_memory; publishing is paused")]
+    MemoryAlarm,
 }
 
 /// A broker thread died and the server stopped because of it.
@@ -204,7 +208,16 @@ impl Server {
             peers.push(peer);
             mailboxes.push(mailbox);
         }
-        let shared = Arc::new(Shared::default());
+        let memory_limit = cfg.memory_limit();
+        if cfg.max_memory == 0 {
+            let of = crate::memory::available().map_or("a fallback; the machine's memory could not be read".to_string(), |m| {
+                format!("{}% of {} MiB", crate::memory::DEFAULT_SHARE_PCT, m >> 20)
+            });
+            log::info!("max_memory = {memory_limit} bytes ({} MiB, {of})", memory_limit >> 20);
+        } else {
+            log::info!("max_memory = {memory_limit} bytes ({} MiB)", memory_limit >> 20);
+        }
+        let shared = Arc::new(Shared::new(n, memory_limit));
         let auth_peers = peers.clone();
         let (auth_tx, auth_thread) = spawn_auth_thread(
             move |conn, outcome| {
@@ -299,6 +312,11 @@ impl ServerHandle {
         self.admin_addr
     }
 
+    /// The memory gauge: what the broker counts against `max_memory`, the limit and the alarm.
+    pub fn memory(&self) -> &crate::memory::Gauge {
+        &self.shared.memory
+    }
+
     /// A stop was requested (by [`ServerHandle::shutdown`] or an admin's `/virt/admin/shutdown`).
     pub fn stop_requested(&self) -> bool {
         self.shared.stop.load(Ordering::Acquire)
@@ -307,7 +325,8 @@ impl ServerHandle {
     /// Publish a message from any thread, as if a client had sent it. Non-blocking: if the
     /// owning worker's channel is full the message is handed back as [`PublishError::Busy`],
     /// never dropped. `Ok` means handed to the destination's owner; a refusal there (a full
-    /// queue with `overflow = "reject"`) is logged. To learn the verdict, use
+    /// queue with `overflow = "reject"`) is logged. While the broker is over `max_memory` the
+    /// message is not taken: [`PublishError::MemoryAlarm`]. To learn the verdict, use
     /// [`ServerHandle::publish_and_wait`].
     pub fn publish(&self, destination: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(), PublishError> {
         self.hand_over(destination, headers, body, crate::broker::Publisher::Broker)
@@ -317,6 +336,8 @@ impl ServerHandle {
     /// message, [`PublishError::Refused`] with the reason if it refused it (a full queue with
     /// `overflow = "reject"`, a full retained topic), [`PublishError::Timeout`] if no answer
     /// came in time (an `overflow = "block"` queue accepts, so this is an overloaded owner).
+    /// While the broker is over `max_memory` it waits (within the same `timeout`) for the
+    /// alarm to clear, then hands the message over; [`PublishError::MemoryAlarm`] if it did not.
     /// Blocks the calling thread: not for use inside a handler.
     pub fn publish_and_wait(
         &self,
@@ -325,9 +346,16 @@ impl ServerHandle {
         body: &[u8],
         timeout: std::time::Duration,
     ) -> Result<(), PublishError> {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.shared.memory.alarm() {
+            if std::time::Instant::now() >= deadline {
+                return Err(PublishError::MemoryAlarm);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.hand_over(destination, headers, body, crate::broker::Publisher::Waiting(tx))?;
-        match rx.recv_timeout(timeout) {
+        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(PublishError::Refused(reason)),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(PublishError::Timeout),
@@ -349,17 +377,28 @@ impl ServerHandle {
         if n == 0 || self.shared.stop.load(Ordering::Acquire) {
             return Err(PublishError::Stopped);
         }
+        if self.shared.memory.alarm() {
+            return Err(PublishError::MemoryAlarm);
+        }
         let id = crate::broker::message_id(crate::broker::OUTSIDE_ID_SPACE, self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
         let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let msg = Arc::new(crate::api::message(id, destination, headers, body.to_vec()));
         let owner = crate::broker::owner_of(destination, n);
+        // Counted on the bus before it is sent (its arrival may be counted first otherwise).
+        let weight = msg.weight();
+        self.shared.memory.outside(weight, true);
         match self.peers[owner].data.try_send(bus::ToOwner::Publish { msg, from, receipt: None }) {
             Ok(()) => {
                 self.peers[owner].wake();
                 Ok(())
             }
-            Err(crossbeam_channel::TrySendError::Full(_)) => Err(PublishError::Busy),
-            Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(PublishError::Stopped),
+            Err(e) => {
+                self.shared.memory.outside(weight, false);
+                match e {
+                    crossbeam_channel::TrySendError::Full(_) => Err(PublishError::Busy),
+                    crossbeam_channel::TrySendError::Disconnected(_) => Err(PublishError::Stopped),
+                }
+            }
         }
     }
 

@@ -50,6 +50,9 @@ pub enum Step {
     Credits(usize),
     /// Worker `0` went back to input it had stopped reading while its bus backlog was full.
     Reads(usize),
+    /// Worker `0` looked at the memory gauge (as an idle worker does within 10 ms while it
+    /// holds publishers): the alarm moved since it last looked, or its held publishers may go.
+    Memory(usize),
 }
 
 pub struct Sim {
@@ -92,7 +95,7 @@ impl Sim {
             mailboxes.push(mailbox);
         }
         let policies = Arc::new(crate::broker::policy::Policies::new(&cfg, 1));
-        let shared = Arc::new(crate::bus::Shared::default());
+        let shared = Arc::new(crate::bus::Shared::new(workers, cfg.memory_limit()));
         let nodes = (0..workers)
             .map(|w| {
                 let (auth_tx, _auth_rx) = crossbeam_channel::bounded(1);
@@ -177,6 +180,9 @@ impl Sim {
     /// What a worker does at the end of a turn besides writing: closing connections release
     /// their subscriptions (which may send more), and the dirty list is done with.
     fn after_turn(&mut self, w: usize) {
+        // As a worker does at the start of each turn (recounting every time: the simulation has
+        // no clock to wait for).
+        self.nodes[w].watch_memory(true);
         loop {
             // Connections put back on the read list (a held producer let go, pipelined frames
             // after an authentication) process the input they kept, as `read_conn` does.
@@ -225,6 +231,10 @@ impl Sim {
             if !self.stalled[w].is_empty() && !node.ctx.outbox.reads_paused() {
                 out.push(Step::Reads(w));
             }
+            let g = &node.ctx.env.shared.memory;
+            if node.ctx.mem.alarm != g.alarm() || (!node.ctx.mem.held.is_empty() && !g.alarm() && g.used() < g.limit()) {
+                out.push(Step::Memory(w));
+            }
         }
     }
 
@@ -261,9 +271,10 @@ impl Sim {
                     self.process(w, slot);
                 }
             }
+            Step::Memory(_) => {} // after_turn looks
         }
         let w = match step {
-            Step::Ctrl(w) | Step::Data(w) | Step::Backlog(w) | Step::Credits(w) | Step::Reads(w) => w,
+            Step::Ctrl(w) | Step::Data(w) | Step::Backlog(w) | Step::Credits(w) | Step::Reads(w) | Step::Memory(w) => w,
         };
         self.after_turn(w);
     }

@@ -22,6 +22,7 @@ use super::FastMap;
 use super::{owner_of, DestKind, Message, Publisher, SubKey};
 use crate::admin::{AdminOp, AdminReply};
 use crate::config::Overflow;
+use crate::memory::Tally;
 use crate::stomp::ErrorWord;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -48,12 +49,15 @@ struct Topic {
     by_filter: FastMap<Box<str>, u32>,
     retained: VecDeque<Retained>,
     retained_bytes: usize,
+    /// The shard's held bytes (every change to `retained_bytes` is mirrored there).
+    tally: Tally,
     enqueued: u64,
     delivered: u64,
 }
 
 impl Topic {
-    fn new(policy: Arc<Policy>, gen: u64, workers: usize) -> Topic {
+    fn new(policy: Arc<Policy>, gen: u64, workers: usize, tally: Tally) -> Topic {
+        tally.add(super::queue::DEST_FOOTPRINT);
         Topic {
             policy,
             policy_gen: gen,
@@ -63,9 +67,17 @@ impl Topic {
             by_filter: FastMap::default(),
             retained: VecDeque::new(),
             retained_bytes: 0,
+            tally,
             enqueued: 0,
             delivered: 0,
         }
+    }
+
+    /// Set the bytes of retained messages, keeping the shard's tally in step.
+    fn set_retained_bytes(&mut self, n: usize) {
+        self.tally.sub(self.retained_bytes);
+        self.tally.add(n);
+        self.retained_bytes = n;
     }
 
     /// The filter value `msg` routes on, if the topic filters.
@@ -83,6 +95,12 @@ impl Topic {
 
     fn is_idle(&self) -> bool {
         self.subs.is_empty() && self.retained.is_empty()
+    }
+}
+
+impl Drop for Topic {
+    fn drop(&mut self) {
+        self.tally.sub(self.retained_bytes + super::queue::DEST_FOOTPRINT);
     }
 }
 
@@ -155,6 +173,14 @@ pub struct Shard {
     /// Queues over their limits whose producers every worker holds (announced with
     /// `FromOwner::Flow`), until they are back under three quarters of them.
     blocked: FastMap<Arc<str>, ()>,
+    /// Bytes of the messages this shard holds, read by every worker for `max_memory`.
+    tally: Tally,
+    /// Bytes of the messages that arrived here as `ToOwner::Publish` (the other end of each
+    /// outbox's `sent`).
+    arrived: Tally,
+    /// The `max_memory` alarm as this worker sees it: while up, [`Shard::offer`] refuses (an
+    /// upstream link keeps its message and retries, as for a full queue).
+    pub memory_alarm: bool,
 }
 
 fn refresh(policies: &Policies, dest: &str, policy: &mut Arc<Policy>, gen: &mut u64) {
@@ -180,7 +206,22 @@ impl Shard {
             me,
             link_ids: 0,
             blocked: FastMap::default(),
+            tally: Tally::default(),
+            arrived: Tally::default(),
+            memory_alarm: false,
         }
+    }
+
+    /// Count held bytes into `t` (the server's gauge slot for this worker). Call before the
+    /// shard holds anything.
+    pub fn set_tally(&mut self, held: Tally, arrived: Tally) {
+        self.tally = held;
+        self.arrived = arrived;
+    }
+
+    /// Bytes of the messages this shard holds (queues and retained topic messages).
+    pub fn held_bytes(&self) -> usize {
+        self.tally.get()
     }
 
     /// A broker-wide unique id for a message arriving over an upstream link (its own id space:
@@ -198,6 +239,9 @@ impl Shard {
     /// Publish a message this worker produced itself (an upstream link) and say whether the
     /// destination took it. A refusal is not logged: the caller holds the message and retries.
     pub fn offer(&mut self, msg: Arc<Message>, out: &mut impl Outlet) -> bool {
+        if self.memory_alarm {
+            return false;
+        }
         self.publish(msg, Publisher::Broker, None, out, true)
     }
 
@@ -273,15 +317,16 @@ impl Shard {
     }
 
     fn queue_mut(&mut self, dest: &Arc<str>) -> &mut Queue {
-        let (policies, queues) = (&self.policies, &mut self.queues);
-        let q = queues.entry(dest.clone()).or_insert_with(|| Queue::new(policies.resolve(dest).clone(), policies.gen));
+        let (policies, queues, tally) = (&self.policies, &mut self.queues, &self.tally);
+        let q = queues.entry(dest.clone()).or_insert_with(|| Queue::new(policies.resolve(dest).clone(), policies.gen, tally.clone()));
         refresh(policies, dest, &mut q.policy, &mut q.policy_gen);
         q
     }
 
     fn topic_mut(&mut self, dest: &Arc<str>) -> &mut Topic {
-        let (policies, topics, workers) = (&self.policies, &mut self.topics, self.workers);
-        let t = topics.entry(dest.clone()).or_insert_with(|| Topic::new(policies.resolve(dest).clone(), policies.gen, workers));
+        let (policies, topics, workers, tally) = (&self.policies, &mut self.topics, self.workers, &self.tally);
+        let t =
+            topics.entry(dest.clone()).or_insert_with(|| Topic::new(policies.resolve(dest).clone(), policies.gen, workers, tally.clone()));
         refresh(policies, dest, &mut t.policy, &mut t.policy_gen);
         t
     }
@@ -290,6 +335,7 @@ impl Shard {
     pub fn handle(&mut self, req: ToOwner, out: &mut impl Outlet) {
         match req {
             ToOwner::Publish { msg, from, receipt } => {
+                self.arrived.add(msg.weight());
                 let waiting = match &from {
                     Publisher::Waiting(tx) => Some(tx.clone()),
                     _ => None,
@@ -406,7 +452,7 @@ impl Shard {
         if let Some(t) = self.topics.get_mut(dest) {
             let messages = t.retained.len();
             t.retained.clear();
-            t.retained_bytes = 0;
+            t.set_retained_bytes(0);
             if t.is_idle() {
                 self.topics.remove(dest);
             }
@@ -469,7 +515,7 @@ impl Shard {
             }
             r.remaining > 0
         });
-        t.retained_bytes = bytes;
+        t.set_retained_bytes(bytes);
         self.stats.expired += expired;
     }
 
@@ -537,7 +583,7 @@ impl Shard {
                         self.reject(from, receipt, ErrorWord::QFlup, detail, out, quiet);
                         return false;
                     }
-                    t.retained_bytes += msg.weight();
+                    t.set_retained_bytes(t.retained_bytes + msg.weight());
                     t.retained.push_back(Retained { seq, msg: msg.clone(), remaining: owed });
                 }
                 if matching > 0 {
@@ -649,7 +695,7 @@ impl Shard {
                     if let Some(t) = self.topics.get_mut(&dest) {
                         if let Ok(i) = t.retained.binary_search_by_key(&seq, |r| r.seq) {
                             if let Some(r) = t.retained.remove(i) {
-                                t.retained_bytes -= r.msg.weight();
+                                t.set_retained_bytes(t.retained_bytes - r.msg.weight());
                                 self.stats.expired += 1;
                             }
                         }

@@ -156,6 +156,41 @@ pub struct Turn {
     pub pool: BufPool,
 }
 
+/// One worker's side of the `max_memory` alarm (see `crate::memory`).
+#[derive(Debug)]
+pub struct MemoryWatch {
+    /// The alarm as this worker last saw it (read from the gauge once per turn).
+    pub alarm: bool,
+    /// Connections of this worker held because the alarm was up when they sent (or were in
+    /// the middle of) a SEND; all let go when it clears.
+    pub held: Vec<(u32, u32)>,
+    /// When this worker next recounts its connections' bytes.
+    pub next_recount: Option<Instant>,
+    /// Its connections' bytes at the last recount.
+    pub conns: u64,
+    /// The server's count when this worker last looked, the limit, and the SEND bytes this
+    /// worker took since: between two looks a worker pauses publishers on its own once
+    /// `base + sent` reaches the limit, so a burst cannot overshoot it by a whole turn's reads
+    /// (the bytes are counted where they are read, before they reach their owner).
+    pub base: u64,
+    pub limit: u64,
+    pub sent: u64,
+}
+
+impl Default for MemoryWatch {
+    fn default() -> MemoryWatch {
+        MemoryWatch { alarm: false, held: Vec::new(), next_recount: None, conns: 0, base: 0, limit: u64::MAX, sent: 0 }
+    }
+}
+
+impl MemoryWatch {
+    /// Whether a SEND must be held now.
+    #[inline]
+    pub fn over(&self) -> bool {
+        self.alarm || self.base + self.sent >= self.limit
+    }
+}
+
 /// What the session, delivery and web code of one worker share, by concern.
 pub struct Ctx {
     pub worker: usize,
@@ -170,6 +205,8 @@ pub struct Ctx {
     /// Producer flow control: queues over their limits (announced by their owners), each with
     /// the connections of this worker held because their next frame is a SEND to it.
     pub held: FastMap<Arc<str>, Vec<(u32, u32)>>,
+    /// This worker's view of the `max_memory` alarm and the publishers it paused for it.
+    pub mem: MemoryWatch,
     /// The last console snapshot this worker gathered, and when (see `web::STATS_FRESH`).
     pub stats_cache: Option<(Instant, Vec<crate::metrics::WorkerSnapshot>)>,
     next_msg: u64,
@@ -209,6 +246,7 @@ impl Ctx {
             topics: FastMap::default(),
             stats: WorkerStats::default(),
             held: FastMap::default(),
+            mem: MemoryWatch::default(),
             stats_cache: None,
             next_msg: 0,
         }

@@ -157,7 +157,7 @@ fn from_owner(msg: FromOwner, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
         FromOwner::Flow { dest, blocked: false } => {
             for (slot, gen) in ctx.held.remove(&dest).unwrap_or_default() {
                 if let Some(c) = live(conns, slot, gen) {
-                    if c.held.as_ref().is_some_and(|h| h.dest == dest) {
+                    if c.held.as_ref().is_some_and(|h| h.cause == super::HoldCause::Queue && h.dest == dest) {
                         c.held = None;
                         super::want_read(c, ctx);
                     }

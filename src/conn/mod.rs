@@ -195,10 +195,21 @@ pub struct Conn {
     pub web: Option<Box<web::Web>>,
 }
 
+/// What a held producer waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldCause {
+    /// `dest` is a queue over its limits (`overflow = "block"`).
+    Queue,
+    /// The process is over `max_memory`.
+    Memory,
+}
+
 /// Why and since when a producer is held by flow control.
 #[derive(Debug, Clone)]
 pub struct Held {
-    /// The queue over its limits that its next SEND goes to.
+    pub cause: HoldCause,
+    /// The destination its next SEND goes to (the queue over its limits, for `Queue`); empty
+    /// for a connection held in the middle of a frame under the memory alarm.
     pub dest: std::sync::Arc<str>,
     pub since: Instant,
     /// That SEND's `receipt`, for the ERROR if `block_timeout` runs out.
@@ -247,6 +258,26 @@ impl Conn {
 
             web: None,
         }
+    }
+
+    /// Bytes of input buffered and not yet parsed into a frame (STOMP bytes, plus a web
+    /// connection's undecoded wire bytes).
+    pub fn partial_bytes(&self) -> usize {
+        self.inbuf.len() + self.web.as_ref().map_or(0, |w| w.raw.len())
+    }
+
+    /// Bytes this connection makes the broker keep, for `max_memory`: itself, its buffers (by
+    /// capacity), its web state and its session.
+    pub fn footprint(&self) -> usize {
+        let web = self.web.as_ref().map_or(0, |w| {
+            std::mem::size_of::<web::Web>()
+                + w.raw.capacity()
+                + match &w.mode {
+                    web::Mode::Ws { wire, .. } => wire.capacity(),
+                    web::Mode::Http { .. } => 0,
+                }
+        });
+        std::mem::size_of::<Conn>() + self.inbuf.capacity() + self.out.capacity() + web + self.session.footprint()
     }
 
     /// The session id sent in CONNECTED and used in logs.

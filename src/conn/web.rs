@@ -362,8 +362,18 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
     }
     match path.as_str() {
         "/romp/health_check" | "/health" | "/health_check" => match ctx.env.shared.failure.get() {
+            // The memory alarm is flow control, not a failure: the broker still works (consumers
+            // drain, publishers resume below the low watermark), so a restart would only lose
+            // what it holds. It is shown, and the status stays 200.
             None => {
-                let body = format!("{{\"status\":\"ok\",\"server\":\"{}\"}}\n", ctx.env.server_header);
+                let mem = &ctx.env.shared.memory;
+                let body = format!(
+                    "{{\"status\":\"ok\",\"server\":\"{}\",\"memory_alarm\":{},\"memory_used_bytes\":{},\"memory_limit_bytes\":{}}}\n",
+                    ctx.env.server_header,
+                    mem.alarm(),
+                    mem.used(),
+                    mem.limit()
+                );
                 respond(conn, ctx, &Response::json(body), keep_alive, head_only);
             }
             Some(reason) => {
@@ -429,7 +439,11 @@ fn upgrade(conn: &mut Conn, ctx: &mut Ctx, acc: handshake::Accepted) {
 /// One worker's stats arrived for a waiting console request.
 /// The console page or `/metrics` for `path`, rendered from every worker's snapshot.
 fn stats_response(path: &str, parts: &[crate::metrics::WorkerSnapshot], ctx: &Ctx) -> Response {
-    let env = crate::metrics::Env { server: &ctx.env.server_header, uptime_secs: ctx.env.started.elapsed().as_secs() };
+    let env = crate::metrics::Env {
+        server: &ctx.env.server_header,
+        uptime_secs: ctx.env.started.elapsed().as_secs(),
+        memory: &ctx.env.shared.memory,
+    };
     let body = crate::metrics::render(path, parts, env);
     if path == "/metrics" {
         Response::new(200, "text/plain; version=0.0.4", body)

@@ -223,6 +223,11 @@ impl Worker {
         if self.accept_paused {
             cap(Duration::from_millis(50));
         }
+        // Another worker may clear the memory alarm (its consumers drained): look again soon,
+        // so publishers held here resume within milliseconds even if this worker is idle.
+        if self.node.ctx.mem.alarm || !self.node.ctx.mem.held.is_empty() {
+            cap(Duration::from_millis(10));
+        }
         if self.stopping_until.is_some() {
             cap(Duration::from_millis(20));
         }
@@ -233,6 +238,7 @@ impl Worker {
     }
 
     fn turn(&mut self) {
+        self.node.watch_memory(false);
         self.drain_ctrl();
         self.service_reads();
         self.drain_data();

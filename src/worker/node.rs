@@ -26,8 +26,58 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(ctx: Ctx, shard: Shard, conns: Slab<Conn>) -> Node {
+    pub fn new(mut ctx: Ctx, mut shard: Shard, conns: Slab<Conn>) -> Node {
+        let gauge = &ctx.env.shared.memory;
+        shard.set_tally(gauge.held(ctx.worker), gauge.arrived(ctx.worker));
+        ctx.outbox.sent = gauge.sent(ctx.worker);
         Node { ctx, shard, conns, stats: metrics::Collector::default(), links: Vec::new() }
+    }
+
+    /// The `max_memory` watch, once per turn: recount this worker's connections (at most every
+    /// [`crate::memory::RECOUNT`], or now if `force`), let the gauge move the alarm, and follow
+    /// it: raised, publishers are held as they send (see `session::hold_for_memory`) and
+    /// upstream links stop offering; cleared, every publisher this worker held is let go.
+    pub fn watch_memory(&mut self, force: bool) {
+        let now = self.ctx.time.now;
+        let gauge = &self.ctx.env.shared.memory;
+        if force || self.ctx.mem.next_recount.is_none_or(|t| now >= t) {
+            self.ctx.mem.next_recount = Some(now + crate::memory::RECOUNT);
+            let conns: usize = self.conns.iter().map(|(_, c)| c.footprint()).sum::<usize>() + self.ctx.turn.pool.bytes();
+            self.ctx.mem.conns = conns as u64;
+            gauge.set_conns(self.ctx.worker, conns as u64);
+        }
+        match gauge.check() {
+            Some(crate::memory::Alarm::Raised { used }) => log::warn!(
+                "memory alarm: {} MiB counted, max_memory is {} MiB; publishers are paused until it is under {} MiB",
+                used >> 20,
+                gauge.limit() >> 20,
+                (gauge.limit() / 100 * crate::memory::LOW_WATERMARK_PCT) >> 20
+            ),
+            Some(crate::memory::Alarm::Cleared { used }) => {
+                log::warn!("memory alarm cleared: {} MiB counted; publishers resume", used >> 20)
+            }
+            None => {}
+        }
+        let alarm = gauge.alarm();
+        self.ctx.mem.base = gauge.used();
+        self.ctx.mem.limit = gauge.limit();
+        self.ctx.mem.sent = 0;
+        if alarm != self.ctx.mem.alarm {
+            self.ctx.mem.alarm = alarm;
+            self.shard.memory_alarm = alarm;
+        }
+        // Publishers paused by the alarm, or by this worker's own count between two looks:
+        // let them go once neither holds (they are held again at once if still over).
+        if !self.ctx.mem.over() && !self.ctx.mem.held.is_empty() {
+            for (slot, gen) in std::mem::take(&mut self.ctx.mem.held) {
+                if let Some(c) = self.conns.get_mut(slot as usize).filter(|c| c.me.gen == gen) {
+                    if c.held.as_ref().is_some_and(|h| h.cause == crate::conn::HoldCause::Memory) {
+                        c.held = None;
+                        crate::conn::want_read(c, &mut self.ctx);
+                    }
+                }
+            }
+        }
     }
 
     /// Run local work (own-shard requests, own deliveries, returned credits) until none is left.
@@ -56,7 +106,11 @@ impl Node {
             crate::bus::ToWorker::Reconfigure(rc) => self.reconfigure(&rc),
             crate::bus::ToWorker::InjectPanic => panic!("injected fault in worker {}", self.ctx.worker),
             crate::bus::ToWorker::StatsPart { to: crate::broker::StatsAsker::Worker(_), part } => {
-                let env = metrics::Env { server: &self.ctx.env.server_header, uptime_secs: self.ctx.env.started.elapsed().as_secs() };
+                let env = metrics::Env {
+                    server: &self.ctx.env.server_header,
+                    uptime_secs: self.ctx.env.started.elapsed().as_secs(),
+                    memory: &self.ctx.env.shared.memory,
+                };
                 if let Some(body) = self.stats.add(*part, env) {
                     self.publish_stats(body);
                 }

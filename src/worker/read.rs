@@ -101,6 +101,12 @@ impl Worker {
             if reads >= READS_PER_TURN {
                 return true;
             }
+            // Over max_memory, a frame already this large is not read further until the alarm
+            // clears: a thousand half-sent bodies must not grow while publishers are paused.
+            if self.node.ctx.mem.over() && conn.phase == Phase::Open && conn.partial_bytes() >= session::PARTIAL_HOLD {
+                session::hold_partial(conn, &mut self.node.ctx);
+                return false;
+            }
             reads += 1;
             // 2. Read more: straight into the partial frame's buffer, or into scratch.
             if conn.is_web() {

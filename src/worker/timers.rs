@@ -88,10 +88,20 @@ impl Worker {
                 }
                 TimerKind::Held => {
                     if let Some(h) = conn.held.clone() {
-                        let ms = self.node.ctx.env.policies.resolve(&h.dest).block_timeout;
+                        let ms = if h.dest.is_empty() {
+                            self.node.ctx.env.cfg.block_timeout
+                        } else {
+                            self.node.ctx.env.policies.resolve(&h.dest).block_timeout
+                        };
                         if ms > 0 && now.duration_since(h.since) >= Duration::from_millis(ms) {
-                            let detail =
-                                format!("{} stayed over its limits for {ms} ms (block_timeout); the SEND was not accepted", h.dest);
+                            let detail = match h.cause {
+                                crate::conn::HoldCause::Queue => {
+                                    format!("{} stayed over its limits for {ms} ms (block_timeout); the SEND was not accepted", h.dest)
+                                }
+                                crate::conn::HoldCause::Memory => {
+                                    format!("the broker stayed over max_memory for {ms} ms (block_timeout); the SEND was not accepted")
+                                }
+                            };
                             let fatal =
                                 session::Fatal { receipt: h.receipt.map(String::from), ..session::Fatal::new(ErrorWord::QFlup, detail) };
                             session::fail(conn, &mut self.node.ctx, fatal);

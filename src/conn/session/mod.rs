@@ -12,7 +12,7 @@
 //! of an unknown id is an ERROR; `receipt` on CONNECT is ignored (D9).
 
 use super::ListenerKind;
-use super::{mark_dirty, CloseReason, Conn, Ctx, Phase};
+use super::{mark_dirty, CloseReason, Conn, Ctx, HoldCause, Phase};
 use crate::auth::{self, AuthJob, Verdict};
 use crate::broker::policy::Policy;
 use crate::broker::queue::SettleKind;
@@ -168,6 +168,20 @@ impl Session {
         }
     }
 
+    /// Bytes this session makes the broker keep: subscriptions (with their ids and pending
+    /// acknowledgements), the message-id index, open transactions and receipts in waiting.
+    /// For `max_memory`; walks the subscriptions and transactions (bounded by `max_subs` and
+    /// `max_transactions`), so it is called on the worker's periodic recount, not per frame.
+    pub fn footprint(&self) -> usize {
+        use std::mem::size_of;
+        let subs: usize =
+            self.subs.values().map(|s| size_of::<Subscription>() + 64 + 2 * s.id.len() + s.pending.capacity() * size_of::<Pending>()).sum();
+        let txs: usize = self.txs.iter().map(|(id, t)| 64 + id.len() + t.bytes + t.ops.capacity() * size_of::<TxOp>()).sum();
+        let index = self.by_msg_id.capacity() * 24;
+        let receipts: usize = self.receipts.iter().map(|r| size_of::<PendingReceipt>() + r.id.len()).sum();
+        subs + txs + index + receipts
+    }
+
     pub fn next_tag(&mut self) -> u64 {
         self.next_tag += 1;
         self.next_tag
@@ -251,8 +265,14 @@ pub fn process_input(conn: &mut Conn, buf: &[u8], ctx: &mut Ctx) -> usize {
         };
         match parse(&buf[pos..], conn.version, limits) {
             Ok(Parsed::Frame(f, n)) => {
-                if f.command == Command::Send && !ctx.held.is_empty() && hold(conn, &f, ctx) {
-                    return pos;
+                if f.command == Command::Send {
+                    if ctx.mem.over() && hold_for_memory(conn, &f, ctx) {
+                        return pos;
+                    }
+                    if !ctx.held.is_empty() && hold(conn, &f, ctx) {
+                        return pos;
+                    }
+                    ctx.mem.sent += n as u64;
                 }
                 pos += n;
                 ctx.stats.frames_in += 1;
@@ -305,21 +325,60 @@ fn hold(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> bool {
     let Some((name, _)) = ctx.held.get_key_value(dest) else { return false };
     let name = name.clone();
     ctx.held.entry(name.clone()).or_default().push((conn.me.slot, conn.me.gen));
-    let timeout = ctx.env.policies.resolve(&name).block_timeout;
     log::debug!("{} {}: held: {name} is over its limits", conn.session_id(), conn.who.peer);
-    conn.held = Some(super::Held { dest: name, since: ctx.time.now, receipt: f.header("receipt").map(Box::from) });
+    set_held(conn, ctx, HoldCause::Queue, name, f.header("receipt"));
+    true
+}
+
+/// The memory alarm is up (`max_memory`): a SEND, in a transaction or not (both make the
+/// broker hold more), is not processed; the connection is held with it first in its input until
+/// the alarm clears. Other frames (ACK, NACK, COMMIT, SUBSCRIBE...) still go through, so
+/// consumers drain. Returns whether it was held.
+fn hold_for_memory(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> bool {
+    if conn.phase != Phase::Open {
+        return false;
+    }
+    let dest: Arc<str> = Arc::from(f.header("destination").unwrap_or(""));
+    log::debug!("{} {}: held: the broker is over max_memory", conn.session_id(), conn.who.peer);
+    ctx.mem.held.push((conn.me.slot, conn.me.gen));
+    ctx.stats.memory_holds += 1;
+    set_held(conn, ctx, HoldCause::Memory, dest, f.header("receipt"));
+    true
+}
+
+/// Under the memory alarm, a connection with this many bytes of a partial frame buffered is
+/// not read further (a smaller one is, so that SENDs complete and are held whole).
+pub const PARTIAL_HOLD: usize = 64 * 1024;
+
+/// The memory alarm is up and this connection is in the middle of a large frame: it is not
+/// read further until the alarm clears (so partial SENDs cannot grow while publishers wait).
+pub fn hold_partial(conn: &mut Conn, ctx: &mut Ctx) {
+    log::debug!("{} {}: held in the middle of a frame: the broker is over max_memory", conn.session_id(), conn.who.peer);
+    ctx.mem.held.push((conn.me.slot, conn.me.gen));
+    ctx.stats.memory_holds += 1;
+    set_held(conn, ctx, HoldCause::Memory, Arc::from(""), None);
+}
+
+fn set_held(conn: &mut Conn, ctx: &mut Ctx, cause: HoldCause, dest: Arc<str>, receipt: Option<&str>) {
+    let timeout = if dest.is_empty() { ctx.env.cfg.block_timeout } else { ctx.env.policies.resolve(&dest).block_timeout };
+    conn.held = Some(super::Held { cause, dest, since: ctx.time.now, receipt: receipt.map(Box::from) });
     if timeout > 0 {
         let at = ctx.time.now + Duration::from_millis(timeout);
         ctx.time.timers.arm(Timer { at, slot: conn.me.slot, gen: conn.me.gen, kind: TimerKind::Held });
     }
-    true
 }
 
 /// Forget that a connection is held (it is closing).
 fn unhold(conn: &mut Conn, ctx: &mut Ctx) {
+    let me = (conn.me.slot, conn.me.gen);
     if let Some(h) = conn.held.take() {
-        if let Some(list) = ctx.held.get_mut(&h.dest) {
-            list.retain(|&e| e != (conn.me.slot, conn.me.gen));
+        match h.cause {
+            HoldCause::Queue => {
+                if let Some(list) = ctx.held.get_mut(&h.dest) {
+                    list.retain(|&e| e != me);
+                }
+            }
+            HoldCause::Memory => ctx.mem.held.retain(|&e| e != me),
         }
     }
 }
