@@ -31,7 +31,10 @@ impl Proc {
         let conf = dir.join("romp.toml");
         std::fs::write(
             &conf,
-            format!("ports = [{port}]\nweb_port = 0\nadmin_port = 0\nworkers = 2\npin_workers = false\nlog_level = \"warn\"\n{toml}"),
+            format!(
+                "ports = [{port}]\nweb_port = 0\n{}workers = 2\npin_workers = false\nlog_level = \"warn\"\n{toml}",
+                if toml.contains("admin_port") { "" } else { "admin_port = 0\n" }
+            ),
         )
         .unwrap();
         let mut cmd = Command::new(BIN);
@@ -374,4 +377,143 @@ fn fd_exhaustion_is_logged_not_fatal_and_not_a_busy_loop() {
     let _ = p.child.wait();
     p.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(stderr.contains("accept failed") && stderr.contains("open files"), "{stderr}");
+}
+
+/// Write `bytes` to a socket until it is all gone or the broker stops reading (`WouldBlock`
+/// for `stall`): returns how much went out.
+fn push_until_held(s: &mut TcpStream, bytes: &[u8], stall: Duration) -> usize {
+    s.set_write_timeout(Some(stall)).unwrap();
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match s.write(&bytes[sent..]) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    sent
+}
+
+/// The server's memory count on its admin port's /metrics.
+fn memory_metric(admin: SocketAddr, name: &str) -> u64 {
+    let mut s = TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    all.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+fn memory_proc(extra: &str) -> (Proc, SocketAddr) {
+    let admin = free_port();
+    let p = Proc::start(&format!("max_memory = 67108864\nadmin_port = {admin}\n{extra}"), None);
+    let addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let t = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(t.elapsed() < WAIT, "admin port did not open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (p, addr)
+}
+
+/// 12 connections x 16 open transactions x 16 MiB was 3 GiB of RSS; under a 64 MiB
+/// `max_memory` the SENDs are paused once it is reached. Only their own connections can free
+/// what open transactions hold (their COMMIT or ABORT waits behind the paused SEND), so
+/// `block_timeout` is what ends it: each gets ERROR, closes, its transactions are aborted and
+/// the alarm clears.
+#[test]
+fn open_transactions_are_bounded_by_max_memory() {
+    let (p, admin) = memory_proc("block_timeout = 8000\n");
+    let base = p.rss();
+    let body = vec![b't'; 1 << 20];
+    let handles: Vec<_> = (0..12)
+        .map(|c| {
+            let addr = p.addr;
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut cl = Client::raw(addr);
+                cl.connect("1.2");
+                // Frame by frame (3 GiB is not built up front): stop once the broker stops
+                // reading for half a second.
+                let (mut sent, mut all) = (0, 0);
+                'offer: for t in 0..16 {
+                    let tx = format!("t{c}-{t}");
+                    let mut frames = vec![frame("BEGIN", &[("transaction", &tx)], b"")];
+                    frames.extend((0..16).map(|_| frame("SEND", &[("destination", "/queue/tx"), ("transaction", &tx)], &body)));
+                    for f in frames {
+                        all += f.len();
+                        let n = push_until_held(&mut cl.sock, &f, Duration::from_millis(500));
+                        sent += n;
+                        if n < f.len() {
+                            break 'offer;
+                        }
+                    }
+                }
+                (cl, sent, all)
+            })
+        })
+        .collect();
+    let mut held: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let growth = p.rss().saturating_sub(base);
+    let sent: usize = held.iter().map(|h| h.1).sum();
+    let counted = memory_metric(admin, "romp_memory_used_bytes ");
+    eprintln!(
+        "observed: {} MiB of transactions offered before a stall, {} MiB written before the broker paused them, {} MiB counted, RSS +{} MiB",
+        held.iter().map(|h| h.2).sum::<usize>() >> 20,
+        sent >> 20,
+        counted >> 20,
+        growth / MIB
+    );
+    if memory_metric(admin, "romp_memory_alarm ") != 1 {
+        let got = held[0].0.recv_timeout(Duration::from_millis(100)).map(|g| format!("{} {}", g.command, g.text()));
+        panic!("no alarm; the first connection got {got:?}");
+    }
+    for (cl, sent, all) in held.iter_mut() {
+        if *sent == *all {
+            let got = cl.recv_timeout(Duration::from_millis(100)).map(|g| format!("{} {}", g.command, g.text()));
+            panic!("a connection wrote all it had: the broker did not pause it; it got {got:?}");
+        }
+    }
+    assert!(growth < 160 * MIB, "RSS grew by {} MiB under a 64 MiB max_memory", growth / MIB);
+    // block_timeout: every paused connection is told why, closed, and what it held is freed.
+    for (mut cl, _, _) in held {
+        let e = cl.expect_error("q flup");
+        assert!(e.text().contains("max_memory"), "{}", e.text());
+    }
+    let t = Instant::now();
+    while memory_metric(admin, "romp_memory_alarm ") != 0 {
+        assert!(t.elapsed() < WAIT, "the alarm stayed up after the connections closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Bystander::new(&p).check();
+}
+
+/// 400 logged-in connections each in the middle of a 1 MB SEND (360 MB of partial frames):
+/// under a 64 MiB `max_memory` they are held, read 16 KiB at a time, once it is reached.
+#[test]
+fn partial_frames_after_login_are_bounded_by_max_memory() {
+    let (p, admin) = memory_proc("max_connections = 2000\n");
+    raise_nofile();
+    let base = p.rss();
+    let mut head = b"SEND\ndestination:/queue/partial\ncontent-length:1000000\n\n".to_vec();
+    head.extend_from_slice(&[b'p'; 900_000]);
+    let mut conns = Vec::new();
+    for _ in 0..400 {
+        let mut c = Client::raw(p.addr);
+        c.connect("1.2");
+        let _ = push_until_held(&mut c.sock, &head, Duration::from_millis(20));
+        conns.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let growth = p.rss().saturating_sub(base);
+    let counted = memory_metric(admin, "romp_memory_used_bytes ");
+    eprintln!("observed: 400 partial 1 MB SENDs: {} MiB counted, RSS +{} MiB", counted >> 20, growth / MIB);
+    assert_eq!(memory_metric(admin, "romp_memory_alarm "), 1);
+    assert!(growth < 128 * MIB, "RSS grew by {} MiB under a 64 MiB max_memory", growth / MIB);
+    drop(conns);
+    let t = Instant::now();
+    while memory_metric(admin, "romp_memory_alarm ") != 0 {
+        assert!(t.elapsed() < WAIT, "the alarm stayed up after the connections closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Bystander::new(&p).check();
 }

@@ -168,18 +168,22 @@ pub struct MemoryWatch {
     pub next_recount: Option<Instant>,
     /// Its connections' bytes at the last recount.
     pub conns: u64,
-    /// The server's count when this worker last looked, the limit, and the SEND bytes this
-    /// worker took since: between two looks a worker pauses publishers on its own once
-    /// `base + sent` reaches the limit, so a burst cannot overshoot it by a whole turn's reads
-    /// (the bytes are counted where they are read, before they reach their owner).
-    pub base: u64,
-    pub limit: u64,
+    /// The bytes of SENDs and partial frames this worker read since its last recount, and how
+    /// many it may read before the next one: between recounts a worker pauses publishers on
+    /// its own once `sent` reaches `budget`, its share (1/workers) of what is left under the
+    /// limit, but at least [`MEMORY_QUANTUM`] (so the count always reaches the limit, and all
+    /// workers reading at once pass it by at most one quantum each). Bytes that reached a
+    /// destination meanwhile are counted twice until the recount: the safe side.
     pub sent: u64,
+    pub budget: u64,
 }
+
+/// The least a worker may read between two recounts of its connections (see `MemoryWatch`).
+pub const MEMORY_QUANTUM: u64 = 1 << 20;
 
 impl Default for MemoryWatch {
     fn default() -> MemoryWatch {
-        MemoryWatch { alarm: false, held: Vec::new(), next_recount: None, conns: 0, base: 0, limit: u64::MAX, sent: 0 }
+        MemoryWatch { alarm: false, held: Vec::new(), next_recount: None, conns: 0, sent: 0, budget: u64::MAX }
     }
 }
 
@@ -187,7 +191,7 @@ impl MemoryWatch {
     /// Whether a SEND must be held now.
     #[inline]
     pub fn over(&self) -> bool {
-        self.alarm || self.base + self.sent >= self.limit
+        self.alarm || self.sent >= self.budget
     }
 }
 

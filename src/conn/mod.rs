@@ -89,6 +89,11 @@ pub struct Sched {
     /// Not read because the connection's own output is over `max_pending_bytes`; the flush
     /// that brings it under half puts it back on the read list.
     pub parked: bool,
+    /// The peer closed its side (or reset): what it sent before is bounded by the socket's
+    /// receive buffer, so flow control no longer holds it; its last frames are processed
+    /// (M4) and the close is noticed, instead of a held connection, and whatever it holds,
+    /// lingering until the hold ends.
+    pub peer_closed: bool,
 }
 
 /// Why a connection closed. Logged once per close and counted per [`CloseKind`]

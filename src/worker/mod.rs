@@ -146,6 +146,10 @@ impl Worker {
                         if conn.me.gen != gen {
                             continue;
                         }
+                        if ev.is_read_closed() || ev.is_error() {
+                            conn.sched.peer_closed = true;
+                            crate::conn::session::release_hold(conn, &mut self.node.ctx);
+                        }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             crate::conn::want_read(conn, &mut self.node.ctx);
                         }

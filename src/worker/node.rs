@@ -40,11 +40,19 @@ impl Node {
     pub fn watch_memory(&mut self, force: bool) {
         let now = self.ctx.time.now;
         let gauge = &self.ctx.env.shared.memory;
-        if force || self.ctx.mem.next_recount.is_none_or(|t| now >= t) {
+        // A worker that paused publishers on its own count recounts at once: they go on if the
+        // server is still under the limit.
+        let paused_here = !self.ctx.mem.held.is_empty() && !self.ctx.mem.alarm;
+        if force || paused_here || self.ctx.mem.next_recount.is_none_or(|t| now >= t) {
             self.ctx.mem.next_recount = Some(now + crate::memory::RECOUNT);
             let conns: usize = self.conns.iter().map(|(_, c)| c.footprint()).sum::<usize>() + self.ctx.turn.pool.bytes();
             self.ctx.mem.conns = conns as u64;
             gauge.set_conns(self.ctx.worker, conns as u64);
+            // What was read since the last recount is in the figure now (or held by a
+            // destination, which counts it at once).
+            self.ctx.mem.sent = 0;
+            let (used, limit, workers) = (gauge.used(), gauge.limit(), self.ctx.outbox.workers().max(1) as u64);
+            self.ctx.mem.budget = (limit.saturating_sub(used) / workers).max(crate::conn::ctx::MEMORY_QUANTUM);
         }
         match gauge.check() {
             Some(crate::memory::Alarm::Raised { used }) => log::warn!(
@@ -59,9 +67,6 @@ impl Node {
             None => {}
         }
         let alarm = gauge.alarm();
-        self.ctx.mem.base = gauge.used();
-        self.ctx.mem.limit = gauge.limit();
-        self.ctx.mem.sent = 0;
         if alarm != self.ctx.mem.alarm {
             self.ctx.mem.alarm = alarm;
             self.shard.memory_alarm = alarm;

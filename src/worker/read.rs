@@ -103,7 +103,11 @@ impl Worker {
             }
             // Over max_memory, a frame already this large is not read further until the alarm
             // clears: a thousand half-sent bodies must not grow while publishers are paused.
-            if self.node.ctx.mem.over() && conn.phase == Phase::Open && conn.partial_bytes() >= session::PARTIAL_HOLD {
+            if self.node.ctx.mem.over()
+                && conn.phase == Phase::Open
+                && !conn.sched.peer_closed
+                && conn.partial_bytes() >= session::PARTIAL_HOLD
+            {
                 session::hold_partial(conn, &mut self.node.ctx);
                 return false;
             }
@@ -128,7 +132,15 @@ impl Worker {
             // Before CONNECT succeeds, a socket gets at most the pre-auth budget per read (and
             // the session refuses a CONNECT larger than it), so nobody unauthenticated makes
             // the broker buffer more.
-            let cap = if conn.phase == Phase::Handshake { session::PRE_AUTH_BUDGET } else { self.scratch.len() };
+            // Over max_memory, reads are small too: a connection is let grow by at most
+            // PARTIAL_HOLD plus one such read before it is held.
+            let cap = if conn.phase == Phase::Handshake {
+                session::PRE_AUTH_BUDGET
+            } else if self.node.ctx.mem.over() {
+                session::PARTIAL_HOLD
+            } else {
+                self.scratch.len()
+            };
             if !conn.inbuf.is_empty() {
                 let want = conn.need.saturating_sub(conn.inbuf.len()).clamp(READ_CHUNK, 16 * READ_CHUNK).min(cap);
                 let len = conn.inbuf.len();
@@ -137,8 +149,11 @@ impl Worker {
                 conn.inbuf.truncate(len + *r.as_ref().unwrap_or(&0));
                 match r {
                     Ok(0) => conn.read = ReadSide::Eof,
-                    Ok(_) => {
+                    Ok(n) => {
                         conn.beat.last_read = self.node.ctx.time.now;
+                        // Partial input counts against max_memory at once, not only at the
+                        // next recount (a thousand large frames arrive faster than that).
+                        self.node.ctx.mem.sent += n as u64;
                         fresh = true;
                     }
                     Err(e) => {
@@ -162,6 +177,7 @@ impl Worker {
                     }
                     let used = session::process_input(conn, &self.scratch[..n], &mut self.node.ctx);
                     if !conn.is_closing() && used < n {
+                        self.node.ctx.mem.sent += (n - used) as u64;
                         let mut b = self.node.ctx.turn.pool.take();
                         b.extend_from_slice(&self.scratch[used..n]);
                         conn.inbuf = b;

@@ -265,7 +265,7 @@ pub fn process_input(conn: &mut Conn, buf: &[u8], ctx: &mut Ctx) -> usize {
         };
         match parse(&buf[pos..], conn.version, limits) {
             Ok(Parsed::Frame(f, n)) => {
-                if f.command == Command::Send {
+                if f.command == Command::Send && !conn.sched.peer_closed {
                     if ctx.mem.over() && hold_for_memory(conn, &f, ctx) {
                         return pos;
                     }
@@ -347,8 +347,9 @@ fn hold_for_memory(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> bool {
 }
 
 /// Under the memory alarm, a connection with this many bytes of a partial frame buffered is
-/// not read further (a smaller one is, so that SENDs complete and are held whole).
-pub const PARTIAL_HOLD: usize = 64 * 1024;
+/// not read further (a smaller one is, in reads of at most this size, so that ACKs and small
+/// SENDs complete: the SENDs are then held whole).
+pub const PARTIAL_HOLD: usize = 16 * 1024;
 
 /// The memory alarm is up and this connection is in the middle of a large frame: it is not
 /// read further until the alarm clears (so partial SENDs cannot grow while publishers wait).
@@ -366,6 +367,11 @@ fn set_held(conn: &mut Conn, ctx: &mut Ctx, cause: HoldCause, dest: Arc<str>, re
         let at = ctx.time.now + Duration::from_millis(timeout);
         ctx.time.timers.arm(Timer { at, slot: conn.me.slot, gen: conn.me.gen, kind: TimerKind::Held });
     }
+}
+
+/// The peer of a held connection closed: let it go (see `Sched::peer_closed`).
+pub fn release_hold(conn: &mut Conn, ctx: &mut Ctx) {
+    unhold(conn, ctx);
 }
 
 /// Forget that a connection is held (it is closing).
