@@ -321,13 +321,16 @@ pub const AUTH_QUEUE: usize = 1024;
 /// `false` (the worker is gone) or every job sender is dropped.
 /// If the thread dies (a panic in a check), `on_death` gets the reason: the server stops, since
 /// slow-hash logins would otherwise fail everywhere from then on.
+///
+/// `fault` is fault injection for supervision tests: once set, the next job panics.
 pub fn spawn_auth_thread(
     answer: impl FnMut(ConnRef, AuthOutcome) -> bool + Send + 'static,
     on_death: impl FnOnce(String) + Send + 'static,
+    fault: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::io::Result<(Sender<AuthJob>, std::thread::JoinHandle<()>)> {
     let (tx, rx): (Sender<AuthJob>, Receiver<AuthJob>) = crossbeam_channel::bounded(AUTH_QUEUE);
     let h = std::thread::Builder::new().name("romp-auth".into()).spawn(move || {
-        let run = std::panic::AssertUnwindSafe(|| auth_loop(rx, answer));
+        let run = std::panic::AssertUnwindSafe(|| auth_loop(rx, answer, &fault));
         if let Err(p) = std::panic::catch_unwind(run) {
             let text = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
             on_death(format!("the auth thread died: {}", text.unwrap_or_else(|| "a panic".into())));
@@ -338,10 +341,13 @@ pub fn spawn_auth_thread(
 
 /// The auth thread's loop: check each job, answer through `answer`, until the job senders are
 /// gone or `answer` says the worker is.
-fn auth_loop(rx: Receiver<AuthJob>, mut answer: impl FnMut(ConnRef, AuthOutcome) -> bool) {
+fn auth_loop(rx: Receiver<AuthJob>, mut answer: impl FnMut(ConnRef, AuthOutcome) -> bool, fault: &std::sync::atomic::AtomicBool) {
     {
         let mut tokens = UsedTokens::default();
         for job in rx {
+            if fault.load(std::sync::atomic::Ordering::Relaxed) {
+                panic!("injected fault in the auth thread");
+            }
             let ok = match &job.credential {
                 Credential::Token { secret, timeout_ms } => {
                     tokens.check(&job.login, &job.passcode, secret, *timeout_ms, crate::broker::wall_ms())

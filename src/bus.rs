@@ -73,6 +73,8 @@ pub struct Shared {
     pub failure: std::sync::OnceLock<String>,
     /// Process-wide memory accounting and the `max_memory` alarm.
     pub memory: crate::memory::Gauge,
+    /// Fault injection (supervision tests): the auth thread panics on its next job.
+    pub auth_fault: Arc<AtomicBool>,
 }
 
 impl Shared {

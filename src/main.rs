@@ -166,6 +166,26 @@ fn reload(server: &romp::ServerHandle, args: &Args) {
     }
 }
 
+/// Fault injection for the supervision tests of the real binary: `ROMP_INJECT_FAULT=worker`
+/// makes worker 0 panic in its loop 200 ms after start; `auth` makes the auth thread panic on
+/// the next login that needs a slow hash check. Anything else is a warning. Not for production
+/// use (it stops the broker on purpose), hence only an environment variable, not a config key.
+fn inject_fault(server: &romp::ServerHandle) {
+    let Ok(what) = std::env::var("ROMP_INJECT_FAULT") else { return };
+    match what.as_str() {
+        "worker" => {
+            log::warn!("ROMP_INJECT_FAULT=worker: worker 0 will panic in 200 ms");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            server.inject_worker_panic(0);
+        }
+        "auth" => {
+            log::warn!("ROMP_INJECT_FAULT=auth: the auth thread will panic on its next check");
+            server.inject_auth_panic();
+        }
+        other => log::warn!("ROMP_INJECT_FAULT={other:?} is not a fault this binary knows (worker, auth); ignored"),
+    }
+}
+
 fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1).peekable();
     if argv.peek().map(String::as_str) == Some("passwd") {
@@ -225,6 +245,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    inject_fault(&server);
     // Wait for a signal, looking at the stop flag (an admin's /virt/admin/shutdown) between.
     let tick = libc::timespec { tv_sec: 0, tv_nsec: 200_000_000 };
     loop {

@@ -234,6 +234,7 @@ impl Server {
                 let (shared, peers) = (shared.clone(), peers.clone());
                 move |reason| shared.fail(reason, &peers)
             },
+            shared.auth_fault.clone(),
         )?;
         let policies = Arc::new(crate::broker::policy::Policies::new(&cfg, 1));
         let cores = if cfg.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
@@ -485,6 +486,13 @@ impl ServerHandle {
             let _ = p.ctrl.try_send(bus::ToWorker::InjectPanic);
             let _ = p.waker.wake();
         }
+    }
+
+    /// Fault injection for tests of supervision: the auth thread panics on its next job (the
+    /// next login that needs a slow hash check), as a bug in a check would.
+    #[doc(hidden)]
+    pub fn inject_auth_panic(&self) {
+        self.shared.auth_fault.store(true, Ordering::Relaxed);
     }
 }
 
