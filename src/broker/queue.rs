@@ -13,7 +13,7 @@
 
 use super::mail::Seqs;
 use super::policy::Policy;
-use super::{AckMode, Message, SubKey};
+use super::{AckMode, FastMap, Message, SubKey};
 use crate::memory::Tally;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -86,6 +86,9 @@ pub struct Queue {
     pub policy_gen: u64,
     ready: VecDeque<Entry>,
     consumers: Vec<Consumer>,
+    /// Where each consumer is in `consumers`: ACKs, credits and pauses find theirs in O(1)
+    /// among thousands.
+    index: FastMap<SubKey, u32>,
     /// Indices of the consumers that may take a message (credit, not paused), in
     /// round-robin order; each at most once (`Consumer::queued`).
     ring: VecDeque<u32>,
@@ -114,6 +117,7 @@ impl Queue {
             policy_gen,
             ready: VecDeque::new(),
             consumers: Vec::new(),
+            index: FastMap::default(),
             ring: VecDeque::new(),
             count: 0,
             bytes: 0,
@@ -240,10 +244,15 @@ impl Queue {
         }
     }
 
+    fn find(&self, key: SubKey) -> Option<usize> {
+        self.index.get(&key).map(|&i| i as usize)
+    }
+
     pub fn subscribe(&mut self, key: SubKey, mode: AckMode, prefetch: u32) {
-        if self.consumers.iter().any(|c| c.key == key) {
+        if self.index.contains_key(&key) {
             return;
         }
+        self.index.insert(key, self.consumers.len() as u32);
         self.consumers.push(Consumer {
             key,
             credit: prefetch,
@@ -255,25 +264,27 @@ impl Queue {
         self.enqueue(self.consumers.len() - 1);
     }
 
-    /// Remove a consumer; what it had in flight goes back to the queue.
+    /// Remove a consumer; what it had in flight goes back to the queue. The last consumer takes
+    /// its place (the ring, not the vector, holds the round-robin order).
     pub fn unsubscribe(&mut self, key: SubKey) {
-        if let Some(i) = self.consumers.iter().position(|c| c.key == key) {
-            let c = self.consumers.remove(i);
-            for (_, e) in c.inflight {
-                self.requeue(e);
-            }
-            // Indices past it shift down by one.
-            let i = i as u32;
-            self.ring.retain(|&j| j != i);
-            for j in self.ring.iter_mut().filter(|j| **j > i) {
-                *j -= 1;
+        let Some(i) = self.index.remove(&key) else { return };
+        let c = self.consumers.swap_remove(i as usize);
+        for (_, e) in c.inflight {
+            self.requeue(e);
+        }
+        let moved = self.consumers.len() as u32;
+        self.ring.retain(|&j| j != i);
+        if i < moved {
+            self.index.insert(self.consumers[i as usize].key, i);
+            for j in self.ring.iter_mut().filter(|j| **j == moved) {
+                *j = i;
             }
         }
     }
 
     /// ACK or NACK messages a consumer holds. Returns how many it held.
     pub fn settle(&mut self, key: SubKey, seqs: &Seqs, kind: SettleKind) -> usize {
-        let Some(i) = self.consumers.iter().position(|c| c.key == key) else {
+        let Some(i) = self.find(key) else {
             return 0;
         };
         let c = &mut self.consumers[i];
@@ -307,7 +318,7 @@ impl Queue {
 
     /// Auto-ack credit coming back from a consumer's worker.
     pub fn credit(&mut self, key: SubKey, n: u32) {
-        if let Some(i) = self.consumers.iter().position(|c| c.key == key) {
+        if let Some(i) = self.find(key) {
             self.consumers[i].credit = self.consumers[i].credit.saturating_add(n);
             self.enqueue(i);
         }
@@ -315,7 +326,7 @@ impl Queue {
 
     /// Pause or resume deliveries to one consumer (its connection's output is full / drained).
     pub fn pace(&mut self, key: SubKey, paused: bool) {
-        if let Some(i) = self.consumers.iter().position(|c| c.key == key) {
+        if let Some(i) = self.find(key) {
             self.consumers[i].paused = paused;
             self.enqueue(i);
         }
@@ -450,6 +461,31 @@ mod tests {
         out.clear();
         q.dispatch(&mut out, 0);
         assert_eq!(out.iter().map(|d| d.key.conn.slot).collect::<Vec<_>>(), [1, 2, 1, 2]);
+    }
+
+    #[test]
+    fn the_consumer_moved_into_a_leavers_place_is_still_found() {
+        let mut q = queue(0);
+        for slot in 0..3 {
+            q.subscribe(key(slot), AckMode::ClientIndividual, 1);
+        }
+        for i in 0..3u64 {
+            q.push(msg(i), i);
+        }
+        let mut out = Vec::new();
+        q.dispatch(&mut out, 0);
+        // Consumer 0 leaves: consumer 2 takes its index; its ACK, credit and pause still land.
+        q.unsubscribe(key(0));
+        assert_eq!(q.settle(key(2), &Seqs::from_slice(&[2u64]), SettleKind::Ack), 1);
+        assert_eq!(q.settle(key(0), &Seqs::from_slice(&[0u64]), SettleKind::Ack), 0, "gone");
+        q.pace(key(2), true);
+        out.clear();
+        q.dispatch(&mut out, 0);
+        assert!(out.is_empty(), "message 0 (requeued) waits: 1 has no credit, 2 is paused");
+        q.pace(key(2), false);
+        q.dispatch(&mut out, 0);
+        assert_eq!(out.iter().map(|d| (d.key.conn.slot, d.entry.seq)).collect::<Vec<_>>(), [(2, 0)]);
+        assert_eq!(q.consumers(), 2);
     }
 
     #[test]

@@ -19,7 +19,9 @@ pub(super) fn resolve_ack(conn: &Conn, f: &Frame<'_>, kind: SettleKind) -> Resul
             let (serial, tag) =
                 id.split_once('.').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u64>().ok()?))).ok_or_else(|| unknown(id))?;
             let sub = s.subs.get(&serial).ok_or_else(|| unknown(id))?;
-            sub.pending.binary_search_by_key(&tag, |p| p.tag).map_err(|_| unknown(id))?;
+            if !sub.pending.contains(tag) {
+                return Err(unknown(id));
+            }
             Ok(SettleTarget { serial, tag, kind })
         }
         Version::V1_1 => {
@@ -66,7 +68,7 @@ fn indexed(s: &Session, ids: &[u64; 2], serial: Option<u32>, kind: SettleKind) -
             return None;
         }
         let sub = s.subs.get(&sub_serial)?;
-        sub.pending.binary_search_by_key(&tag, |p| p.tag).ok()?;
+        sub.pending.contains(tag).then_some(())?;
         Some(SettleTarget { serial: sub_serial, tag, kind })
     })
 }
@@ -75,15 +77,12 @@ pub(super) fn settle(conn: &mut Conn, t: SettleTarget, ctx: &mut Ctx) -> bool {
     let Some(sub) = conn.session.subs.get_mut(&t.serial) else {
         return false;
     };
-    let Ok(idx) = sub.pending.binary_search_by_key(&t.tag, |p| p.tag) else {
-        return false;
-    };
-    let mut seqs = Seqs::new();
     // Inline for the usual one (client-individual) or few: no allocation per ACK.
-    let done: smallvec::SmallVec<[Pending; 4]> = match sub.mode {
-        AckMode::Client => sub.pending.drain(..=idx).collect(),
-        _ => sub.pending.remove(idx).into_iter().collect(),
-    };
+    let done = sub.pending.settle(t.tag, sub.mode == AckMode::Client);
+    if done.is_empty() {
+        return false;
+    }
+    let mut seqs = Seqs::new();
     seqs.extend(done.iter().map(|p| p.seq));
     if !conn.session.by_msg_id.is_empty() {
         for p in &done {

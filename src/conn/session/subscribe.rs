@@ -71,7 +71,7 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
             kind,
             mode,
             prefetch,
-            pending: VecDeque::new(),
+            pending: super::pending::PendingList::default(),
             owed_credit: 0,
             paused: false,
             dropped: 0,
@@ -109,7 +109,7 @@ pub fn forget_subscription(conn: &mut Conn, serial: u32, ctx: &mut Ctx) -> Optio
     let sub = conn.session.subs.remove(&serial)?;
     conn.session.by_id.remove(&sub.id);
     if !conn.session.by_msg_id.is_empty() {
-        for p in &sub.pending {
+        for p in sub.pending.iter() {
             conn.session.unindex(p, serial);
         }
     }
