@@ -59,8 +59,8 @@ client-tests: client-deps ## stomp.py and stompjs against a real broker process
 bench: ## Quick matrix against romp, RabbitMQ and the old romp (installs peers); writes bench/REPORT.md
 	IDLE_SESSIONS=3000 scripts/compare.sh 2 2
 
-bench-micro: ## Criterion benches of the hot paths (parser, encoder, escaping, fan-out to 1,000)
-	$(CARGO) bench --bench stomp -- --warm-up-time 1 --measurement-time 3
+bench-micro: ## Criterion benches: hot paths (parser, encoder, fan-out) and CPU per unit of hostile input
+	$(CARGO) bench --bench stomp --bench cpu -- --warm-up-time 1 --measurement-time 3
 
 soak: ## Mixed load for SOAK_SECONDS (default 300), sampling RSS and fds into soak-out/
 	scripts/soak.sh $(or $(SOAK_SECONDS),300) soak-out

@@ -67,6 +67,10 @@ pub struct Sim {
     rng: u64,
     /// One poll per worker: each owns its worker's waker (never polled).
     _polls: Vec<mio::Poll>,
+    /// Recount every connection's bytes for `max_memory` after every turn (the default: the
+    /// simulation has no clock to wait for). Benches with thousands of connections turn it off,
+    /// as a worker recounts only every `memory::RECOUNT`.
+    pub recount_memory: bool,
 }
 
 impl Sim {
@@ -115,7 +119,15 @@ impl Sim {
             .collect();
         // A zero seed would stay zero in xorshift.
         let rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        Sim { nodes, mailboxes, pending: vec![Vec::new(); workers], stalled: vec![Vec::new(); workers], rng, _polls: polls }
+        Sim {
+            nodes,
+            mailboxes,
+            pending: vec![Vec::new(); workers],
+            stalled: vec![Vec::new(); workers],
+            rng,
+            _polls: polls,
+            recount_memory: true,
+        }
     }
 
     /// Add a connection on worker 0; returns its slot.
@@ -167,6 +179,12 @@ impl Sim {
         if buf.is_empty() || conn.is_closing() {
             return;
         }
+        // As `read_conn`: a partial frame is parsed again only once it may have grown whole.
+        let ready = if conn.need > 0 { buf.len() >= conn.need } else { conn.until.as_mut().is_none_or(|u| u.reached(&buf)) };
+        if !ready {
+            self.pending[w][slot] = buf;
+            return;
+        }
         let used = session::process_input(conn, &buf, &mut node.ctx);
         if !conn.is_closing() {
             self.pending[w][slot] = buf[used..].to_vec();
@@ -182,7 +200,8 @@ impl Sim {
     fn after_turn(&mut self, w: usize) {
         // As a worker does at the start of each turn (recounting every time: the simulation has
         // no clock to wait for).
-        self.nodes[w].watch_memory(true);
+        let force = self.recount_memory;
+        self.nodes[w].watch_memory(force);
         loop {
             // Connections put back on the read list (a held producer let go, pipelined frames
             // after an authentication) process the input they kept, as `read_conn` does.

@@ -24,8 +24,11 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(again.0, f);
                     pos += used;
                 }
-                Ok(Parsed::Incomplete { need }) => {
+                Ok(Parsed::Incomplete { need, until }) => {
                     assert!(need == 0 || need > data.len() - pos);
+                    if let Some(u) = until {
+                        assert!(u.from == data.len() - pos && u.limit > u.from, "{u:?}");
+                    }
                     break;
                 }
                 Err(_) => break,

@@ -81,7 +81,7 @@ pub fn read<'a>(buf: &'a [u8], version: Version, limits: &Limits) -> Result<Deco
         return Ok(Decoded::Incomplete { need: 0 });
     }
     match parse(buf, version, limits)? {
-        Parsed::Incomplete { need } => Ok(Decoded::Incomplete { need }),
+        Parsed::Incomplete { need, .. } => Ok(Decoded::Incomplete { need }),
         Parsed::Frame(frame, used) => match frame.command {
             Command::Connected | Command::Message | Command::Receipt | Command::Error => Ok(Decoded::Frame(Incoming { frame }, used)),
             other => Err(ClientError::Protocol(format!("a server does not send {}", other.as_str()))),

@@ -182,6 +182,8 @@ pub struct Conn {
     pub inbuf: Vec<u8>,
     /// Total length `inbuf` must reach before parsing is worth trying again (a known body size).
     pub need: usize,
+    /// Without a known size: what the partial frame waits for (see [`crate::stomp::Until`]).
+    pub until: Option<crate::stomp::Until>,
     /// Bytes waiting to be written.
     pub out: Vec<u8>,
     pub version: Version,
@@ -251,6 +253,7 @@ impl Conn {
             close_reason: None,
             inbuf: Vec::new(),
             need: 0,
+            until: None,
             out: Vec::new(),
             version: Version::V1_2,
             negotiated: false,
@@ -262,6 +265,22 @@ impl Conn {
             held: None,
 
             web: None,
+        }
+    }
+
+    /// Whether the buffered input may parse further than last time: it reached its known size,
+    /// or holds the byte its partial frame waits for. Looks at each input byte once over the
+    /// frame's life, so a frame arriving a byte at a time costs linear time, not quadratic.
+    pub fn input_ready(&mut self) -> bool {
+        if self.inbuf.is_empty() {
+            return false;
+        }
+        if self.need > 0 {
+            return self.inbuf.len() >= self.need;
+        }
+        match &mut self.until {
+            Some(u) => u.reached(&self.inbuf),
+            None => true,
         }
     }
 

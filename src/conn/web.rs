@@ -142,11 +142,11 @@ impl Default for Web {
 }
 
 /// Is there buffered input that processing could make progress on?
-pub fn has_buffered(conn: &Conn) -> bool {
+pub fn has_buffered(conn: &mut Conn) -> bool {
     let Some(w) = conn.web.as_ref() else { return false };
     match &w.mode {
         Mode::Http { waiting } => waiting.is_none() && !w.raw.is_empty(),
-        Mode::Ws { .. } => !w.raw.is_empty() || (!conn.inbuf.is_empty() && (conn.need == 0 || conn.inbuf.len() >= conn.need)),
+        Mode::Ws { .. } => !w.raw.is_empty() || conn.input_ready(),
     }
 }
 
@@ -204,7 +204,7 @@ pub fn pump(conn: &mut Conn, ctx: &mut Ctx) {
 /// should loop; false when it cannot progress further now.
 fn pump_ws(conn: &mut Conn, ctx: &mut Ctx) -> bool {
     // STOMP bytes left over from an earlier message come first.
-    if !conn.inbuf.is_empty() && (conn.need == 0 || conn.inbuf.len() >= conn.need) && stomp_can_run(conn, ctx) {
+    if stomp_can_run(conn, ctx) && conn.input_ready() {
         let buf = std::mem::take(&mut conn.inbuf);
         let used = session::process_input(conn, &buf, ctx);
         keep_tail(conn, buf, used, ctx);
@@ -241,7 +241,7 @@ fn pump_ws(conn: &mut Conn, ctx: &mut Ctx) -> bool {
                             }
                         } else {
                             conn.inbuf.extend_from_slice(payload);
-                            if conn.need == 0 || conn.inbuf.len() >= conn.need {
+                            if conn.input_ready() {
                                 let buf = std::mem::take(&mut conn.inbuf);
                                 let n = session::process_input(conn, &buf, ctx);
                                 keep_tail(conn, buf, n, ctx);

@@ -20,5 +20,5 @@ pub mod version;
 
 pub use error_word::ErrorWord;
 pub use frame::{AckMode, Command, Frame, Header};
-pub use parser::{parse, skip_eols, Limits, ParseError, Parsed};
+pub use parser::{parse, skip_eols, Limits, ParseError, Parsed, Until};
 pub use version::{HeartBeat, Version};

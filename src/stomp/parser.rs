@@ -51,8 +51,37 @@ pub enum Parsed<'a> {
     /// A complete frame and the number of bytes it used (through its NUL).
     Frame(Frame<'a>, usize),
     /// Not enough bytes yet. `need` is the total buffer length that will complete the frame when
-    /// it is known (a `content-length` body), else 0.
-    Incomplete { need: usize },
+    /// it is known (a `content-length` body), else 0, and then `until` says what it waits for.
+    Incomplete { need: usize, until: Option<Until> },
+}
+
+/// What an incomplete frame without a known length waits for: no parse of the same buffer
+/// grown by more bytes can complete or fail until `byte` (the LF ending the line being read, or
+/// the NUL ending a body) appears at or after offset `from`, or the buffer reaches `limit`
+/// bytes (where a line or body would be too long). A caller that receives its input in small
+/// pieces checks only the new bytes for `byte` instead of parsing again: linear, not quadratic,
+/// in the frame's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Until {
+    pub byte: u8,
+    pub from: usize,
+    pub limit: usize,
+}
+
+impl Until {
+    /// Whether `buf` (the same input, grown) may now parse differently; if not, the bytes
+    /// looked at are remembered so that the next call looks only at newer ones.
+    pub fn reached(&mut self, buf: &[u8]) -> bool {
+        if buf.len() >= self.limit {
+            return true;
+        }
+        let from = self.from.min(buf.len());
+        if memchr(self.byte, &buf[from..]).is_some() {
+            return true;
+        }
+        self.from = buf.len();
+        false
+    }
 }
 
 /// A malformed or oversized frame. Each maps to an ERROR `message` word in the session.
@@ -151,7 +180,7 @@ fn parse_content_length(v: &str) -> Result<usize, ParseError> {
 pub fn parse<'a>(buf: &'a [u8], version: Version, limits: &Limits) -> Result<Parsed<'a>, ParseError> {
     let (cmd_line, mut pos) = match next_line(buf, 0, MAX_COMMAND_LEN, ParseError::BadCommand)? {
         Some(x) => x,
-        None => return Ok(Parsed::Incomplete { need: 0 }),
+        None => return Ok(incomplete_line(buf, 0, MAX_COMMAND_LEN)),
     };
     let command = Command::from_bytes(cmd_line).ok_or(ParseError::BadCommand)?;
     let esc = escaping_for(command, version);
@@ -162,7 +191,7 @@ pub fn parse<'a>(buf: &'a [u8], version: Version, limits: &Limits) -> Result<Par
     loop {
         let (line, next) = match next_line(buf, pos, limits.max_header_len, ParseError::HeaderTooLong(limits.max_header_len))? {
             Some(x) => x,
-            None => return Ok(Parsed::Incomplete { need: 0 }),
+            None => return Ok(incomplete_line(buf, pos, limits.max_header_len)),
         };
         pos = next;
         if line.is_empty() {
@@ -195,7 +224,7 @@ pub fn parse<'a>(buf: &'a [u8], version: Version, limits: &Limits) -> Result<Par
         Some(n) => {
             let need = body_start + n + 1;
             if buf.len() < need {
-                return Ok(Parsed::Incomplete { need });
+                return Ok(Parsed::Incomplete { need, until: None });
             }
             if buf[body_start + n] != 0 {
                 return Err(ParseError::MissingNul);
@@ -208,11 +237,20 @@ pub fn parse<'a>(buf: &'a [u8], version: Version, limits: &Limits) -> Result<Par
             match memchr(0, window) {
                 Some(nul) => (&rest[..nul], body_start + nul + 1),
                 None if window.len() > limits.max_body => return Err(ParseError::BodyTooLarge(limits.max_body)),
-                None => return Ok(Parsed::Incomplete { need: 0 }),
+                None => {
+                    let until = Until { byte: 0, from: buf.len(), limit: body_start + limits.max_body + 1 };
+                    return Ok(Parsed::Incomplete { need: 0, until: Some(until) });
+                }
             }
         }
     };
     Ok(Parsed::Frame(Frame { command, headers, body }, used))
+}
+
+/// A line starting at `start` is not complete: it waits for its LF, or for the length at which
+/// [`next_line`] finds it too long (`max` bytes, a CR and the LF).
+fn incomplete_line<'a>(buf: &[u8], start: usize, max: usize) -> Parsed<'a> {
+    Parsed::Incomplete { need: 0, until: Some(Until { byte: b'\n', from: buf.len(), limit: start + max + 2 }) }
 }
 
 /// Convenience for tests and tools: own a copy of a header list.
@@ -293,6 +331,71 @@ mod tests {
         }
     }
 
+    /// Feed `buf` a byte at a time, parsing only when the last `Incomplete` says the input may
+    /// now parse differently (`need` or `until`), as the broker does; returns the frames, the
+    /// error if any, and how many parses it took.
+    fn gated_byte_at_a_time(buf: &[u8], v: Version) -> (Vec<Owned>, Option<ParseError>, usize) {
+        let (mut acc, mut out, mut parses) = (Vec::new(), Vec::new(), 0);
+        let (mut need, mut until): (usize, Option<Until>) = (0, None);
+        for &b in buf {
+            acc.push(b);
+            loop {
+                let skip = skip_eols(&acc);
+                if skip > 0 {
+                    acc.drain(..skip);
+                    (need, until) = (0, None);
+                }
+                let ready = !acc.is_empty() && if need > 0 { acc.len() >= need } else { until.as_mut().is_none_or(|u| u.reached(&acc)) };
+                if !ready {
+                    break;
+                }
+                parses += 1;
+                let used = match parse(&acc, v, &lim()) {
+                    Ok(Parsed::Frame(f, n)) => {
+                        out.push((f.command, owned_headers(&f), f.body.to_vec()));
+                        n
+                    }
+                    Ok(Parsed::Incomplete { need: n, until: u }) => {
+                        (need, until) = (n, u);
+                        break;
+                    }
+                    Err(e) => return (out, Some(e), parses),
+                };
+                acc.drain(..used);
+                (need, until) = (0, None);
+            }
+        }
+        (out, None, parses)
+    }
+
+    #[test]
+    fn the_incomplete_hint_never_hides_a_frame_or_an_error_and_keeps_parsing_linear() {
+        let whole = all_frames(STREAM, Version::V1_2);
+        let (frames, err, parses) = gated_byte_at_a_time(STREAM, Version::V1_2);
+        assert_eq!((frames, err), (whole, None));
+        // One parse per line and per frame end, not one per byte.
+        let lines = STREAM.iter().filter(|&&b| b == b'\n').count();
+        assert!(parses <= lines + 8, "{parses} parses for {} bytes", STREAM.len());
+        // A body without content-length, a byte at a time: a handful of parses, not 1000.
+        let mut f = b"SEND\ndestination:/q\n\n".to_vec();
+        f.extend(std::iter::repeat_n(b'b', 1000));
+        f.push(0);
+        let (frames, err, parses) = gated_byte_at_a_time(&f, Version::V1_2);
+        assert_eq!((frames.len(), err, frames[0].2.len()), (1, None, 1000));
+        assert!(parses <= 6, "{parses} parses");
+        // Limits still trip while waiting: a line, a command and a body that are too long.
+        let long_line = [b"SEND\nx-h:".as_slice(), &[b'v'; 100]].concat();
+        assert_eq!(gated_byte_at_a_time(&long_line, Version::V1_2).1, Some(ParseError::HeaderTooLong(64)));
+        let long_cmd = [b'S'; 100];
+        assert_eq!(gated_byte_at_a_time(&long_cmd, Version::V1_2).1, Some(ParseError::BadCommand));
+        let long_body = [b"SEND\ndestination:/q\n\n".as_slice(), &[b'b'; 1100]].concat();
+        assert_eq!(gated_byte_at_a_time(&long_body, Version::V1_2).1, Some(ParseError::BodyTooLarge(1024)));
+        // The same errors as parsing it all at once.
+        for bad in [&long_line[..], &long_cmd[..], &long_body[..]] {
+            assert_eq!(parse(bad, Version::V1_2, &lim()).err(), gated_byte_at_a_time(bad, Version::V1_2).1);
+        }
+    }
+
     #[test]
     fn a1_byte_at_a_time() {
         let mut acc = Vec::new();
@@ -342,7 +445,7 @@ mod tests {
         assert_eq!(n, 42);
         assert_eq!(parse(b"SEND\ncontent-length:2\n\nabc\0", Version::V1_2, &lim()).unwrap_err(), ParseError::MissingNul);
         match parse(b"SEND\ncontent-length:10\n\nabc", Version::V1_2, &lim()).unwrap() {
-            Parsed::Incomplete { need } => assert_eq!(need, 35),
+            Parsed::Incomplete { need, .. } => assert_eq!(need, 35),
             _ => panic!(),
         }
     }

@@ -70,6 +70,20 @@ impl Node {
         if alarm != self.ctx.mem.alarm {
             self.ctx.mem.alarm = alarm;
             self.shard.memory_alarm = alarm;
+            if alarm {
+                // Connections sitting on a large partial frame with nothing more to read are
+                // held too: the memory they keep is then subject to block_timeout like any
+                // paused publisher's, instead of keeping the alarm up with no deadline.
+                for (_, c) in self.conns.iter_mut() {
+                    if c.phase == crate::conn::Phase::Open
+                        && c.held.is_none()
+                        && !c.is_closing()
+                        && c.partial_bytes() >= crate::conn::session::PARTIAL_HOLD
+                    {
+                        crate::conn::session::hold_partial(c, &mut self.ctx);
+                    }
+                }
+            }
         }
         // Publishers paused by the alarm, or by this worker's own count between two looks:
         // let them go once neither holds (they are held again at once if still over).

@@ -72,7 +72,7 @@ impl Worker {
                 }
                 continue;
             }
-            if fresh && !conn.inbuf.is_empty() && (conn.need == 0 || conn.inbuf.len() >= conn.need) {
+            if fresh && conn.input_ready() {
                 fresh = false;
                 let mut buf = std::mem::take(&mut conn.inbuf);
                 let used = session::process_input(conn, &buf, &mut self.node.ctx);

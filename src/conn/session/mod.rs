@@ -29,6 +29,7 @@ use std::time::Duration;
 
 mod ack;
 mod connect;
+pub mod pending;
 mod receipts;
 mod send;
 mod subscribe;
@@ -87,7 +88,7 @@ pub struct Subscription {
     pub mode: AckMode,
     pub prefetch: u32,
     /// Client-ack deliveries not yet settled, in delivery order (tags ascending).
-    pub pending: VecDeque<Pending>,
+    pub pending: pending::PendingList,
     /// Auto-ack queue credits held back while the connection's output is over half full.
     pub owed_credit: u32,
     /// Client-ack queue subscription paused at its owner because the output is full.
@@ -174,8 +175,11 @@ impl Session {
     /// `max_transactions`), so it is called on the worker's periodic recount, not per frame.
     pub fn footprint(&self) -> usize {
         use std::mem::size_of;
-        let subs: usize =
-            self.subs.values().map(|s| size_of::<Subscription>() + 64 + 2 * s.id.len() + s.pending.capacity() * size_of::<Pending>()).sum();
+        let subs: usize = self
+            .subs
+            .values()
+            .map(|s| size_of::<Subscription>() + 64 + 2 * s.id.len() + s.pending.capacity() * (size_of::<Pending>() + 8))
+            .sum();
         let txs: usize = self.txs.iter().map(|(id, t)| 64 + id.len() + t.bytes + t.ops.capacity() * size_of::<TxOp>()).sum();
         let index = self.by_msg_id.capacity() * 24;
         let receipts: usize = self.receipts.iter().map(|r| size_of::<PendingReceipt>() + r.id.len()).sum();
@@ -235,10 +239,12 @@ fn pre_auth_limits(l: &crate::stomp::Limits) -> crate::stomp::Limits {
 
 /// Parse and handle frames from `buf`. Returns how many bytes were consumed; the rest is a
 /// partial frame, or input left unread because the worker paused reads or the session waits for
-/// authentication. Sets `conn.need` when the size of the partial frame is known.
+/// authentication. Sets `conn.need` when the size of the partial frame is known, else
+/// `conn.until` (see [`Conn::input_ready`]); both are relative to `buf[consumed..]`.
 pub fn process_input(conn: &mut Conn, buf: &[u8], ctx: &mut Ctx) -> usize {
     let mut pos = 0;
     conn.need = 0;
+    conn.until = None;
     loop {
         match conn.phase {
             Phase::Closing | Phase::Released | Phase::Authenticating => return pos,
@@ -282,13 +288,14 @@ pub fn process_input(conn: &mut Conn, buf: &[u8], ctx: &mut Ctx) -> usize {
                     return pos;
                 }
             }
-            Ok(Parsed::Incomplete { need }) => {
+            Ok(Parsed::Incomplete { need, until }) => {
                 if pre_auth && (buf.len() - pos > PRE_AUTH_BUDGET || need > PRE_AUTH_BUDGET) {
                     let detail = format!("a CONNECT frame may be {PRE_AUTH_BUDGET} bytes at most");
                     fail(conn, ctx, Fatal::new(ErrorWord::Syntax, detail));
                     return pos;
                 }
                 conn.need = need;
+                conn.until = until;
                 return pos;
             }
             Err(ParseError::BodyTooLarge(_)) if pre_auth => {
