@@ -2,7 +2,9 @@
 # Interleaved A/B of two revisions of the broker with one load tool, same flags, same machine:
 # builds each revision in its own worktree, then alternates which goes first in every round.
 # Usage: scripts/ab.sh REV_A REV_B [ROUNDS=4] [SECONDS=5]. Writes target/ab/ab.jsonl; prints medians.
-# Scenarios: queue 1->1, topic 1->10, request/reply (the "must not change" rows of issue 11).
+# Scenarios: queue 1->1, topic 1->10, request/reply (the "must not change" rows of issue 11),
+# fan-in 10->1 and client-individual acks (those of issue 12). Queue runs open with the
+# tool's unwindowed burst; a run that lost anything is printed as LOSS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 a=$1 b=$2 rounds=${3:-4} secs=${4:-5}
@@ -38,6 +40,8 @@ for r in $(seq "$rounds"); do
     run_one "$rev" "$bin" "queue 1->1" --kind queue --producers 1 --consumers 1
     run_one "$rev" "$bin" "topic 1->10" --kind topic --producers 1 --consumers 10
     run_one "$rev" "$bin" "request/reply" --latency 1 --size 100
+    run_one "$rev" "$bin" "fan-in 10->1" --kind queue --producers 10 --consumers 1
+    run_one "$rev" "$bin" "client-indiv" --kind queue --producers 1 --consumers 1 --ack client-individual
   done
 done
 python3 - "$out" <<'PY'
@@ -48,6 +52,8 @@ for line in open(sys.argv[1]):
     if not r: continue
     k = (j["scenario"], j["rev"])
     d[k].append(r["delivery_rate"] if "delivery_rate" in r else r["p99_us"])
+    if r.get("lost") or r.get("duplicated") or r.get("reordered"):
+        print(f"LOSS {j['scenario']} {j['rev']}: lost {r.get('lost')} (burst {r.get('burst_lost')}), dup {r.get('duplicated')}")
 for (s, rev), v in sorted(d.items()):
     unit = "msg/s" if "reply" not in s else "p99 us"
     print(f"{s:14} {rev:12} median {statistics.median(v):>12.1f} {unit}  runs {[round(x, 1) for x in v]}")

@@ -5,7 +5,8 @@
 # Peers: RabbitMQ (scripts/peers/rabbitmq.sh), ActiveMQ Classic (scripts/peers/activemq.sh) and
 # the old romp 0.5.2 (scripts/peers/oldromp.sh);
 # a peer that cannot be installed or started is reported as such, not silently skipped.
-# Every run is checked for lost, duplicated and reordered messages by romp-bench itself.
+# Every run is checked for lost, duplicated and reordered messages by romp-bench itself, and
+# every queue run opens with an unwindowed burst whose losses are reported apart (and fail it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}

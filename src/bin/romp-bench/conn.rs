@@ -409,6 +409,11 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
                             next_due = Some(next_due.map_or(next, |d: Instant| d.min(next)));
                             n
                         }
+                        _ if *seq < o.burst => {
+                            // The burst: as fast as the socket takes it, no window.
+                            window_open = true;
+                            (o.burst - *seq).min(BATCH)
+                        }
                         _ => {
                             let outstanding = shared.sent.load(Ordering::Acquire) * *copies
                                 - shared.delivered.load(Ordering::Acquire).min(shared.sent.load(Ordering::Acquire) * *copies);

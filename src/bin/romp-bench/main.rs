@@ -55,6 +55,10 @@ pub struct Opts {
     pub duration: Duration,
     pub warmup: Duration,
     pub window: u64,
+    /// `--burst N`: each producer's first N messages go out pipelined, with no window (queue
+    /// default: 50,000 or 64 MiB of bodies, whichever is less; topic default 0).
+    pub burst: u64,
+    burst_set: bool,
     pub ack: AckMode,
     pub threads: usize,
     pub json: bool,
@@ -86,6 +90,8 @@ const USAGE: &str = "usage: romp-bench [options]
     messages per subscriber; keep it
     well below what the broker lets one subscriber fall behind, or the broker may rightly
     treat a bench consumer as slow)
+  --burst N (queue 50000, at most 64 MiB of bodies; topic 0) each producer's first N messages
+    pipelined with no window; messages lost in it are reported apart and fail the run
   --ack auto|client|client-individual (auto)  --threads N (2)  --json
   --stomp-version 1.0|1.1|1.2 (1.2)  what CONNECT asks for; ACKs take that version's shape
   --latency N                   request/reply round trips (N requesters, 1 in flight each)
@@ -127,6 +133,8 @@ impl Default for Opts {
             duration: Duration::from_secs(5),
             warmup: Duration::from_secs(1),
             window: 0,
+            burst: 0,
+            burst_set: false,
             ack: AckMode::Auto,
             threads: 2,
             json: false,
@@ -171,6 +179,10 @@ fn parse_opts() -> Result<Opts, String> {
             "--duration" => o.duration = Duration::from_secs_f64(v()?.parse().map_err(|_| "bad --duration")?),
             "--warmup" => o.warmup = Duration::from_secs_f64(v()?.parse().map_err(|_| "bad --warmup")?),
             "--window" => o.window = num(v()?)?.max(1),
+            "--burst" => {
+                o.burst = num(v()?)?;
+                o.burst_set = true;
+            }
             "--ack" => {
                 let m = v()?;
                 o.ack = AckMode::from_name(&m).ok_or_else(|| format!("--ack {m:?}: auto, client or client-individual"))?;
@@ -204,6 +216,11 @@ fn parse_opts() -> Result<Opts, String> {
         // Large bodies: keep what is in flight per subscriber near 16 MiB at most, well inside
         // any broker's per-connection and per-queue byte bounds.
         o.window = o.window.min(((16 << 20) / o.size as u64).max(64));
+    }
+    if !o.burst_set && o.kind == Kind::Queue {
+        // A queue must slow a pipelining producer, never shed it: every run starts with a burst
+        // that no window paces, and a message lost in it fails the run like any other.
+        o.burst = ((64 << 20) / o.size as u64).clamp(64, 50_000);
     }
     if o.ws.is_some() && (o.latency.is_some() || o.idle.is_some() || o.null_broker) {
         return Err("--ws works with the load modes (not --latency, --idle or --null-broker)".into());

@@ -93,6 +93,9 @@ pub struct Report {
     sent: u64,
     delivered: u64,
     lost: u64,
+    /// Of `lost`: messages of the unwindowed burst (`--burst`), and how many the burst sent.
+    burst_lost: u64,
+    burst_sent: u64,
     duplicated: u64,
     reordered: u64,
     corrupt: u64,
@@ -109,14 +112,19 @@ pub struct Report {
 
 impl Report {
     pub fn new(o: &Opts, t: &Tally, send_rate: f64, delivery_rate: f64, seconds: f64) -> Report {
-        let (mut lost, mut dup, mut delivered) = (0, 0, 0);
+        let (mut lost, mut dup, mut delivered, mut burst_lost, mut burst_sent) = (0, 0, 0, 0, 0);
         for (pid, &sent) in t.sent.iter().enumerate() {
             let copies = o.copies_of(pid % o.destinations);
             let seen = &t.seen[pid];
+            burst_sent += sent.min(o.burst);
             for seq in 0..sent as usize {
                 let n = seen.get(seq).copied().unwrap_or(0) as u64;
                 delivered += n;
-                lost += copies.saturating_sub(n);
+                let missing = copies.saturating_sub(n);
+                lost += missing;
+                if (seq as u64) < o.burst {
+                    burst_lost += missing;
+                }
                 dup += n.saturating_sub(copies);
             }
         }
@@ -143,6 +151,8 @@ impl Report {
             sent: t.sent.iter().sum(),
             delivered,
             lost,
+            burst_lost,
+            burst_sent,
             duplicated: dup,
             reordered: t.reordered,
             corrupt: t.corrupt,
@@ -174,8 +184,8 @@ impl Report {
                 extra.push_str(&format!(",\"broker_rss_kib\":{kib}"));
             }
             println!(
-                "{{\"scenario\":\"{}\",\"seconds\":{:.3},\"sent\":{},\"delivered\":{},\"lost\":{},\"duplicated\":{},\"reordered\":{},\"corrupt\":{},\"errors\":{},\"send_rate\":{:.0},\"delivery_rate\":{:.0}{extra}}}",
-                self.scenario, self.seconds, self.sent, self.delivered, self.lost, self.duplicated, self.reordered, self.corrupt, self.errors, self.send_rate, self.delivery_rate
+                "{{\"scenario\":\"{}\",\"seconds\":{:.3},\"sent\":{},\"delivered\":{},\"lost\":{},\"burst_sent\":{},\"burst_lost\":{},\"duplicated\":{},\"reordered\":{},\"corrupt\":{},\"errors\":{},\"send_rate\":{:.0},\"delivery_rate\":{:.0}{extra}}}",
+                self.scenario, self.seconds, self.sent, self.delivered, self.lost, self.burst_sent, self.burst_lost, self.duplicated, self.reordered, self.corrupt, self.errors, self.send_rate, self.delivery_rate
             );
             return;
         }
@@ -186,6 +196,9 @@ impl Report {
         println!("sent         {:>12}", self.sent);
         println!("delivered    {:>12}", self.delivered);
         println!("lost         {:>12}", self.lost);
+        if self.burst_sent > 0 {
+            println!("  in burst   {:>12} of {} pipelined without a window", self.burst_lost, self.burst_sent);
+        }
         println!("duplicated   {:>12}", self.duplicated);
         println!("reordered    {:>12}", self.reordered);
         println!("corrupt      {:>12}", self.corrupt);
