@@ -29,7 +29,8 @@ run_one() { # label binary scenario args...
   "$bin" --port "$p" --web-port "$w" --admin-port "$m" >/dev/null 2>&1 &
   pid=$!
   for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/"$p") 2>/dev/null && break; sleep 0.1; done
-  line=$(timeout $((secs + 40)) ./target/release/romp-bench --port "$p" "$@" --duration "$secs" --warmup 1 --json 2>/dev/null | tail -1)
+  # A run that lost messages exits non-zero; its JSON line is still the result.
+  line=$(timeout $((secs + 40)) ./target/release/romp-bench --port "$p" "$@" --duration "$secs" --warmup 1 --json 2>/dev/null | tail -1) || true
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   echo "{\"rev\":\"$label\",\"scenario\":\"$name\",\"result\":${line:-null}}" >>"$out"
 }

@@ -534,3 +534,128 @@ fn partial_frames_after_login_are_bounded_by_max_memory() {
     drop(conns);
     Bystander::new(&p).check();
 }
+
+/// 20 connections x 1,024 subscriptions (`max_subs`) with the longest ids (256 bytes) and destination names
+/// (1,024 bytes) allowed: was 13 MiB per connection with 4,000-byte ids and names; now bounded
+/// by the length limits, and counted against `max_memory`.
+#[test]
+fn subscription_state_at_its_limits_is_bounded() {
+    let (p, admin) = memory_proc("");
+    let base = p.rss();
+    let counted_before = memory_metric(admin, "romp_memory_used_bytes ");
+    let mut conns = Vec::new();
+    for c in 0..20 {
+        let mut cl = p.client();
+        let mut wire = Vec::new();
+        for s in 0..1023 {
+            let id = format!("{c:03}-{s:04}-{}", "i".repeat(246));
+            let dest = format!("/topic/{c:03}-{s:04}-{}", "d".repeat(1007));
+            wire.extend_from_slice(&frame("SUBSCRIBE", &[("id", &id), ("destination", &dest)], b""));
+        }
+        wire.extend_from_slice(&frame("SUBSCRIBE", &[("id", "last"), ("destination", "/topic/last"), ("receipt", "done")], b""));
+        cl.send_raw(&wire);
+        let r = cl.recv();
+        assert_eq!((r.command.as_str(), r.h("receipt-id")), ("RECEIPT", "done"), "{r:?}");
+        conns.push(cl);
+    }
+    std::thread::sleep(Duration::from_millis(200)); // a recount
+    let growth = p.rss().saturating_sub(base);
+    let counted = memory_metric(admin, "romp_memory_used_bytes ").saturating_sub(counted_before);
+    eprintln!("observed: 20,480 subscriptions at the length limits: RSS +{} MiB, {} MiB counted", growth / MIB, counted >> 20);
+    assert!(growth < 96 * MIB, "RSS grew by {} MiB", growth / MIB);
+    assert!(counted > 16 * MIB, "subscription state is counted against max_memory: {counted} bytes");
+    Bystander::new(&p).check();
+}
+
+/// 200,000 distinct queue names from one client: it is refused (`dest flup`) at
+/// `max_destinations` (100,000 by default) with the broker's RSS bounded by that, and others
+/// carry on.
+#[test]
+fn two_hundred_thousand_queue_names_stop_at_max_destinations() {
+    let p = Proc::start("", None);
+    let mut by = Bystander::new(&p);
+    let base = p.rss();
+    let mut c = p.client();
+    let mut refused = None;
+    for chunk in 0..20 {
+        let mut wire = Vec::new();
+        for i in 0..10_000 {
+            wire.extend_from_slice(&frame("SEND", &[("destination", &format!("/queue/many-{chunk:02}-{i:05}"))], b"x"));
+        }
+        if c.try_send_raw(&wire).is_err() {
+            break;
+        }
+        if let Some(g) = c.recv_timeout(Duration::from_millis(1)) {
+            refused = Some(g);
+            break;
+        }
+    }
+    let e = refused.or_else(|| c.recv_timeout(WAIT)).expect("refused at max_destinations");
+    assert_eq!((e.command.as_str(), e.h("message")), ("ERROR", "dest flup"), "{e:?}");
+    let growth = p.rss().saturating_sub(base);
+    eprintln!("observed: queues up to max_destinations (100,000): RSS +{} MiB", growth / MIB);
+    assert!(growth < 320 * MIB, "RSS grew by {} MiB", growth / MIB);
+    by.check();
+}
+
+/// 50 topic subscribers that never read, flooded until each is cut off as a slow consumer:
+/// each holds at most `max_pending_bytes` meanwhile (RSS), and all of it is released once they
+/// have been dropped, within `linger` (the broker's own count; the allocator may keep the pages
+/// for reuse, so RSS need not fall).
+#[test]
+fn cut_off_slow_consumers_give_their_backlog_back() {
+    let (p, admin) = memory_proc("max_pending_bytes = 1114112\nlinger = 300\n");
+    let base = p.rss();
+    let counted_before = memory_metric(admin, "romp_memory_used_bytes ");
+    let mut subs = Vec::new();
+    for i in 0..50 {
+        let mut s = p.client();
+        s.subscribe_sync(&i.to_string(), "/topic/flood", "auto");
+        subs.push(s);
+    }
+    let mut pubc = p.client();
+    let body = vec![b'f'; 60_000];
+    let mut peak = base;
+    for i in 0..400 {
+        pubc.with_receipt("SEND", &[("destination", "/topic/flood")], &body, &i.to_string());
+        if i % 20 == 0 {
+            peak = peak.max(p.rss());
+        }
+    }
+    // 400 x 60 KB is far over 1 MiB each: every subscriber is cut off; linger is 300 ms.
+    let t = Instant::now();
+    while memory_metric(admin, "romp_connections ") > 2 {
+        assert!(t.elapsed() < WAIT, "the slow subscribers were not dropped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dropped_in = t.elapsed();
+    std::thread::sleep(Duration::from_millis(100)); // a recount
+    let counted = memory_metric(admin, "romp_memory_used_bytes ").saturating_sub(counted_before);
+    eprintln!(
+        "observed: 50 cut-off slow consumers: peak RSS +{} MiB; dropped {} ms after the flood; {} KiB still counted",
+        peak.saturating_sub(base) / MIB,
+        dropped_in.as_millis(),
+        counted >> 10
+    );
+    assert!(peak.saturating_sub(base) < 50 * 3 * MIB, "peak RSS +{} MiB", peak.saturating_sub(base) / MIB);
+    assert!(counted < 8 * MIB, "the cut-off subscribers' backlogs are still held: {counted} bytes");
+    drop(subs);
+}
+
+/// Connection churn with hour-long heart-beats: 3,000 connections opened and closed leave
+/// neither timers nor memory behind.
+#[test]
+fn connection_churn_with_long_heart_beats_leaves_no_memory_behind() {
+    let p = Proc::start("heart_beat_max = 3600000\n", None);
+    let base = p.rss();
+    for _ in 0..3000 {
+        let mut c = Client::raw(p.addr);
+        c.send_frame("CONNECT", &[("accept-version", "1.2"), ("host", "/"), ("heart-beat", "3600000,3600000")], b"");
+        c.expect("CONNECTED");
+        c.disconnect();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let growth = p.rss().saturating_sub(base);
+    eprintln!("observed: 3,000 connections with 1 h heart-beats opened and closed: RSS +{} KiB", growth / 1024);
+    assert!(growth < 4 * MIB, "RSS grew by {} KiB", growth / 1024);
+}

@@ -176,6 +176,10 @@ pub struct MemoryWatch {
     /// destination meanwhile are counted twice until the recount: the safe side.
     pub sent: u64,
     pub budget: u64,
+    /// A connection closed since the last recount: the worker recounts within
+    /// `memory::RECOUNT` even if nothing else wakes it (an idle worker's stale figure would
+    /// otherwise hold the alarm up for every worker).
+    pub stale: bool,
 }
 
 /// The least a worker may read between two recounts of its connections (see `MemoryWatch`).
@@ -183,7 +187,7 @@ pub const MEMORY_QUANTUM: u64 = 1 << 20;
 
 impl Default for MemoryWatch {
     fn default() -> MemoryWatch {
-        MemoryWatch { alarm: false, held: Vec::new(), next_recount: None, conns: 0, sent: 0, budget: u64::MAX }
+        MemoryWatch { alarm: false, held: Vec::new(), next_recount: None, conns: 0, sent: 0, budget: u64::MAX, stale: false }
     }
 }
 

@@ -229,8 +229,12 @@ impl Worker {
         }
         // Another worker may clear the memory alarm (its consumers drained): look again soon,
         // so publishers held here resume within milliseconds even if this worker is idle.
-        if self.node.ctx.mem.alarm || !self.node.ctx.mem.held.is_empty() {
+        if self.node.ctx.mem.alarm || !self.node.ctx.mem.held.is_empty() || self.node.ctx.env.shared.memory.alarm() {
             cap(Duration::from_millis(10));
+        }
+        if self.node.ctx.mem.stale {
+            let due = self.node.ctx.mem.next_recount.map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()));
+            cap(due);
         }
         if self.stopping_until.is_some() {
             cap(Duration::from_millis(20));

@@ -51,6 +51,7 @@ impl Node {
             // What was read since the last recount is in the figure now (or held by a
             // destination, which counts it at once).
             self.ctx.mem.sent = 0;
+            self.ctx.mem.stale = false;
             let (used, limit, workers) = (gauge.used(), gauge.limit(), self.ctx.outbox.workers().max(1) as u64);
             self.ctx.mem.budget = (limit.saturating_sub(used) / workers).max(crate::conn::ctx::MEMORY_QUANTUM);
         }

@@ -112,6 +112,8 @@ impl Worker {
             return;
         }
         let mut conn = self.node.conns.remove(slot as usize);
+        // What it held leaves the memory count at the next recount, due soon even if idle.
+        self.node.ctx.mem.stale = true;
         if !conn.session_torn_down() {
             session::teardown(&mut conn, &mut self.node.ctx);
         }
