@@ -149,6 +149,15 @@ impl Sim {
         ConnId { worker, slot }
     }
 
+    /// Add a connection on `worker` as if accepted on the web port (HTTP GET, WebSocket).
+    pub fn connect_web_on(&mut self, worker: usize) -> ConnId {
+        let id = self.connect_on(worker);
+        let conn = &mut self.nodes[worker].conns[id.slot];
+        conn.web = Some(Box::default());
+        conn.who.listener = crate::conn::ListenerKind::Web;
+        id
+    }
+
     /// Connection `i` of worker 0.
     pub fn conn(&self, i: usize) -> &Conn {
         &self.nodes[0].conns[i]
@@ -177,6 +186,12 @@ impl Sim {
         let buf = std::mem::take(&mut self.pending[w][slot]);
         let Some(conn) = node.conns.get_mut(slot) else { return };
         if buf.is_empty() || conn.is_closing() {
+            return;
+        }
+        if conn.is_web() {
+            // The web layer keeps its own undecoded input, as `read_conn` hands it over.
+            crate::conn::web::ingest(conn, &buf, &mut node.ctx);
+            node.run_local();
             return;
         }
         // As `read_conn`: a partial frame is parsed again only once it may have grown whole.

@@ -120,3 +120,19 @@ fn the_binary_exits_70_when_the_auth_thread_dies() {
     let log = binary_exits_70_on("auth", Some(&users));
     assert!(log.contains("the auth thread died: injected fault in the auth thread"), "{log}");
 }
+
+/// From the moment a broker thread dies, every `/health` the server still answers says so: 503
+/// with the reason (the listeners close right after, so a probe then finds no server at all).
+#[test]
+fn health_answers_503_with_the_reason_once_a_thread_has_died() {
+    let mut sim = romp::sim::Sim::workers(romp::Config::default(), 1, 0);
+    let c = sim.connect_web_on(0);
+    sim.input(c, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    let ok = String::from_utf8(sim.take_output(c)).unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200") && ok.contains("\"status\":\"ok\"") && ok.contains("\"memory_alarm\":false"), "{ok}");
+    sim.nodes[0].ctx.env.shared.failure.set("worker 1 died: injected".into()).unwrap();
+    sim.input(c, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    let failed = String::from_utf8(sim.take_output(c)).unwrap();
+    assert!(failed.starts_with("HTTP/1.1 503"), "{failed}");
+    assert!(failed.contains("\"status\":\"failed\"") && failed.contains("worker 1 died: injected"), "{failed}");
+}
