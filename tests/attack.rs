@@ -664,3 +664,39 @@ fn connection_churn_with_long_heart_beats_leaves_no_memory_behind() {
     eprintln!("observed: 3,000 connections with 1 h heart-beats opened and closed: RSS +{} KiB", growth / 1024);
     assert!(growth < 4 * MIB, "RSS grew by {} KiB", growth / 1024);
 }
+
+/// A queue consumer asking for `prefetch-count:100000` that never reads, fed 1 MiB messages:
+/// was +2.7 GiB of RSS. Its deliveries stop at `max_pending_bytes` of unsent output, the queue
+/// fills to `max_queue_bytes` and then holds the producer: RSS stays within those two bounds.
+#[test]
+fn a_non_reading_consumer_with_a_huge_prefetch_is_bounded_by_its_pending_bytes() {
+    let p = Proc::start("max_queue_bytes = 33554432\nmax_pending_bytes = 4194304\nmax_message_size = 1048576\n", None);
+    let base = p.rss();
+    let mut c = p.client();
+    c.with_receipt(
+        "SUBSCRIBE",
+        &[("id", "s"), ("destination", "/queue/huge"), ("ack", "client-individual"), ("prefetch-count", "100000")],
+        b"",
+        "sub",
+    );
+    let addr = p.addr;
+    let producer = std::thread::spawn(move || {
+        let mut pc = Client::raw(addr);
+        pc.connect("1.2");
+        let body = vec![b'q'; 1 << 20];
+        let mut sent = 0;
+        for _ in 0..2000 {
+            if push_until_held(&mut pc.sock, &frame("SEND", &[("destination", "/queue/huge")], &body), Duration::from_secs(1)) == 0 {
+                break;
+            }
+            sent += 1;
+        }
+        (pc, sent)
+    });
+    let (pc, sent) = producer.join().unwrap();
+    let growth = p.rss().saturating_sub(base);
+    eprintln!("observed: {sent} x 1 MiB offered to a never-reading prefetch-100000 consumer: RSS +{} MiB", growth / MIB);
+    assert!(sent < 2000, "the producer was never held");
+    assert!(growth < (32 + 4 + 32) * MIB, "RSS grew by {} MiB (max_queue_bytes 32 MiB + max_pending_bytes 4 MiB)", growth / MIB);
+    drop((pc, c));
+}
