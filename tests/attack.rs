@@ -403,9 +403,10 @@ fn memory_metric(admin: SocketAddr, name: &str) -> u64 {
     all.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
-fn memory_proc(extra: &str) -> (Proc, SocketAddr) {
+/// The broker binary with its admin port known, `max_memory` MiB, and `extra` config lines.
+fn memory_proc_with(max_memory_mib: u64, extra: &str) -> (Proc, SocketAddr) {
     let admin = free_port();
-    let p = Proc::start(&format!("max_memory = 67108864\nadmin_port = {admin}\n{extra}"), None);
+    let p = Proc::start(&format!("max_memory = {}\nadmin_port = {admin}\n{extra}", max_memory_mib << 20), None);
     let addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
     let t = Instant::now();
     while TcpStream::connect(addr).is_err() {
@@ -413,6 +414,10 @@ fn memory_proc(extra: &str) -> (Proc, SocketAddr) {
         std::thread::sleep(Duration::from_millis(20));
     }
     (p, addr)
+}
+
+fn memory_proc(extra: &str) -> (Proc, SocketAddr) {
+    memory_proc_with(64, extra)
 }
 
 /// Close `sock` with a reset (SO_LINGER 0), as the kernel does for a process that dies with
@@ -606,7 +611,9 @@ fn two_hundred_thousand_queue_names_stop_at_max_destinations() {
 /// for reuse, so RSS need not fall).
 #[test]
 fn cut_off_slow_consumers_give_their_backlog_back() {
-    let (p, admin) = memory_proc("max_pending_bytes = 1114112\nlinger = 300\n");
+    // max_memory well above 50 x max_pending_bytes: here the slow-consumer bound is the point
+    // (under a lower one the memory alarm would pause the publisher first).
+    let (p, admin) = memory_proc_with(1024, "max_pending_bytes = 1114112\nlinger = 300\n");
     let base = p.rss();
     let counted_before = memory_metric(admin, "romp_memory_used_bytes ");
     let mut subs = Vec::new();
