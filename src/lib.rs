@@ -36,7 +36,7 @@
 
 /// The declared layers, bottom up (read by `tests/layers.rs`; keep in step with the list above).
 pub const LAYERS: &[&[&str]] = &[
-    &["stomp", "http", "timer", "transport", "memory"],
+    &["stomp", "http", "timer", "transport", "memory", "journal"],
     &["ws", "client"],
     &["config"],
     &["admin"],
@@ -60,6 +60,7 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod journal;
 pub mod link;
 pub mod memory;
 pub mod metrics;
