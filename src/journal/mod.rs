@@ -5,6 +5,7 @@
 //! built on it.
 
 pub mod disk;
+pub mod log;
 pub mod record;
 
 #[cfg(test)]

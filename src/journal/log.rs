@@ -1,0 +1,223 @@
+//! One worker's log over a [`Disk`]: appending a batch of records, rolling segments, and
+//! recovering what a previous run left. Sans-io in the sense that matters here: every byte goes
+//! through the `Disk` seam, so the simulated disk can crash it anywhere.
+//!
+//! Runs on the worker's sync thread once that exists (the worker hands it each turn's batch);
+//! `commit` returns only after the batch's fdatasync, which is what a RECEIPT will wait for.
+//!
+//! # Invariants
+//! - A batch never spans segments: a segment is rolled before a batch that would not fit (a
+//!   batch larger than a segment gets a segment of its own size).
+//! - A new segment is zero-filled, synced and its directory entry synced before any record goes
+//!   into it, so zeros always end what was written.
+//! - After recovery the torn tail, if any, is zeroed and synced before anything is appended, so
+//!   a later recovery never meets the same damage followed by newer records (which would read
+//!   as corruption).
+
+use super::disk::Disk;
+use super::record::{encode, scan, Bad, Kind, Position, Record, Tail};
+use std::io;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum RecoverError {
+    #[error("cannot read the log: {0}")]
+    Io(#[from] io::Error),
+    #[error("the log is damaged in {file} at offset {offset} ({why}): a record that had been synced is not as written")]
+    Corrupt { file: String, offset: usize, why: Bad },
+}
+
+/// A record as recovered: kind, sequence and an owned payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub kind: Kind,
+    pub seq: u64,
+    pub payload: Vec<u8>,
+}
+
+pub struct Log<D: Disk> {
+    disk: D,
+    segment_size: u64,
+    /// The segment being appended to, its number, and where the next batch goes in it.
+    current: Option<(String, u64)>,
+    number: u64,
+    offset: u64,
+    next: Position,
+    /// The batch being gathered.
+    pending: Vec<u8>,
+    last_pending: u64,
+}
+
+fn segment_name(n: u64) -> String {
+    format!("{n:010}.seg")
+}
+
+impl<D: Disk> Log<D> {
+    /// Recover the log on `disk` and open it for appending: every record found, in order.
+    pub fn open(mut disk: D, segment_size: u64) -> Result<(Log<D>, Vec<Recovered>), RecoverError> {
+        let names: Vec<String> = disk.list().into_iter().filter(|n| n.ends_with(".seg")).collect();
+        let mut out = Vec::new();
+        let mut last: Option<Position> = None;
+        let mut torn: Option<(usize, usize, Bad)> = None; // (segment index, offset, why)
+        for (i, name) in names.iter().enumerate() {
+            let bytes = disk.read_all(name)?;
+            let (tail, end) = scan(&bytes, last, |r| out.push(Recovered { kind: r.kind, seq: r.seq, payload: r.payload.to_vec() }));
+            if let Some((j, at, why)) = torn {
+                // A torn tail in an earlier segment, and this one holds records: that batch had
+                // been synced (a later segment is only written after it).
+                if end != last {
+                    return Err(RecoverError::Corrupt { file: names[j].clone(), offset: at, why });
+                }
+            }
+            last = end;
+            match tail {
+                Tail::Clean { .. } => {}
+                Tail::Torn { at, why } => torn = torn.or(Some((i, at, why))),
+                Tail::Corrupt { at, why } => return Err(RecoverError::Corrupt { file: name.clone(), offset: at, why }),
+            }
+        }
+        if let Some((j, at, _)) = torn {
+            let len = disk.len(&names[j])?;
+            disk.write_at(&names[j], at as u64, &vec![0; (len - at as u64) as usize])?;
+            disk.sync(&names[j])?;
+        }
+        let number = names.last().and_then(|n| n.trim_end_matches(".seg").parse().ok()).unwrap_or(0);
+        let next = last.map_or(Position { batch: 1, seq: 1 }, |l| Position { batch: l.batch + 1, seq: l.seq + 1 });
+        // Appending resumes in a fresh segment: the old ones are only ever read from now on.
+        let log = Log { disk, segment_size, current: None, number, offset: 0, next, pending: Vec::new(), last_pending: 0 };
+        Ok((log, out))
+    }
+
+    /// Add a record to the batch being gathered; returns its sequence number.
+    pub fn append(&mut self, kind: Kind, payload: &[u8]) -> u64 {
+        let seq = self.next.seq + self.last_pending;
+        encode(&Record { kind, batch: self.next.batch, seq, payload }, &mut self.pending);
+        self.last_pending += 1;
+        seq
+    }
+
+    /// Write the gathered batch and fdatasync it; returns the last sequence now durable (`None`
+    /// if nothing was gathered). An error is fatal for the log: the caller must stop (after a
+    /// failed fdatasync the kernel may have dropped the pages; retrying proves nothing).
+    pub fn commit(&mut self) -> io::Result<Option<u64>> {
+        if self.last_pending == 0 {
+            return Ok(None);
+        }
+        let len = self.pending.len() as u64;
+        if self.current.is_none() || self.offset + len > self.segment_size.max(len) {
+            self.roll(len)?;
+        }
+        let Some((name, _)) = self.current.clone() else { return Err(io::Error::other("no segment")) };
+        self.disk.write_at(&name, self.offset, &self.pending)?;
+        self.disk.sync(&name)?;
+        self.offset += len;
+        self.pending.clear();
+        let last = self.next.seq + self.last_pending - 1;
+        self.next = Position { batch: self.next.batch + 1, seq: last + 1 };
+        self.last_pending = 0;
+        Ok(Some(last))
+    }
+
+    /// Start a new segment, large enough for a batch of `need` bytes.
+    fn roll(&mut self, need: u64) -> io::Result<()> {
+        self.number += 1;
+        let name = segment_name(self.number);
+        let size = self.segment_size.max(need);
+        self.disk.create(&name)?;
+        self.disk.write_at(&name, 0, &vec![0; size as usize])?;
+        self.disk.sync(&name)?;
+        self.disk.sync_dir()?;
+        self.current = Some((name, size));
+        self.offset = 0;
+        Ok(())
+    }
+
+    /// The disk, for tests (to crash it) and for the caller's own files.
+    pub fn disk_mut(&mut self) -> &mut D {
+        &mut self.disk
+    }
+
+    pub fn into_disk(self) -> D {
+        self.disk
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::disk::SimDisk;
+
+    fn payload(seq: u64) -> Vec<u8> {
+        let mut p = seq.to_le_bytes().to_vec();
+        p.resize(40 + (seq * 37 % 900) as usize, (seq % 250) as u8);
+        p
+    }
+
+    /// Runs of random batches with a crash anywhere (between batches, or with the last batch
+    /// written but not synced), recovered and continued, over several runs: every record whose
+    /// commit returned is recovered exactly, sequences stay continuous, nothing is corrupt.
+    #[test]
+    fn every_committed_record_survives_crashes_across_segments_and_runs() {
+        for seed in 0..150 {
+            let mut disk = SimDisk::new(seed);
+            let mut committed: Vec<u64> = Vec::new();
+            let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let mut roll = || {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                rng >> 33
+            };
+            for run in 0..4 {
+                let (mut log, got) = Log::open(disk, 16 * 1024).unwrap_or_else(|e| panic!("seed {seed} run {run}: {e}"));
+                let seqs: Vec<u64> = got.iter().map(|r| r.seq).collect();
+                assert!(seqs.len() >= committed.len(), "seed {seed} run {run}: lost committed records");
+                assert_eq!(&seqs[..committed.len()], &committed[..], "seed {seed} run {run}");
+                assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "seed {seed} run {run}: a gap");
+                for r in &got {
+                    assert_eq!(r.payload, payload(r.seq), "seed {seed}: record {} not as written", r.seq);
+                }
+                // Unsynced records that survived a crash count as written from now on.
+                committed = seqs;
+                for _ in 0..roll() % 12 {
+                    for _ in 0..1 + roll() % 20 {
+                        log.append(Kind::Message, &payload(log.next.seq + log.last_pending));
+                    }
+                    let last = log.commit().unwrap().unwrap();
+                    committed.extend(committed.last().map_or(1, |l| l + 1)..=last);
+                }
+                // Sometimes a last batch written without its sync completing.
+                if roll() % 2 == 0 {
+                    for _ in 0..1 + roll() % 20 {
+                        log.append(Kind::Message, &payload(log.next.seq + log.last_pending));
+                    }
+                    log.disk_mut().fail_sync_after = Some(0);
+                    assert!(log.commit().is_err());
+                }
+                disk = log.into_disk();
+                disk.fail_sync_after = None;
+                disk.crash();
+            }
+        }
+    }
+
+    #[test]
+    fn damage_in_a_synced_batch_refuses_to_open_naming_the_file_and_offset() {
+        let mut log = Log::open(SimDisk::new(3), 4096).unwrap().0;
+        for i in 0..30u64 {
+            log.append(Kind::Message, &payload(i + 1));
+            log.commit().unwrap();
+        }
+        let mut disk = log.into_disk();
+        let mut seg = disk.read_all("0000000001.seg").unwrap();
+        seg[100] ^= 0x10;
+        disk.write_at("0000000001.seg", 0, &seg).unwrap();
+        disk.sync("0000000001.seg").unwrap();
+        match Log::open(disk, 4096) {
+            Err(RecoverError::Corrupt { file, offset, why }) => {
+                assert_eq!((file.as_str(), why), ("0000000001.seg", Bad::Crc));
+                assert!(offset <= 100, "{offset}");
+            }
+            Err(e) => panic!("{e}"),
+            Ok((_, got)) => panic!("opened over damage, {} records", got.len()),
+        }
+    }
+}
