@@ -5,6 +5,7 @@
 //! built on it.
 
 pub mod disk;
+pub mod fs;
 pub mod log;
 pub mod record;
 
