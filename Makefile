@@ -60,7 +60,7 @@ bench: ## Quick matrix against romp, RabbitMQ and the old romp (installs peers);
 	IDLE_SESSIONS=3000 scripts/compare.sh 2 2
 
 bench-micro: ## Criterion benches: hot paths (parser, encoder, fan-out) and CPU per unit of hostile input
-	$(CARGO) bench --bench stomp --bench cpu -- --warm-up-time 1 --measurement-time 3
+	$(CARGO) bench --bench stomp --bench cpu --bench journal -- --warm-up-time 1 --measurement-time 3
 
 soak: ## Mixed load for SOAK_SECONDS (default 300), sampling RSS and fds into soak-out/
 	scripts/soak.sh $(or $(SOAK_SECONDS),300) soak-out
