@@ -7,6 +7,7 @@
 pub mod disk;
 pub mod fs;
 pub mod log;
+pub mod payload;
 pub mod record;
 
 #[cfg(test)]
