@@ -52,6 +52,11 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind a byte names, if any.
+    pub fn from_byte(b: u8) -> Option<Kind> {
+        Kind::from_u8(b)
+    }
+
     fn from_u8(b: u8) -> Option<Kind> {
         Some(match b {
             1 => Kind::Message,
