@@ -52,13 +52,17 @@ impl SyncJob {
     }
 }
 
+/// The running sync thread: where to send jobs, and the thread (it hands the log back when it
+/// ends because every sender is gone, `None` after an I/O error).
+pub type SyncThread<D> = (Sender<SyncJob>, std::thread::JoinHandle<Option<Log<D>>>);
+
 /// Start the sync thread for `log`. It ends when every sender is dropped (returning the log)
 /// or on an I/O error (after `on_death`).
 pub fn spawn<D: Disk + Send + 'static>(
     mut log: Log<D>,
     mut on_durable: impl FnMut(u64) + Send + 'static,
     on_death: impl FnOnce(String) + Send + 'static,
-) -> std::io::Result<(Sender<SyncJob>, std::thread::JoinHandle<Option<Log<D>>>)> {
+) -> std::io::Result<SyncThread<D>> {
     let (tx, rx): (Sender<SyncJob>, Receiver<SyncJob>) = crossbeam_channel::bounded(SYNC_QUEUE);
     let h = std::thread::Builder::new().name("romp-sync".into()).spawn(move || {
         while let Ok(first) = rx.recv() {
