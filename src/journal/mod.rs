@@ -9,6 +9,7 @@ pub mod fs;
 pub mod log;
 pub mod payload;
 pub mod record;
+pub mod replay;
 pub mod syncer;
 
 #[cfg(test)]
