@@ -36,8 +36,8 @@
 
 /// The declared layers, bottom up (read by `tests/layers.rs`; keep in step with the list above).
 pub const LAYERS: &[&[&str]] = &[
-    &["stomp", "http", "timer", "transport", "memory", "journal"],
-    &["ws", "client"],
+    &["stomp", "http", "timer", "transport", "memory", "rng"],
+    &["ws", "client", "journal"],
     &["config"],
     &["admin"],
     &["broker"],
@@ -64,6 +64,7 @@ pub mod journal;
 pub mod link;
 pub mod memory;
 pub mod metrics;
+pub mod rng;
 pub mod server;
 pub mod sim;
 pub mod stomp;

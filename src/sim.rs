@@ -63,8 +63,8 @@ pub struct Sim {
     /// Connections whose input processing stopped because their worker's bus backlog paused
     /// reads (the worker loop retries them next turn): `[worker]`.
     stalled: Vec<Vec<usize>>,
-    /// xorshift64* state: the schedule.
-    rng: u64,
+    /// The schedule.
+    rng: crate::rng::Rng,
     /// One poll per worker: each owns its worker's waker (never polled).
     _polls: Vec<mio::Poll>,
     /// Recount every connection's bytes for `max_memory` after every turn (the default: the
@@ -117,8 +117,7 @@ impl Sim {
                 Node::new(ctx, Shard::new(policies.clone(), workers, w), slab::Slab::new())
             })
             .collect();
-        // A zero seed would stay zero in xorshift.
-        let rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let rng = crate::rng::Rng::new(seed);
         Sim {
             nodes,
             mailboxes,
@@ -273,12 +272,7 @@ impl Sim {
     }
 
     fn next_random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.rng.next_u64()
     }
 
     fn apply(&mut self, step: Step) {

@@ -52,7 +52,7 @@ pub struct SimDisk {
     files: BTreeMap<String, SimFile>,
     /// Removed since the last directory sync: a crash may bring them back.
     removed: BTreeMap<String, SimFile>,
-    rng: u64,
+    rng: crate::rng::Rng,
     /// Fail the sync after this many more succeed (`None`: never).
     pub fail_sync_after: Option<u32>,
     pub syncs: u64,
@@ -64,22 +64,11 @@ fn missing(name: &str) -> io::Error {
 
 impl SimDisk {
     pub fn new(seed: u64) -> SimDisk {
-        SimDisk {
-            files: BTreeMap::new(),
-            removed: BTreeMap::new(),
-            rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
-            fail_sync_after: None,
-            syncs: 0,
-        }
+        SimDisk { files: BTreeMap::new(), removed: BTreeMap::new(), rng: crate::rng::Rng::new(seed), fail_sync_after: None, syncs: 0 }
     }
 
     fn next(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.rng.next_u64()
     }
 
     /// A power cut: every file keeps what was synced plus a random subset of the pages written
