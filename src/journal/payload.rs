@@ -6,7 +6,9 @@
 //! Layout, little-endian; strings and byte strings are a u32 length then the bytes:
 //! - message: destination, id u64, expires u64 (ms since the epoch, 0 = never), header count
 //!   u32, each header name and value, body;
-//! - drop: destination, count u32, that many message ids u64.
+//! - drop: destination, count u32, that many message ids u64;
+//! - subscription: action u8 (1 define, 0 remove), identity (client-id or login), name,
+//!   destination.
 
 use thiserror::Error;
 
@@ -27,6 +29,15 @@ pub struct DropRecord<'a> {
     pub ids: Vec<u64>,
 }
 
+/// A durable subscription defined or removed. Its identity is (client-id or login, name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRecord<'a> {
+    pub define: bool,
+    pub identity: &'a str,
+    pub name: &'a str,
+    pub dest: &'a str,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum PayloadError {
     #[error("the payload ends inside a field")]
@@ -35,6 +46,8 @@ pub enum PayloadError {
     NotUtf8,
     #[error("{0} bytes after the last field")]
     Trailing(usize),
+    #[error("unknown subscription action {0}")]
+    Action(u8),
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -130,9 +143,43 @@ impl<'a> DropRecord<'a> {
     }
 }
 
+impl<'a> SubscriptionRecord<'a> {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(self.define));
+        put_bytes(out, self.identity.as_bytes());
+        put_bytes(out, self.name.as_bytes());
+        put_bytes(out, self.dest.as_bytes());
+    }
+
+    pub fn decode(buf: &'a [u8]) -> Result<SubscriptionRecord<'a>, PayloadError> {
+        let mut r = Reader { buf, pos: 0 };
+        let define = match r.take(1)?[0] {
+            1 => true,
+            0 => false,
+            other => return Err(PayloadError::Action(other)),
+        };
+        let (identity, name, dest) = (r.str()?, r.str()?, r.str()?);
+        r.done()?;
+        Ok(SubscriptionRecord { define, identity, name, dest })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subscriptions_round_trip_and_refuse_unknown_actions() {
+        let s = SubscriptionRecord { define: true, identity: "app1", name: "orders-audit", dest: "/topic/orders" };
+        let mut out = Vec::new();
+        s.encode(&mut out);
+        assert_eq!(SubscriptionRecord::decode(&out), Ok(s));
+        for n in 0..out.len() {
+            assert!(SubscriptionRecord::decode(&out[..n]).is_err(), "truncated at {n}");
+        }
+        out[0] = 7;
+        assert_eq!(SubscriptionRecord::decode(&out), Err(PayloadError::Action(7)));
+    }
 
     fn sample() -> MessageRecord<'static> {
         MessageRecord {

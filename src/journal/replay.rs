@@ -8,7 +8,7 @@
 //! actually had.
 
 use super::log::Recovered;
-use super::payload::{DropRecord, MessageRecord, PayloadError};
+use super::payload::{DropRecord, MessageRecord, PayloadError, SubscriptionRecord};
 use super::record::Kind;
 use std::collections::BTreeMap;
 use thiserror::Error;
@@ -34,6 +34,8 @@ pub enum ReplayError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Replay {
     pub destinations: BTreeMap<String, BTreeMap<u64, StoredMessage>>,
+    /// Durable subscriptions: (identity, name) -> the topic they follow.
+    pub subscriptions: BTreeMap<(String, String), String>,
 }
 
 /// Split a `Commit` payload (or a sync job) into its sub-records.
@@ -97,8 +99,17 @@ impl Replay {
                     }
                 }
             }
-            // Subscriptions and checkpoints are not written yet (issue 13 in progress).
-            Kind::Subscription | Kind::Checkpoint | Kind::Commit => {}
+            Kind::Subscription => {
+                let s = SubscriptionRecord::decode(p).map_err(|why| ReplayError::Payload { seq, why })?;
+                let key = (s.identity.to_string(), s.name.to_string());
+                if s.define {
+                    self.subscriptions.insert(key, s.dest.to_string());
+                } else {
+                    self.subscriptions.remove(&key);
+                }
+            }
+            // Checkpoints are not written yet (issue 13 in progress).
+            Kind::Checkpoint | Kind::Commit => {}
         }
         Ok(())
     }
@@ -211,6 +222,21 @@ mod tests {
             }
             assert_eq!(replay, states[got.len()], "seed {seed}: recovered state is not the state after {} records", got.len());
         }
+    }
+
+    #[test]
+    fn durable_subscriptions_are_defined_redefined_and_removed() {
+        let mut r = Replay::default();
+        let sub = |define, dest: &str| {
+            let mut out = Vec::new();
+            SubscriptionRecord { define, identity: "app1", name: "audit", dest }.encode(&mut out);
+            Recovered { kind: Kind::Subscription, seq: 1, payload: out }
+        };
+        r.apply(&sub(true, "/topic/a")).unwrap();
+        r.apply(&sub(true, "/topic/b")).unwrap(); // re-subscribing elsewhere replaces it
+        assert_eq!(r.subscriptions.get(&("app1".into(), "audit".into())).map(String::as_str), Some("/topic/b"));
+        r.apply(&sub(false, "/topic/b")).unwrap();
+        assert!(r.subscriptions.is_empty());
     }
 
     #[test]
