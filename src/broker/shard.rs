@@ -219,11 +219,6 @@ impl Shard {
         self.arrived = arrived;
     }
 
-    /// Bytes of the messages this shard holds (queues and retained topic messages).
-    pub fn held_bytes(&self) -> usize {
-        self.tally.get()
-    }
-
     /// A broker-wide unique id for a message arriving over an upstream link (its own id space:
     /// worker index with the top bit of the worker field set).
     pub fn next_link_id(&mut self) -> u64 {

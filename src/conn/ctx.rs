@@ -166,8 +166,6 @@ pub struct MemoryWatch {
     pub held: Vec<(u32, u32)>,
     /// When this worker next recounts its connections' bytes.
     pub next_recount: Option<Instant>,
-    /// Its connections' bytes at the last recount.
-    pub conns: u64,
     /// The bytes of SENDs and partial frames this worker read since its last recount, and how
     /// many it may read before the next one: between recounts a worker pauses publishers on
     /// its own once `sent` reaches `budget`, its share (1/workers) of what is left under the
@@ -187,7 +185,7 @@ pub const MEMORY_QUANTUM: u64 = 1 << 20;
 
 impl Default for MemoryWatch {
     fn default() -> MemoryWatch {
-        MemoryWatch { alarm: false, held: Vec::new(), next_recount: None, conns: 0, sent: 0, budget: u64::MAX, stale: false }
+        MemoryWatch { alarm: false, held: Vec::new(), next_recount: None, sent: 0, budget: u64::MAX, stale: false }
     }
 }
 

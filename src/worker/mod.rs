@@ -148,7 +148,7 @@ impl Worker {
                         }
                         if ev.is_read_closed() || ev.is_error() {
                             conn.sched.peer_closed = true;
-                            crate::conn::session::release_hold(conn, &mut self.node.ctx);
+                            crate::conn::session::unhold(conn, &mut self.node.ctx);
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             crate::conn::want_read(conn, &mut self.node.ctx);

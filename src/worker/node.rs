@@ -46,7 +46,6 @@ impl Node {
         if force || paused_here || self.ctx.mem.next_recount.is_none_or(|t| now >= t) {
             self.ctx.mem.next_recount = Some(now + crate::memory::RECOUNT);
             let conns: usize = self.conns.iter().map(|(_, c)| c.footprint()).sum::<usize>() + self.ctx.turn.pool.bytes();
-            self.ctx.mem.conns = conns as u64;
             gauge.set_conns(self.ctx.worker, conns as u64);
             // What was read since the last recount is in the figure now (or held by a
             // destination, which counts it at once).

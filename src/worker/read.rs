@@ -118,6 +118,8 @@ impl Worker {
                     Ok(0) => conn.read = ReadSide::Eof,
                     Ok(n) => {
                         conn.beat.last_read = self.node.ctx.time.now;
+                        // Counted against max_memory at once, as plain connections' input is.
+                        self.node.ctx.mem.sent += n as u64;
                         crate::conn::web::ingest(conn, &self.scratch[..n], &mut self.node.ctx);
                         self.node.run_local();
                     }

@@ -88,11 +88,7 @@ impl Worker {
                 }
                 TimerKind::Held => {
                     if let Some(h) = conn.held.clone() {
-                        let ms = if h.dest.is_empty() {
-                            self.node.ctx.env.cfg.block_timeout
-                        } else {
-                            self.node.ctx.env.policies.resolve(&h.dest).block_timeout
-                        };
+                        let ms = session::block_timeout(&self.node.ctx, &h.dest);
                         if ms > 0 && now.duration_since(h.since) >= Duration::from_millis(ms) {
                             let detail = match h.cause {
                                 crate::conn::HoldCause::Queue => {

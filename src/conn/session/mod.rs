@@ -367,8 +367,18 @@ pub fn hold_partial(conn: &mut Conn, ctx: &mut Ctx) {
     set_held(conn, ctx, HoldCause::Memory, Arc::from(""), None);
 }
 
+/// How long a producer held for `dest` may wait (`block_timeout`: the destination's, or the
+/// server's for a connection held in the middle of a frame, whose destination is not known).
+pub fn block_timeout(ctx: &Ctx, dest: &str) -> u64 {
+    if dest.is_empty() {
+        ctx.env.cfg.block_timeout
+    } else {
+        ctx.env.policies.resolve(dest).block_timeout
+    }
+}
+
 fn set_held(conn: &mut Conn, ctx: &mut Ctx, cause: HoldCause, dest: Arc<str>, receipt: Option<&str>) {
-    let timeout = if dest.is_empty() { ctx.env.cfg.block_timeout } else { ctx.env.policies.resolve(&dest).block_timeout };
+    let timeout = block_timeout(ctx, &dest);
     conn.held = Some(super::Held { cause, dest, since: ctx.time.now, receipt: receipt.map(Box::from) });
     if timeout > 0 {
         let at = ctx.time.now + Duration::from_millis(timeout);
@@ -376,13 +386,9 @@ fn set_held(conn: &mut Conn, ctx: &mut Ctx, cause: HoldCause, dest: Arc<str>, re
     }
 }
 
-/// The peer of a held connection closed: let it go (see `Sched::peer_closed`).
-pub fn release_hold(conn: &mut Conn, ctx: &mut Ctx) {
-    unhold(conn, ctx);
-}
-
-/// Forget that a connection is held (it is closing).
-fn unhold(conn: &mut Conn, ctx: &mut Ctx) {
+/// Forget that a connection is held: it is closing, or its peer closed (see
+/// `Sched::peer_closed`).
+pub fn unhold(conn: &mut Conn, ctx: &mut Ctx) {
     let me = (conn.me.slot, conn.me.gen);
     if let Some(h) = conn.held.take() {
         match h.cause {
