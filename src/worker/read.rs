@@ -118,7 +118,9 @@ impl Worker {
                     Ok(0) => conn.read = ReadSide::Eof,
                     Ok(n) => {
                         conn.beat.last_read = self.node.ctx.time.now;
-                        // Counted against max_memory at once, as plain connections' input is.
+                        // Counted against max_memory at once, as plain connections' partial input
+                        // is (its SENDs are counted again when parsed: the safe side, until the
+                        // next recount).
                         self.node.ctx.mem.sent += n as u64;
                         crate::conn::web::ingest(conn, &self.scratch[..n], &mut self.node.ctx);
                         self.node.run_local();
