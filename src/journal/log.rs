@@ -48,6 +48,20 @@ pub struct Log<D: Disk> {
     last_pending: u64,
 }
 
+/// Write zeros over `name` from `from` to `to`, a bounded chunk at a time (a segment is tens of
+/// MiB; its zeros need not all be in memory at once).
+fn zero_fill<D: Disk>(disk: &mut D, name: &str, from: u64, to: u64) -> io::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let zeros = vec![0; CHUNK.min(to.saturating_sub(from)) as usize];
+    let mut at = from;
+    while at < to {
+        let n = CHUNK.min(to - at) as usize;
+        disk.write_at(name, at, &zeros[..n])?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 fn segment_name(n: u64) -> String {
     format!("{n:010}.seg")
 }
@@ -78,7 +92,7 @@ impl<D: Disk> Log<D> {
         }
         if let Some((j, at, _)) = torn {
             let len = disk.len(&names[j])?;
-            disk.write_at(&names[j], at as u64, &vec![0; (len - at as u64) as usize])?;
+            zero_fill(&mut disk, &names[j], at as u64, len)?;
             disk.sync(&names[j])?;
         }
         let number = names.last().and_then(|n| n.trim_end_matches(".seg").parse().ok()).unwrap_or(0);
@@ -104,12 +118,12 @@ impl<D: Disk> Log<D> {
             return Ok(None);
         }
         let len = self.pending.len() as u64;
-        if self.current.is_none() || self.offset + len > self.segment_size.max(len) {
+        if self.current.as_ref().is_none_or(|(_, size)| self.offset + len > *size) {
             self.roll(len)?;
         }
-        let Some((name, _)) = self.current.clone() else { return Err(io::Error::other("no segment")) };
-        self.disk.write_at(&name, self.offset, &self.pending)?;
-        self.disk.sync(&name)?;
+        let Some((name, _)) = &self.current else { return Err(io::Error::other("no segment")) };
+        self.disk.write_at(name, self.offset, &self.pending)?;
+        self.disk.sync(name)?;
         self.offset += len;
         self.pending.clear();
         let last = self.next.seq + self.last_pending - 1;
@@ -124,7 +138,7 @@ impl<D: Disk> Log<D> {
         let name = segment_name(self.number);
         let size = self.segment_size.max(need);
         self.disk.create(&name)?;
-        self.disk.write_at(&name, 0, &vec![0; size as usize])?;
+        zero_fill(&mut self.disk, &name, 0, size)?;
         self.disk.sync(&name)?;
         self.disk.sync_dir()?;
         self.current = Some((name, size));

@@ -48,6 +48,8 @@ pub enum PayloadError {
     Trailing(usize),
     #[error("unknown subscription action {0}")]
     Action(u8),
+    #[error("unknown record kind {0} inside a transaction")]
+    Kind(u8),
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {

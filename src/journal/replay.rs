@@ -10,6 +10,7 @@
 use super::log::Recovered;
 use super::payload::{DropRecord, MessageRecord, PayloadError, SubscriptionRecord};
 use super::record::Kind;
+use super::syncer::sub_records;
 use std::collections::BTreeMap;
 use thiserror::Error;
 
@@ -36,22 +37,6 @@ pub struct Replay {
     pub destinations: BTreeMap<String, BTreeMap<u64, StoredMessage>>,
     /// Durable subscriptions: (identity, name) -> the topic they follow.
     pub subscriptions: BTreeMap<(String, String), String>,
-}
-
-/// Split a `Commit` payload (or a sync job) into its sub-records.
-pub fn sub_records(buf: &[u8]) -> Result<Vec<(Kind, &[u8])>, PayloadError> {
-    let (mut out, mut pos) = (Vec::new(), 0);
-    while pos < buf.len() {
-        if pos + 5 > buf.len() {
-            return Err(PayloadError::Truncated);
-        }
-        let kind = Kind::from_byte(buf[pos]).ok_or(PayloadError::Truncated)?;
-        let len = u32::from_le_bytes([buf[pos + 1], buf[pos + 2], buf[pos + 3], buf[pos + 4]]) as usize;
-        let end = pos.checked_add(5 + len).filter(|&e| e <= buf.len()).ok_or(PayloadError::Truncated)?;
-        out.push((kind, &buf[pos + 5..end]));
-        pos = end;
-    }
-    Ok(out)
 }
 
 impl Replay {

@@ -17,6 +17,7 @@
 
 use super::disk::Disk;
 use super::log::Log;
+use super::payload::PayloadError;
 use super::record::Kind;
 use crossbeam_channel::{Receiver, Sender};
 
@@ -37,19 +38,23 @@ impl SyncJob {
         self.records.extend_from_slice(payload);
         self.count += 1;
     }
+}
 
-    fn each(&self, mut f: impl FnMut(Kind, &[u8])) {
-        let mut pos = 0;
-        while pos + 5 <= self.records.len() {
-            let kind = self.records[pos];
-            let len = u32::from_le_bytes([self.records[pos + 1], self.records[pos + 2], self.records[pos + 3], self.records[pos + 4]]);
-            let end = (pos + 5 + len as usize).min(self.records.len());
-            if let Some(k) = super::record::Kind::from_byte(kind) {
-                f(k, &self.records[pos + 5..end]);
-            }
-            pos = end;
+/// Split records framed by [`SyncJob::push`] (a sync job, or a `Commit` record's payload,
+/// which holds a transaction's records the same way).
+pub fn sub_records(buf: &[u8]) -> Result<Vec<(Kind, &[u8])>, PayloadError> {
+    let (mut out, mut pos) = (Vec::new(), 0);
+    while pos < buf.len() {
+        if pos + 5 > buf.len() {
+            return Err(PayloadError::Truncated);
         }
+        let kind = Kind::from_byte(buf[pos]).ok_or(PayloadError::Kind(buf[pos]))?;
+        let len = u32::from_le_bytes([buf[pos + 1], buf[pos + 2], buf[pos + 3], buf[pos + 4]]) as usize;
+        let end = pos.checked_add(5 + len).filter(|&e| e <= buf.len()).ok_or(PayloadError::Truncated)?;
+        out.push((kind, &buf[pos + 5..end]));
+        pos = end;
     }
+    Ok(out)
 }
 
 /// The running sync thread: where to send jobs, and the thread (it hands the log back when it
@@ -66,14 +71,12 @@ pub fn spawn<D: Disk + Send + 'static>(
     let (tx, rx): (Sender<SyncJob>, Receiver<SyncJob>) = crossbeam_channel::bounded(SYNC_QUEUE);
     let h = std::thread::Builder::new().name("romp-sync".into()).spawn(move || {
         while let Ok(first) = rx.recv() {
-            first.each(|k, p| {
-                log.append(k, p);
-            });
-            // Everything else already queued joins this batch.
-            while let Ok(more) = rx.try_recv() {
-                more.each(|k, p| {
+            // Everything else already queued joins this batch. Jobs are built by `push`, so
+            // they always split.
+            for job in std::iter::once(first).chain(rx.try_iter()) {
+                for (k, p) in sub_records(&job.records).unwrap_or_default() {
                     log.append(k, p);
-                });
+                }
             }
             match log.commit() {
                 Ok(Some(durable)) => on_durable(durable),
