@@ -367,13 +367,15 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
             // what it holds. It is shown, and the status stays 200.
             None => {
                 let mem = &ctx.env.shared.memory;
-                let body = format!(
-                    "{{\"status\":\"ok\",\"server\":\"{}\",\"memory_alarm\":{},\"memory_used_bytes\":{},\"memory_limit_bytes\":{}}}\n",
-                    ctx.env.server_header,
-                    mem.alarm(),
-                    mem.used(),
-                    mem.limit()
-                );
+                let body = serde_json::json!({
+                    "status": "ok",
+                    "server": ctx.env.server_header,
+                    "memory_alarm": mem.alarm(),
+                    "memory_used_bytes": mem.used(),
+                    "memory_limit_bytes": mem.limit(),
+                })
+                .to_string()
+                    + "\n";
                 respond(conn, ctx, &Response::json(body), keep_alive, head_only);
             }
             Some(reason) => {

@@ -40,10 +40,12 @@ impl Node {
     pub fn watch_memory(&mut self, force: bool) {
         let now = self.ctx.time.now;
         let gauge = &self.ctx.env.shared.memory;
-        // A worker that paused publishers on its own count recounts at once: they go on if the
-        // server is still under the limit.
+        // A worker that paused publishers on its own count recounts soon (a tenth of the usual
+        // interval; not every turn, which would walk every connection per turn while busy):
+        // they go on if the server is still under the limit.
         let paused_here = !self.ctx.mem.held.is_empty() && !self.ctx.mem.alarm;
-        if force || paused_here || self.ctx.mem.next_recount.is_none_or(|t| now >= t) {
+        let due = self.ctx.mem.next_recount.map(|t| if paused_here { t - crate::memory::RECOUNT * 9 / 10 } else { t });
+        if force || due.is_none_or(|t| now >= t) {
             self.ctx.mem.next_recount = Some(now + crate::memory::RECOUNT);
             let conns: usize = self.conns.iter().map(|(_, c)| c.footprint()).sum::<usize>() + self.ctx.turn.pool.bytes();
             gauge.set_conns(self.ctx.worker, conns as u64);
