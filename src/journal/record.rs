@@ -169,7 +169,9 @@ pub fn scan<'a>(buf: &'a [u8], after: Option<Position>, mut each: impl FnMut(Rec
         let bad = match decode(&buf[pos..]) {
             Ok(None) => return (Tail::Clean { end: pos }, last),
             Ok(Some((r, n))) => {
-                let in_order = last.is_none_or(|l| r.seq == l.seq + 1 && r.batch >= l.batch);
+                // A segment may start past a gap (compaction deletes whole segments between
+                // two that stay); inside one the sequence is continuous.
+                let in_order = last.is_none_or(|l| (r.seq == l.seq + 1 || (pos == 0 && r.seq > l.seq)) && r.batch >= l.batch);
                 if in_order {
                     last = Some(Position { batch: r.batch, seq: r.seq });
                     each(r);
