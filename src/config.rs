@@ -37,6 +37,46 @@ pub enum Overflow {
     DropHead,
 }
 
+/// Whether a destination's messages go to the durable log (queues, and topics' durable
+/// subscriptions; `data_dir = ""` turns the log off altogether).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Persistence {
+    /// As the SEND says: `persistent:true` is logged, anything else stays in memory.
+    Header,
+    /// Every message is logged, and delivered with `persistent:true`.
+    Always,
+    /// Nothing is logged; a `persistent` header is removed so no consumer is misled.
+    Never,
+}
+
+/// When the durable log's sync thread calls fdatasync (`sync = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// After every batch (the records of the loop turns gathered while the last sync ran):
+    /// a RECEIPT of a persistent SEND means the record is on disk.
+    Batch,
+    /// At most once per this many ms, gathering batches in between: a RECEIPT still waits for
+    /// the fdatasync, later and for more records at once.
+    Interval(u64),
+    /// Never: records are written to the page cache and receipted then; a power cut or kernel
+    /// crash may lose what the kernel had not written back (a process crash loses nothing).
+    None,
+}
+
+impl SyncMode {
+    pub fn parse(s: &str) -> Option<SyncMode> {
+        match s {
+            "batch" => Some(SyncMode::Batch),
+            "none" => Some(SyncMode::None),
+            _ => {
+                let ms: u64 = s.strip_prefix("interval:")?.parse().ok()?;
+                (1..=10_000).contains(&ms).then_some(SyncMode::Interval(ms))
+            }
+        }
+    }
+}
+
 /// Per-destination settings, `[destinations."NAME"]`. NAME is an exact destination, or a
 /// prefix pattern ending in `*` (`"/topic/prices.*"`); an exact entry wins over patterns and a
 /// longer pattern over a shorter one. Every key is optional and falls back to the server value.
@@ -80,6 +120,8 @@ pub struct DestConfig {
     /// Queues: where dead letters go ("" = discard them, counted and logged). Default
     /// `/queue/DLQ.<name without /queue/>`.
     pub dead_letter: Option<String>,
+    /// Queues: `"header"` (default: `persistent:true` SENDs are logged), `"always"` or `"never"`.
+    pub persistence: Option<Persistence>,
 }
 
 /// An upstream link, `[downstreams."NAME"]`: this broker dials `address`, subscribes to
@@ -247,6 +289,20 @@ pub struct Config {
     /// Microseconds an idle worker spins, watching its inboxes and sockets, before it sleeps:
     /// trades a little CPU for lower hand-off latency between workers. 0 = sleep at once.
     pub idle_spin_us: u64,
+    /// Where the durable log lives (relative to the working directory); `""` = no log: every
+    /// message stays in memory and a restart loses them all. `--data-dir` overrides it.
+    pub data_dir: String,
+    /// When the log is fdatasynced: `"batch"`, `"interval:<ms>"` (1 to 10000) or `"none"`
+    /// (see [`SyncMode`]).
+    pub sync: String,
+    /// Bytes of one log segment file (pre-allocated when it is created).
+    pub segment_size: u64,
+    /// Bytes the log may use on disk, all workers together (0 = no limit). At it, persistent
+    /// SENDs get ERROR `disk flup`; other traffic goes on.
+    pub max_disk_bytes: u64,
+    /// Free bytes the log's file system must keep; under it, persistent SENDs get ERROR
+    /// `disk flup` as above.
+    pub min_free_disk: u64,
 }
 
 impl Default for Config {
@@ -307,6 +363,11 @@ impl Default for Config {
             secret_timeout: 60_000,
             downstreams: BTreeMap::new(),
             idle_spin_us: 50,
+            data_dir: "romp-data".into(),
+            sync: "batch".into(),
+            segment_size: 16 << 20,
+            max_disk_bytes: 0,
+            min_free_disk: 50 << 20,
         }
     }
 }
@@ -344,7 +405,7 @@ impl Config {
     /// [`Config::validate`] and so by `--check-config` and reloads. The ranges keep a broker that
     /// starts able to work: a channel or buffer of `u64::MAX`, a spin of hours, or a frame limit
     /// past what memory can hold are configuration errors, not a crash later.
-    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 24] {
+    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 26] {
         const MIB: u64 = 1 << 20;
         const DAY_MS: u64 = 86_400_000;
         [
@@ -372,6 +433,8 @@ impl Config {
             ("idle_spin_us", self.idle_spin_us, 0, 10_000),
             ("block_timeout", self.block_timeout, 0, DAY_MS),
             ("max_memory", self.max_memory, 0, 1 << 50),
+            ("segment_size", self.segment_size, 64 * 1024, 1024 * MIB),
+            ("min_free_disk", self.min_free_disk, 0, 1 << 50),
         ]
     }
 
@@ -397,6 +460,9 @@ impl Config {
         }
         if log_level(&self.log_level).is_none() {
             return bad("log_level", format!("{:?} is not one of error, warn, info, debug, trace", self.log_level));
+        }
+        if SyncMode::parse(&self.sync).is_none() {
+            return bad("sync", format!("{:?} is not \"batch\", \"interval:<ms>\" (1 to 10000) or \"none\"", self.sync));
         }
         if self.login.is_some() != self.passcode.is_some() {
             return bad("passcode", "login and passcode go together".into());
@@ -542,6 +608,11 @@ impl Config {
         Ok(())
     }
 
+    /// The parsed `sync` (validated at load; `Batch` if somehow not).
+    pub fn sync_mode(&self) -> SyncMode {
+        SyncMode::parse(&self.sync).unwrap_or(SyncMode::Batch)
+    }
+
     /// The parser limits these settings imply.
     pub fn limits(&self) -> crate::stomp::Limits {
         crate::stomp::Limits { max_headers: self.max_headers, max_header_len: self.max_header_len, max_body: self.max_message_size }
@@ -568,6 +639,9 @@ pub const RESTART_KEYS: &[&str] = &[
     "stats_interval",
     "downstreams",
     "idle_spin_us",
+    "data_dir",
+    "sync",
+    "segment_size",
 ];
 
 /// What a reload changes: the configuration to run with (restart-only keys kept from `old`),

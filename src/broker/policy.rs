@@ -11,7 +11,7 @@
 //! `create_destinations = false`.
 
 use super::FastMap;
-use crate::config::{Config, DestConfig, Overflow, SlowConsumerPolicy};
+use crate::config::{Config, DestConfig, Overflow, Persistence, SlowConsumerPolicy};
 use std::sync::Arc;
 
 /// Everything the broker needs to know about one destination, all values resolved.
@@ -42,6 +42,7 @@ pub struct Policy {
     pub max_redeliveries: u32,
     /// `None`: the default DLQ name; `Some("")`: discard.
     pub dead_letter: Option<Box<str>>,
+    pub persistence: Persistence,
 }
 
 /// The prefix of dead-letter queues: they never dead-letter themselves.
@@ -70,6 +71,7 @@ impl Policy {
             stats: true,
             max_redeliveries: cfg.max_redeliveries,
             dead_letter: None,
+            persistence: Persistence::Header,
         }
     }
 
@@ -127,6 +129,9 @@ impl Policy {
         }
         if let Some(v) = d.block_timeout {
             self.block_timeout = v;
+        }
+        if let Some(v) = d.persistence {
+            self.persistence = v;
         }
         if let Some(v) = d.max_redeliveries {
             self.max_redeliveries = v;

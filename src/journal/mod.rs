@@ -10,6 +10,7 @@ pub mod log;
 pub mod payload;
 pub mod record;
 pub mod replay;
+pub mod store;
 pub mod syncer;
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ use thiserror::Error;
 /// A persistent message as recovered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
+    /// The record that holds it: arrival order at its destination's owner.
+    pub seq: u64,
     pub expires: u64,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -30,8 +32,8 @@ pub enum ReplayError {
     Nested { seq: u64, kind: Kind },
 }
 
-/// The durable state so far: per destination, its messages by id (ids ascend in arrival order
-/// on one worker, so the map's order is delivery order).
+/// The durable state so far: per destination, its messages by id (a drop names ids); their
+/// `seq` gives the order they arrived in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Replay {
     pub destinations: BTreeMap<String, BTreeMap<u64, StoredMessage>>,
@@ -67,6 +69,7 @@ impl Replay {
             Kind::Message => {
                 let m = MessageRecord::decode(p).map_err(|why| ReplayError::Payload { seq, why })?;
                 let stored = StoredMessage {
+                    seq,
                     expires: m.expires,
                     headers: m.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                     body: m.body.to_vec(),
@@ -143,8 +146,10 @@ mod tests {
                     let mut model = states.last().cloned().unwrap_or_default();
                     let dest = format!("/queue/q{}", next() % 3);
                     // The model is kept by hand, not through Replay, so that it can disagree.
+                    let seq = states.len() as u64;
                     let add = |m: &mut Replay, d: &str, i: u64| {
                         let stored = StoredMessage {
+                            seq,
                             expires: 0,
                             headers: vec![("persistent".into(), "true".into())],
                             body: format!("{d}#{i}").into_bytes(),
