@@ -12,7 +12,7 @@ fn main() -> Result<(), ClientError> {
     let addr = match std::env::args().nth(1) {
         Some(a) => a,
         None => {
-            let cfg = romp::Config { ports: vec![0], web_port: 0, admin_port: 0, ..romp::Config::default() };
+            let cfg = romp::Config { ports: vec![0], web_port: 0, admin_port: 0, data_dir: String::new(), ..romp::Config::default() };
             embedded = romp::Server::start(cfg).expect("the embedded broker starts");
             embedded.local_addrs()[0].to_string()
         }

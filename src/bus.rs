@@ -53,6 +53,8 @@ pub enum ToWorker {
     InjectPanic,
     /// One worker's numbers for a console page.
     StatsPart { to: crate::broker::StatsAsker, part: Box<crate::metrics::WorkerSnapshot> },
+    /// The worker's sync thread: its log is on disk up to a record.
+    Durable(crate::journal::syncer::Durable),
 }
 
 impl From<FromOwner> for ToWorker {
@@ -75,6 +77,8 @@ pub struct Shared {
     pub memory: crate::memory::Gauge,
     /// Fault injection (supervision tests): the auth thread panics on its next job.
     pub auth_fault: Arc<AtomicBool>,
+    /// The largest message-id counter the durable log held at start: ids are made above it.
+    pub id_floor: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -194,8 +198,16 @@ impl Outbox {
 
     /// Send a request to the owner worker `w`.
     pub fn to_owner(&mut self, w: usize, msg: ToOwner) {
-        if let ToOwner::Publish { msg, .. } = &msg {
-            self.sent.add(msg.weight());
+        match &msg {
+            ToOwner::Publish { msg, .. } => self.sent.add(msg.weight()),
+            ToOwner::Commit { ops, .. } => {
+                for op in ops {
+                    if let ToOwner::Publish { msg, .. } = op {
+                        self.sent.add(msg.weight());
+                    }
+                }
+            }
+            _ => {}
         }
         if w == self.me {
             self.local_data.push_back(msg);

@@ -50,32 +50,7 @@ pub enum Persistence {
     Never,
 }
 
-/// When the durable log's sync thread calls fdatasync (`sync = "..."`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncMode {
-    /// After every batch (the records of the loop turns gathered while the last sync ran):
-    /// a RECEIPT of a persistent SEND means the record is on disk.
-    Batch,
-    /// At most once per this many ms, gathering batches in between: a RECEIPT still waits for
-    /// the fdatasync, later and for more records at once.
-    Interval(u64),
-    /// Never: records are written to the page cache and receipted then; a power cut or kernel
-    /// crash may lose what the kernel had not written back (a process crash loses nothing).
-    None,
-}
-
-impl SyncMode {
-    pub fn parse(s: &str) -> Option<SyncMode> {
-        match s {
-            "batch" => Some(SyncMode::Batch),
-            "none" => Some(SyncMode::None),
-            _ => {
-                let ms: u64 = s.strip_prefix("interval:")?.parse().ok()?;
-                (1..=10_000).contains(&ms).then_some(SyncMode::Interval(ms))
-            }
-        }
-    }
-}
+pub use crate::journal::syncer::SyncMode;
 
 /// Per-destination settings, `[destinations."NAME"]`. NAME is an exact destination, or a
 /// prefix pattern ending in `*` (`"/topic/prices.*"`); an exact entry wins over patterns and a

@@ -11,11 +11,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  romp [--config PATH] [--bind ADDR] [--port N]... [--web-port N] [--admin-port N] [--workers N] [-v|-vv]
+  romp [--config PATH] [--bind ADDR] [--port N]... [--web-port N] [--admin-port N] [--workers N] [--data-dir PATH] [-v|-vv]
   romp --check-config [--config PATH]
   romp passwd NAME [--admin]      (reads the passcode from stdin; prints a passwd line)
 
-Without --config, the built-in defaults run (STOMP on 127.0.0.1:61613).";
+Without --config, the built-in defaults run (STOMP on 127.0.0.1:61613, durable log in
+./romp-data). --data-dir \"\" runs without a durable log.";
 
 struct Args {
     config: Option<PathBuf>,
@@ -25,12 +26,22 @@ struct Args {
     web_port: Option<u16>,
     admin_port: Option<u16>,
     workers: Option<usize>,
+    data_dir: Option<String>,
     verbose: u8,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut a =
-        Args { config: None, check: false, bind: None, ports: Vec::new(), web_port: None, admin_port: None, workers: None, verbose: 0 };
+    let mut a = Args {
+        config: None,
+        check: false,
+        bind: None,
+        ports: Vec::new(),
+        web_port: None,
+        admin_port: None,
+        workers: None,
+        data_dir: None,
+        verbose: 0,
+    };
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
@@ -53,6 +64,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                 let v = value("--workers")?;
                 a.workers = Some(v.parse().map_err(|_| format!("--workers {v:?} is not a number"))?);
             }
+            "--data-dir" => a.data_dir = Some(value("--data-dir")?),
             "-v" => a.verbose += 1,
             "-vv" => a.verbose += 2,
             "-h" | "--help" => return Err(String::new()),
@@ -126,6 +138,9 @@ fn apply_overrides(cfg: &mut Config, args: &Args) {
     }
     if let Some(p) = args.admin_port {
         cfg.admin_port = p;
+    }
+    if let Some(d) = &args.data_dir {
+        cfg.data_dir = d.clone();
     }
     if let Some(w) = args.workers {
         cfg.workers = w;

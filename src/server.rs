@@ -26,6 +26,10 @@ pub enum StartError {
     Bind { addr: String, key: &'static str, source: std::io::Error },
     #[error("cannot start a thread or poller: {0}")]
     Io(#[from] std::io::Error),
+    /// The data directory could not be opened or recovered (the error names the file and,
+    /// for damage, the offset).
+    #[error("data_dir: {0}")]
+    Store(#[from] crate::journal::store::StoreError),
 }
 
 /// Why [`ServerHandle::publish`] could not hand a message over.
@@ -67,6 +71,10 @@ pub struct ServerHandle {
     peers: Vec<bus::Peer>,
     workers: Vec<JoinHandle<()>>,
     auth: Option<JoinHandle<()>>,
+    /// The durable log's sync threads (they finish writing when the workers are gone), and the
+    /// data directory's lock.
+    syncers: Vec<JoinHandle<Option<crate::journal::log::Log<crate::journal::fs::FsDisk>>>>,
+    _lock: Option<std::fs::File>,
 }
 
 /// Builds and starts brokers.
@@ -80,6 +88,7 @@ pub struct Server;
 /// cfg.ports = vec![0];
 /// cfg.web_port = 0;
 /// cfg.admin_port = 0;
+/// cfg.data_dir = String::new(); // memory only: no durable log
 /// let server = romp::Server::builder()
 ///     .config(cfg)
 ///     .stomp_handler("/virt/ping", |send: &SendContext<'_>, reply: &mut Reply<'_>| {
@@ -218,6 +227,23 @@ impl Server {
             log::info!("max_memory = {memory_limit} bytes ({} MiB)", memory_limit >> 20);
         }
         let shared = Arc::new(Shared::new(n, memory_limit));
+        let store = if cfg.data_dir.is_empty() {
+            log::warn!("data_dir = \"\": no durable log; every message is in memory only and a restart loses them");
+            None
+        } else {
+            let dir = std::path::PathBuf::from(&cfg.data_dir);
+            let opened = crate::journal::store::open(&dir, n, cfg.segment_size, |d| crate::broker::owner_of(d, n))?;
+            let held: usize = opened.state.iter().flat_map(|s| s.destinations.values()).map(|m| m.len()).sum();
+            log::info!(
+                "durable log in {}: {held} messages recovered from {} records in {} ms (sync = {})",
+                dir.display(),
+                opened.records,
+                opened.took.as_millis(),
+                cfg.sync
+            );
+            shared.id_floor.store(opened.max_counter, Ordering::Relaxed);
+            Some((dir, opened))
+        };
         let auth_peers = peers.clone();
         let (auth_tx, auth_thread) = spawn_auth_thread(
             move |conn, outcome| {
@@ -240,6 +266,34 @@ impl Server {
         let cores = if cfg.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
 
         let mut workers = Vec::new();
+        let (mut syncers, mut lock) = (Vec::new(), None);
+        let mut journals: Vec<Option<(crate::broker::durable::Journal, crate::journal::replay::Replay)>> = (0..n).map(|_| None).collect();
+        if let Some((dir, opened)) = store {
+            let gauge = Arc::new(crate::broker::durable::DiskGauge::new(n));
+            let limits = crate::broker::durable::DiskLimits { max_bytes: cfg.max_disk_bytes, min_free: cfg.min_free_disk };
+            for (i, (log, state)) in opened.logs.into_iter().zip(opened.state).enumerate() {
+                let next = log.next_seq();
+                let peer = peers[i].clone();
+                let (fail_shared, fail_peers) = (shared.clone(), peers.clone());
+                let free_dir = dir.clone();
+                let (tx, h) = crate::journal::syncer::spawn(
+                    log,
+                    cfg.sync_mode(),
+                    move || crate::journal::syncer::free_bytes(&free_dir),
+                    move |d| {
+                        // Blocking is fine: this thread serves only this worker, which always
+                        // drains its inbox.
+                        if peer.ctrl.send(bus::ToWorker::Durable(d)).is_ok() {
+                            peer.wake();
+                        }
+                    },
+                    move |reason| fail_shared.fail(reason, &fail_peers),
+                )?;
+                syncers.push(h);
+                journals[i] = Some((crate::broker::durable::Journal::new(tx, next, i, gauge.clone(), limits), state));
+            }
+            lock = Some(opened.lock);
+        }
         for (i, ((poll, ls), mailbox)) in polls.into_iter().zip(listeners).zip(mailboxes).enumerate() {
             let outbox = Outbox::new(i, peers.clone(), cfg.bus_capacity);
             let ctx = Ctx::new(
@@ -254,7 +308,10 @@ impl Server {
                 shared.clone(),
             );
             let shard = Shard::new(policies.clone(), n, i);
-            let worker = Worker::new(poll, ls, kinds.clone(), ctx, shard, mailbox, shared.clone())?;
+            let mut worker = Worker::new(poll, ls, kinds.clone(), ctx, shard, mailbox, shared.clone())?;
+            if let Some((journal, state)) = journals[i].take() {
+                worker.attach_journal(journal, state);
+            }
             let core = if cores.is_empty() { None } else { Some(cores[i % cores.len()]) };
             let (sup_shared, sup_peers) = (shared.clone(), peers.clone());
             let h = std::thread::Builder::new().name(format!("romp-w{i}")).spawn(move || {
@@ -286,13 +343,15 @@ impl Server {
             addrs,
             web_addr,
             admin_addr,
-            next_id: Default::default(),
+            next_id: std::sync::atomic::AtomicU64::new(shared.id_floor.load(Ordering::Relaxed)),
             reloads: Default::default(),
             shared,
             cfg: std::sync::Mutex::new(cfg.clone()),
             peers,
             workers,
             auth: Some(auth_thread),
+            syncers,
+            _lock: lock,
         })
     }
 }
@@ -466,6 +525,11 @@ impl ServerHandle {
         self.peers.clear();
         if let Some(a) = self.auth.take() {
             let _ = a.join();
+        }
+        // The workers' journals are gone with them: each sync thread writes what it still had
+        // and ends.
+        for s in self.syncers.drain(..) {
+            let _ = s.join();
         }
         match self.shared.failure.get() {
             Some(reason) => Err(ServerFailure(reason.clone())),

@@ -32,7 +32,7 @@ impl Proc {
         std::fs::write(
             &conf,
             format!(
-                "ports = [{port}]\nweb_port = 0\n{}workers = 2\npin_workers = false\nlog_level = \"warn\"\n{toml}",
+                "ports = [{port}]\nweb_port = 0\n{}workers = 2\npin_workers = false\nlog_level = \"warn\"\ndata_dir = \"\"\n{toml}",
                 if toml.contains("admin_port") { "" } else { "admin_port = 0\n" }
             ),
         )

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const BENCH: &str = env!("CARGO_BIN_EXE_romp-bench");
 
 fn cfg() -> Config {
-    Config { ports: vec![0], web_port: 0, admin_port: 0, workers: 2, pin_workers: false, ..Config::default() }
+    Config { ports: vec![0], web_port: 0, admin_port: 0, workers: 2, pin_workers: false, data_dir: String::new(), ..Config::default() }
 }
 
 /// Run romp-bench for a short while; returns (exit success, parsed JSON report).

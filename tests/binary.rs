@@ -56,7 +56,7 @@ fn config_errors_name_the_key_and_the_file() {
 /// The binary on `port` (web and admin ports ephemeral, two workers).
 fn spawn_broker(port: u16, stderr: Stdio) -> std::process::Child {
     Command::new(BIN)
-        .args(["--port", &port.to_string(), "--web-port", "0", "--admin-port", "0", "--workers", "2"])
+        .args(["--port", &port.to_string(), "--web-port", "0", "--admin-port", "0", "--workers", "2", "--data-dir", ""])
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
@@ -134,7 +134,7 @@ fn connect_retrying(addr: std::net::SocketAddr) -> Client {
 fn sighup_reloads_and_admin_shutdown_exits_zero() {
     let (port, admin_port) = (free_port(), free_port());
     let base = format!(
-        "ports = [{port}]\nweb_port = 0\nadmin_port = {admin_port}\nworkers = 2\npin_workers = false\nlogin = \"root\"\npasscode = \"pw\"\n"
+        "ports = [{port}]\nweb_port = 0\nadmin_port = {admin_port}\nworkers = 2\npin_workers = false\nlogin = \"root\"\npasscode = \"pw\"\ndata_dir = \"\"\n"
     );
     let conf = tmp("reload.toml", &base);
     let log = std::env::temp_dir().join(format!("romp-bin-{}/reload.log", std::process::id()));

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn cfg(workers: usize) -> Config {
-    Config { ports: vec![0], web_port: 0, admin_port: 0, workers, pin_workers: false, ..Config::default() }
+    Config { ports: vec![0], web_port: 0, admin_port: 0, workers, pin_workers: false, data_dir: String::new(), ..Config::default() }
 }
 
 fn wrap(handle: romp::ServerHandle) -> Broker {

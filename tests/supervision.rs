@@ -67,7 +67,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_romp");
 fn binary_exits_70_on(fault: &str, users: Option<&std::path::Path>) -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["--port", &port.to_string(), "--web-port", "0", "--admin-port", "0", "--workers", "2"]);
+    cmd.args(["--port", &port.to_string(), "--web-port", "0", "--admin-port", "0", "--workers", "2", "--data-dir", ""]);
     let dir = std::env::temp_dir().join(format!("romp-sup-{}-bin-{fault}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     if let Some(u) = users {

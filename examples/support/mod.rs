@@ -9,6 +9,8 @@ pub fn config() -> romp::Config {
     if let Some(p) = std::env::var("ROMP_WEB_PORT").ok().and_then(|v| v.parse().ok()) {
         cfg.web_port = p;
     }
+    // Memory only: the examples keep no durable log (set ROMP_DATA_DIR to give them one).
+    cfg.data_dir = std::env::var("ROMP_DATA_DIR").unwrap_or_default();
     // The examples show embedded handlers; they leave the admin port to the standalone broker.
     cfg.enable_admin = false;
     cfg

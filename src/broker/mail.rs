@@ -43,7 +43,12 @@ pub enum ToOwner {
     /// An admin action on a destination this worker owns (or, for `perms`, on worker 0's
     /// master policy table); answered with [`FromOwner::AdminResult`].
     Admin { from: ConnRef, op: AdminOp },
-    /// Answer with [`FromOwner::BarrierDone`] once everything sent before it is applied.
+    /// A transaction's SENDs and ACKs for this owner (a COMMIT), applied together; their
+    /// persistent part is logged as one record, so it survives a crash whole or not at all.
+    /// (Atomic per owner: a transaction that spans owners is several of these.)
+    Commit { from: ConnRef, ops: Vec<ToOwner> },
+    /// Answer with [`FromOwner::BarrierDone`] once everything sent before it is applied (and,
+    /// for a connection that wrote persistent records, once they are on disk).
     Barrier { from: ConnRef },
     /// Answer with the worker's numbers for a console page (answered by the worker, which
     /// knows its connections, not by the shard).

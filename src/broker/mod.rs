@@ -7,6 +7,7 @@
 //! Naming rule: a destination whose name starts with `/queue/` is a queue (competing consumers);
 //! every other name is a topic (every subscriber gets a copy).
 
+pub mod durable;
 pub mod mail;
 pub mod policy;
 pub mod queue;

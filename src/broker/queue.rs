@@ -25,6 +25,8 @@ pub struct Entry {
     pub redelivered: bool,
     /// Times delivered so far.
     pub deliveries: u32,
+    /// The durable log record that holds it (0: in memory only).
+    pub log: u64,
 }
 
 /// Why a message left a queue without being consumed (the `dlq-reason` header).
@@ -102,6 +104,9 @@ pub struct Queue {
     pub delivered: u64,
     /// Messages that left without being consumed, for the shard to dead-letter.
     dead: Vec<(Entry, DeadReason)>,
+    /// Logged messages that left (consumed, expired, dead-lettered, purged) since the shard
+    /// last took them: (message id, log record), for its drop record.
+    dropped: Vec<(u64, u64)>,
 }
 
 /// What a destination costs besides its messages (its entry, name, policy handle and
@@ -125,7 +130,19 @@ impl Queue {
             enqueued: 0,
             delivered: 0,
             dead: Vec::new(),
+            dropped: Vec::new(),
         }
+    }
+
+    /// Logged messages that left since the last call: (message id, log record).
+    pub fn take_dropped(&mut self) -> std::vec::Drain<'_, (u64, u64)> {
+        self.dropped.drain(..)
+    }
+
+    /// Every entry held (ready and in flight) that is in the log, for an admin delete.
+    pub fn logged(&self) -> Vec<(u64, u64)> {
+        let inflight = self.consumers.iter().flat_map(|c| c.inflight.values());
+        self.ready.iter().chain(inflight).filter(|e| e.log != 0).map(|e| (e.msg.id, e.log)).collect()
     }
 
     /// Messages that left without being consumed since the last call.
@@ -172,6 +189,14 @@ impl Queue {
     fn forget(&mut self, e: &Entry) {
         self.count -= 1;
         self.shrink(e.msg.weight());
+        self.gone(e);
+    }
+
+    /// `e` left the queue for good: its log record, if any, is dead.
+    fn gone(&mut self, e: &Entry) {
+        if e.log != 0 {
+            self.dropped.push((e.msg.id, e.log));
+        }
     }
     /// Messages held (ready + in flight to client-ack consumers).
     pub fn depth(&self) -> usize {
@@ -213,11 +238,20 @@ impl Queue {
 
     /// Append a message. `seq` comes from the owning shard's counter, so sequence numbers keep
     /// growing even when a queue is forgotten and created again (a late bounce still sorts first).
-    pub fn push(&mut self, msg: Arc<Message>, seq: u64) {
+    pub fn push(&mut self, msg: Arc<Message>, seq: u64, log: u64) {
         self.count += 1;
         self.grow(msg.weight());
         self.enqueued += 1;
-        self.ready.push_back(Entry { seq, msg, redelivered: false, deliveries: 0 });
+        self.ready.push_back(Entry { seq, msg, redelivered: false, deliveries: 0, log });
+    }
+
+    /// A message recovered from the log: held again, marked redelivered (a consumer may have
+    /// seen it before the crash).
+    pub fn restore(&mut self, msg: Arc<Message>, seq: u64, log: u64) {
+        self.push(msg, seq, log);
+        if let Some(e) = self.ready.back_mut() {
+            e.redelivered = true;
+        }
     }
 
     /// Put a message back in its place (NACK, consumer gone, bounced auto delivery), or to the
@@ -299,10 +333,16 @@ impl Queue {
                     SettleKind::Ack => {
                         self.count -= 1;
                         gone += e.msg.weight();
+                        if e.log != 0 {
+                            self.dropped.push((e.msg.id, e.log));
+                        }
                     }
                     SettleKind::Reject => {
                         self.count -= 1;
                         gone += e.msg.weight();
+                        if e.log != 0 {
+                            self.dropped.push((e.msg.id, e.log));
+                        }
                         self.dead.push((e, DeadReason::Rejected));
                     }
                 }
@@ -333,10 +373,12 @@ impl Queue {
     }
 
     /// An auto-ack delivery that found nobody: count it back in and requeue it.
-    pub fn bounce(&mut self, msg: Arc<Message>, seq: u64, deliveries: u32) {
+    /// `log`: the record the owner wrote again for it (an auto-ack delivery left the log when
+    /// it was dispatched), or 0.
+    pub fn bounce(&mut self, msg: Arc<Message>, seq: u64, deliveries: u32, log: u64) {
         self.count += 1;
         self.grow(msg.weight());
-        self.requeue(Entry { seq, msg, redelivered: true, deliveries });
+        self.requeue(Entry { seq, msg, redelivered: true, deliveries, log });
     }
 
     /// Hand ready messages to consumers with credit, round-robin. Expired messages met on the
@@ -377,8 +419,11 @@ impl Queue {
             if retains {
                 c.inflight.insert(entry.seq, entry.clone());
             } else {
+                // Auto-ack: delivered at most once, so it leaves the log as it leaves here.
                 self.count -= 1;
                 self.shrink(entry.msg.weight());
+                self.gone(&entry);
+                entry.log = 0;
             }
             out.push(Dispatch { key, entry, retained: retains });
         }
@@ -419,7 +464,7 @@ mod tests {
             q.subscribe(key(slot), AckMode::Client, 1);
         }
         for i in 0..10_000u64 {
-            q.push(msg(i), i);
+            q.push(msg(i), i, 0);
         }
         let mut out = Vec::new();
         q.dispatch(&mut out, 0);
@@ -429,7 +474,7 @@ mod tests {
         // after round, without visiting the others.
         q.subscribe(key(20_000), AckMode::Auto, 3);
         for i in 10_000..10_006u64 {
-            q.push(msg(i), i);
+            q.push(msg(i), i, 0);
         }
         out.clear();
         q.dispatch(&mut out, 0);
@@ -448,7 +493,7 @@ mod tests {
             q.subscribe(key(slot), AckMode::Auto, 10);
         }
         for i in 0..9u64 {
-            q.push(msg(i), i);
+            q.push(msg(i), i, 0);
         }
         let mut out = Vec::new();
         q.dispatch(&mut out, 0);
@@ -456,7 +501,7 @@ mod tests {
         // A consumer leaving keeps the others' turns right (indices shift).
         q.unsubscribe(key(0));
         for i in 9..13u64 {
-            q.push(msg(i), i);
+            q.push(msg(i), i, 0);
         }
         out.clear();
         q.dispatch(&mut out, 0);
@@ -470,7 +515,7 @@ mod tests {
             q.subscribe(key(slot), AckMode::ClientIndividual, 1);
         }
         for i in 0..3u64 {
-            q.push(msg(i), i);
+            q.push(msg(i), i, 0);
         }
         let mut out = Vec::new();
         q.dispatch(&mut out, 0);
@@ -494,7 +539,7 @@ mod tests {
         q.subscribe(key(1), AckMode::Auto, 2);
         q.subscribe(key(2), AckMode::Auto, 1);
         for i in 0..5 {
-            q.push(msg(i), i);
+            q.push(msg(i), i, 0);
         }
         let mut out = Vec::new();
         q.dispatch(&mut out, 0);
@@ -512,7 +557,7 @@ mod tests {
         let mut q = queue(0);
         q.subscribe(key(1), AckMode::Client, 10);
         for i in 0..3 {
-            q.push(msg(i), i);
+            q.push(msg(i), i, 0);
         }
         let mut out = Vec::new();
         q.dispatch(&mut out, 0);
@@ -537,7 +582,7 @@ mod tests {
         let mut q = queue(0);
         let m = msg(0);
         assert!(q.has_room(&m));
-        q.push(m.clone(), 0);
+        q.push(m.clone(), 0, 0);
         assert!(!q.has_room(&m));
         let mut p = (*q.policy).clone();
         p.max_messages = 10;
@@ -550,10 +595,10 @@ mod tests {
     fn dead_letters_after_max_redeliveries_and_on_expiry() {
         let mut q = queue(1);
         q.subscribe(key(1), AckMode::Client, 10);
-        q.push(msg(0), 0);
+        q.push(msg(0), 0, 0);
         let mut expiring = Message::new(1, "/queue/q".into(), vec![], vec![].into());
         expiring.expires = 50;
-        q.push(Arc::new(expiring), 1);
+        q.push(Arc::new(expiring), 1, 0);
         let mut out = Vec::new();
         q.dispatch(&mut out, 100);
         assert_eq!(out.len(), 1, "the expired message is not delivered");

@@ -15,13 +15,16 @@
 //!   heap is compacted when stale entries outnumber live ones, so it stays proportional to what
 //!   is held.
 
+use super::durable::Journal;
 use super::mail::{FromOwner, Outlet, ToOwner};
 use super::policy::{Policies, Policy};
 use super::queue::{DeadReason, Dispatch, Entry, Queue};
 use super::FastMap;
 use super::{owner_of, DestKind, Message, Publisher, SubKey};
 use crate::admin::{AdminOp, AdminReply};
-use crate::config::Overflow;
+use crate::config::{Overflow, Persistence};
+use crate::journal::replay::StoredMessage;
+use crate::journal::syncer::Durable;
 use crate::memory::Tally;
 use crate::stomp::ErrorWord;
 use std::cmp::Reverse;
@@ -181,6 +184,11 @@ pub struct Shard {
     /// The `max_memory` alarm as this worker sees it: while up, [`Shard::offer`] refuses (an
     /// upstream link keeps its message and retries, as for a full queue).
     pub memory_alarm: bool,
+    /// The durable log, when `data_dir` is set.
+    pub journal: Option<Journal>,
+    /// The connection the request being applied came from: records written for it hold its
+    /// receipts until they are on disk.
+    acting: Option<super::ConnRef>,
 }
 
 fn refresh(policies: &Policies, dest: &str, policy: &mut Arc<Policy>, gen: &mut u64) {
@@ -209,7 +217,95 @@ impl Shard {
             tally: Tally::default(),
             arrived: Tally::default(),
             memory_alarm: false,
+            journal: None,
+            acting: None,
         }
+    }
+
+    /// Write persistent messages to `j` from now on.
+    pub fn set_journal(&mut self, mut j: Journal) {
+        j.set_tally(self.tally.clone());
+        self.journal = Some(j);
+    }
+
+    /// Hold again the messages recovered for `dest` (ordered by their record): redelivered,
+    /// each pointing at the record that now holds it.
+    pub fn restore(&mut self, dest: &str, messages: Vec<(u64, StoredMessage)>) {
+        let dest: Arc<str> = Arc::from(dest);
+        if DestKind::of(&dest) != DestKind::Queue {
+            return;
+        }
+        for (id, m) in messages {
+            let mut headers: Vec<(Box<str>, Box<str>)> = Vec::with_capacity(m.headers.len());
+            let mut custom = None;
+            for (k, v) in m.headers {
+                if k == "message-id" {
+                    custom = Some(v.into_boxed_str());
+                } else {
+                    headers.push((k.into_boxed_str(), v.into_boxed_str()));
+                }
+            }
+            let mut msg = Message::new(id, dest.clone(), headers, m.body.into_boxed_slice());
+            msg.expires = m.expires;
+            msg.custom_id = custom;
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            if msg.expires != 0 {
+                self.expiring.push(Reverse((msg.expires, seq, dest.clone())));
+            }
+            self.queue_mut(&dest).restore(Arc::new(msg), seq, m.seq);
+        }
+    }
+
+    /// The sync thread's report: receipts that waited for the disk go out.
+    pub fn durable(&mut self, d: Durable, out: &mut impl Outlet) {
+        if let Some(j) = &mut self.journal {
+            j.durable(d, out);
+        }
+    }
+
+    /// Records gathered and not yet handed to the sync thread (its queue was full).
+    pub fn journal_waiting(&self) -> bool {
+        self.journal.as_ref().is_some_and(|j| j.waiting())
+    }
+
+    /// End of a loop turn: hand this turn's records to the sync thread.
+    pub fn flush_journal(&mut self) {
+        if let Some(j) = &mut self.journal {
+            j.flush();
+        }
+    }
+
+    /// Log the messages that left `q` (one drop record), for the connection acting now.
+    fn log_drops(journal: &mut Option<Journal>, acting: Option<super::ConnRef>, dest: &str, q: &mut Queue) {
+        let gone: Vec<(u64, u64)> = q.take_dropped().collect();
+        if let Some(j) = journal {
+            j.drops(dest, &gone, acting);
+        }
+    }
+
+    /// Apply the destination's `persistence` to a message, and say whether it goes to the log.
+    fn persistence(&self, msg: Arc<Message>, policy: &Policy) -> (Arc<Message>, bool) {
+        let marked = msg.header("persistent") == Some("true");
+        let rebuild = |msg: &Message, keep: bool| {
+            let mut headers: Vec<(Box<str>, Box<str>)> = msg.headers.iter().filter(|(k, _)| &**k != "persistent").cloned().collect();
+            if keep {
+                headers.push(("persistent".into(), "true".into()));
+            }
+            let mut m = Message::new(msg.id, msg.destination.clone(), headers, msg.body.clone());
+            m.expires = msg.expires;
+            m.custom_id = msg.custom_id.clone();
+            Arc::new(m)
+        };
+        let msg = match policy.persistence {
+            Persistence::Header => msg,
+            Persistence::Always if marked => msg,
+            Persistence::Always => rebuild(&msg, true),
+            Persistence::Never if msg.header("persistent").is_some() => rebuild(&msg, false),
+            Persistence::Never => msg,
+        };
+        let logged = self.journal.is_some() && msg.header("persistent") == Some("true");
+        (msg, logged)
     }
 
     /// Count held bytes into `t` (the server's gauge slot for this worker). Call before the
@@ -328,6 +424,12 @@ impl Shard {
 
     /// Apply one request.
     pub fn handle(&mut self, req: ToOwner, out: &mut impl Outlet) {
+        self.acting = match &req {
+            ToOwner::Publish { from: Publisher::Conn(c), .. } => Some(*c),
+            ToOwner::Settle { key, .. } | ToOwner::Unsubscribe { key, .. } | ToOwner::Credit { key, .. } => Some(key.conn),
+            ToOwner::Admin { from, .. } => Some(*from),
+            _ => None,
+        };
         match req {
             ToOwner::Publish { msg, from, receipt } => {
                 self.arrived.add(msg.weight());
@@ -413,8 +515,24 @@ impl Shard {
                 self.dispatch(&dest, out);
             }
             ToOwner::Bounce { dest, msg, seq, deliveries } => {
-                self.queue_mut(&dest).bounce(msg, seq, deliveries);
+                // It left the log when it was dispatched: back in the queue, back in the log.
+                let log = match &mut self.journal {
+                    Some(j) if msg.header("persistent") == Some("true") => j.message(&msg, None),
+                    _ => 0,
+                };
+                self.queue_mut(&dest).bounce(msg, seq, deliveries, log);
                 self.dispatch(&dest, out);
+            }
+            ToOwner::Commit { from, ops } => {
+                if let Some(j) = &mut self.journal {
+                    j.begin();
+                }
+                for op in ops {
+                    self.handle(op, out);
+                }
+                if let Some(j) = &mut self.journal {
+                    j.end(from);
+                }
             }
             ToOwner::Admin { from, op } => {
                 let reply = match op {
@@ -428,10 +546,13 @@ impl Shard {
                 out.answer(from.worker as usize, FromOwner::AdminResult { conn: from, reply });
             }
             ToOwner::Stats { .. } => {} // answered by the worker, which knows its connections
-            ToOwner::Barrier { from } => {
-                let owner = out.me() as u16;
-                out.answer(from.worker as usize, FromOwner::BarrierDone { conn: from, owner })
-            }
+            ToOwner::Barrier { from } => match &mut self.journal {
+                Some(j) => j.barrier(from, out),
+                None => {
+                    let owner = out.me() as u16;
+                    out.answer(from.worker as usize, FromOwner::BarrierDone { conn: from, owner })
+                }
+            },
         }
     }
 
@@ -439,6 +560,7 @@ impl Shard {
     pub fn purge(&mut self, dest: &str) -> Purged {
         if let Some(q) = self.queues.get_mut(dest) {
             let messages = q.purge();
+            Self::log_drops(&mut self.journal, self.acting, dest, q);
             if q.is_idle() {
                 self.queues.remove(dest);
             }
@@ -537,7 +659,7 @@ impl Shard {
             // Dead on arrival: a queue message goes where the queue's expired messages go.
             if DestKind::of(&dest) == DestKind::Queue {
                 let policy = self.policies.resolve(&dest).clone();
-                self.dead.push((Entry { seq: 0, msg, redelivered: false, deliveries: 0 }, DeadReason::Expired));
+                self.dead.push((Entry { seq: 0, msg, redelivered: false, deliveries: 0, log: 0 }, DeadReason::Expired));
                 self.dead_letter(&dest, &policy, out);
             } else {
                 self.stats.expired += 1;
@@ -611,6 +733,24 @@ impl Shard {
                     self.reject(from, receipt, ErrorWord::DestFlup, detail, out, quiet);
                     return false;
                 }
+                let policy = self.queue_mut(&dest).policy.clone();
+                let (msg, logged) = self.persistence(msg, &policy);
+                if logged {
+                    if let Some(detail) = self.journal.as_mut().and_then(|j| j.disk_full()) {
+                        if self.queues.get(&dest).is_some_and(|q| q.is_idle()) {
+                            self.queues.remove(&dest);
+                        }
+                        self.reject(
+                            from,
+                            receipt,
+                            ErrorWord::DiskFlup,
+                            format!("{dest}: {detail}; the message was not accepted"),
+                            out,
+                            quiet,
+                        );
+                        return false;
+                    }
+                }
                 let seq = self.next_seq;
                 let q = self.queue_mut(&dest);
                 let mut full = !q.has_room(&msg);
@@ -639,7 +779,12 @@ impl Shard {
                     return false;
                 }
                 let expires = msg.expires;
-                q.push(msg, seq);
+                let log = match &mut self.journal {
+                    Some(j) if logged => j.message(&msg, self.acting),
+                    _ => 0,
+                };
+                let q = self.queue_mut(&dest);
+                q.push(msg, seq, log);
                 self.next_seq += 1;
                 self.stats.published += 1;
                 if expires != 0 {
@@ -709,6 +854,7 @@ impl Shard {
         };
         q.dispatch(&mut self.scratch, self.now_ms);
         self.dead.extend(q.take_dead());
+        Self::log_drops(&mut self.journal, self.acting, dest, q);
         // Flow control state, read while the queue is at hand (no second lookup per message).
         let level = (q.policy.overflow == Overflow::Block && q.over_high_watermark(), q.under_low_watermark());
         // Needed only for dead letters: no shared refcount traffic on the common path.

@@ -215,6 +215,9 @@ pub struct Ctx {
     pub mem: MemoryWatch,
     /// The last console snapshot this worker gathered, and when (see `web::STATS_FRESH`).
     pub stats_cache: Option<(Instant, Vec<crate::metrics::WorkerSnapshot>)>,
+    /// A COMMIT being applied: the owner requests its operations make, gathered to go to each
+    /// owner as one `ToOwner::Commit`.
+    pub capture: Option<Vec<(usize, crate::bus::ToOwner)>>,
     next_msg: u64,
 }
 
@@ -231,6 +234,7 @@ impl Ctx {
         policies: Arc<crate::broker::policy::Policies>,
         shared: Arc<crate::bus::Shared>,
     ) -> Ctx {
+        let shared_floor = shared.id_floor.load(std::sync::atomic::Ordering::Relaxed);
         let env = WorkerEnv {
             limits: cfg.limits(),
             server_header: format!("{}/{}", cfg.name, env!("CARGO_PKG_VERSION")),
@@ -254,7 +258,17 @@ impl Ctx {
             held: FastMap::default(),
             mem: MemoryWatch::default(),
             stats_cache: None,
-            next_msg: 0,
+            capture: None,
+            // Above every id the durable log holds (recovered messages keep theirs).
+            next_msg: shared_floor,
+        }
+    }
+
+    /// Send a request to an owner, or gather it into the COMMIT being applied.
+    pub fn to_owner(&mut self, w: usize, req: crate::bus::ToOwner) {
+        match &mut self.capture {
+            Some(c) => c.push((w, req)),
+            None => self.outbox.to_owner(w, req),
         }
     }
 

@@ -102,6 +102,7 @@ pub fn handle(msg: ToWorker, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
         }
         ToWorker::Reconfigure(_) => log::error!("a reconfiguration reached the delivery code; it is applied by the worker"),
         ToWorker::InjectPanic => log::error!("an injected fault reached the delivery code; it is the worker's"),
+        ToWorker::Durable(_) => log::error!("a durable-log report reached the delivery code; it is the shard's"),
         ToWorker::StatsPart { to: crate::broker::StatsAsker::Worker(_), .. } => {
             log::error!("a stats round answer reached the delivery code; it is collected by the worker")
         }

@@ -20,18 +20,69 @@ use super::log::Log;
 use super::payload::PayloadError;
 use super::record::Kind;
 use crossbeam_channel::{Receiver, Sender};
+use std::time::{Duration, Instant};
+
+/// When the durable log's sync thread calls fdatasync (`sync = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// After every batch (the records of the loop turns gathered while the last sync ran):
+    /// a RECEIPT of a persistent SEND means the record is on disk.
+    Batch,
+    /// At most once per this many ms, gathering batches in between: a RECEIPT still waits for
+    /// the fdatasync, later and for more records at once.
+    Interval(u64),
+    /// Never: records are written to the page cache and receipted then; a power cut or kernel
+    /// crash may lose what the kernel had not written back (a process crash loses nothing).
+    None,
+}
+
+impl SyncMode {
+    pub fn parse(s: &str) -> Option<SyncMode> {
+        match s {
+            "batch" => Some(SyncMode::Batch),
+            "none" => Some(SyncMode::None),
+            _ => {
+                let ms: u64 = s.strip_prefix("interval:")?.parse().ok()?;
+                (1..=10_000).contains(&ms).then_some(SyncMode::Interval(ms))
+            }
+        }
+    }
+}
 
 /// Jobs queued for the sync thread at most (a worker over it waits: backpressure, not loss).
 pub const SYNC_QUEUE: usize = 1024;
 
-/// One turn's records: each `kind` byte, u32 length and payload, `count` of them.
+/// One turn's records: each `kind` byte, u32 length and payload, `count` of them; `live` of
+/// them stay needed until dropped, and they drop the earlier records numbered `kills`
+/// (compaction's accounting, see [`Log::account`]).
 #[derive(Debug, Default)]
 pub struct SyncJob {
     pub records: Vec<u8>,
     pub count: u64,
+    pub live: u64,
+    pub kills: Vec<u64>,
+}
+
+/// What the sync thread reports after each batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Durable {
+    /// Every record up to this sequence is on disk (as `SyncMode` defines it).
+    pub upto: u64,
+    /// The log's segments: bytes and count, after compaction.
+    pub disk_bytes: u64,
+    pub segments: usize,
+    /// Free bytes on the log's file system when last looked (at most every 100 ms).
+    pub free: u64,
+    /// This batch: its records, and the microseconds its write and fdatasync took.
+    pub records: u64,
+    pub sync_us: u64,
 }
 
 impl SyncJob {
+    pub fn is_empty(&self) -> bool {
+        self.count == 0 && self.kills.is_empty()
+    }
+
     pub fn push(&mut self, kind: Kind, payload: &[u8]) {
         self.records.push(kind as u8);
         self.records.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -62,34 +113,79 @@ pub fn sub_records(buf: &[u8]) -> Result<Vec<(Kind, &[u8])>, PayloadError> {
 pub type SyncThread<D> = (Sender<SyncJob>, std::thread::JoinHandle<Option<Log<D>>>);
 
 /// Start the sync thread for `log`. It ends when every sender is dropped (returning the log)
-/// or on an I/O error (after `on_death`).
+/// or on an I/O error (after `on_death`). `free`: the free bytes of the log's file system.
 pub fn spawn<D: Disk + Send + 'static>(
     mut log: Log<D>,
-    mut on_durable: impl FnMut(u64) + Send + 'static,
+    mode: SyncMode,
+    free: impl Fn() -> u64 + Send + 'static,
+    mut on_durable: impl FnMut(Durable) + Send + 'static,
     on_death: impl FnOnce(String) + Send + 'static,
 ) -> std::io::Result<SyncThread<D>> {
     let (tx, rx): (Sender<SyncJob>, Receiver<SyncJob>) = crossbeam_channel::bounded(SYNC_QUEUE);
     let h = std::thread::Builder::new().name("romp-sync".into()).spawn(move || {
+        let mut last_free = (Instant::now(), free());
+        let mut last_sync = Instant::now();
+        let (mut live, mut kills) = (0u64, Vec::new());
         while let Ok(first) = rx.recv() {
+            let mut jobs = vec![first];
+            if let SyncMode::Interval(ms) = mode {
+                // Gather until the interval since the last sync is over.
+                let due = last_sync + Duration::from_millis(ms);
+                while let Ok(j) = rx.recv_deadline(due) {
+                    jobs.push(j);
+                }
+            }
             // Everything else already queued joins this batch. Jobs are built by `push`, so
             // they always split.
-            for job in std::iter::once(first).chain(rx.try_iter()) {
+            jobs.extend(rx.try_iter());
+            let mut records = 0;
+            for job in jobs {
                 for (k, p) in sub_records(&job.records).unwrap_or_default() {
                     log.append(k, p);
                 }
+                records += job.count;
+                live += job.live;
+                kills.extend(job.kills);
             }
-            match log.commit() {
-                Ok(Some(durable)) => on_durable(durable),
-                Ok(None) => {}
+            let started = Instant::now();
+            let upto = match log.commit_with(mode != SyncMode::None) {
+                Ok(Some(upto)) => upto,
+                Ok(None) => log.next_seq() - 1,
                 Err(e) => {
                     on_death(format!("the durable log could not be written or synced: {e}"));
                     return None;
                 }
+            };
+            let sync_us = started.elapsed().as_micros() as u64;
+            last_sync = Instant::now();
+            log.account(std::mem::take(&mut live), &kills);
+            kills.clear();
+            if let Err(e) = log.collect() {
+                on_death(format!("the durable log could not delete a segment: {e}"));
+                return None;
             }
+            if last_free.0.elapsed() >= Duration::from_millis(100) {
+                last_free = (Instant::now(), free());
+            }
+            let (disk_bytes, segments) = log.footprint();
+            on_durable(Durable { upto, disk_bytes, segments, free: last_free.1, records, sync_us });
         }
         Some(log)
     })?;
     Ok((tx, h))
+}
+
+/// Free bytes for an unprivileged writer on the file system holding `path` (`u64::MAX` if it
+/// cannot be asked).
+pub fn free_bytes(path: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return u64::MAX };
+    // SAFETY: statvfs fills the struct it is given; the path is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return u64::MAX;
+    }
+    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
 }
 
 #[cfg(test)]
@@ -103,7 +199,7 @@ mod tests {
         let (log, _) = Log::open(SimDisk::new(7), 64 * 1024).unwrap();
         let reported = Arc::new(Mutex::new(Vec::new()));
         let r2 = reported.clone();
-        let (tx, h) = spawn(log, move |n| r2.lock().unwrap().push(n), |why| panic!("{why}")).unwrap();
+        let (tx, h) = spawn(log, SyncMode::Batch, || u64::MAX, move |d| r2.lock().unwrap().push(d.upto), |why| panic!("{why}")).unwrap();
         let mut sent = 0u64;
         for turn in 0..200u64 {
             let mut job = SyncJob::default();
@@ -132,7 +228,9 @@ mod tests {
         let reported = Arc::new(Mutex::new(Vec::new()));
         let died = Arc::new(Mutex::new(None));
         let (r2, d2) = (reported.clone(), died.clone());
-        let (tx, h) = spawn(log, move |n| r2.lock().unwrap().push(n), move |why| *d2.lock().unwrap() = Some(why)).unwrap();
+        let (tx, h) =
+            spawn(log, SyncMode::Batch, || u64::MAX, move |d| r2.lock().unwrap().push(d.upto), move |why| *d2.lock().unwrap() = Some(why))
+                .unwrap();
         for i in 0..10u64 {
             let mut job = SyncJob::default();
             job.push(Kind::Message, &i.to_le_bytes());

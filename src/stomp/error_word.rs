@@ -40,11 +40,13 @@ pub enum ErrorWord {
     LenNotInt,
     /// The body is not followed by NUL.
     BodyErr,
+    /// A persistent SEND while the durable log is at `max_disk_bytes` or under `min_free_disk`.
+    DiskFlup,
 }
 
 impl ErrorWord {
     /// Every word, in counter order.
-    pub const ALL: [ErrorWord; 16] = [
+    pub const ALL: [ErrorWord; 17] = [
         ErrorWord::Syntax,
         ErrorWord::General,
         ErrorWord::AuthErr,
@@ -61,6 +63,7 @@ impl ErrorWord {
         ErrorWord::MsgFlup,
         ErrorWord::LenNotInt,
         ErrorWord::BodyErr,
+        ErrorWord::DiskFlup,
     ];
 
     /// The word as it goes on the wire.
@@ -82,6 +85,7 @@ impl ErrorWord {
             ErrorWord::MsgFlup => "msg flup",
             ErrorWord::LenNotInt => "len not +int",
             ErrorWord::BodyErr => "body err",
+            ErrorWord::DiskFlup => "disk flup",
         }
     }
 

@@ -107,6 +107,16 @@ impl Worker {
         })
     }
 
+    /// Give the shard its durable log and the messages recovered for it (before the loop).
+    pub fn attach_journal(&mut self, journal: crate::broker::durable::Journal, state: crate::journal::replay::Replay) {
+        self.node.shard.set_journal(journal);
+        for (dest, held) in state.destinations {
+            let mut msgs: Vec<_> = held.into_iter().collect();
+            msgs.sort_by_key(|(id, m)| (m.seq, *id));
+            self.node.shard.restore(&dest, msgs);
+        }
+    }
+
     /// Arm the worker's own timers (stats) once before the loop.
     fn start_timers(&mut self) {
         if self.node.ctx.worker == 0 && self.node.ctx.env.cfg.stats {
@@ -227,6 +237,10 @@ impl Worker {
         if self.accept_paused {
             cap(Duration::from_millis(50));
         }
+        // Records the sync thread had no room for go at the next turn.
+        if self.node.shard.journal_waiting() {
+            cap(Duration::from_millis(1));
+        }
         // Another worker may clear the memory alarm (its consumers drained): look again soon,
         // so publishers held here resume within milliseconds even if this worker is idle.
         if self.node.ctx.mem.alarm || !self.node.ctx.mem.held.is_empty() || self.node.ctx.env.shared.memory.alarm() {
@@ -266,6 +280,7 @@ impl Worker {
         // then write whatever that produced.
         self.node.settle();
         self.flush_all();
+        self.node.shard.flush_journal();
         self.node.ctx.outbox.flush();
         self.maybe_resume_accept();
     }

@@ -126,6 +126,7 @@ impl Node {
         match m {
             crate::bus::ToWorker::Reconfigure(rc) => self.reconfigure(&rc),
             crate::bus::ToWorker::InjectPanic => panic!("injected fault in worker {}", self.ctx.worker),
+            crate::bus::ToWorker::Durable(d) => self.shard.durable(d, &mut self.ctx.outbox),
             crate::bus::ToWorker::StatsPart { to: crate::broker::StatsAsker::Worker(_), part } => {
                 let env = metrics::Env {
                     server: &self.ctx.env.server_header,

@@ -15,9 +15,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 port=$(free_port)
 web_port=$(free_port)
 log=$(mktemp)
-"$bin" --port "$port" --web-port "$web_port" --admin-port 0 --workers 2 >"$log" 2>&1 &
+data=$(mktemp -d)
+"$bin" --port "$port" --web-port "$web_port" --admin-port 0 --workers 2 --data-dir "$data" >"$log" 2>&1 &
 pid=$!
-cleanup() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -f "$log"; }
+cleanup() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$log" "$data"; }
 trap cleanup EXIT
 for _ in $(seq 100); do
   python3 -c "import socket; socket.create_connection(('127.0.0.1',$port)).close()" 2>/dev/null && break

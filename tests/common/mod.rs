@@ -49,8 +49,15 @@ impl Broker {
 
     pub fn with(setup: impl Into<Setup>, f: impl FnOnce(&mut Config)) -> Broker {
         let setup = setup.into();
-        let mut cfg =
-            Config { ports: vec![0], web_port: 0, admin_port: 0, workers: setup.workers, pin_workers: false, ..Config::default() };
+        let mut cfg = Config {
+            ports: vec![0],
+            web_port: 0,
+            admin_port: 0,
+            workers: setup.workers,
+            pin_workers: false,
+            data_dir: String::new(),
+            ..Config::default()
+        };
         f(&mut cfg);
         let handle = Server::start(cfg).expect("broker starts");
         let addr = handle.local_addrs()[0];

@@ -96,7 +96,7 @@ pub(super) fn settle(conn: &mut Conn, t: SettleTarget, ctx: &mut Ctx) -> bool {
         let w = owner_of(&sub.dest, ctx.outbox.workers());
         let req = ToOwner::Settle { dest: sub.dest.clone(), key: SubKey { conn: conn.me, serial: t.serial }, seqs, kind: t.kind };
         conn.session.touched.insert(w);
-        ctx.outbox.to_owner(w, req);
+        ctx.to_owner(w, req);
     }
     true
 }

@@ -92,7 +92,7 @@ pub(super) fn publish(conn: &mut Conn, msg: Arc<Message>, receipt: Option<&str>,
     };
     let w = owner_of(&msg.destination, ctx.outbox.workers());
     conn.session.touched.insert(w);
-    ctx.outbox.to_owner(w, ToOwner::Publish { msg, from: Publisher::Conn(conn.me), receipt: receipt.map(Box::from) });
+    ctx.to_owner(w, ToOwner::Publish { msg, from: Publisher::Conn(conn.me), receipt: receipt.map(Box::from) });
     Ok(())
 }
 

@@ -1,0 +1,253 @@
+//! The worker side of the durable log: what the shard writes, and the answers that wait for it.
+//!
+//! Runs on the owning worker, inside its shard. Records are gathered into one
+//! [`SyncJob`] per loop turn and handed to the worker's sync thread at the end of the turn
+//! ([`Journal::flush`]); the thread reports back how far the log is on disk
+//! ([`Journal::durable`]). Sequence numbers are known when a record is gathered (the sync
+//! thread numbers them in arrival order from the same start), so a queue entry knows its record
+//! at once and a drop names it.
+//!
+//! A RECEIPT waits for the disk through the owner barrier the session already sends: while a
+//! record written on behalf of a connection is not yet durable, that connection's
+//! `BarrierDone` is held here and released, in order, when the sync thread reports past it.
+//! Connections that wrote nothing persistent are answered at once.
+//!
+//! A transaction's records (`ToOwner::Commit`) are gathered apart and written as one `Commit`
+//! record: it is on disk whole or not at all. Every record of it has the commit's sequence.
+//!
+//! Bounds: bytes handed to the sync thread and not yet durable are counted in the shard's
+//! memory tally, so `max_memory` pauses publishers while the disk is behind (backpressure,
+//! never loss); the channel holds `SYNC_QUEUE` jobs, and a turn whose job does not fit keeps
+//! gathering into it until there is room.
+
+use super::mail::{FromOwner, Outlet};
+use super::{ConnRef, FastMap, Message};
+use crate::journal::payload::{DropRecord, MessageRecord};
+use crate::journal::record::Kind;
+use crate::journal::syncer::{Durable, SyncJob};
+use crate::memory::Tally;
+use crossbeam_channel::{Sender, TrySendError};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// What every worker's log uses on disk, shared so that each owner can apply the limits to
+/// the whole broker (written by the sync reports, read on persistent SENDs).
+#[derive(Debug, Default)]
+pub struct DiskGauge {
+    pub bytes: Vec<AtomicU64>,
+    pub free: AtomicU64,
+}
+
+impl DiskGauge {
+    pub fn new(workers: usize) -> DiskGauge {
+        DiskGauge { bytes: (0..workers).map(|_| AtomicU64::new(0)).collect(), free: AtomicU64::new(u64::MAX) }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.bytes.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// The disk limits (`max_disk_bytes`, 0 = none; `min_free_disk`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskLimits {
+    pub max_bytes: u64,
+    pub min_free: u64,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct JournalStats {
+    pub records: u64,
+    pub syncs: u64,
+    pub disk_bytes: u64,
+    pub segments: u64,
+    pub last_sync_us: u64,
+    pub max_sync_us: u64,
+    pub disk_refused: u64,
+}
+
+pub struct Journal {
+    tx: Sender<SyncJob>,
+    job: SyncJob,
+    /// The sequence the next record gets, and how far the log is durable.
+    next: u64,
+    durable: u64,
+    /// The last record written on behalf of each connection not yet known durable.
+    by_conn: FastMap<ConnRef, u64>,
+    /// Barrier answers held until the log is durable up to their record: (record, worker, answer).
+    held: VecDeque<(u64, usize, FromOwner)>,
+    /// Bytes handed over and not yet durable, per job: (last record, bytes).
+    unsynced: VecDeque<(u64, usize)>,
+    tally: Tally,
+    /// A transaction being gathered: its records, its messages, its reserved sequence.
+    tx_job: Option<SyncJob>,
+    buf: Vec<u8>,
+    me: usize,
+    gauge: Arc<DiskGauge>,
+    limits: DiskLimits,
+    pub stats: JournalStats,
+}
+
+impl Journal {
+    /// `next`: the sequence the log's next record gets (from recovery).
+    pub fn new(tx: Sender<SyncJob>, next: u64, me: usize, gauge: Arc<DiskGauge>, limits: DiskLimits) -> Journal {
+        Journal {
+            tx,
+            job: SyncJob::default(),
+            next,
+            durable: next - 1,
+            by_conn: FastMap::default(),
+            held: VecDeque::new(),
+            unsynced: VecDeque::new(),
+            tally: Tally::default(),
+            tx_job: None,
+            buf: Vec::new(),
+            me,
+            gauge,
+            limits,
+            stats: JournalStats::default(),
+        }
+    }
+
+    /// Count unsynced bytes into `t` (the shard's held bytes).
+    pub fn set_tally(&mut self, t: Tally) {
+        self.tally = t;
+    }
+
+    /// Why a persistent SEND cannot be taken now, if the disk limits say so.
+    pub fn disk_full(&mut self) -> Option<String> {
+        let (used, free) = (self.gauge.total(), self.gauge.free.load(Ordering::Relaxed));
+        let why = if self.limits.max_bytes > 0 && used >= self.limits.max_bytes {
+            format!("the durable log holds {used} bytes, its limit (max_disk_bytes = {})", self.limits.max_bytes)
+        } else if free < self.limits.min_free {
+            format!("{free} bytes free on the durable log's disk, under min_free_disk = {}", self.limits.min_free)
+        } else {
+            return None;
+        };
+        self.stats.disk_refused += 1;
+        Some(why)
+    }
+
+    fn push(&mut self, kind: Kind, live: u64, conn: Option<ConnRef>) -> u64 {
+        let job = self.tx_job.as_mut().unwrap_or(&mut self.job);
+        job.push(kind, &self.buf);
+        job.live += live;
+        if self.tx_job.is_some() {
+            // Every record of a transaction is the commit record's.
+            return self.next;
+        }
+        let seq = self.next;
+        self.next += 1;
+        if let Some(c) = conn {
+            self.by_conn.insert(c, seq);
+        }
+        seq
+    }
+
+    /// Log a persistent message; returns its record.
+    pub fn message(&mut self, msg: &Message, conn: Option<ConnRef>) -> u64 {
+        self.buf.clear();
+        let mut headers: Vec<(&str, &str)> = msg.headers.iter().map(|(k, v)| (&**k, &**v)).collect();
+        if let Some(c) = &msg.custom_id {
+            headers.push(("message-id", c));
+        }
+        MessageRecord { dest: &msg.destination, id: msg.id, expires: msg.expires, headers, body: &msg.body }.encode(&mut self.buf);
+        self.push(Kind::Message, 1, conn)
+    }
+
+    /// Log that these messages (id, record) left `dest`.
+    pub fn drops(&mut self, dest: &str, gone: &[(u64, u64)], conn: Option<ConnRef>) {
+        if gone.is_empty() {
+            return;
+        }
+        self.buf.clear();
+        DropRecord { dest, ids: gone.iter().map(|g| g.0).collect() }.encode(&mut self.buf);
+        self.push(Kind::Drop, 0, conn);
+        let job = self.tx_job.as_mut().unwrap_or(&mut self.job);
+        job.kills.extend(gone.iter().map(|g| g.1));
+    }
+
+    /// Start gathering a transaction (its records become one `Commit` record).
+    pub fn begin(&mut self) {
+        self.tx_job = Some(SyncJob::default());
+    }
+
+    /// End it: one `Commit` record holding what it gathered, written for `conn`.
+    pub fn end(&mut self, conn: ConnRef) {
+        let Some(t) = self.tx_job.take() else { return };
+        if t.count == 0 {
+            return;
+        }
+        self.buf.clear();
+        self.buf.extend_from_slice(&t.records);
+        self.job.kills.extend(t.kills);
+        self.push(Kind::Commit, t.live, Some(conn));
+    }
+
+    /// The record a transaction being gathered will have (entries made inside it point there).
+    pub fn in_tx(&self) -> bool {
+        self.tx_job.is_some()
+    }
+
+    /// Answer `conn`'s barrier now, or hold it until what it wrote is on disk.
+    pub fn barrier(&mut self, conn: ConnRef, out: &mut impl Outlet) {
+        let answer = FromOwner::BarrierDone { conn, owner: self.me as u16 };
+        match self.by_conn.get(&conn) {
+            Some(&seq) if seq > self.durable => self.held.push_back((seq, conn.worker as usize, answer)),
+            _ => out.answer(conn.worker as usize, answer),
+        }
+    }
+
+    /// End of a loop turn: hand what was gathered to the sync thread (if it has room; if not,
+    /// the next turn's records join this job).
+    pub fn flush(&mut self) {
+        if self.job.is_empty() {
+            return;
+        }
+        let job = std::mem::take(&mut self.job);
+        let bytes = job.records.len();
+        match self.tx.try_send(job) {
+            Ok(()) => {
+                self.tally.add(bytes);
+                self.unsynced.push_back((self.next - 1, bytes));
+            }
+            Err(TrySendError::Full(j)) | Err(TrySendError::Disconnected(j)) => self.job = j,
+        }
+    }
+
+    /// Records gathered and not handed over yet.
+    pub fn waiting(&self) -> bool {
+        !self.job.is_empty()
+    }
+
+    /// The sync thread's report: release what waited for it.
+    pub fn durable(&mut self, d: Durable, out: &mut impl Outlet) {
+        self.durable = self.durable.max(d.upto);
+        self.stats.records += d.records;
+        self.stats.syncs += 1;
+        self.stats.disk_bytes = d.disk_bytes;
+        self.stats.segments = d.segments as u64;
+        self.stats.last_sync_us = d.sync_us;
+        self.stats.max_sync_us = self.stats.max_sync_us.max(d.sync_us);
+        if let Some(b) = self.gauge.bytes.get(self.me) {
+            b.store(d.disk_bytes, Ordering::Relaxed);
+        }
+        self.gauge.free.store(d.free, Ordering::Relaxed);
+        while self.unsynced.front().is_some_and(|(last, _)| *last <= self.durable) {
+            if let Some((_, bytes)) = self.unsynced.pop_front() {
+                self.tally.sub(bytes);
+            }
+        }
+        while self.held.front().is_some_and(|(seq, _, _)| *seq <= self.durable) {
+            if let Some((_, w, answer)) = self.held.pop_front() {
+                out.answer(w, answer);
+            }
+        }
+        let durable = self.durable;
+        if self.by_conn.len() > 256 {
+            self.by_conn.retain(|_, s| *s > durable);
+        }
+    }
+}
