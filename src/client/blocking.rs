@@ -140,6 +140,18 @@ impl Connection {
         self.flush()
     }
 
+    /// A fresh receipt id to put on a frame of one's own (to keep several receipts in flight);
+    /// its RECEIPT then comes through [`Connection::recv`].
+    pub fn receipt(&mut self) -> String {
+        self.session.receipt()
+    }
+
+    /// ACK with extra headers (a `receipt`, whose RECEIPT then comes through [`Connection::recv`]).
+    pub fn ack_with(&mut self, m: &OwnedFrame, headers: &[(&str, &str)]) -> Result<(), ClientError> {
+        self.session.ack(&mut self.out, m.ack_ref(), headers)?;
+        self.flush()
+    }
+
     pub fn nack(&mut self, m: &OwnedFrame) -> Result<(), ClientError> {
         self.session.nack(&mut self.out, m.ack_ref(), &[])?;
         self.flush()
