@@ -233,7 +233,15 @@ fn reload_applies_destinations_users_and_limits() {
     let h = b.handle.as_ref().unwrap();
     let mut c = b.client("1.2");
     c.with_receipt("SEND", &[("destination", "/queue/r")], b"x", "a");
-    let mut cfg = romp::Config { ports: vec![1], web_port: 0, admin_port: 0, workers: 4, pin_workers: false, data_dir: String::new(), ..Default::default() };
+    let mut cfg = romp::Config {
+        ports: vec![1],
+        web_port: 0,
+        admin_port: 0,
+        workers: 4,
+        pin_workers: false,
+        data_dir: String::new(),
+        ..Default::default()
+    };
     cfg.destinations.insert("/queue/r".into(), romp::config::DestConfig { write_block: Some(true), ..Default::default() });
     cfg.max_subs = 1;
     let plan = h.reload(cfg.clone()).unwrap();

@@ -251,3 +251,207 @@ impl Journal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::AdminOp;
+    use crate::broker::mail::{Seqs, ToOwner};
+    use crate::broker::policy::Policies;
+    use crate::broker::queue::SettleKind;
+    use crate::broker::shard::Shard;
+    use crate::broker::{AckMode, Publisher, SubKey};
+    use crate::config::Config;
+    use crate::journal::disk::SimDisk;
+    use crate::journal::log::Log;
+    use crate::journal::replay::Replay;
+    use crate::journal::syncer::sub_records;
+    use crossbeam_channel::Receiver;
+
+    /// Collects what the shard sends.
+    #[derive(Default)]
+    struct Out {
+        answers: Vec<FromOwner>,
+        requests: Vec<ToOwner>,
+    }
+
+    impl Outlet for Out {
+        fn me(&self) -> usize {
+            0
+        }
+        fn workers(&self) -> usize {
+            1
+        }
+        fn to_owner(&mut self, _: usize, m: ToOwner) {
+            self.requests.push(m)
+        }
+        fn answer(&mut self, _: usize, m: FromOwner) {
+            self.answers.push(m)
+        }
+    }
+
+    fn conn(slot: u32) -> ConnRef {
+        ConnRef { worker: 0, slot, gen: 1 }
+    }
+
+    /// The sync thread, played inline: every job handed over is appended and committed.
+    fn sync(rx: &Receiver<SyncJob>, log: &mut Log<SimDisk>) -> Option<Durable> {
+        let mut any = false;
+        let (mut live, mut kills) = (0, Vec::new());
+        for job in rx.try_iter() {
+            for (k, p) in sub_records(&job.records).unwrap() {
+                log.append(k, p);
+            }
+            live += job.live;
+            kills.extend(job.kills);
+            any = true;
+        }
+        if !any {
+            return None;
+        }
+        let upto = log.commit().unwrap().unwrap_or(log.next_seq() - 1);
+        log.account(live, &kills);
+        log.collect().unwrap();
+        Some(Durable { upto, ..Durable::default() })
+    }
+
+    /// Random sends (persistent or not, alone or in transactions), client and auto
+    /// subscriptions, acks, nacks, rejects (to the dead-letter queue), bounces, unsubscribes,
+    /// purges and redelivery limits against a shard with a journal on a simulated disk; then a
+    /// crash. What the log recovers is exactly the persistent messages the shard held at the
+    /// last sync, queue by queue: every path by which a message leaves logs its drop, and
+    /// every path by which one arrives logs it.
+    #[test]
+    fn the_log_always_recovers_what_the_shard_holds() {
+        for seed in 0..60u64 {
+            let mut rng = crate::rng::Rng::new(seed);
+            let mut cfg = Config { max_redeliveries: 2, ..Config::default() };
+            cfg.data_dir = String::new();
+            let mut shard = Shard::new(Arc::new(Policies::new(&cfg, 1)), 1, 0);
+            let (tx, rx) = crossbeam_channel::bounded(1024);
+            shard.set_journal(Journal::new(tx, 1, 0, Arc::new(DiskGauge::new(1)), DiskLimits::default()));
+            let (mut log, _) = Log::open(SimDisk::new(seed), 16 * 1024).unwrap();
+            let mut out = Out::default();
+            let queues = ["/queue/p0", "/queue/p1"];
+            // Deliveries the test's consumers hold: (key, dest, seq).
+            let mut held: Vec<(SubKey, Arc<str>, u64)> = Vec::new();
+            let mut subs: Vec<(SubKey, Arc<str>)> = Vec::new();
+            let mut id = 0u64;
+            for _turn in 0..150 {
+                for _ in 0..1 + (rng.next_u64() % (5)) {
+                    let dest: Arc<str> = Arc::from(queues[(rng.next_u64() % (2)) as usize]);
+                    let mut message = |rng: &mut crate::rng::Rng, dest: &Arc<str>| {
+                        id += 1;
+                        let mut headers: Vec<(Box<str>, Box<str>)> = vec![("n".into(), id.to_string().into())];
+                        if (rng.next_u64() % (3)) > 0 {
+                            headers.push(("persistent".into(), "true".into()));
+                        }
+                        let m = Message::new(id, dest.clone(), headers, format!("body {id}").into_bytes().into());
+                        ToOwner::Publish { msg: Arc::new(m), from: Publisher::Conn(conn(1)), receipt: None }
+                    };
+                    let req = match (rng.next_u64() % (12)) {
+                        0..=3 => message(&mut rng, &dest),
+                        4 => ToOwner::Commit {
+                            from: conn(1),
+                            ops: (0..1 + (rng.next_u64() % (3))).map(|_| message(&mut rng, &dest)).collect(),
+                        },
+                        5 if subs.len() < 3 => {
+                            let key = SubKey { conn: conn(2 + subs.len() as u32), serial: 1 };
+                            let mode = if (rng.next_u64() % (3)) == 0 { AckMode::Auto } else { AckMode::ClientIndividual };
+                            subs.push((key, dest.clone()));
+                            ToOwner::Subscribe { dest, key, mode, prefetch: 2, filter: None, barrier: false }
+                        }
+                        6 if !subs.is_empty() => {
+                            let (key, dest) = subs.swap_remove((rng.next_u64() % (subs.len()) as u64) as usize);
+                            held.retain(|h| h.0 != key);
+                            ToOwner::Unsubscribe { dest, key }
+                        }
+                        7 => ToOwner::Admin { from: conn(9), op: AdminOp::Purge { dest, action: "purge" } },
+                        _ if !held.is_empty() => {
+                            let (key, dest, seq) = held.swap_remove((rng.next_u64() % (held.len()) as u64) as usize);
+                            let kind = match (rng.next_u64() % (6)) {
+                                0 => SettleKind::Requeue,
+                                1 => SettleKind::Reject,
+                                _ => SettleKind::Ack,
+                            };
+                            let mut seqs = Seqs::new();
+                            seqs.push(seq);
+                            let settle = ToOwner::Settle { dest, key, seqs, kind };
+                            if (rng.next_u64() % (4)) == 0 {
+                                ToOwner::Commit { from: key.conn, ops: vec![settle] }
+                            } else {
+                                settle
+                            }
+                        }
+                        _ => continue,
+                    };
+                    shard.handle(req, &mut out);
+                    // Deliveries reach the test's consumers; dead letters their queue.
+                    while !out.answers.is_empty() || !out.requests.is_empty() {
+                        for a in std::mem::take(&mut out.answers) {
+                            if let FromOwner::QueueMessage { key, msg, seq, retained, deliveries, .. } = a {
+                                if retained {
+                                    held.push((key, msg.destination.clone(), seq));
+                                } else if (rng.next_u64() % (4)) == 0 {
+                                    // An auto delivery whose subscription went away meanwhile.
+                                    let dest = msg.destination.clone();
+                                    shard.handle(ToOwner::Bounce { dest, msg, seq, deliveries }, &mut out);
+                                }
+                            }
+                        }
+                        for r in std::mem::take(&mut out.requests) {
+                            shard.handle(r, &mut out);
+                        }
+                    }
+                }
+                shard.flush_journal();
+                if (rng.next_u64() % (3)) > 0 {
+                    if let Some(d) = sync(&rx, &mut log) {
+                        shard.durable(d, &mut out);
+                    }
+                }
+            }
+            shard.flush_journal();
+            sync(&rx, &mut log);
+            let mut disk = log.into_disk();
+            disk.crash();
+            let (_, records) = Log::open(disk, 16 * 1024).unwrap();
+            let mut replay = Replay::default();
+            for r in &records {
+                replay.apply(r).unwrap();
+            }
+            for q in queues.iter().chain(["/queue/DLQ.p0", "/queue/DLQ.p1"].iter()) {
+                let logged: Vec<u64> = replay.destinations.get(*q).map(|m| m.keys().copied().collect()).unwrap_or_default();
+                assert_eq!(logged, shard.persistent_ids(q), "seed {seed}: {q}");
+            }
+        }
+    }
+
+    /// A RECEIPT waits for the disk: the barrier of a connection that wrote a persistent
+    /// record is answered only when the sync thread reports past it; others at once.
+    #[test]
+    fn a_barrier_waits_for_the_records_its_connection_wrote() {
+        let cfg = Config { data_dir: String::new(), ..Config::default() };
+        let mut shard = Shard::new(Arc::new(Policies::new(&cfg, 1)), 1, 0);
+        let (tx, rx) = crossbeam_channel::bounded(1024);
+        shard.set_journal(Journal::new(tx, 1, 0, Arc::new(DiskGauge::new(1)), DiskLimits::default()));
+        let (mut log, _) = Log::open(SimDisk::new(1), 16 * 1024).unwrap();
+        let mut out = Out::default();
+        let headers: Vec<(Box<str>, Box<str>)> = vec![("persistent".into(), "true".into())];
+        let m = Message::new(1, Arc::from("/queue/r"), headers, Box::from(&b"x"[..]));
+        shard.handle(ToOwner::Publish { msg: Arc::new(m), from: Publisher::Conn(conn(1)), receipt: None }, &mut out);
+        let m = Message::new(2, Arc::from("/queue/r"), Vec::new(), Box::from(&b"y"[..]));
+        shard.handle(ToOwner::Publish { msg: Arc::new(m), from: Publisher::Conn(conn(2)), receipt: None }, &mut out);
+        shard.handle(ToOwner::Barrier { from: conn(1) }, &mut out);
+        shard.handle(ToOwner::Barrier { from: conn(2) }, &mut out);
+        let done = |out: &Out| -> Vec<u32> {
+            out.answers.iter().filter_map(|a| if let FromOwner::BarrierDone { conn, .. } = a { Some(conn.slot) } else { None }).collect()
+        };
+        assert_eq!(done(&out), vec![2], "only the memory-only connection is answered before the sync");
+        shard.flush_journal();
+        let d = sync(&rx, &mut log).unwrap();
+        assert_eq!(done(&out), vec![2]);
+        shard.durable(d, &mut out);
+        assert_eq!(done(&out), vec![2, 1]);
+    }
+}

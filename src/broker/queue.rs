@@ -139,10 +139,13 @@ impl Queue {
         self.dropped.drain(..)
     }
 
-    /// Every entry held (ready and in flight) that is in the log, for an admin delete.
-    pub fn logged(&self) -> Vec<(u64, u64)> {
+    /// Ids of the held messages marked `persistent:true`, sorted.
+    pub fn persistent_ids(&self) -> Vec<u64> {
         let inflight = self.consumers.iter().flat_map(|c| c.inflight.values());
-        self.ready.iter().chain(inflight).filter(|e| e.log != 0).map(|e| (e.msg.id, e.log)).collect()
+        let mut v: Vec<u64> =
+            self.ready.iter().chain(inflight).filter(|e| e.msg.header("persistent") == Some("true")).map(|e| e.msg.id).collect();
+        v.sort_unstable();
+        v
     }
 
     /// Messages that left without being consumed since the last call.

@@ -264,6 +264,12 @@ impl Shard {
         }
     }
 
+    /// Ids of the persistent messages `dest` holds (ready and in flight), sorted: what a
+    /// recovery must bring back (tests compare it with the log).
+    pub fn persistent_ids(&self, dest: &str) -> Vec<u64> {
+        self.queues.get(dest).map(|q| q.persistent_ids()).unwrap_or_default()
+    }
+
     /// Records gathered and not yet handed to the sync thread (its queue was full).
     pub fn journal_waiting(&self) -> bool {
         self.journal.as_ref().is_some_and(|j| j.waiting())
