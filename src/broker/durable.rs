@@ -349,7 +349,7 @@ mod tests {
                         let m = Message::new(id, dest.clone(), headers, format!("body {id}").into_bytes().into());
                         ToOwner::Publish { msg: Arc::new(m), from: Publisher::Conn(conn(1)), receipt: None }
                     };
-                    let req = match (rng.next_u64() % (12)) {
+                    let req = match rng.next_u64() % 12 {
                         0..=3 => message(&mut rng, &dest),
                         4 => ToOwner::Commit {
                             from: conn(1),
@@ -369,7 +369,7 @@ mod tests {
                         7 => ToOwner::Admin { from: conn(9), op: AdminOp::Purge { dest, action: "purge" } },
                         _ if !held.is_empty() => {
                             let (key, dest, seq) = held.swap_remove((rng.next_u64() % (held.len()) as u64) as usize);
-                            let kind = match (rng.next_u64() % (6)) {
+                            let kind = match rng.next_u64() % 6 {
                                 0 => SettleKind::Requeue,
                                 1 => SettleKind::Reject,
                                 _ => SettleKind::Ack,
