@@ -148,12 +148,24 @@ impl Journal {
 
     /// Log a persistent message; returns its record.
     pub fn message(&mut self, msg: &Message, conn: Option<ConnRef>) -> u64 {
+        self.copy(msg, 0, conn)
+    }
+
+    /// Compaction: write again a message whose record `old` is in a segment to be retired,
+    /// keeping its place (`order`); returns the new record.
+    pub fn relog(&mut self, msg: &Message, old: u64, order: u64) -> u64 {
+        let seq = self.copy(msg, order, None);
+        self.job.kills.push(old);
+        seq
+    }
+
+    fn copy(&mut self, msg: &Message, order: u64, conn: Option<ConnRef>) -> u64 {
         self.buf.clear();
         let mut headers: Vec<(&str, &str)> = msg.headers.iter().map(|(k, v)| (&**k, &**v)).collect();
         if let Some(c) = &msg.custom_id {
             headers.push(("message-id", c));
         }
-        MessageRecord { dest: &msg.destination, id: msg.id, expires: msg.expires, headers, body: &msg.body }.encode(&mut self.buf);
+        MessageRecord { dest: &msg.destination, id: msg.id, expires: msg.expires, order, headers, body: &msg.body }.encode(&mut self.buf);
         self.push(Kind::Message, 1, conn)
     }
 
@@ -312,7 +324,8 @@ mod tests {
         let upto = log.commit().unwrap().unwrap_or(log.next_seq() - 1);
         log.account(live, &kills);
         log.collect().unwrap();
-        Some(Durable { upto, ..Durable::default() })
+        let (disk_bytes, segments) = log.footprint();
+        Some(Durable { upto, disk_bytes, segments, relog_below: log.relog_below().unwrap_or(0), ..Durable::default() })
     }
 
     /// Random sends (persistent or not, alone or in transactions), client and auto
@@ -425,6 +438,73 @@ mod tests {
                 assert_eq!(logged, shard.persistent_ids(q), "seed {seed}: {q}");
             }
         }
+    }
+
+    /// Two messages nobody acknowledges, among a steady stream that is consumed: compaction
+    /// copies them forward so the log stays a few segments long, and a crash recovers them in
+    /// their place (first), with the messages not yet acknowledged.
+    #[test]
+    fn unacknowledged_messages_do_not_pin_the_log() {
+        let cfg = Config { data_dir: String::new(), ..Config::default() };
+        let mut shard = Shard::new(Arc::new(Policies::new(&cfg, 1)), 1, 0);
+        let (tx, rx) = crossbeam_channel::bounded(1024);
+        shard.set_journal(Journal::new(tx, 1, 0, Arc::new(DiskGauge::new(1)), DiskLimits::default()));
+        let (mut log, _) = Log::open(SimDisk::new(3), 8 * 1024).unwrap();
+        let mut out = Out::default();
+        let key = SubKey { conn: conn(2), serial: 1 };
+        let dest: Arc<str> = Arc::from("/queue/pin");
+        let publish = |shard: &mut Shard, out: &mut Out, id: u64| {
+            let headers: Vec<(Box<str>, Box<str>)> = vec![("persistent".into(), "true".into())];
+            let m = Message::new(id, dest.clone(), headers, vec![b'x'; 300].into());
+            shard.handle(ToOwner::Publish { msg: Arc::new(m), from: Publisher::Conn(conn(1)), receipt: None }, out);
+        };
+        publish(&mut shard, &mut out, 1);
+        publish(&mut shard, &mut out, 2);
+        shard.handle(
+            ToOwner::Subscribe { dest: dest.clone(), key, mode: AckMode::ClientIndividual, prefetch: 40, filter: None, barrier: false },
+            &mut out,
+        );
+        out.answers.clear(); // messages 1 and 2: held, never acknowledged
+        let mut most = 0;
+        // Acknowledged some 30 messages late, so that drops land in later segments than their
+        // messages and every segment depends on the one before.
+        let mut window = std::collections::VecDeque::new();
+        for id in 3..2000u64 {
+            publish(&mut shard, &mut out, id);
+            for a in std::mem::take(&mut out.answers) {
+                if let FromOwner::QueueMessage { seq, .. } = a {
+                    window.push_back(seq);
+                }
+            }
+            while window.len() > 30 {
+                let mut seqs = Seqs::new();
+                seqs.extend(window.pop_front());
+                shard.handle(ToOwner::Settle { dest: dest.clone(), key, seqs, kind: SettleKind::Ack }, &mut out);
+            }
+            shard.flush_journal();
+            if let Some(d) = sync(&rx, &mut log) {
+                most = most.max(d.segments);
+                shard.durable(d, &mut out);
+            }
+        }
+        // 2,000 records of 300 bytes and their drops are some 90 segments of 8 KiB.
+        assert!(log.footprint().1 <= 6 && most <= 8, "{} segments at the end, {most} at most", log.footprint().1);
+        let mut disk = log.into_disk();
+        disk.crash();
+        let (_, records) = Log::open(disk, 8 * 1024).unwrap();
+        let mut replay = Replay::default();
+        for r in &records {
+            replay.apply(r).unwrap();
+        }
+        let held = replay.destinations.get("/queue/pin").unwrap();
+        let mut order: Vec<(u64, u64)> = held.iter().map(|(id, m)| (m.seq, *id)).collect();
+        order.sort();
+        // The two pinned ones first, where they arrived, then the window not yet acknowledged.
+        let ids: Vec<u64> = order.iter().map(|o| o.1).collect();
+        assert_eq!(ids, shard.persistent_ids("/queue/pin"));
+        assert_eq!(&ids[..3], &[1, 2, 1970]);
+        // Copied many times over, they keep the places of the log's first two records.
+        assert_eq!((held[&1].seq, held[&2].seq), (1, 2));
     }
 
     /// A RECEIPT waits for the disk: the barrier of a connection that wrote a persistent

@@ -27,6 +27,8 @@ pub struct Entry {
     pub deliveries: u32,
     /// The durable log record that holds it (0: in memory only).
     pub log: u64,
+    /// Its place in the log's order: the record that first held it (compaction copies keep it).
+    pub order: u64,
 }
 
 /// Why a message left a queue without being consumed (the `dlq-reason` header).
@@ -139,6 +141,17 @@ impl Queue {
         self.dropped.drain(..)
     }
 
+    /// Compaction: every held entry whose record is below `below` is written again by
+    /// `relog(entry) -> new record`.
+    pub fn relog(&mut self, below: u64, mut relog: impl FnMut(&Entry) -> u64) {
+        let inflight = self.consumers.iter_mut().flat_map(|c| c.inflight.values_mut());
+        for e in self.ready.iter_mut().chain(inflight) {
+            if e.log != 0 && e.log < below {
+                e.log = relog(e);
+            }
+        }
+    }
+
     /// Ids of the held messages marked `persistent:true`, sorted.
     pub fn persistent_ids(&self) -> Vec<u64> {
         let inflight = self.consumers.iter().flat_map(|c| c.inflight.values());
@@ -245,7 +258,7 @@ impl Queue {
         self.count += 1;
         self.grow(msg.weight());
         self.enqueued += 1;
-        self.ready.push_back(Entry { seq, msg, redelivered: false, deliveries: 0, log });
+        self.ready.push_back(Entry { seq, msg, redelivered: false, deliveries: 0, log, order: log });
     }
 
     /// A message recovered from the log: held again, marked redelivered (a consumer may have
@@ -381,7 +394,9 @@ impl Queue {
     pub fn bounce(&mut self, msg: Arc<Message>, seq: u64, deliveries: u32, log: u64) {
         self.count += 1;
         self.grow(msg.weight());
-        self.requeue(Entry { seq, msg, redelivered: true, deliveries, log });
+        // Its place in the log is the new record's: after a restart it follows messages that
+        // arrived while it was out (an auto-ack delivery promises no order after a crash).
+        self.requeue(Entry { seq, msg, redelivered: true, deliveries, log, order: log });
     }
 
     /// Hand ready messages to consumers with credit, round-robin. Expired messages met on the

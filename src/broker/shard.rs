@@ -189,6 +189,8 @@ pub struct Shard {
     /// The connection the request being applied came from: records written for it hold its
     /// receipts until they are on disk.
     acting: Option<super::ConnRef>,
+    /// The last compaction request acted on (records below it were copied).
+    relogged_below: u64,
 }
 
 fn refresh(policies: &Policies, dest: &str, policy: &mut Arc<Policy>, gen: &mut u64) {
@@ -219,6 +221,7 @@ impl Shard {
             memory_alarm: false,
             journal: None,
             acting: None,
+            relogged_below: 0,
         }
     }
 
@@ -257,10 +260,21 @@ impl Shard {
         }
     }
 
-    /// The sync thread's report: receipts that waited for the disk go out.
+    /// The sync thread's report: receipts that waited for the disk go out; if it asks, the
+    /// messages in its oldest segment are written again so that segment can go.
     pub fn durable(&mut self, d: Durable, out: &mut impl Outlet) {
-        if let Some(j) = &mut self.journal {
-            j.durable(d, out);
+        let Some(j) = &mut self.journal else { return };
+        j.durable(d, out);
+        if d.relog_below > self.relogged_below {
+            self.relogged_below = d.relog_below;
+            let mut n = 0u64;
+            for q in self.queues.values_mut() {
+                q.relog(d.relog_below, |e| {
+                    n += 1;
+                    j.relog(&e.msg, e.log, e.order)
+                });
+            }
+            log::debug!("worker {}: {n} messages copied out of the log's oldest segment", self.me);
         }
     }
 
@@ -665,7 +679,7 @@ impl Shard {
             // Dead on arrival: a queue message goes where the queue's expired messages go.
             if DestKind::of(&dest) == DestKind::Queue {
                 let policy = self.policies.resolve(&dest).clone();
-                self.dead.push((Entry { seq: 0, msg, redelivered: false, deliveries: 0, log: 0 }, DeadReason::Expired));
+                self.dead.push((Entry { seq: 0, msg, redelivered: false, deliveries: 0, log: 0, order: 0 }, DeadReason::Expired));
                 self.dead_letter(&dest, &policy, out);
             } else {
                 self.stats.expired += 1;

@@ -46,6 +46,8 @@ struct SegStat {
     /// disk, this one must stay, or a recovery would bring their records back.
     refs: BTreeSet<u64>,
     size: u64,
+    /// Records written into it this run.
+    records: u64,
 }
 
 pub struct Log<D: Disk> {
@@ -110,7 +112,7 @@ impl<D: Disk> Log<D> {
                 // one that holds any stays (the restart's rewrite into a new generation is what
                 // retires old segments), an empty one may go.
                 let live = if out.len() > before { u64::MAX } else { 0 };
-                segments.insert(n, SegStat { live, refs: BTreeSet::new(), size: bytes.len() as u64 });
+                segments.insert(n, SegStat { live, refs: BTreeSet::new(), size: bytes.len() as u64, records: 0 });
             }
             last = end;
             match tail {
@@ -165,6 +167,9 @@ impl<D: Disk> Log<D> {
         }
         self.offset += len;
         self.pending.clear();
+        if let Some(s) = self.segments.get_mut(&self.number) {
+            s.records += self.last_pending;
+        }
         let last = self.next.seq + self.last_pending - 1;
         self.next = Position { batch: self.next.batch + 1, seq: last + 1 };
         self.last_pending = 0;
@@ -182,7 +187,7 @@ impl<D: Disk> Log<D> {
         self.disk.sync_dir()?;
         self.current = Some((name, size));
         self.offset = 0;
-        self.segments.insert(self.number, SegStat { live: 0, refs: BTreeSet::new(), size });
+        self.segments.insert(self.number, SegStat { live: 0, refs: BTreeSet::new(), size, records: 0 });
         Ok(())
     }
 
@@ -235,6 +240,22 @@ impl<D: Disk> Log<D> {
             self.disk.sync_dir()?;
         }
         Ok(victims.len())
+    }
+
+    /// When the oldest segment is mostly dead (at most a quarter of its records live) but
+    /// still held by a few live ones, and others followed it: the sequence below which live
+    /// records should be written again (by their owner, as copies) so it can be deleted.
+    /// Without this, one message nobody acknowledges would keep its segment, and every later
+    /// one that drops something from it, forever.
+    pub fn relog_below(&self) -> Option<u64> {
+        let mut it = self.segments.iter();
+        let (_, oldest) = it.next()?;
+        let (&second, _) = it.next()?;
+        if self.segments.len() < 3 || oldest.live == 0 || oldest.live == u64::MAX || oldest.live * 4 > oldest.records {
+            return None;
+        }
+        // The first sequence of the next segment: everything below it is in the oldest.
+        self.starts.iter().find(|(_, &seg)| seg >= second).map(|(&start, _)| start)
     }
 
     /// Bytes of the segments on disk, and how many there are.
@@ -358,7 +379,7 @@ mod tests {
                         id += 1;
                         let mut p = Vec::new();
                         let body = vec![b'x'; 100 + (next() % 400) as usize];
-                        MessageRecord { dest: "/queue/a", id, expires: 0, headers: vec![], body: &body }.encode(&mut p);
+                        MessageRecord { dest: "/queue/a", id, expires: 0, order: 0, headers: vec![], body: &body }.encode(&mut p);
                         live.insert(id, log.next_seq());
                         log.append(Kind::Message, &p);
                         added += 1;

@@ -4,8 +4,9 @@
 //! whose contents do not parse (a bug, or a record from a newer format) is an error naming why.
 //!
 //! Layout, little-endian; strings and byte strings are a u32 length then the bytes:
-//! - message: destination, id u64, expires u64 (ms since the epoch, 0 = never), header count
-//!   u32, each header name and value, body;
+//! - message: destination, id u64, expires u64 (ms since the epoch, 0 = never), order u64
+//!   (the sequence of the record it copies when compaction rewrote it, 0 = its own), header
+//!   count u32, each header name and value, body;
 //! - drop: destination, count u32, that many message ids u64;
 //! - subscription: action u8 (1 define, 0 remove), identity (client-id or login), name,
 //!   destination.
@@ -18,6 +19,9 @@ pub struct MessageRecord<'a> {
     pub dest: &'a str,
     pub id: u64,
     pub expires: u64,
+    /// Where it stands among its destination's messages: 0 = at its own record; a copy made by
+    /// compaction keeps the place of the record it copies.
+    pub order: u64,
     pub headers: Vec<(&'a str, &'a str)>,
     pub body: &'a [u8],
 }
@@ -99,6 +103,7 @@ impl<'a> MessageRecord<'a> {
         put_bytes(out, self.dest.as_bytes());
         out.extend_from_slice(&self.id.to_le_bytes());
         out.extend_from_slice(&self.expires.to_le_bytes());
+        out.extend_from_slice(&self.order.to_le_bytes());
         out.extend_from_slice(&(self.headers.len() as u32).to_le_bytes());
         for (k, v) in &self.headers {
             put_bytes(out, k.as_bytes());
@@ -110,7 +115,7 @@ impl<'a> MessageRecord<'a> {
     pub fn decode(buf: &'a [u8]) -> Result<MessageRecord<'a>, PayloadError> {
         let mut r = Reader { buf, pos: 0 };
         let dest = r.str()?;
-        let (id, expires) = (r.u64()?, r.u64()?);
+        let (id, expires, order) = (r.u64()?, r.u64()?, r.u64()?);
         let n = r.u32()? as usize;
         // Each header takes at least 8 bytes: a count beyond that is a lie, not an allocation.
         let mut headers = Vec::with_capacity(n.min(buf.len() / 8));
@@ -119,7 +124,7 @@ impl<'a> MessageRecord<'a> {
         }
         let body = r.bytes()?;
         r.done()?;
-        Ok(MessageRecord { dest, id, expires, headers, body })
+        Ok(MessageRecord { dest, id, expires, order, headers, body })
     }
 }
 
@@ -188,6 +193,7 @@ mod tests {
             dest: "/queue/orders",
             id: 0x1234_5678_9abc,
             expires: 1_800_000_000_000,
+            order: 0,
             headers: vec![("content-type", "text/plain"), ("x-empty", ""), ("persistent", "true")],
             body: b"hello\0world",
         }
@@ -226,7 +232,7 @@ mod tests {
         // A header count that the bytes cannot hold does not allocate for it.
         let mut lie = Vec::new();
         put_bytes(&mut lie, b"/q");
-        lie.extend_from_slice(&[0; 16]);
+        lie.extend_from_slice(&[0; 24]);
         lie.extend_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(MessageRecord::decode(&lie), Err(PayloadError::Truncated));
     }

@@ -17,7 +17,8 @@ use thiserror::Error;
 /// A persistent message as recovered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
-    /// The record that holds it: arrival order at its destination's owner.
+    /// Its place: the sequence of the record that first held it (arrival order at its
+    /// destination's owner; a compaction copy keeps the original's).
     pub seq: u64,
     pub expires: u64,
     pub headers: Vec<(String, String)>,
@@ -69,7 +70,7 @@ impl Replay {
             Kind::Message => {
                 let m = MessageRecord::decode(p).map_err(|why| ReplayError::Payload { seq, why })?;
                 let stored = StoredMessage {
-                    seq,
+                    seq: if m.order != 0 { m.order } else { seq },
                     expires: m.expires,
                     headers: m.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                     body: m.body.to_vec(),
@@ -113,7 +114,7 @@ mod tests {
     fn message(dest: &str, id: u64) -> Vec<u8> {
         let mut out = Vec::new();
         let body = format!("{dest}#{id}");
-        MessageRecord { dest, id, expires: 0, headers: vec![("persistent", "true")], body: body.as_bytes() }.encode(&mut out);
+        MessageRecord { dest, id, expires: 0, order: 0, headers: vec![("persistent", "true")], body: body.as_bytes() }.encode(&mut out);
         out
     }
 

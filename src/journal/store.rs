@@ -112,7 +112,8 @@ fn read_log(dir: &Path, segment_size: u64) -> Result<(Replay, u64), StoreError> 
 }
 
 /// Write one worker's share of the live state into its new, empty log.
-fn write_log(dir: &Path, segment_size: u64, state: &Replay) -> Result<Log<FsDisk>, StoreError> {
+/// Each message's `seq` becomes that of the record now holding it (in the same order).
+fn write_log(dir: &Path, segment_size: u64, state: &mut Replay) -> Result<Log<FsDisk>, StoreError> {
     let disk = FsDisk::new(dir).map_err(io_err(dir))?;
     let (mut log, _) = Log::open(disk, segment_size).map_err(|source| StoreError::Recover { path: dir.display().to_string(), source })?;
     let (mut buf, mut gathered, mut live) = (Vec::new(), 0usize, 0u64);
@@ -127,13 +128,14 @@ fn write_log(dir: &Path, segment_size: u64, state: &Replay) -> Result<Log<FsDisk
         log.append(Kind::Subscription, &buf);
         live += 1;
     }
-    for (dest, held) in &state.destinations {
-        let mut order: Vec<(&u64, &StoredMessage)> = held.iter().collect();
+    for (dest, held) in &mut state.destinations {
+        let mut order: Vec<(&u64, &mut StoredMessage)> = held.iter_mut().collect();
         order.sort_by_key(|(id, m)| (m.seq, **id));
         for (id, m) in order {
             buf.clear();
             let headers = m.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            MessageRecord { dest, id: *id, expires: m.expires, headers, body: &m.body }.encode(&mut buf);
+            MessageRecord { dest, id: *id, expires: m.expires, order: 0, headers, body: &m.body }.encode(&mut buf);
+            m.seq = log.next_seq();
             log.append(Kind::Message, &buf);
             live += 1;
             gathered += buf.len();
@@ -204,7 +206,7 @@ pub fn open(dir: &Path, workers: usize, segment_size: u64, owner: impl Fn(&str) 
     sync_dir(dir)?;
     let written: Vec<Result<Log<FsDisk>, StoreError>> = std::thread::scope(|s| {
         let hs: Vec<_> = state
-            .iter()
+            .iter_mut()
             .enumerate()
             .map(|(i, st)| {
                 let p = g.join(format!("w{i}"));
@@ -248,7 +250,7 @@ mod tests {
     fn send(log: &mut Log<FsDisk>, dest: &str, id: u64) {
         let mut p = Vec::new();
         let body = format!("{dest}#{id}");
-        MessageRecord { dest, id, expires: 0, headers: vec![("persistent", "true")], body: body.as_bytes() }.encode(&mut p);
+        MessageRecord { dest, id, expires: 0, order: 0, headers: vec![("persistent", "true")], body: body.as_bytes() }.encode(&mut p);
         log.append(Kind::Message, &p);
     }
 

@@ -76,6 +76,9 @@ pub struct Durable {
     /// This batch: its records, and the microseconds its write and fdatasync took.
     pub records: u64,
     pub sync_us: u64,
+    /// Compaction asks the worker to write again its live records below this sequence (they
+    /// pin the oldest segment, mostly dead otherwise); 0 = nothing to do.
+    pub relog_below: u64,
 }
 
 impl SyncJob {
@@ -168,7 +171,8 @@ pub fn spawn<D: Disk + Send + 'static>(
                 last_free = (Instant::now(), free());
             }
             let (disk_bytes, segments) = log.footprint();
-            on_durable(Durable { upto, disk_bytes, segments, free: last_free.1, records, sync_us });
+            let relog_below = log.relog_below().unwrap_or(0);
+            on_durable(Durable { upto, disk_bytes, segments, free: last_free.1, records, sync_us, relog_below });
         }
         Some(log)
     })?;
