@@ -232,7 +232,9 @@ impl Server {
             None
         } else {
             let dir = std::path::PathBuf::from(&cfg.data_dir);
-            let opened = crate::journal::store::open(&dir, n, cfg.segment_size, |d| crate::broker::owner_of(d, n))?;
+            let opened = crate::journal::store::open(&dir, n, cfg.segment_size, |d| {
+                crate::broker::owner_of(crate::journal::payload::split_durable_key(d).map_or(d, |k| k.0), n)
+            })?;
             let held: usize = opened.state.iter().flat_map(|s| s.destinations.values()).map(|m| m.len()).sum();
             log::info!(
                 "durable log in {}: {held} messages recovered from {} records in {} ms (sync = {})",

@@ -499,8 +499,10 @@ fn open_transactions_are_bounded_by_max_memory() {
         reset(&cl.sock);
     }
     let t = Instant::now();
+    // Generous: what is checked is that it clears, not how fast (12 resets of connections
+    // with megabytes unread behind them, on a machine the rest of the suite is loading).
     while memory_metric(admin, "romp_memory_alarm ") != 0 {
-        assert!(t.elapsed() < WAIT, "the alarm stayed up after the connections were reset");
+        assert!(t.elapsed() < 3 * WAIT, "the alarm stayed up after the connections were reset");
         std::thread::sleep(Duration::from_millis(50));
     }
     Bystander::new(&p).check();

@@ -99,8 +99,11 @@ fn queue_runs_start_with_an_unwindowed_burst_and_lose_nothing_in_it() {
     let mut c = cfg();
     c.max_messages = 1000;
     let s = Server::start(c).unwrap();
-    let (ok, r) = bench(s.local_addrs()[0].port(), &["--kind", "queue", "--producers", "2", "--consumers", "1"]);
+    // Long enough for the whole burst on a loaded machine (a run ends when its time is up,
+    // burst or not).
+    let (ok, r) = bench(s.local_addrs()[0].port(), &["--kind", "queue", "--producers", "2", "--consumers", "1", "--duration", "4"]);
     assert!(ok, "{r}");
+    assert_eq!(r["seconds"].as_f64(), Some(4.0), "{r}");
     assert_eq!((r["burst_sent"].as_u64(), r["burst_lost"].as_u64(), r["lost"].as_u64()), (Some(100_000), Some(0), Some(0)), "{r}");
 }
 

@@ -22,7 +22,7 @@
 
 use super::mail::{FromOwner, Outlet};
 use super::{ConnRef, FastMap, Message};
-use crate::journal::payload::{DropRecord, MessageRecord};
+use crate::journal::payload::{DropRecord, MessageRecord, SubscriptionRecord};
 use crate::journal::record::Kind;
 use crate::journal::syncer::{Durable, SyncJob};
 use crate::memory::Tally;
@@ -148,24 +148,55 @@ impl Journal {
 
     /// Log a persistent message; returns its record.
     pub fn message(&mut self, msg: &Message, conn: Option<ConnRef>) -> u64 {
-        self.copy(msg, 0, conn)
+        self.copy(msg, &msg.destination, 0, conn)
+    }
+
+    /// Log a persistent message under `dest` (a durable subscription's key); returns its record.
+    pub fn message_as(&mut self, msg: &Message, dest: &str, conn: Option<ConnRef>) -> u64 {
+        self.copy(msg, dest, 0, conn)
+    }
+
+    /// Log that a durable subscription was defined (returns its record) or removed (`old`:
+    /// the record that defined it, now dead, as are `gone`, the records of what it kept).
+    #[allow(clippy::too_many_arguments)]
+    pub fn subscription(
+        &mut self,
+        define: bool,
+        topic: &str,
+        identity: &str,
+        name: &str,
+        old: u64,
+        gone: &[u64],
+        conn: Option<ConnRef>,
+    ) -> u64 {
+        self.buf.clear();
+        SubscriptionRecord { define, identity, name, dest: topic }.encode(&mut self.buf);
+        let seq = self.push(Kind::Subscription, u64::from(define), conn);
+        let job = self.tx_job.as_mut().unwrap_or(&mut self.job);
+        job.kills.extend(gone.iter().copied().chain((old != 0).then_some(old)));
+        seq
+    }
+
+    /// Compaction: copy a durable subscription's defining record forward (see [`Journal::relog`]).
+    pub fn relog_subscription(&mut self, topic: &str, identity: &str, name: &str, old: u64) -> u64 {
+        self.subscription(true, topic, identity, name, old, &[], None)
     }
 
     /// Compaction: write again a message whose record `old` is in a segment to be retired,
     /// keeping its place (`order`); returns the new record.
-    pub fn relog(&mut self, msg: &Message, old: u64, order: u64) -> u64 {
-        let seq = self.copy(msg, order, None);
+    pub fn relog(&mut self, msg: &Message, dest: &str, old: u64, order: u64) -> u64 {
+        let seq = self.copy(msg, dest, order, None);
         self.job.kills.push(old);
         seq
     }
 
-    fn copy(&mut self, msg: &Message, order: u64, conn: Option<ConnRef>) -> u64 {
+    fn copy(&mut self, msg: &Message, dest: &str, order: u64, conn: Option<ConnRef>) -> u64 {
         self.buf.clear();
         let mut headers: Vec<(&str, &str)> = msg.headers.iter().map(|(k, v)| (&**k, &**v)).collect();
         if let Some(c) = &msg.custom_id {
             headers.push(("message-id", c));
         }
-        MessageRecord { dest: &msg.destination, id: msg.id, expires: msg.expires, order, headers, body: &msg.body }.encode(&mut self.buf);
+        MessageRecord { dest, id: msg.id, expires: msg.expires, order, headers, body: &msg.body }.encode(&mut self.buf);
         self.push(Kind::Message, 1, conn)
     }
 
@@ -302,6 +333,10 @@ mod tests {
         }
     }
 
+    fn durable_name(rng: &mut crate::rng::Rng) -> &'static str {
+        ["n0", "n1"][(rng.next_u64() % 2) as usize]
+    }
+
     fn conn(slot: u32) -> ConnRef {
         ConnRef { worker: 0, slot, gen: 1 }
     }
@@ -345,14 +380,15 @@ mod tests {
             shard.set_journal(Journal::new(tx, 1, 0, Arc::new(DiskGauge::new(1)), DiskLimits::default()));
             let (mut log, _) = Log::open(SimDisk::new(seed), 16 * 1024).unwrap();
             let mut out = Out::default();
-            let queues = ["/queue/p0", "/queue/p1"];
+            // A topic too: its durable subscriptions (two names) are queues of their own.
+            let queues = ["/queue/p0", "/queue/p1", "/topic/t"];
             // Deliveries the test's consumers hold: (key, dest, seq).
             let mut held: Vec<(SubKey, Arc<str>, u64)> = Vec::new();
             let mut subs: Vec<(SubKey, Arc<str>)> = Vec::new();
             let mut id = 0u64;
             for _turn in 0..150 {
                 for _ in 0..1 + (rng.next_u64() % (5)) {
-                    let dest: Arc<str> = Arc::from(queues[(rng.next_u64() % (2)) as usize]);
+                    let dest: Arc<str> = Arc::from(queues[(rng.next_u64() % (3)) as usize]);
                     let mut message = |rng: &mut crate::rng::Rng, dest: &Arc<str>| {
                         id += 1;
                         let mut headers: Vec<(Box<str>, Box<str>)> = vec![("n".into(), id.to_string().into())];
@@ -372,12 +408,18 @@ mod tests {
                             let key = SubKey { conn: conn(2 + subs.len() as u32), serial: 1 };
                             let mode = if (rng.next_u64() % (3)) == 0 { AckMode::Auto } else { AckMode::ClientIndividual };
                             subs.push((key, dest.clone()));
-                            ToOwner::Subscribe { dest, key, mode, prefetch: 2, filter: None, barrier: false }
+                            let durable = (&*dest == "/topic/t").then(|| Box::new(("app".into(), durable_name(&mut rng).into())));
+                            ToOwner::Subscribe { dest, key, mode, prefetch: 2, filter: None, barrier: false, durable }
                         }
                         6 if !subs.is_empty() => {
                             let (key, dest) = subs.swap_remove((rng.next_u64() % (subs.len()) as u64) as usize);
                             held.retain(|h| h.0 != key);
                             ToOwner::Unsubscribe { dest, key }
+                        }
+                        7 if &*dest == "/topic/t" && (rng.next_u64() % 3) == 0 => {
+                            // Delete a durable subscription (its consumer, if any, detaches first).
+                            let name = durable_name(&mut rng);
+                            ToOwner::Forget { dest: None, from: conn(9), identity: "app".into(), name: name.into() }
                         }
                         7 => ToOwner::Admin { from: conn(9), op: AdminOp::Purge { dest, action: "purge" } },
                         _ if !held.is_empty() => {
@@ -403,12 +445,15 @@ mod tests {
                     while !out.answers.is_empty() || !out.requests.is_empty() {
                         for a in std::mem::take(&mut out.answers) {
                             if let FromOwner::QueueMessage { key, msg, seq, retained, deliveries, .. } = a {
+                                if !subs.iter().any(|s| s.0 == key) {
+                                    continue; // for a subscription the test already removed
+                                }
                                 if retained {
                                     held.push((key, msg.destination.clone(), seq));
                                 } else if (rng.next_u64() % (4)) == 0 {
                                     // An auto delivery whose subscription went away meanwhile.
                                     let dest = msg.destination.clone();
-                                    shard.handle(ToOwner::Bounce { dest, msg, seq, deliveries }, &mut out);
+                                    shard.handle(ToOwner::Bounce { dest, key, msg, seq, deliveries }, &mut out);
                                 }
                             }
                         }
@@ -433,10 +478,15 @@ mod tests {
             for r in &records {
                 replay.apply(r).unwrap();
             }
-            for q in queues.iter().chain(["/queue/DLQ.p0", "/queue/DLQ.p1"].iter()) {
-                let logged: Vec<u64> = replay.destinations.get(*q).map(|m| m.keys().copied().collect()).unwrap_or_default();
-                assert_eq!(logged, shard.persistent_ids(q), "seed {seed}: {q}");
+            let durables = ["n0", "n1"].map(|n| crate::journal::payload::durable_key("/topic/t", "app", n));
+            let dlqs = ["/queue/DLQ.p0", "/queue/DLQ.p1", "/queue/DLQ.t"].map(String::from);
+            for q in queues[..2].iter().map(|q| q.to_string()).chain(dlqs).chain(durables.clone()) {
+                let logged: Vec<u64> = replay.destinations.get(&q).map(|m| m.keys().copied().collect()).unwrap_or_default();
+                assert_eq!(logged, shard.persistent_ids(&q), "seed {seed}: {q:?}");
             }
+            let subs: Vec<String> = replay.subscriptions.keys().map(|k| crate::journal::payload::durable_key(&k.0, &k.1, &k.2)).collect();
+            let live: Vec<String> = durables.iter().filter(|k| shard.has_durable(k)).cloned().collect();
+            assert_eq!(subs, live, "seed {seed}: durable subscriptions");
         }
     }
 
@@ -445,6 +495,16 @@ mod tests {
     /// their place (first), with the messages not yet acknowledged.
     #[test]
     fn unacknowledged_messages_do_not_pin_the_log() {
+        pinned_messages_are_copied_forward(false);
+    }
+
+    /// The same for a durable topic subscription, whose messages are logged under its key.
+    #[test]
+    fn unacknowledged_messages_of_a_durable_subscription_do_not_pin_the_log() {
+        pinned_messages_are_copied_forward(true);
+    }
+
+    fn pinned_messages_are_copied_forward(durable: bool) {
         let cfg = Config { data_dir: String::new(), ..Config::default() };
         let mut shard = Shard::new(Arc::new(Policies::new(&cfg, 1)), 1, 0);
         let (tx, rx) = crossbeam_channel::bounded(1024);
@@ -452,16 +512,35 @@ mod tests {
         let (mut log, _) = Log::open(SimDisk::new(3), 8 * 1024).unwrap();
         let mut out = Out::default();
         let key = SubKey { conn: conn(2), serial: 1 };
-        let dest: Arc<str> = Arc::from("/queue/pin");
+        let dest: Arc<str> = Arc::from(if durable { "/topic/pin" } else { "/queue/pin" });
+        let logged_as = if durable { crate::journal::payload::durable_key(&dest, "app", "pin") } else { dest.to_string() };
         let publish = |shard: &mut Shard, out: &mut Out, id: u64| {
             let headers: Vec<(Box<str>, Box<str>)> = vec![("persistent".into(), "true".into())];
             let m = Message::new(id, dest.clone(), headers, vec![b'x'; 300].into());
             shard.handle(ToOwner::Publish { msg: Arc::new(m), from: Publisher::Conn(conn(1)), receipt: None }, out);
         };
+        let sub = durable.then(|| Box::new((Box::from("app"), Box::from("pin"))));
+        if durable {
+            // Defined first (a topic keeps nothing for nobody), then detached.
+            let (d, mode) = (dest.clone(), AckMode::ClientIndividual);
+            shard.handle(
+                ToOwner::Subscribe { dest: d, key, mode, prefetch: 40, filter: None, barrier: false, durable: sub.clone() },
+                &mut out,
+            );
+            shard.handle(ToOwner::Unsubscribe { dest: dest.clone(), key }, &mut out);
+        }
         publish(&mut shard, &mut out, 1);
         publish(&mut shard, &mut out, 2);
         shard.handle(
-            ToOwner::Subscribe { dest: dest.clone(), key, mode: AckMode::ClientIndividual, prefetch: 40, filter: None, barrier: false },
+            ToOwner::Subscribe {
+                dest: dest.clone(),
+                key,
+                mode: AckMode::ClientIndividual,
+                prefetch: 40,
+                filter: None,
+                barrier: false,
+                durable: sub,
+            },
             &mut out,
         );
         out.answers.clear(); // messages 1 and 2: held, never acknowledged
@@ -496,15 +575,18 @@ mod tests {
         for r in &records {
             replay.apply(r).unwrap();
         }
-        let held = replay.destinations.get("/queue/pin").unwrap();
+        let held = replay.destinations.get(&logged_as).unwrap();
         let mut order: Vec<(u64, u64)> = held.iter().map(|(id, m)| (m.seq, *id)).collect();
         order.sort();
         // The two pinned ones first, where they arrived, then the window not yet acknowledged.
         let ids: Vec<u64> = order.iter().map(|o| o.1).collect();
-        assert_eq!(ids, shard.persistent_ids("/queue/pin"));
+        assert_eq!(ids, shard.persistent_ids(&logged_as));
         assert_eq!(&ids[..3], &[1, 2, 1970]);
         // Copied many times over, they keep the places of the log's first two records.
-        assert_eq!((held[&1].seq, held[&2].seq), (1, 2));
+        // (After the subscription's own record, for a durable subscription.)
+        let first = if durable { 2 } else { 1 };
+        assert_eq!((held[&1].seq, held[&2].seq), (first, first + 1));
+        assert_eq!(replay.subscriptions.len(), usize::from(durable));
     }
 
     /// A RECEIPT waits for the disk: the barrier of a connection that wrote a persistent

@@ -28,7 +28,20 @@ pub enum ToOwner {
     /// filtered topic subscription routes on. `barrier`: the SUBSCRIBE asked for a receipt;
     /// answer [`FromOwner::BarrierDone`] once it is in place and *before* its first message,
     /// so the RECEIPT precedes the subscription's MESSAGEs.
-    Subscribe { dest: Arc<str>, key: SubKey, mode: AckMode, prefetch: u32, filter: Option<Box<str>>, barrier: bool },
+    /// `durable`: a durable topic subscription's (identity, name); it then behaves as a queue
+    /// of its own at the topic's owner, kept while nobody is subscribed.
+    Subscribe {
+        dest: Arc<str>,
+        key: SubKey,
+        mode: AckMode,
+        prefetch: u32,
+        filter: Option<Box<str>>,
+        barrier: bool,
+        durable: Option<Box<(Box<str>, Box<str>)>>,
+    },
+    /// Delete the durable subscription (identity, name) of topic `dest` (of every topic this
+    /// owner holds, when `None`: sent to every owner) and what it kept.
+    Forget { dest: Option<Arc<str>>, from: ConnRef, identity: Box<str>, name: Box<str> },
     /// Remove a subscription; a queue takes back everything it had in flight.
     Unsubscribe { dest: Arc<str>, key: SubKey },
     /// ACK or NACK of queue messages by queue sequence.
@@ -39,7 +52,7 @@ pub enum ToOwner {
     /// unsent output is over `max_pending_bytes`, whatever its prefetch; resumed below half.
     Pace { dest: Arc<str>, key: SubKey, paused: bool },
     /// An auto-ack queue delivery that found its subscription gone: put it back.
-    Bounce { dest: Arc<str>, msg: Arc<Message>, seq: u64, deliveries: u32 },
+    Bounce { dest: Arc<str>, key: SubKey, msg: Arc<Message>, seq: u64, deliveries: u32 },
     /// An admin action on a destination this worker owns (or, for `perms`, on worker 0's
     /// master policy table); answered with [`FromOwner::AdminResult`].
     Admin { from: ConnRef, op: AdminOp },

@@ -152,6 +152,12 @@ impl Queue {
         }
     }
 
+    /// The log records of every held entry that has one (a deleted durable subscription's).
+    pub fn logged_records(&self) -> Vec<u64> {
+        let inflight = self.consumers.iter().flat_map(|c| c.inflight.values());
+        self.ready.iter().chain(inflight).filter(|e| e.log != 0).map(|e| e.log).collect()
+    }
+
     /// Ids of the held messages marked `persistent:true`, sorted.
     pub fn persistent_ids(&self) -> Vec<u64> {
         let inflight = self.consumers.iter().flat_map(|c| c.inflight.values());

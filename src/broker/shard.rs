@@ -28,7 +28,11 @@ use crate::journal::syncer::Durable;
 use crate::memory::Tally;
 use crate::stomp::ErrorWord;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+mod durable_subs;
+pub use durable_subs::DurableId;
+use durable_subs::DurableSub;
 use std::sync::Arc;
 
 /// A topic message kept for later subscribers (`min_delivery`).
@@ -56,6 +60,8 @@ struct Topic {
     tally: Tally,
     enqueued: u64,
     delivered: u64,
+    /// Durable subscriptions, each a queue of its own (see `durable_subs`).
+    durables: BTreeMap<DurableId, DurableSub>,
 }
 
 impl Topic {
@@ -73,6 +79,7 @@ impl Topic {
             tally,
             enqueued: 0,
             delivered: 0,
+            durables: BTreeMap::new(),
         }
     }
 
@@ -97,7 +104,7 @@ impl Topic {
     }
 
     fn is_idle(&self) -> bool {
-        self.subs.is_empty() && self.retained.is_empty()
+        self.subs.is_empty() && self.retained.is_empty() && self.durables.is_empty()
     }
 }
 
@@ -233,11 +240,14 @@ impl Shard {
 
     /// Hold again the messages recovered for `dest` (ordered by their record): redelivered,
     /// each pointing at the record that now holds it.
+    /// A durable subscription's messages (`dest` a durable key) go back to it, under its topic.
     pub fn restore(&mut self, dest: &str, messages: Vec<(u64, StoredMessage)>) {
-        let dest: Arc<str> = Arc::from(dest);
-        if DestKind::of(&dest) != DestKind::Queue {
-            return;
-        }
+        let sub = crate::journal::payload::split_durable_key(dest).map(|(t, i, n)| (Arc::<str>::from(t), (Box::from(i), Box::from(n))));
+        let dest: Arc<str> = match &sub {
+            Some((topic, _)) => topic.clone(),
+            None if DestKind::of(dest) == DestKind::Queue => Arc::from(dest),
+            None => return,
+        };
         for (id, m) in messages {
             let mut headers: Vec<(Box<str>, Box<str>)> = Vec::with_capacity(m.headers.len());
             let mut custom = None;
@@ -253,6 +263,13 @@ impl Shard {
             msg.custom_id = custom;
             let seq = self.next_seq;
             self.next_seq += 1;
+            if let Some((topic, id)) = &sub {
+                match self.topics.get_mut(topic).and_then(|t| t.durables.get_mut(id)) {
+                    Some(d) => d.queue.restore(Arc::new(msg), seq, m.seq),
+                    None => log::warn!("{topic}: a kept message of an unknown durable subscription {:?} was not restored", id.1),
+                }
+                continue;
+            }
             if msg.expires != 0 {
                 self.expiring.push(Reverse((msg.expires, seq, dest.clone())));
             }
@@ -271,17 +288,32 @@ impl Shard {
             for q in self.queues.values_mut() {
                 q.relog(d.relog_below, |e| {
                     n += 1;
-                    j.relog(&e.msg, e.log, e.order)
+                    j.relog(&e.msg, &e.msg.destination, e.log, e.order)
                 });
             }
-            log::debug!("worker {}: {n} messages copied out of the log's oldest segment", self.me);
+            log::debug!("worker {}: {n} queue messages copied out of the log's oldest segment", self.me);
+            self.relog_durables(d.relog_below);
         }
     }
 
     /// Ids of the persistent messages `dest` holds (ready and in flight), sorted: what a
     /// recovery must bring back (tests compare it with the log).
+    /// A durable subscription's are asked for by its [`crate::journal::payload::durable_key`].
     pub fn persistent_ids(&self, dest: &str) -> Vec<u64> {
+        if let Some(d) = self.durable_by_key(dest) {
+            return d.queue.persistent_ids();
+        }
         self.queues.get(dest).map(|q| q.persistent_ids()).unwrap_or_default()
+    }
+
+    /// Whether the durable subscription with this key exists (tests).
+    pub fn has_durable(&self, key: &str) -> bool {
+        self.durable_by_key(key).is_some()
+    }
+
+    fn durable_by_key(&self, key: &str) -> Option<&DurableSub> {
+        let (t, i, n) = crate::journal::payload::split_durable_key(key)?;
+        self.topics.get(t)?.durables.get(&(Box::from(i), Box::from(n)))
     }
 
     /// Records gathered and not yet handed to the sync thread (its queue was full).
@@ -381,8 +413,8 @@ impl Shard {
         let topics = self.topics.iter().map(|(n, t)| DestInfo {
             name: n.to_string(),
             kind: "topic",
-            subscribers: t.subs.len(),
-            depth: t.retained.len(),
+            subscribers: t.subs.len() + t.durables.values().filter(|d| d.consumer.is_some()).count(),
+            depth: t.retained.len() + t.durables.values().map(|d| d.queue.depth()).sum::<usize>(),
             enqueued: t.enqueued,
             delivered: t.delivered,
             stats: t.policy.stats,
@@ -446,8 +478,12 @@ impl Shard {
     pub fn handle(&mut self, req: ToOwner, out: &mut impl Outlet) {
         self.acting = match &req {
             ToOwner::Publish { from: Publisher::Conn(c), .. } => Some(*c),
-            ToOwner::Settle { key, .. } | ToOwner::Unsubscribe { key, .. } | ToOwner::Credit { key, .. } => Some(key.conn),
-            ToOwner::Admin { from, .. } => Some(*from),
+            ToOwner::Settle { key, .. }
+            | ToOwner::Unsubscribe { key, .. }
+            | ToOwner::Credit { key, .. }
+            | ToOwner::Subscribe { key, .. }
+            | ToOwner::Pace { key, .. } => Some(key.conn),
+            ToOwner::Admin { from, .. } | ToOwner::Forget { from, .. } => Some(*from),
             _ => None,
         };
         match req {
@@ -467,7 +503,10 @@ impl Shard {
                 let detail = self.no_room_detail(&dest);
                 out.answer(key.conn.worker as usize, FromOwner::SubscribeRefused { key, word: ErrorWord::DestFlup, detail });
             }
-            ToOwner::Subscribe { dest, key, mode, prefetch, filter, barrier } => match DestKind::of(&dest) {
+            ToOwner::Subscribe { dest, key, mode, prefetch, barrier, durable: Some(id), .. } if DestKind::of(&dest) == DestKind::Topic => {
+                self.subscribe_durable(dest, key, mode, prefetch, *id, barrier, out)
+            }
+            ToOwner::Subscribe { dest, key, mode, prefetch, filter, barrier, .. } => match DestKind::of(&dest) {
                 DestKind::Topic => self.subscribe_topic(dest, key, filter, barrier, out),
                 DestKind::Queue => {
                     let q = self.queue_mut(&dest);
@@ -487,6 +526,15 @@ impl Shard {
                     self.dispatch(&dest, out);
                 }
             },
+            ToOwner::Unsubscribe { dest, key } if DestKind::of(&dest) == DestKind::Topic && self.durable_of(&dest, key).is_some() => {
+                self.with_durable(&dest, key, out, |d| {
+                    d.queue.unsubscribe(key);
+                    if d.consumer == Some(key) {
+                        d.consumer = None;
+                    }
+                });
+            }
+            ToOwner::Forget { dest, from, identity, name } => self.forget_durables(dest, from, (identity, name), out),
             ToOwner::Unsubscribe { dest, key } => match DestKind::of(&dest) {
                 DestKind::Topic => {
                     if let Some(t) = self.topics.get_mut(&dest) {
@@ -516,6 +564,33 @@ impl Shard {
                     self.dispatch(&dest, out);
                 }
             },
+            ToOwner::Settle { dest, key, seqs, kind } if DestKind::of(&dest) == DestKind::Topic => {
+                self.with_durable(&dest, key, out, |d| {
+                    d.queue.settle(key, &seqs, kind);
+                });
+            }
+            ToOwner::Credit { dest, key, n } if DestKind::of(&dest) == DestKind::Topic => {
+                self.with_durable(&dest, key, out, |d| d.queue.credit(key, n));
+            }
+            ToOwner::Pace { dest, key, paused } if DestKind::of(&dest) == DestKind::Topic => {
+                self.with_durable(&dest, key, out, |d| d.queue.pace(key, paused));
+            }
+            ToOwner::Bounce { dest, key, msg, seq, deliveries } if DestKind::of(&dest) == DestKind::Topic => {
+                let Some(id) = self.durable_of(&dest, key) else {
+                    log::warn!("{dest}: a message bounced for a durable subscription that is gone");
+                    return;
+                };
+                let log = match &mut self.journal {
+                    Some(j) if msg.header("persistent") == Some("true") => {
+                        j.message_as(&msg, &crate::journal::payload::durable_key(&dest, &id.0, &id.1), None)
+                    }
+                    _ => 0,
+                };
+                if let Some(d) = self.topics.get_mut(&dest).and_then(|t| t.durables.get_mut(&id)) {
+                    d.queue.bounce(msg, seq, deliveries, log);
+                }
+                self.dispatch_durable(&dest, &id, out);
+            }
             ToOwner::Settle { dest, key, seqs, kind } => {
                 if let Some(q) = self.queues.get_mut(&dest) {
                     q.settle(key, &seqs, kind);
@@ -534,7 +609,7 @@ impl Shard {
                 }
                 self.dispatch(&dest, out);
             }
-            ToOwner::Bounce { dest, msg, seq, deliveries } => {
+            ToOwner::Bounce { dest, msg, seq, deliveries, .. } => {
                 // It left the log when it was dispatched: back in the queue, back in the log.
                 let log = match &mut self.journal {
                     Some(j) if msg.header("persistent") == Some("true") => j.message(&msg, None),
@@ -587,9 +662,14 @@ impl Shard {
             return Purged { messages, found: true };
         }
         if let Some(t) = self.topics.get_mut(dest) {
-            let messages = t.retained.len();
+            let mut messages = t.retained.len();
             t.retained.clear();
             t.set_retained_bytes(0);
+            for (id, d) in t.durables.iter_mut() {
+                messages += d.queue.purge();
+                let key = crate::journal::payload::durable_key(dest, &id.0, &id.1);
+                Self::log_drops(&mut self.journal, self.acting, &key, &mut d.queue);
+            }
             if t.is_idle() {
                 self.topics.remove(dest);
             }
@@ -700,6 +780,26 @@ impl Shard {
                     self.reject(from, receipt, ErrorWord::DestFlup, detail, out, quiet);
                     return false;
                 }
+                let t = self.topic_mut(&dest);
+                let durable = !t.durables.is_empty();
+                let (msg, logged) = if durable || t.policy.persistence != Persistence::Header {
+                    let policy = t.policy.clone();
+                    self.persistence(msg, &policy)
+                } else {
+                    (msg, false)
+                };
+                if durable {
+                    // Every durable subscription must be able to keep it, and the log to take it.
+                    let refused = match self.journal.as_mut().and_then(|j| if logged { j.disk_full() } else { None }) {
+                        Some(detail) => Some((ErrorWord::DiskFlup, format!("{dest}: {detail}; the message was not accepted"))),
+                        None => self.durables_take(&dest, &msg).err().map(|d| (ErrorWord::QFlup, d)),
+                    };
+                    if let Some((word, detail)) = refused {
+                        self.stats.published -= 1;
+                        self.reject(from, receipt, word, detail, out, quiet);
+                        return false;
+                    }
+                }
                 let seq = self.next_seq;
                 let has_expiry = msg.expires != 0;
                 let t = self.topic_mut(&dest);
@@ -730,7 +830,7 @@ impl Shard {
                             out.answer(w, FromOwner::TopicMessage { dest: dest.clone(), msg: msg.clone() });
                         }
                     }
-                } else if owed == 0 {
+                } else if owed == 0 && !durable {
                     let idle = t.is_idle();
                     self.stats.unrouted += 1;
                     if idle {
@@ -745,6 +845,9 @@ impl Shard {
                             self.compact_expiring();
                         }
                     }
+                }
+                if durable {
+                    self.feed_durables(&dest, &msg, logged, out);
                 }
             }
             DestKind::Queue => {

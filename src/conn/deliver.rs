@@ -293,7 +293,7 @@ fn queue_message(
         if !retained {
             let dest = msg.destination.clone();
             let w = owner_of(&dest, ctx.outbox.workers());
-            ctx.outbox.to_owner(w, ToOwner::Bounce { dest, msg, seq, deliveries });
+            ctx.outbox.to_owner(w, ToOwner::Bounce { dest, key, msg, seq, deliveries });
         }
         return;
     };

@@ -233,6 +233,9 @@ pub struct Who {
     pub login: Option<String>,
     /// An admin user (may use the admin actions on the admin port).
     pub admin: bool,
+    /// The CONNECT's `client-id`: with a subscription name, the identity of a durable topic
+    /// subscription (the login stands in when it is absent).
+    pub client_id: Option<Box<str>>,
 }
 
 /// A connection's heart-beat agreement and the activity it is checked against.
@@ -248,7 +251,7 @@ impl Conn {
         Conn {
             io,
             me,
-            who: Who { peer, listener: ListenerKind::Stomp, login: None, admin: false },
+            who: Who { peer, listener: ListenerKind::Stomp, login: None, admin: false, client_id: None },
             phase: Phase::Handshake,
             close_reason: None,
             inbuf: Vec::new(),

@@ -13,6 +13,21 @@
 
 use thiserror::Error;
 
+/// The destination under which a durable subscription's messages are logged: the topic, the
+/// identity and the name, NUL-separated (no STOMP header holds a NUL).
+pub fn durable_key(topic: &str, identity: &str, name: &str) -> String {
+    format!("{topic}\0{identity}\0{name}")
+}
+
+/// The parts of a [`durable_key`], or `None` for a plain destination.
+pub fn split_durable_key(key: &str) -> Option<(&str, &str, &str)> {
+    let mut it = key.splitn(3, '\0');
+    match (it.next(), it.next(), it.next()) {
+        (Some(t), Some(i), Some(n)) => Some((t, i, n)),
+        _ => None,
+    }
+}
+
 /// A persistent message as the log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRecord<'a> {

@@ -38,8 +38,9 @@ pub enum ReplayError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Replay {
     pub destinations: BTreeMap<String, BTreeMap<u64, StoredMessage>>,
-    /// Durable subscriptions: (identity, name) -> the topic they follow.
-    pub subscriptions: BTreeMap<(String, String), String>,
+    /// Durable subscriptions: (topic, identity, name) -> the record that defined it. Their
+    /// messages are under [`super::payload::durable_key`] in `destinations`.
+    pub subscriptions: BTreeMap<(String, String, String), u64>,
 }
 
 impl Replay {
@@ -90,11 +91,13 @@ impl Replay {
             }
             Kind::Subscription => {
                 let s = SubscriptionRecord::decode(p).map_err(|why| ReplayError::Payload { seq, why })?;
-                let key = (s.identity.to_string(), s.name.to_string());
+                let key = (s.dest.to_string(), s.identity.to_string(), s.name.to_string());
                 if s.define {
-                    self.subscriptions.insert(key, s.dest.to_string());
+                    self.subscriptions.insert(key, seq);
                 } else {
                     self.subscriptions.remove(&key);
+                    // Its messages go with it (their drops were not written one by one).
+                    self.destinations.remove(&super::payload::durable_key(s.dest, s.identity, s.name));
                 }
             }
             // Checkpoints are not written yet (issue 13 in progress).
@@ -224,10 +227,17 @@ mod tests {
             Recovered { kind: Kind::Subscription, seq: 1, payload: out }
         };
         r.apply(&sub(true, "/topic/a")).unwrap();
-        r.apply(&sub(true, "/topic/b")).unwrap(); // re-subscribing elsewhere replaces it
-        assert_eq!(r.subscriptions.get(&("app1".into(), "audit".into())).map(String::as_str), Some("/topic/b"));
+        r.apply(&sub(true, "/topic/b")).unwrap(); // the same name on another topic is another one
+        r.apply(&sub(true, "/topic/b")).unwrap();
+        let mut m = Vec::new();
+        let key = crate::journal::payload::durable_key("/topic/b", "app1", "audit");
+        MessageRecord { dest: &key, id: 1, expires: 0, order: 0, headers: vec![], body: b"kept" }.encode(&mut m);
+        r.apply(&Recovered { kind: Kind::Message, seq: 2, payload: m }).unwrap();
+        assert_eq!(r.subscriptions.len(), 2);
+        assert_eq!(r.destinations.len(), 1);
         r.apply(&sub(false, "/topic/b")).unwrap();
-        assert!(r.subscriptions.is_empty());
+        assert_eq!(r.subscriptions.keys().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["/topic/a"]);
+        assert!(r.destinations.is_empty(), "a removed subscription's messages went with it");
     }
 
     #[test]

@@ -122,9 +122,10 @@ fn write_log(dir: &Path, segment_size: u64, state: &mut Replay) -> Result<Log<Fs
         log.account(std::mem::take(live), &[]);
         Ok(())
     };
-    for ((identity, name), dest) in &state.subscriptions {
+    for ((dest, identity, name), seq) in &mut state.subscriptions {
         buf.clear();
         SubscriptionRecord { define: true, identity, name, dest }.encode(&mut buf);
+        *seq = log.next_seq();
         log.append(Kind::Subscription, &buf);
         live += 1;
     }
@@ -191,13 +192,23 @@ pub fn open(dir: &Path, workers: usize, segment_size: u64, owner: impl Fn(&str) 
         records += n;
         for (dest, held) in replay.destinations {
             max_counter = max_counter.max(held.keys().map(|id| id & ((1 << 48) - 1)).max().unwrap_or(0));
-            let w = owner(&dest) % workers.max(1);
+            // A durable subscription's messages live with its topic.
+            let topic = super::payload::split_durable_key(&dest).map_or(dest.as_str(), |k| k.0);
+            let w = owner(topic) % workers.max(1);
             state[w].destinations.entry(dest).or_default().extend(held);
         }
-        for (key, dest) in replay.subscriptions {
-            let w = owner(&dest) % workers.max(1);
-            state[w].subscriptions.insert(key, dest);
+        for (sub, seq) in replay.subscriptions {
+            let w = owner(&sub.0) % workers.max(1);
+            state[w].subscriptions.insert(sub, seq);
         }
+    }
+    // Messages kept for a durable subscription that no longer exists are not carried over.
+    for s in &mut state {
+        let subs = &s.subscriptions;
+        s.destinations.retain(|d, _| match super::payload::split_durable_key(d) {
+            Some((t, i, n)) => subs.contains_key(&(t.to_string(), i.to_string(), n.to_string())),
+            None => true,
+        });
     }
     // The new generation, written in parallel, then made current.
     let next = current.map_or(1, |c| c + 1);

@@ -110,6 +110,9 @@ impl Worker {
     /// Give the shard its durable log and the messages recovered for it (before the loop).
     pub fn attach_journal(&mut self, journal: crate::broker::durable::Journal, state: crate::journal::replay::Replay) {
         self.node.shard.set_journal(journal);
+        for ((topic, identity, name), record) in &state.subscriptions {
+            self.node.shard.restore_durable(topic, identity, name, *record);
+        }
         for (dest, held) in state.destinations {
             let mut msgs: Vec<_> = held.into_iter().collect();
             msgs.sort_by_key(|(id, m)| (m.seq, *id));

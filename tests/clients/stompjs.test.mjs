@@ -174,6 +174,34 @@ test('unacked messages go to another consumer when a client disconnects', async 
   await b.deactivate();
 });
 
+test('a durable subscription (RabbitMQ spelling) keeps persistent messages while away', async () => {
+  const who = { connectHeaders: { 'client-id': `js-app-${TRANSPORT}` } };
+  const headers = { id: 'js-durable', durable: 'true', 'auto-delete': 'false', ack: 'client-individual' };
+  const dest = `/topic/js-durable-${TRANSPORT}`;
+  const { client: a } = await connect(who);
+  await receipt(a, (id) => a.subscribe(dest, () => {}, { ...headers, receipt: id }));
+  await a.deactivate();
+  const { client: p } = await connect();
+  for (const body of ['one', 'two']) {
+    // The RECEIPT of a persistent SEND: the message is on disk.
+    await receipt(p, (id) => p.publish({ destination: dest, body, headers: { persistent: 'true', receipt: id } }));
+  }
+  const { client: b } = await connect(who);
+  const c = collect(b, dest, 2, headers, (m) => m.ack());
+  const got = await c.done;
+  assert.deepEqual(got.map((m) => m.body), ['one', 'two']);
+  assert.equal(got[0].headers.persistent, 'true');
+  // An UNSUBSCRIBE naming it (durable:true) deletes it.
+  await receipt(b, (id) => c.sub().unsubscribe({ durable: 'true', receipt: id }));
+  await receipt(p, (id) => p.publish({ destination: dest, body: 'nobody keeps this', headers: { receipt: id } }));
+  let late = 0;
+  b.subscribe(dest, () => late++, headers);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(late, 0);
+  await b.deactivate();
+  await p.deactivate();
+});
+
 test('a STOMP ERROR reaches the client before the close', async () => {
   const { client } = await connect();
   const err = new Promise((resolve) => {

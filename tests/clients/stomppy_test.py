@@ -44,7 +44,7 @@ class Collector(stomp.ConnectionListener):
         return self.messages[:n]
 
 
-def connect(version="1.2", ws=False):
+def connect(version="1.2", ws=False, headers=None):
     if ws:
         # stomp.py's WebSocket transport offers no subprotocol; romp accepts that (O1).
         from stomp.adapter.ws import WSStompConnection
@@ -56,7 +56,7 @@ def connect(version="1.2", ws=False):
         conn = cls([("127.0.0.1", PORT)], **kw)
     listener = Collector()
     conn.set_listener("c", listener)
-    conn.connect("guest", "guest", wait=True)
+    conn.connect("guest", "guest", wait=True, headers=headers or {})
     return conn, listener
 
 
@@ -149,6 +149,37 @@ class StompPy(unittest.TestCase):
         # stomp.py marks itself disconnected before it tells listeners of the receipt, so
         # disconnect() may return first: wait for the listener to see it.
         l.wait(lambda: "bye-now" in l.receipts, "DISCONNECT receipt")
+
+    def test_durable_subscription_and_persistent_receipts(self):
+        # ActiveMQ's spelling: client-id on CONNECT, activemq.subscriptionName on SUBSCRIBE.
+        who = {"client-id": "py-app"}
+        name = {"activemq.subscriptionName": "py-audit"}
+        conn, l = connect(headers=who)
+        conn.subscribe("/topic/py-durable", id="d", ack="client-individual", headers=dict(name, receipt="sub"))
+        l.wait(lambda: "sub" in l.receipts, "subscribe receipt")
+        conn.disconnect()
+        p, pl = connect()
+        for i in range(3):
+            # The RECEIPT of a persistent SEND: the message is on disk.
+            p.send("/topic/py-durable", f"kept {i}", headers={"persistent": "true"}, receipt=f"p{i}")
+        pl.wait(lambda: len(pl.receipts) >= 3, "3 receipts")
+        conn, l = connect(headers=who)
+        conn.subscribe("/topic/py-durable", id="d", ack="client-individual", headers=name)
+        ms = l.wait_messages(3)
+        self.assertEqual([m.body for m in ms], ["kept 0", "kept 1", "kept 2"])
+        self.assertEqual({m.headers.get("persistent") for m in ms}, {"true"})
+        for m in ms:
+            conn.ack(m.headers["ack"])
+        # An UNSUBSCRIBE naming it deletes it.
+        conn.unsubscribe("d", headers=dict(name, receipt="gone"))
+        l.wait(lambda: "gone" in l.receipts, "unsubscribe receipt")
+        p.send("/topic/py-durable", "nobody keeps this", receipt="late")
+        pl.wait(lambda: "late" in pl.receipts, "receipt")
+        conn.subscribe("/topic/py-durable", id="d", ack="auto", headers=name)
+        time.sleep(0.3)
+        self.assertEqual(len(l.messages), 3)
+        conn.disconnect()
+        p.disconnect()
 
     def test_error_frame(self):
         conn, l = connect()

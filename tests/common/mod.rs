@@ -234,6 +234,11 @@ impl Client {
     }
 
     pub fn connect(&mut self, version: &str) -> Got {
+        self.connect_with(version, &[])
+    }
+
+    /// CONNECT with extra headers (e.g. `client-id`).
+    pub fn connect_with(&mut self, version: &str, extra: &[(&str, &str)]) -> Got {
         let v = Version::from_token(version).unwrap_or(Version::V1_2);
         let c = frames::Connect {
             versions: &[v],
@@ -244,7 +249,7 @@ impl Client {
             stomp_command: false,
         };
         let mut f = Vec::new();
-        frames::connect(&mut f, &c, &[]).expect("CONNECT encodes");
+        frames::connect(&mut f, &c, extra).expect("CONNECT encodes");
         self.send_raw(&f);
         let g = self.expect("CONNECTED");
         self.version = v;

@@ -24,6 +24,13 @@ pub(super) fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     }
     let login = f.header("login");
     conn.who.login = login.map(str::to_string);
+    conn.who.client_id = match f.header("client-id") {
+        None | Some("") => None,
+        Some(c) if c.len() > MAX_SUBSCRIPTION_ID_LEN => {
+            return Err(Fatal::new(ErrorWord::Syntax, format!("client-id is at most {MAX_SUBSCRIPTION_ID_LEN} bytes")))
+        }
+        Some(c) => Some(c.into()),
+    };
     match ctx.env.auth.check(login, f.header("passcode")) {
         Verdict::Accept { admin } => {
             finish_connect(conn, ctx, admin);

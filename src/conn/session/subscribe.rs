@@ -17,6 +17,34 @@ pub(super) fn parse_prefetch(f: &Frame<'_>, ctx: &Ctx) -> Result<u32, Fatal> {
     }
 }
 
+/// The name of the durable topic subscription a SUBSCRIBE or UNSUBSCRIBE names, in any of the
+/// spellings clients use: ActiveMQ's `activemq.subscriptionName`, Artemis'
+/// `durable-subscription-name` / `durable-subscriber-name`, RabbitMQ's `durable:true` (or the
+/// older `persistent:true`) with the subscription `id` as the name (on SUBSCRIBE, unless
+/// `auto-delete:true`).
+pub(super) fn durable_name<'f>(f: &'f Frame<'_>, id: Option<&'f str>, subscribe: bool) -> Result<Option<&'f str>, Fatal> {
+    let named = ["activemq.subscriptionName", "durable-subscription-name", "durable-subscriber-name"]
+        .iter()
+        .find_map(|h| f.header(h).filter(|v| !v.is_empty()));
+    let rabbit = || {
+        let durable = f.header("durable") == Some("true") || f.header("persistent") == Some("true");
+        (durable && !(subscribe && f.header("auto-delete") == Some("true"))).then_some(id).flatten()
+    };
+    match named.or_else(rabbit) {
+        Some(n) if n.len() > MAX_SUBSCRIPTION_ID_LEN => {
+            Err(Fatal::new(ErrorWord::Syntax, format!("durable subscription names are at most {MAX_SUBSCRIPTION_ID_LEN} bytes")))
+        }
+        other => Ok(other),
+    }
+}
+
+/// Whose durable subscriptions this connection names: its `client-id`, or else its login.
+fn durable_identity(conn: &Conn) -> Result<Box<str>, Fatal> {
+    conn.who.client_id.clone().or_else(|| conn.who.login.as_deref().map(Box::from)).ok_or_else(|| {
+        Fatal::new(ErrorWord::Syntax, "a durable subscription needs a client-id header on CONNECT (or a login) to be known by")
+    })
+}
+
 pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let dest = destination(f)?;
     let id = match f.header("id") {
@@ -51,6 +79,16 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     if conn.session.by_id.contains_key(id) {
         return Err(Fatal::new(ErrorWord::Syntax, format!("duplicated subscription identifier {id:?}")));
     }
+    // Queues are durable already; on a topic, a named subscription is a queue of its own.
+    let durable = match durable_name(f, Some(id), true)? {
+        Some(name) if DestKind::of(dest) == DestKind::Topic => {
+            if filter.is_some() {
+                return Err(Fatal::new(ErrorWord::Syntax, "a durable subscription cannot also filter"));
+            }
+            Some(Box::new((durable_identity(conn)?, Box::<str>::from(name))))
+        }
+        _ => None,
+    };
     if conn.session.subs.len() >= ctx.env.cfg.max_subs {
         return Err(Fatal::new(
             ErrorWord::SubsFlup,
@@ -61,7 +99,8 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     s.next_serial += 1;
     let serial = s.next_serial;
     let dest: Arc<str> = Arc::from(dest);
-    let kind = DestKind::of(&dest);
+    // A durable subscription is served like a queue's (acks, credit, redelivery).
+    let kind = if durable.is_some() { DestKind::Queue } else { DestKind::of(&dest) };
     s.by_id.insert(Box::from(id), serial);
     s.subs.insert(
         serial,
@@ -91,7 +130,7 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     if barrier {
         s.inline_barrier = Some(w);
     }
-    ctx.outbox.to_owner(w, ToOwner::Subscribe { dest, key: SubKey { conn: conn.me, serial }, mode, prefetch, filter, barrier });
+    ctx.outbox.to_owner(w, ToOwner::Subscribe { dest, key: SubKey { conn: conn.me, serial }, mode, prefetch, filter, barrier, durable });
     Ok(())
 }
 
@@ -146,7 +185,32 @@ pub(super) fn unsubscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res 
         }
         None => return Err(Fatal::new(ErrorWord::Syntax, "UNSUBSCRIBE requires an id header")),
     };
-    let serial = *conn.session.by_id.get(id).ok_or_else(|| Fatal::new(ErrorWord::Syntax, format!("no subscription with id {id:?}")))?;
+    let serial = conn.session.by_id.get(id).copied();
+    if let Some(name) = durable_name(f, Some(id), false)? {
+        // Delete the durable subscription it names, attached here or not (ActiveMQ clients
+        // detach first, then delete). Its topic is the attached subscription's, or the
+        // frame's destination; failing both, every owner looks for it.
+        let identity = durable_identity(conn)?;
+        let dest: Option<Arc<str>> = match serial.and_then(|s| conn.session.subs.get(&s)) {
+            Some(sub) => Some(sub.dest.clone()),
+            None => f.header("destination").map(Arc::from),
+        };
+        let name: Box<str> = name.into();
+        if let Some(serial) = serial {
+            drop_subscription(conn, serial, ctx);
+        }
+        let owners: Vec<usize> = match &dest {
+            Some(d) => vec![owner_of(d, ctx.outbox.workers())],
+            None => (0..ctx.outbox.workers()).collect(),
+        };
+        for w in owners {
+            conn.session.touched.insert(w);
+            let forget = ToOwner::Forget { dest: dest.clone(), from: conn.me, identity: identity.clone(), name: name.clone() };
+            ctx.outbox.to_owner(w, forget);
+        }
+        return Ok(());
+    }
+    let serial = serial.ok_or_else(|| Fatal::new(ErrorWord::Syntax, format!("no subscription with id {id:?}")))?;
     drop_subscription(conn, serial, ctx);
     Ok(())
 }
