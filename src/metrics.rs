@@ -7,6 +7,7 @@
 //! shard, and the asker renders when all have answered. Counters live per worker, owned by its
 //! thread; nothing here is shared or locked. Pure data and formatting: no bus, no sockets.
 
+use crate::broker::durable::JournalStats;
 use crate::broker::shard::{DestInfo, ShardStats};
 use crate::stomp::ErrorWord;
 use serde::Serialize;
@@ -133,6 +134,10 @@ pub struct WorkerSnapshot {
     pub links: Vec<LinkInfo>,
     /// Entries in the worker's timer heap.
     pub timers: usize,
+    /// Its durable log's figures (none without `data_dir`).
+    pub journal: Option<JournalStats>,
+    /// Durable topic subscriptions it holds.
+    pub durable_subscriptions: usize,
 }
 
 /// The JSON body for a console path, from every worker's snapshot.
@@ -184,8 +189,29 @@ fn totals(parts: &[&WorkerSnapshot], env: Env<'_>) -> serde_json::Value {
         "rejected": total(&|p| p.shard.rejected),
         "expired": total(&|p| p.shard.expired + p.stats.expired),
         "dead_lettered": total(&|p| p.shard.dead_lettered),
+        "durable_subscriptions": total(&|p| p.durable_subscriptions as u64),
+        "journal": journal_totals(parts),
         "closed_by_reason": CloseKind::ALL.iter().map(|k| (k.label().to_string(), total(&|p| p.stats.closed_by[k.index()]).into())).collect::<serde_json::Map<_, _>>(),
         "errors_by_word": ErrorWord::ALL.iter().map(|w| (w.as_str().to_string(), total(&|p| p.stats.errors_by_word[w.index()]).into())).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+/// The durable logs' figures summed over workers (sync times: the worst worker's), or null.
+fn journal_totals(parts: &[&WorkerSnapshot]) -> serde_json::Value {
+    let logs: Vec<&JournalStats> = parts.iter().filter_map(|p| p.journal.as_ref()).collect();
+    if logs.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let sum = |f: fn(&JournalStats) -> u64| logs.iter().map(|j| f(j)).sum::<u64>();
+    let max = |f: fn(&JournalStats) -> u64| logs.iter().map(|j| f(j)).max().unwrap_or(0);
+    serde_json::json!({
+        "records": sum(|j| j.records),
+        "syncs": sum(|j| j.syncs),
+        "disk_bytes": sum(|j| j.disk_bytes),
+        "segments": sum(|j| j.segments),
+        "last_sync_us": max(|j| j.last_sync_us),
+        "max_sync_us": max(|j| j.max_sync_us),
+        "disk_refused": sum(|j| j.disk_refused),
     })
 }
 
@@ -233,6 +259,24 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
     );
     metric("messages_dead_discarded_total", "counter", "Dead letters discarded (dead_letter = \"\").", sum(&|p| p.shard.dead_discarded));
     metric("messages_dropped_slow_total", "counter", "Topic deliveries dropped for slow consumers.", sum(&|p| p.stats.dropped_slow));
+    metric("durable_subscriptions", "gauge", "Durable topic subscriptions held.", sum(&|p| p.durable_subscriptions as u64));
+    let logs: Vec<&JournalStats> = parts.iter().filter_map(|p| p.journal.as_ref()).collect();
+    if !logs.is_empty() {
+        let jsum = |f: fn(&JournalStats) -> u64| logs.iter().map(|j| f(j)).sum::<u64>();
+        let jmax = |f: fn(&JournalStats) -> u64| logs.iter().map(|j| f(j)).max().unwrap_or(0);
+        metric("journal_records_total", "counter", "Records made durable in the workers' logs.", jsum(|j| j.records));
+        metric("journal_syncs_total", "counter", "Group commits (one write and fdatasync each).", jsum(|j| j.syncs));
+        metric("journal_disk_bytes", "gauge", "Bytes of log segments on disk.", jsum(|j| j.disk_bytes));
+        metric("journal_segments", "gauge", "Log segment files.", jsum(|j| j.segments));
+        metric(
+            "journal_last_sync_microseconds",
+            "gauge",
+            "The latest group commit's write and fdatasync, worst worker.",
+            jmax(|j| j.last_sync_us),
+        );
+        metric("journal_max_sync_microseconds", "gauge", "The slowest group commit since start.", jmax(|j| j.max_sync_us));
+        metric("journal_disk_refused_total", "counter", "Persistent SENDs refused for disk limits (disk flup).", jsum(|j| j.disk_refused));
+    }
     metric("stats_snapshots_total", "counter", "Snapshots the workers took for console pages and /metrics.", sum(&|p| p.stats.snapshots));
     metric("errors_sent_total", "counter", "ERROR frames sent.", sum(&|p| p.stats.errors_sent));
     let _ = writeln!(o, "# HELP romp_errors_by_word_total ERROR frames sent, by message word.\n# TYPE romp_errors_by_word_total counter");

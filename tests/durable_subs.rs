@@ -202,3 +202,33 @@ fn a_full_durable_subscription_refuses_publishers_under_reject() {
     let mut c = attach(&b, s, "/topic/bounded");
     assert_eq!(take_all(&mut c), ["1", "2", "3"]);
 }
+
+#[test]
+fn metrics_show_the_log_and_the_durable_subscriptions() {
+    let dir = data_dir("metrics");
+    let b = broker(Setup { workers: 2, ws: false }, &dir);
+    let s = &spellings()[0];
+    attach(&b, s, "/topic/m1").disconnect();
+    attach(&b, s, "/topic/m2").disconnect();
+    publish(&b, "/topic/m1", &["a", "b", "c"], true);
+    // Each worker answers from a snapshot up to 500 ms old: read one page until it is fresh.
+    let value = |page: &str, name: &str| -> u64 {
+        page.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' '))).map_or(0, |v| v.parse().unwrap())
+    };
+    let t = std::time::Instant::now();
+    let page = loop {
+        let page = b.metrics();
+        if value(&page, "romp_journal_records_total") >= 5 && value(&page, "romp_messages_published_total") >= 3 {
+            break page;
+        }
+        assert!(t.elapsed() < WAIT, "{page}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(value(&page, "romp_durable_subscriptions"), 2, "{page}");
+    assert!(value(&page, "romp_journal_syncs_total") >= 1, "{page}");
+    assert!(value(&page, "romp_journal_segments") >= 2, "one log per worker: {page}");
+    assert!(value(&page, "romp_journal_disk_bytes") >= 2 * 64 * 1024, "{page}");
+    assert_eq!(value(&page, "romp_journal_disk_refused_total"), 0, "{page}");
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}

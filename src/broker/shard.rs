@@ -306,6 +306,11 @@ impl Shard {
         self.queues.get(dest).map(|q| q.persistent_ids()).unwrap_or_default()
     }
 
+    /// Durable topic subscriptions held.
+    pub fn durable_subscriptions(&self) -> usize {
+        self.topics.values().map(|t| t.durables.len()).sum()
+    }
+
     /// Whether the durable subscription with this key exists (tests).
     pub fn has_durable(&self, key: &str) -> bool {
         self.durable_by_key(key).is_some()

@@ -173,6 +173,8 @@ impl Node {
                     truncated,
                     links: self.links.iter().map(|(l, _)| l.info()).collect(),
                     timers: self.ctx.time.timers.len(),
+                    journal: self.shard.journal.as_ref().map(|j| j.stats),
+                    durable_subscriptions: self.shard.durable_subscriptions(),
                 };
                 self.ctx.outbox.to_worker(from.worker(), crate::bus::ToWorker::StatsPart { to: from, part: Box::new(part) });
             }
