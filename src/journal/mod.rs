@@ -1,8 +1,11 @@
-//! The durable log (issue 13), one per worker: its on-disk record format first.
+//! The durable log, one per worker (docs/architecture.md, "The durable log"): the record
+//! format (`record`, `payload`), segments (`log`) over the `disk` seam (`fs` on a real
+//! directory), the sync thread's group commit (`syncer`), replay of recovered records
+//! (`replay`) and the generations of a data directory (`store`).
 //!
-//! Sans-io: this module encodes records into a caller's buffer and scans a segment's bytes; it
-//! never opens a file. The worker that owns the log, its sync thread and recovery (to come) are
-//! built on it.
+//! `record`, `payload` and `replay` are sans-io (bytes in, bytes out); `log` touches the disk
+//! only through `disk::Disk`. The broker side (what gets logged, receipts after sync) is
+//! `broker::durable`.
 
 pub mod disk;
 pub mod fs;

@@ -100,7 +100,8 @@ impl Replay {
                     self.destinations.remove(&super::payload::durable_key(s.dest, s.identity, s.name));
                 }
             }
-            // Checkpoints are not written yet (issue 13 in progress).
+            // No checkpoint records are written (each start rewrites the live state instead:
+            // docs/architecture.md); commit records carry no state of their own.
             Kind::Checkpoint | Kind::Commit => {}
         }
         Ok(())

@@ -329,7 +329,8 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
     for pid in (0..o.producers).filter(|p| (first_producer + p) % o.threads == t) {
         let copies = o.copies_of(pid % o.destinations);
         let mut head = Vec::new();
-        frames::send_head(&mut head, o.version, &o.destination(pid), o.size, &[]).map_err(|e| format!("SEND: {e}"))?;
+        let extra: &[(&str, &str)] = if o.persistent { &[("persistent", "true")] } else { &[] };
+        frames::send_head(&mut head, o.version, &o.destination(pid), o.size, extra).map_err(|e| format!("SEND: {e}"))?;
         conns.push(open(Role::Producer { pid: pid as u32, seq: 0, copies, head })?);
     }
     for (i, c) in conns.iter_mut().enumerate() {

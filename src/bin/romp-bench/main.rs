@@ -79,6 +79,8 @@ pub struct Opts {
     pub ws: Option<String>,
     /// `--stomp-version`: the protocol version asked for (CONNECT, ACK shape, escaping).
     pub version: romp::stomp::Version,
+    /// `--persistent`: every SEND carries `persistent:true` (through the broker's log).
+    pub persistent: bool,
 }
 
 const USAGE: &str = "usage: romp-bench [options]
@@ -93,6 +95,7 @@ const USAGE: &str = "usage: romp-bench [options]
   --burst N (queue 50000, at most 64 MiB of bodies; topic 0) each producer's first N messages
     pipelined with no window; messages lost in it are reported apart and fail the run
   --ack auto|client|client-individual (auto)  --threads N (2)  --json
+  --persistent                  every SEND carries persistent:true (a durable broker logs it)
   --stomp-version 1.0|1.1|1.2 (1.2)  what CONNECT asks for; ACKs take that version's shape
   --latency N                   request/reply round trips (N requesters, 1 in flight each)
                                 with p50/p99/p99.9, beside a raw TCP echo of the same size
@@ -138,6 +141,7 @@ impl Default for Opts {
             ack: AckMode::Auto,
             threads: 2,
             json: false,
+            persistent: false,
             idle: None,
             broker_pid: None,
             latency: None,
@@ -189,6 +193,7 @@ fn parse_opts() -> Result<Opts, String> {
             }
             "--threads" => o.threads = num(v()?)?.max(1) as usize,
             "--json" => o.json = true,
+            "--persistent" => o.persistent = true,
             "--idle" => o.idle = Some(num(v()?)? as usize),
             "--broker-pid" => o.broker_pid = Some(num(v()?)? as u32),
             "--latency" => o.latency = Some(num(v()?)?.max(1) as usize),

@@ -141,11 +141,12 @@ impl Report {
         }
         Report {
             scenario: format!(
-                "{kind} {}->{} over {} destination(s), {} B, ack {}{extra}",
+                "{kind} {}->{} over {} destination(s), {} B{}, ack {}{extra}",
                 o.producers,
                 o.consumers,
                 o.destinations,
                 o.size,
+                if o.persistent { " persistent" } else { "" },
                 o.ack.as_str()
             ),
             sent: t.sent.iter().sum(),
