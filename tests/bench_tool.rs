@@ -220,3 +220,40 @@ fn websocket_runs_are_checked_like_tcp_runs() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// `--persistent` with a receipt window against a durable broker: every SEND carries
+/// `persistent:true`, goes through the log, and the producers wait for RECEIPTs, whose round
+/// trips are reported; nothing is lost. The fdatasync floor mode measures the disk itself.
+#[test]
+fn persistent_runs_with_receipt_windows_are_clean_and_report_their_receipts() {
+    let dir = std::env::temp_dir().join(format!("romp-bench-tool-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut c = cfg();
+    c.data_dir = dir.display().to_string();
+    let s = Server::start(c).unwrap();
+    let port = s.local_addrs()[0].port();
+    let (ok, r) = bench(port, &["--kind", "queue", "--persistent", "--producers", "2", "--receipt-window", "8", "--receipt-every", "4"]);
+    assert!(ok, "{r}");
+    assert!(r["scenario"].as_str().unwrap().contains("persistent"), "{r}");
+    let receipts = r["receipts"]["count"].as_u64().unwrap();
+    // Both producers' SENDs are covered by receipts, one per four SENDs (those of the warm-up
+    // are not counted, nor the last few in flight).
+    assert!(receipts > 0 && receipts <= r["sent"].as_u64().unwrap() / 4, "{r}");
+    assert_eq!((r["lost"].as_u64(), r["burst_sent"].as_u64()), (Some(0), Some(0)), "{r}");
+    drop(s);
+    let out = Command::new(BENCH)
+        .args(["--fsync-floor", dir.to_str().unwrap(), "--duration", "0.3", "--warmup", "0", "--json"])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert!(v["syncs"].as_u64().unwrap() > 0 && v["p50_us"].as_f64().unwrap() > 0.0, "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_receipt_every_beyond_the_window_is_refused() {
+    let out = Command::new(BENCH).args(["--port", "1", "--receipt-window", "2", "--receipt-every", "3"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--receipt-every"), "{}", String::from_utf8_lossy(&out.stderr));
+}

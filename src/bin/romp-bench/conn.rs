@@ -10,6 +10,7 @@ use mio::{Events, Interest, Poll, Token};
 use romp::broker::AckMode;
 use romp::client::{frames, Decoded, Incoming};
 use romp::stomp::{Command, HeartBeat, Limits, Version};
+use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -53,8 +54,10 @@ pub fn check(body: &[u8]) -> Option<(u32, u64)> {
 }
 
 enum Role {
-    /// `head`: the SEND command and headers, built once (destination and length never change).
-    Producer { pid: u32, seq: u64, copies: u64, head: Vec<u8> },
+    /// `head`: the SEND command and headers, built once (destination and length never change);
+    /// `rhead` the same asking for a RECEIPT (`--receipt-window`). `receipted`: SENDs covered
+    /// by the RECEIPTs received; `asked`: when each outstanding receipted SEND was written.
+    Producer { pid: u32, seq: u64, copies: u64, head: Vec<u8>, rhead: Vec<u8>, receipted: u64, asked: VecDeque<Instant> },
     /// `slow`: reads at most `--slow-rate` messages/s; not counted in loss accounting.
     Consumer { cid: usize, slow: bool },
 }
@@ -242,16 +245,28 @@ impl Reader<'_> {
                     match &c.role {
                         Role::Consumer { cid, .. } => {
                             let (id, dest) = (cid.to_string(), o.destination(*cid));
-                            frames::subscribe(&mut c.wbuf, o.version, &id, &dest, o.ack, &[("receipt", "ready")])
-                                .map_err(|e| format!("SUBSCRIBE: {e}"))?;
+                            let mut h: Vec<(&str, &str)> = o.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                            h.push(("receipt", "ready"));
+                            frames::subscribe(&mut c.wbuf, o.version, &id, &dest, o.ack, &h).map_err(|e| format!("SUBSCRIBE: {e}"))?;
                         }
                         Role::Producer { .. } => c.ready = true,
                     }
                 }
-                Command::Receipt => {
-                    c.ready = true;
-                    self.shared.ready_consumers.fetch_add(1, Ordering::AcqRel);
-                }
+                Command::Receipt => match &mut c.role {
+                    Role::Producer { receipted, asked, .. } => {
+                        // In order: this one covers the `receipt_every` SENDs up to its own.
+                        *receipted += o.receipt_every;
+                        if let Some(at) = asked.pop_front() {
+                            if self.measure_from.is_some_and(|m| at >= m) {
+                                let _ = self.tally.receipts.record((at.elapsed().as_nanos() as u64).max(1));
+                            }
+                        }
+                    }
+                    Role::Consumer { .. } => {
+                        c.ready = true;
+                        self.shared.ready_consumers.fetch_add(1, Ordering::AcqRel);
+                    }
+                },
                 _ => {}
             }
         }
@@ -329,9 +344,16 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
     for pid in (0..o.producers).filter(|p| (first_producer + p) % o.threads == t) {
         let copies = o.copies_of(pid % o.destinations);
         let mut head = Vec::new();
-        let extra: &[(&str, &str)] = if o.persistent { &[("persistent", "true")] } else { &[] };
-        frames::send_head(&mut head, o.version, &o.destination(pid), o.size, extra).map_err(|e| format!("SEND: {e}"))?;
-        conns.push(open(Role::Producer { pid: pid as u32, seq: 0, copies, head })?);
+        let mut extra: Vec<(&str, &str)> = o.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if o.persistent {
+            extra.push(("persistent", "true"));
+        }
+        frames::send_head(&mut head, o.version, &o.destination(pid), o.size, &extra).map_err(|e| format!("SEND: {e}"))?;
+        let mut rhead = Vec::new();
+        extra.push(("receipt", "r"));
+        frames::send_head(&mut rhead, o.version, &o.destination(pid), o.size, &extra).map_err(|e| format!("SEND: {e}"))?;
+        let asked = VecDeque::new();
+        conns.push(open(Role::Producer { pid: pid as u32, seq: 0, copies, head, rhead, receipted: 0, asked })?);
     }
     for (i, c) in conns.iter_mut().enumerate() {
         poll.registry().register(&mut c.sock, Token(i), Interest::READABLE | Interest::WRITABLE).map_err(|e| e.to_string())?;
@@ -399,9 +421,14 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
         for c in conns.iter_mut() {
             let room = c.pending() < WBUF_MAX;
             let mut window_open = false;
-            if let Role::Producer { pid, seq, copies, head } = &mut c.role {
+            if let Role::Producer { pid, seq, copies, head, rhead, receipted, asked } = &mut c.role {
                 if go && c.ready && room {
                     let n = match (rate, shared.started.get()) {
+                        _ if o.receipt_window > 0 => {
+                            // Closed loop on receipts; the poll timeout (1 ms) is not the pace:
+                            // a RECEIPT is a read event on this very connection.
+                            (o.receipt_window - (*seq - *receipted).min(o.receipt_window)).min(BATCH)
+                        }
                         (Some(rate), Some(start)) => {
                             // Message k is intended for start + k / rate and due from then on.
                             let due = (start.elapsed().as_secs_f64() * rate) as u64 + 1;
@@ -433,7 +460,12 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
                     for _ in 0..n {
                         stamp(&mut body, *pid, *seq);
                         *seq += 1;
-                        c.wbuf.extend_from_slice(head);
+                        if o.receipt_window > 0 && *seq % o.receipt_every == 0 {
+                            asked.push_back(Instant::now());
+                            c.wbuf.extend_from_slice(rhead);
+                        } else {
+                            c.wbuf.extend_from_slice(head);
+                        }
                         c.wbuf.extend_from_slice(&body);
                         c.wbuf.push(0);
                     }

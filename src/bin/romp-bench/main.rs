@@ -14,6 +14,7 @@
 //! brings no new event (sleeping on the poller then capped a producer at one batch per timeout).
 
 mod conn;
+mod fsync;
 
 // Messages are allocated on one worker and freed on another; mimalloc handles such remote frees
 // without the arena locking glibc's malloc does (13% of a worker's time in _int_malloc when
@@ -81,6 +82,16 @@ pub struct Opts {
     pub version: romp::stomp::Version,
     /// `--persistent`: every SEND carries `persistent:true` (through the broker's log).
     pub persistent: bool,
+    /// `--receipt-window N`: each producer has at most N SENDs not yet covered by a RECEIPT
+    /// (0: no receipts); `--receipt-every K`: every K-th SEND asks for one (receipts arrive in
+    /// order, so one covers the K before it).
+    pub receipt_window: u64,
+    pub receipt_every: u64,
+    /// `--header K:V` (repeatable): added to every SEND and SUBSCRIBE (e.g. a peer's
+    /// `x-queue-type:quorum`).
+    pub headers: Vec<(String, String)>,
+    /// `--fsync-floor DIR`: measure fdatasync per 100-byte append in DIR instead of a load.
+    pub fsync_floor: Option<String>,
 }
 
 const USAGE: &str = "usage: romp-bench [options]
@@ -96,6 +107,12 @@ const USAGE: &str = "usage: romp-bench [options]
     pipelined with no window; messages lost in it are reported apart and fail the run
   --ack auto|client|client-individual (auto)  --threads N (2)  --json
   --persistent                  every SEND carries persistent:true (a durable broker logs it)
+  --receipt-window N [--receipt-every K (1)]  at most N SENDs per producer not yet covered by
+                                a RECEIPT, one asked every K SENDs (no burst then); reports the
+                                receipt round trip p50/p99
+  --header NAME:VALUE           added to every SEND and SUBSCRIBE (repeatable)
+  --fsync-floor DIR             measure fdatasync after each 100-byte append to a file in DIR
+                                (the disk's floor for one receipt in flight), not a load
   --stomp-version 1.0|1.1|1.2 (1.2)  what CONNECT asks for; ACKs take that version's shape
   --latency N                   request/reply round trips (N requesters, 1 in flight each)
                                 with p50/p99/p99.9, beside a raw TCP echo of the same size
@@ -142,6 +159,10 @@ impl Default for Opts {
             threads: 2,
             json: false,
             persistent: false,
+            receipt_window: 0,
+            receipt_every: 1,
+            headers: Vec::new(),
+            fsync_floor: None,
             idle: None,
             broker_pid: None,
             latency: None,
@@ -194,6 +215,14 @@ fn parse_opts() -> Result<Opts, String> {
             "--threads" => o.threads = num(v()?)?.max(1) as usize,
             "--json" => o.json = true,
             "--persistent" => o.persistent = true,
+            "--receipt-window" => o.receipt_window = num(v()?)?,
+            "--receipt-every" => o.receipt_every = num(v()?)?.max(1),
+            "--header" => {
+                let h = v()?;
+                let (k, val) = h.split_once(':').ok_or("--header needs NAME:VALUE")?;
+                o.headers.push((k.to_string(), val.to_string()));
+            }
+            "--fsync-floor" => o.fsync_floor = Some(v()?.to_string()),
             "--idle" => o.idle = Some(num(v()?)? as usize),
             "--broker-pid" => o.broker_pid = Some(num(v()?)? as u32),
             "--latency" => o.latency = Some(num(v()?)?.max(1) as usize),
@@ -222,7 +251,10 @@ fn parse_opts() -> Result<Opts, String> {
         // any broker's per-connection and per-queue byte bounds.
         o.window = o.window.min(((16 << 20) / o.size as u64).max(64));
     }
-    if !o.burst_set && o.kind == Kind::Queue {
+    if o.receipt_window > 0 && o.receipt_every > o.receipt_window {
+        return Err("--receipt-every must not exceed --receipt-window (the window would never reopen)".into());
+    }
+    if !o.burst_set && o.kind == Kind::Queue && o.receipt_window == 0 {
         // A queue must slow a pipelining producer, never shed it: every run starts with a burst
         // that no window paces, and a message lost in it fails the run like any other.
         o.burst = ((64 << 20) / o.size as u64).clamp(64, 50_000);
@@ -325,6 +357,13 @@ fn main() {
         }
     };
 
+    if let Some(dir) = &opts.fsync_floor {
+        if let Err(e) = fsync::run(&opts, dir) {
+            eprintln!("romp-bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if opts.null_broker {
         if let Err(e) = nullbroker::run(&opts) {
             eprintln!("romp-bench: {e}");

@@ -4,7 +4,6 @@ use crate::{Kind, Opts};
 use hdrhistogram::Histogram;
 
 /// What one thread saw. Merged across threads at the end.
-#[derive(Default)]
 pub struct Tally {
     /// Messages sent per producer (its next sequence number).
     pub sent: Vec<u64>,
@@ -21,6 +20,25 @@ pub struct Tally {
     /// Messages slow consumers read, and slow consumers the broker cut off.
     pub slow_delivered: u64,
     pub slow_cut_off: u64,
+    /// `--receipt-window`: SEND-to-RECEIPT round trips, in ns.
+    pub receipts: Histogram<u64>,
+}
+
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally {
+            sent: Vec::new(),
+            seen: Vec::new(),
+            last: Vec::new(),
+            reordered: 0,
+            corrupt: 0,
+            errors: 0,
+            latency: None,
+            slow_delivered: 0,
+            slow_cut_off: 0,
+            receipts: latency_histogram(),
+        }
+    }
 }
 
 /// A histogram of nanoseconds up to a minute, 3 significant digits.
@@ -77,6 +95,7 @@ impl Tally {
         self.errors += other.errors;
         self.slow_delivered += other.slow_delivered;
         self.slow_cut_off += other.slow_cut_off;
+        let _ = self.receipts.add(&other.receipts);
         if let Some(h) = other.latency {
             match self.latency.as_mut() {
                 Some(mine) => {
@@ -108,6 +127,8 @@ pub struct Report {
     slow: Option<(usize, u64, u64)>,
     /// The broker's peak RSS during the run (`--broker-pid`).
     pub broker_rss_kib: Option<u64>,
+    /// `--receipt-window`: (receipts, p50, p99) of the SEND-to-RECEIPT round trip in us.
+    receipts: Option<(u64, f64, f64)>,
 }
 
 impl Report {
@@ -164,6 +185,10 @@ impl Report {
             latency_us,
             slow: (o.slow > 0).then_some((o.slow, t.slow_delivered, t.slow_cut_off)),
             broker_rss_kib: None,
+            receipts: (o.receipt_window > 0).then(|| {
+                let h = &t.receipts;
+                (h.len(), h.value_at_quantile(0.5) as f64 / 1000.0, h.value_at_quantile(0.99) as f64 / 1000.0)
+            }),
         }
     }
 
@@ -183,6 +208,9 @@ impl Report {
             }
             if let Some(kib) = self.broker_rss_kib {
                 extra.push_str(&format!(",\"broker_rss_kib\":{kib}"));
+            }
+            if let Some((n, p50, p99)) = self.receipts {
+                extra.push_str(&format!(",\"receipts\":{{\"count\":{n},\"p50_us\":{p50:.1},\"p99_us\":{p99:.1}}}"));
             }
             println!(
                 "{{\"scenario\":\"{}\",\"seconds\":{:.3},\"sent\":{},\"delivered\":{},\"lost\":{},\"burst_sent\":{},\"burst_lost\":{},\"duplicated\":{},\"reordered\":{},\"corrupt\":{},\"errors\":{},\"send_rate\":{:.0},\"delivery_rate\":{:.0}{extra}}}",
@@ -212,6 +240,9 @@ impl Report {
         }
         if let Some(kib) = self.broker_rss_kib {
             println!("broker RSS   {kib} KiB at most");
+        }
+        if let Some((n, p50, p99)) = self.receipts {
+            println!("receipts     {n}: SEND to RECEIPT p50 {p50:.0} us  p99 {p99:.0} us");
         }
         println!("verdict      {}", if self.clean() { "CLEAN" } else { "FAILED: messages lost, duplicated, reordered or corrupted" });
     }
