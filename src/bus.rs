@@ -79,6 +79,10 @@ pub struct Shared {
     pub auth_fault: Arc<AtomicBool>,
     /// The largest message-id counter the durable log held at start: ids are made above it.
     pub id_floor: std::sync::atomic::AtomicU64,
+    /// What the start recovered from the durable log: messages, and milliseconds it took
+    /// (read, rewrite, switch of generation), for `/metrics`.
+    pub recovered: std::sync::atomic::AtomicU64,
+    pub recovery_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {

@@ -118,6 +118,9 @@ pub struct Env<'a> {
     pub server: &'a str,
     pub uptime_secs: u64,
     pub memory: &'a crate::memory::Gauge,
+    /// (messages recovered from the durable log at start, ms the recovery took); none
+    /// without a log.
+    pub recovery: Option<(u64, u64)>,
 }
 
 /// Destinations listed per worker at most (the page says when it was cut).
@@ -261,6 +264,10 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
     metric("messages_dropped_slow_total", "counter", "Topic deliveries dropped for slow consumers.", sum(&|p| p.stats.dropped_slow));
     metric("durable_subscriptions", "gauge", "Durable topic subscriptions held.", sum(&|p| p.durable_subscriptions as u64));
     let logs: Vec<&JournalStats> = parts.iter().filter_map(|p| p.journal.as_ref()).collect();
+    if let Some((messages, ms)) = env.recovery {
+        metric("journal_recovered_messages", "gauge", "Persistent messages the start recovered from the log.", messages);
+        metric("journal_recovery_milliseconds", "gauge", "How long the start's recovery took (read, rewrite, switch).", ms);
+    }
     if !logs.is_empty() {
         let jsum = |f: fn(&JournalStats) -> u64| logs.iter().map(|j| f(j)).sum::<u64>();
         let jmax = |f: fn(&JournalStats) -> u64| logs.iter().map(|j| f(j)).max().unwrap_or(0);

@@ -244,6 +244,8 @@ impl Server {
                 cfg.sync
             );
             shared.id_floor.store(opened.max_counter, Ordering::Relaxed);
+            shared.recovered.store(held as u64, Ordering::Relaxed);
+            shared.recovery_ms.store(opened.took.as_millis() as u64, Ordering::Relaxed);
             Some((dir, opened))
         };
         let auth_peers = peers.clone();

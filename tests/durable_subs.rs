@@ -229,6 +229,13 @@ fn metrics_show_the_log_and_the_durable_subscriptions() {
     assert!(value(&page, "romp_journal_segments") >= 2, "one log per worker: {page}");
     assert!(value(&page, "romp_journal_disk_bytes") >= 2 * 64 * 1024, "{page}");
     assert_eq!(value(&page, "romp_journal_disk_refused_total"), 0, "{page}");
+    assert_eq!(value(&page, "romp_journal_recovered_messages"), 0, "a fresh directory: {page}");
+    drop(b);
+    // Restarted: the three kept messages were recovered (the figure is the start's).
+    let b = broker(Setup { workers: 2, ws: false }, &dir);
+    let page = b.metrics();
+    assert_eq!(value(&page, "romp_journal_recovered_messages"), 3, "{page}");
+    assert!(page.contains("romp_journal_recovery_milliseconds "), "{page}");
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -133,6 +133,19 @@ pub struct WorkerEnv {
     pub started: Instant,
 }
 
+impl WorkerEnv {
+    /// What the stats pages need besides the workers' snapshots.
+    pub fn metrics_env(&self) -> crate::metrics::Env<'_> {
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::Env {
+            server: &self.server_header,
+            uptime_secs: self.started.elapsed().as_secs(),
+            memory: &self.shared.memory,
+            recovery: (!self.cfg.data_dir.is_empty()).then(|| (load(&self.shared.recovered), load(&self.shared.recovery_ms))),
+        }
+    }
+}
+
 /// The worker's clocks and deadlines.
 pub struct Clock {
     /// Monotonic time, taken once per loop turn.

@@ -441,11 +441,7 @@ fn upgrade(conn: &mut Conn, ctx: &mut Ctx, acc: handshake::Accepted) {
 /// One worker's stats arrived for a waiting console request.
 /// The console page or `/metrics` for `path`, rendered from every worker's snapshot.
 fn stats_response(path: &str, parts: &[crate::metrics::WorkerSnapshot], ctx: &Ctx) -> Response {
-    let env = crate::metrics::Env {
-        server: &ctx.env.server_header,
-        uptime_secs: ctx.env.started.elapsed().as_secs(),
-        memory: &ctx.env.shared.memory,
-    };
+    let env = ctx.env.metrics_env();
     let body = crate::metrics::render(path, parts, env);
     if path == "/metrics" {
         Response::new(200, "text/plain; version=0.0.4", body)

@@ -128,11 +128,7 @@ impl Node {
             crate::bus::ToWorker::InjectPanic => panic!("injected fault in worker {}", self.ctx.worker),
             crate::bus::ToWorker::Durable(d) => self.shard.durable(d, &mut self.ctx.outbox),
             crate::bus::ToWorker::StatsPart { to: crate::broker::StatsAsker::Worker(_), part } => {
-                let env = metrics::Env {
-                    server: &self.ctx.env.server_header,
-                    uptime_secs: self.ctx.env.started.elapsed().as_secs(),
-                    memory: &self.ctx.env.shared.memory,
-                };
+                let env = self.ctx.env.metrics_env();
                 if let Some(body) = self.stats.add(*part, env) {
                     self.publish_stats(body);
                 }
