@@ -239,3 +239,20 @@ fn metrics_show_the_log_and_the_durable_subscriptions() {
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Each durable subscription is a destination of its own: new names cannot be made without
+/// end, past `max_destinations` a SUBSCRIBE that would create one more gets `dest flup`.
+#[test]
+fn durable_subscriptions_count_against_max_destinations() {
+    let b = Broker::with(1, |c| c.max_destinations = 4);
+    let mut c = b.raw();
+    c.connect_with("1.2", &[("client-id", "many")]);
+    for i in 0..3 {
+        let (id, name) = (format!("s{i}"), format!("n{i}"));
+        let h = [("id", id.as_str()), ("destination", "/topic/many"), ("activemq.subscriptionName", name.as_str())];
+        c.with_receipt("SUBSCRIBE", &h, b"", &format!("r{i}"));
+    }
+    c.send_frame("SUBSCRIBE", &[("id", "s3"), ("destination", "/topic/many"), ("activemq.subscriptionName", "n3")], b"");
+    let e = c.expect("ERROR");
+    assert_eq!(e.h("message"), "dest flup", "{e:?}");
+}

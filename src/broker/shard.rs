@@ -531,14 +531,15 @@ impl Shard {
                     self.dispatch(&dest, out);
                 }
             },
-            ToOwner::Unsubscribe { dest, key } if DestKind::of(&dest) == DestKind::Topic && self.durable_of(&dest, key).is_some() => {
-                self.with_durable(&dest, key, out, |d| {
-                    d.queue.unsubscribe(key);
-                    if d.consumer == Some(key) {
-                        d.consumer = None;
-                    }
-                });
-            }
+            // A durable subscription's consumer detaches (the guard applies it); otherwise on.
+            ToOwner::Unsubscribe { dest, key }
+                if DestKind::of(&dest) == DestKind::Topic
+                    && self.with_durable(&dest, key, out, |d, _| {
+                        d.queue.unsubscribe(key);
+                        if d.consumer == Some(key) {
+                            d.consumer = None;
+                        }
+                    }) => {}
             ToOwner::Forget { dest, from, identity, name } => self.forget_durables(dest, from, (identity, name), out),
             ToOwner::Unsubscribe { dest, key } => match DestKind::of(&dest) {
                 DestKind::Topic => {
@@ -570,31 +571,28 @@ impl Shard {
                 }
             },
             ToOwner::Settle { dest, key, seqs, kind } if DestKind::of(&dest) == DestKind::Topic => {
-                self.with_durable(&dest, key, out, |d| {
+                self.with_durable(&dest, key, out, |d, _| {
                     d.queue.settle(key, &seqs, kind);
                 });
             }
             ToOwner::Credit { dest, key, n } if DestKind::of(&dest) == DestKind::Topic => {
-                self.with_durable(&dest, key, out, |d| d.queue.credit(key, n));
+                self.with_durable(&dest, key, out, |d, _| d.queue.credit(key, n));
             }
             ToOwner::Pace { dest, key, paused } if DestKind::of(&dest) == DestKind::Topic => {
-                self.with_durable(&dest, key, out, |d| d.queue.pace(key, paused));
+                self.with_durable(&dest, key, out, |d, _| d.queue.pace(key, paused));
             }
             ToOwner::Bounce { dest, key, msg, seq, deliveries } if DestKind::of(&dest) == DestKind::Topic => {
-                let Some(id) = self.durable_of(&dest, key) else {
-                    log::warn!("{dest}: a message bounced for a durable subscription that is gone");
-                    return;
-                };
-                let log = match &mut self.journal {
-                    Some(j) if msg.header("persistent") == Some("true") => {
-                        j.message_as(&msg, &crate::journal::payload::durable_key(&dest, &id.0, &id.1), None)
-                    }
-                    _ => 0,
-                };
-                if let Some(d) = self.topics.get_mut(&dest).and_then(|t| t.durables.get_mut(&id)) {
+                // It left the log when it was dispatched: back in its queue, back in the log.
+                let back = self.with_durable(&dest, key, out, |d, journal| {
+                    let log = match journal {
+                        Some(j) if msg.header("persistent") == Some("true") => j.message_as(&msg, &d.key, None),
+                        _ => 0,
+                    };
                     d.queue.bounce(msg, seq, deliveries, log);
+                });
+                if !back {
+                    log::warn!("{dest}: a message bounced for a durable subscription that is gone");
                 }
-                self.dispatch_durable(&dest, &id, out);
             }
             ToOwner::Settle { dest, key, seqs, kind } => {
                 if let Some(q) = self.queues.get_mut(&dest) {
@@ -670,10 +668,9 @@ impl Shard {
             let mut messages = t.retained.len();
             t.retained.clear();
             t.set_retained_bytes(0);
-            for (id, d) in t.durables.iter_mut() {
+            for d in t.durables.values_mut() {
                 messages += d.queue.purge();
-                let key = crate::journal::payload::durable_key(dest, &id.0, &id.1);
-                Self::log_drops(&mut self.journal, self.acting, &key, &mut d.queue);
+                Self::log_drops(&mut self.journal, self.acting, &d.key, &mut d.queue);
             }
             if t.is_idle() {
                 self.topics.remove(dest);
@@ -988,19 +985,7 @@ impl Shard {
         // Needed only for dead letters: no shared refcount traffic on the common path.
         let policy = (!self.dead.is_empty()).then(|| q.policy.clone());
         let idle = q.is_idle();
-        for d in self.scratch.drain(..) {
-            out.answer(
-                d.key.conn.worker as usize,
-                FromOwner::QueueMessage {
-                    key: d.key,
-                    msg: d.entry.msg,
-                    seq: d.entry.seq,
-                    redelivered: d.entry.redelivered,
-                    retained: d.retained,
-                    deliveries: d.entry.deliveries,
-                },
-            );
-        }
+        Self::answer_dispatched(&mut self.scratch, out);
         if idle {
             self.queues.remove(dest);
         }
@@ -1008,6 +993,21 @@ impl Shard {
             self.dead_letter(dest, &policy, out);
         }
         self.flow_at(dest, if idle { (false, true) } else { level }, out);
+    }
+
+    /// Send each dispatched queue message to its consumer's worker.
+    fn answer_dispatched(scratch: &mut Vec<Dispatch>, out: &mut impl Outlet) {
+        for d in scratch.drain(..) {
+            let m = FromOwner::QueueMessage {
+                key: d.key,
+                msg: d.entry.msg,
+                seq: d.entry.seq,
+                redelivered: d.entry.redelivered,
+                retained: d.retained,
+                deliveries: d.entry.deliveries,
+            };
+            out.answer(d.key.conn.worker as usize, m);
+        }
     }
 
     /// Producer flow control for `overflow = "block"` queues: over a limit, tell every worker

@@ -7,7 +7,8 @@
 //! [`durable_key`] (topic, identity, name), its definition as a subscription record; a
 //! restart restores both. Invariants: a subscription's `consumer` is the one key its queue
 //! has as consumer, if any; `last` is the most recent consumer's key (an auto-ack delivery
-//! bounced after its subscription left finds its way back by it).
+//! bounced after its subscription left finds its way back by it). Publishing to a topic with
+//! durable subscriptions allocates nothing per subscription beyond the queue entry.
 
 use super::*;
 use crate::broker::{AckMode, ConnRef};
@@ -19,6 +20,8 @@ pub type DurableId = (Box<str>, Box<str>);
 #[derive(Debug)]
 pub struct DurableSub {
     pub(super) queue: Queue,
+    /// Its messages' destination in the log ([`durable_key`]), made once.
+    pub(super) key: Box<str>,
     /// The log record that defined it (0: not logged).
     pub(super) record: u64,
     pub(super) consumer: Option<SubKey>,
@@ -26,12 +29,6 @@ pub struct DurableSub {
 }
 
 impl Shard {
-    /// The durable subscription of `topic` that `key` consumes (or last consumed).
-    pub(super) fn durable_of(&self, topic: &str, key: SubKey) -> Option<DurableId> {
-        let t = self.topics.get(topic)?;
-        t.durables.iter().find(|(_, d)| d.consumer == Some(key) || d.last == Some(key)).map(|(id, _)| id.clone())
-    }
-
     #[allow(clippy::too_many_arguments)]
     pub(super) fn subscribe_durable(
         &mut self,
@@ -46,14 +43,22 @@ impl Shard {
         let (policies, tally) = (self.policies.clone(), self.tally.clone());
         let t = self.topic_mut(&dest);
         let fresh = !t.durables.contains_key(&id);
-        if fresh && t.durables.len() + t.subs.len() >= t.policy.max_subscribers {
-            let detail = format!("{dest} has {} subscribers, its limit (max_connections)", t.durables.len() + t.subs.len());
-            if t.is_idle() {
+        let full = fresh && t.durables.len() + t.subs.len() >= t.policy.max_subscribers;
+        let idle = t.is_idle();
+        // A durable subscription is a destination of its own: it counts against this shard's
+        // share of max_destinations, or a client could create them without end.
+        let share = self.policies.max_destinations.div_ceil(self.workers.max(1));
+        let crowded = fresh && self.queues.len() + self.topics.len() + self.durable_subscriptions() >= share;
+        if full || crowded {
+            let detail =
+                if full { format!("{dest} has as many subscribers as it may (max_connections)") } else { self.no_room_detail(&dest) };
+            if idle {
                 self.topics.remove(&dest);
             }
             out.answer(key.conn.worker as usize, FromOwner::SubscribeRefused { key, word: ErrorWord::DestFlup, detail });
             return;
         }
+        let t = self.topic_mut(&dest);
         if let Some(d) = t.durables.get(&id) {
             if d.consumer.is_some_and(|c| c != key) {
                 let detail = format!("the durable subscription {:?} of {:?} on {dest} is in use by another connection", id.1, id.0);
@@ -64,6 +69,7 @@ impl Shard {
         let policy = t.policy.clone();
         let d = t.durables.entry(id.clone()).or_insert_with(|| DurableSub {
             queue: Queue::new(policy, policies.gen, tally),
+            key: durable_key(&dest, &id.0, &id.1).into(),
             record: 0,
             consumer: None,
             last: None,
@@ -87,43 +93,40 @@ impl Shard {
                 None => out.answer(key.conn.worker as usize, FromOwner::BarrierDone { conn: key.conn, owner: out.me() as u16 }),
             }
         }
-        self.dispatch_durable(&dest, &id, out);
+        self.dispatch_durables(&dest, out);
     }
 
-    /// Apply `f` to the queue of the durable subscription `key` consumes on `topic`, then
-    /// dispatch it. False if `key` has none there.
-    pub(super) fn with_durable(&mut self, topic: &Arc<str>, key: SubKey, out: &mut impl Outlet, f: impl FnOnce(&mut DurableSub)) -> bool {
-        let Some(id) = self.durable_of(topic, key) else { return false };
-        if let Some(d) = self.topics.get_mut(topic).and_then(|t| t.durables.get_mut(&id)) {
-            f(d);
-        }
-        self.dispatch_durable(topic, &id, out);
+    /// Apply `f` to the durable subscription of `topic` that `key` consumes (or last
+    /// consumed), with the journal at hand, then dispatch. False if `key` has none there.
+    pub(super) fn with_durable(
+        &mut self,
+        topic: &Arc<str>,
+        key: SubKey,
+        out: &mut impl Outlet,
+        f: impl FnOnce(&mut DurableSub, &mut Option<Journal>),
+    ) -> bool {
+        let found =
+            self.topics.get_mut(topic).and_then(|t| t.durables.values_mut().find(|d| d.consumer == Some(key) || d.last == Some(key)));
+        let Some(d) = found else { return false };
+        f(d, &mut self.journal);
+        self.dispatch_durables(topic, out);
         true
     }
 
-    /// Hand a durable subscription's ready messages to its consumer.
-    pub(super) fn dispatch_durable(&mut self, topic: &Arc<str>, id: &DurableId, out: &mut impl Outlet) {
-        let Some(d) = self.topics.get_mut(topic).and_then(|t| t.durables.get_mut(id)) else { return };
-        d.queue.dispatch(&mut self.scratch, self.now_ms);
-        self.dead.extend(d.queue.take_dead());
-        let gone: Vec<(u64, u64)> = d.queue.take_dropped().collect();
-        if let (Some(j), false) = (&mut self.journal, gone.is_empty()) {
-            j.drops(&durable_key(topic, &id.0, &id.1), &gone, self.acting);
+    /// Hand the ready messages of every durable subscription of `topic` to their consumers.
+    pub(super) fn dispatch_durables(&mut self, topic: &Arc<str>, out: &mut impl Outlet) {
+        let Some(t) = self.topics.get_mut(topic) else { return };
+        let mut policy = None;
+        for d in t.durables.values_mut() {
+            d.queue.dispatch(&mut self.scratch, self.now_ms);
+            let dead = self.dead.len();
+            self.dead.extend(d.queue.take_dead());
+            if self.dead.len() > dead {
+                policy = Some(d.queue.policy.clone());
+            }
+            Self::log_drops(&mut self.journal, self.acting, &d.key, &mut d.queue);
         }
-        let policy = (!self.dead.is_empty()).then(|| d.queue.policy.clone());
-        for m in self.scratch.drain(..) {
-            out.answer(
-                m.key.conn.worker as usize,
-                FromOwner::QueueMessage {
-                    key: m.key,
-                    msg: m.entry.msg,
-                    seq: m.entry.seq,
-                    redelivered: m.entry.redelivered,
-                    retained: m.retained,
-                    deliveries: m.entry.deliveries,
-                },
-            );
-        }
+        Self::answer_dispatched(&mut self.scratch, out);
         if let Some(policy) = policy {
             self.dead_letter(topic, &policy, out);
         }
@@ -169,22 +172,17 @@ impl Shard {
 
     /// Give `msg` to every durable subscription of `topic` (after [`Shard::durables_take`]).
     pub(super) fn feed_durables(&mut self, topic: &Arc<str>, msg: &Arc<Message>, logged: bool, out: &mut impl Outlet) {
-        let ids: Vec<DurableId> = match self.topics.get(topic) {
-            Some(t) if !t.durables.is_empty() => t.durables.keys().cloned().collect(),
-            _ => return,
-        };
-        for id in ids {
+        let Some(t) = self.topics.get_mut(topic) else { return };
+        for d in t.durables.values_mut() {
             let seq = self.next_seq;
             self.next_seq += 1;
             let log = match &mut self.journal {
-                Some(j) if logged => j.message_as(msg, &durable_key(topic, &id.0, &id.1), self.acting),
+                Some(j) if logged => j.message_as(msg, &d.key, self.acting),
                 _ => 0,
             };
-            if let Some(d) = self.topics.get_mut(topic).and_then(|t| t.durables.get_mut(&id)) {
-                d.queue.push(msg.clone(), seq, log);
-            }
-            self.dispatch_durable(topic, &id, out);
+            d.queue.push(msg.clone(), seq, log);
         }
+        self.dispatch_durables(topic, out);
     }
 
     /// Delete the durable subscription `id` of `topic` (of every topic, for `None`) and
@@ -231,9 +229,10 @@ impl Shard {
         let (policies, tally) = (self.policies.clone(), self.tally.clone());
         let t = self.topic_mut(&topic);
         let policy = t.policy.clone();
+        let key = durable_key(&topic, identity, name).into();
         t.durables.insert(
             (identity.into(), name.into()),
-            DurableSub { queue: Queue::new(policy, policies.gen, tally), record, consumer: None, last: None },
+            DurableSub { queue: Queue::new(policy, policies.gen, tally), key, record, consumer: None, last: None },
         );
     }
 
@@ -245,8 +244,7 @@ impl Shard {
                 if d.record != 0 && d.record < below {
                     d.record = j.relog_subscription(topic, &id.0, &id.1, d.record);
                 }
-                let key = durable_key(topic, &id.0, &id.1);
-                d.queue.relog(below, |e| j.relog(&e.msg, &key, e.log, e.order));
+                d.queue.relog(below, |e| j.relog(&e.msg, &d.key, e.log, e.order));
             }
         }
     }
