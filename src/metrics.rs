@@ -7,7 +7,7 @@
 //! shard, and the asker renders when all have answered. Counters live per worker, owned by its
 //! thread; nothing here is shared or locked. Pure data and formatting: no bus, no sockets.
 
-use crate::broker::durable::JournalStats;
+use crate::broker::durable::{JournalStats, BATCH_BUCKETS, SYNC_BUCKETS_US};
 use crate::broker::shard::{DestInfo, ShardStats};
 use crate::stomp::ErrorWord;
 use serde::Serialize;
@@ -194,6 +194,7 @@ fn totals(parts: &[&WorkerSnapshot], env: Env<'_>) -> serde_json::Value {
         "dead_lettered": total(&|p| p.shard.dead_lettered),
         "durable_subscriptions": total(&|p| p.durable_subscriptions as u64),
         "journal": journal_totals(parts),
+        "recovery": env.recovery.map(|(messages, ms)| serde_json::json!({"messages": messages, "milliseconds": ms})),
         "closed_by_reason": CloseKind::ALL.iter().map(|k| (k.label().to_string(), total(&|p| p.stats.closed_by[k.index()]).into())).collect::<serde_json::Map<_, _>>(),
         "errors_by_word": ErrorWord::ALL.iter().map(|w| (w.as_str().to_string(), total(&|p| p.stats.errors_by_word[w.index()]).into())).collect::<serde_json::Map<_, _>>(),
     })
@@ -207,6 +208,8 @@ fn journal_totals(parts: &[&WorkerSnapshot]) -> serde_json::Value {
     }
     let sum = |f: fn(&JournalStats) -> u64| logs.iter().map(|j| f(j)).sum::<u64>();
     let max = |f: fn(&JournalStats) -> u64| logs.iter().map(|j| f(j)).max().unwrap_or(0);
+    let sync: Vec<u64> = (0..=SYNC_BUCKETS_US.len()).map(|i| logs.iter().map(|j| j.sync_buckets[i]).sum()).collect();
+    let syncs = sum(|j| j.syncs);
     serde_json::json!({
         "records": sum(|j| j.records),
         "syncs": sum(|j| j.syncs),
@@ -215,7 +218,38 @@ fn journal_totals(parts: &[&WorkerSnapshot]) -> serde_json::Value {
         "last_sync_us": max(|j| j.last_sync_us),
         "max_sync_us": max(|j| j.max_sync_us),
         "disk_refused": sum(|j| j.disk_refused),
+        "sync_p50_us_at_most": quantile_bound(&SYNC_BUCKETS_US, &sync, 0.5),
+        "sync_p99_us_at_most": quantile_bound(&SYNC_BUCKETS_US, &sync, 0.99),
+        "records_per_sync": if syncs == 0 { 0.0 } else { sum(|j| j.records) as f64 / syncs as f64 },
     })
+}
+
+/// A Prometheus histogram `romp_NAME` from per-bucket counts (`counts[i]` observations at most
+/// `bounds[i]`, above the one before; one more count for +Inf) and the observations' sum.
+fn histogram(o: &mut String, name: &str, help: &str, bounds: &[String], counts: &[u64], sum: &str) {
+    let _ = writeln!(o, "# HELP romp_{name} {help}\n# TYPE romp_{name} histogram");
+    let mut acc = 0;
+    for (i, n) in counts.iter().enumerate() {
+        acc += n;
+        let le = bounds.get(i).map_or("+Inf", String::as_str);
+        let _ = writeln!(o, "romp_{name}_bucket{{le=\"{le}\"}} {acc}");
+    }
+    let _ = writeln!(o, "romp_{name}_sum {sum}\nromp_{name}_count {acc}");
+}
+
+/// The bound of the bucket holding quantile `q` of a histogram's counts (the last bound for
+/// observations above every bound), or 0 without observations.
+fn quantile_bound(bounds: &[u64], counts: &[u64], q: f64) -> u64 {
+    let total: u64 = counts.iter().sum();
+    let rank = (q * total as f64).ceil().max(1.0) as u64;
+    let mut acc = 0;
+    for (i, n) in counts.iter().enumerate() {
+        acc += n;
+        if acc >= rank && total > 0 {
+            return bounds.get(i).or(bounds.last()).copied().unwrap_or(0);
+        }
+    }
+    0
 }
 
 /// A Prometheus label value: backslash, quote and newline escaped.
@@ -225,7 +259,7 @@ fn label(s: &str) -> String {
 
 /// The Prometheus text exposition of every worker's numbers.
 fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
-    let mut o = String::new();
+    let (mut o, mut hists) = (String::new(), String::new());
     let sum = |f: &dyn Fn(&WorkerSnapshot) -> u64| parts.iter().map(|p| f(p)).sum::<u64>();
     let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
         let _ = writeln!(o, "# HELP romp_{name} {help}\n# TYPE romp_{name} {kind}\nromp_{name} {v}");
@@ -283,9 +317,18 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
         );
         metric("journal_max_sync_microseconds", "gauge", "The slowest group commit since start.", jmax(|j| j.max_sync_us));
         metric("journal_disk_refused_total", "counter", "Persistent SENDs refused for disk limits (disk flup).", jsum(|j| j.disk_refused));
+        let sync: Vec<u64> = (0..=SYNC_BUCKETS_US.len()).map(|i| logs.iter().map(|j| j.sync_buckets[i]).sum()).collect();
+        let bounds: Vec<String> = SYNC_BUCKETS_US.iter().map(|us| format!("{}", *us as f64 / 1e6)).collect();
+        let sum = format!("{}", jsum(|j| j.sync_us_sum) as f64 / 1e6);
+        histogram(&mut hists, "journal_sync_seconds", "Group commit latency (one write and its fdatasync).", &bounds, &sync, &sum);
+        let batch: Vec<u64> = (0..=BATCH_BUCKETS.len()).map(|i| logs.iter().map(|j| j.batch_buckets[i]).sum()).collect();
+        let bounds: Vec<String> = BATCH_BUCKETS.iter().map(u64::to_string).collect();
+        let sum = jsum(|j| j.records).to_string();
+        histogram(&mut hists, "journal_batch_records", "Records per group commit.", &bounds, &batch, &sum);
     }
     metric("stats_snapshots_total", "counter", "Snapshots the workers took for console pages and /metrics.", sum(&|p| p.stats.snapshots));
     metric("errors_sent_total", "counter", "ERROR frames sent.", sum(&|p| p.stats.errors_sent));
+    o.push_str(&hists);
     let _ = writeln!(o, "# HELP romp_errors_by_word_total ERROR frames sent, by message word.\n# TYPE romp_errors_by_word_total counter");
     for w in ErrorWord::ALL {
         let n = sum(&|p| p.stats.errors_by_word[w.index()]);

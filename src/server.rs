@@ -276,7 +276,7 @@ impl Server {
             let gauge = Arc::new(crate::broker::durable::DiskGauge::new(n));
             let limits = crate::broker::durable::DiskLimits { max_bytes: cfg.max_disk_bytes, min_free: cfg.min_free_disk };
             for (i, (log, state)) in opened.logs.into_iter().zip(opened.state).enumerate() {
-                let next = log.next_seq();
+                let (next, footprint) = (log.next_seq(), log.footprint());
                 let peer = peers[i].clone();
                 let (fail_shared, fail_peers) = (shared.clone(), peers.clone());
                 let free_dir = dir.clone();
@@ -294,7 +294,7 @@ impl Server {
                     move |reason| fail_shared.fail(reason, &fail_peers),
                 )?;
                 syncers.push(h);
-                journals[i] = Some((crate::broker::durable::Journal::new(tx, next, i, gauge.clone(), limits), state));
+                journals[i] = Some((crate::broker::durable::Journal::new(tx, next, i, gauge.clone(), limits, footprint), state));
             }
             lock = Some(opened.lock);
         }

@@ -76,6 +76,12 @@
       $('server').textContent = info.server;
       $('stats').textContent = `${info.connections} connections on ${info.workers} workers · ` +
         `${info.messages_in} messages in · ${info.messages_out} out · up ${info.uptime_seconds} s`;
+      const j = info.journal;
+      $('journal').textContent = j ?
+        `durable log: ${(j.disk_bytes / 1048576).toFixed(1)} MiB in ${j.segments} segments · ` +
+        `${j.syncs} syncs, ${j.records_per_sync.toFixed(1)} records each, p50 ≤ ${j.sync_p50_us_at_most} µs, ` +
+        `p99 ≤ ${j.sync_p99_us_at_most} µs · recovered ${info.recovery.messages} messages in ` +
+        `${info.recovery.milliseconds} ms at start` : 'durable log: off (memory only)';
       const dests = await (await fetch('romp/destinations')).json();
       const body = $('destinations').tBodies[0];
       body.replaceChildren();

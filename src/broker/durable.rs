@@ -56,6 +56,18 @@ pub struct DiskLimits {
     pub min_free: u64,
 }
 
+/// Upper bounds (microseconds) of the group-commit latency histogram's buckets (one write and
+/// its fdatasync); one bucket more counts the slower ones.
+pub const SYNC_BUCKETS_US: [u64; 12] = [50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000];
+/// Upper bounds of the records-per-group-commit histogram's buckets; one more for larger ones.
+pub const BATCH_BUCKETS: [u64; 8] = [1, 2, 5, 10, 100, 1_000, 10_000, 100_000];
+
+/// The bucket of `v` among `bounds` (upper bounds, ascending): the first bound not below it,
+/// or `bounds.len()` above them all.
+pub fn bucket(bounds: &[u64], v: u64) -> usize {
+    bounds.partition_point(|&b| b < v)
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct JournalStats {
@@ -66,6 +78,11 @@ pub struct JournalStats {
     pub last_sync_us: u64,
     pub max_sync_us: u64,
     pub disk_refused: u64,
+    /// Group commits by latency (`SYNC_BUCKETS_US`, not cumulative) and their total.
+    pub sync_buckets: [u64; SYNC_BUCKETS_US.len() + 1],
+    pub sync_us_sum: u64,
+    /// Group commits by records (`BATCH_BUCKETS`, not cumulative).
+    pub batch_buckets: [u64; BATCH_BUCKETS.len() + 1],
 }
 
 pub struct Journal {
@@ -92,7 +109,15 @@ pub struct Journal {
 
 impl Journal {
     /// `next`: the sequence the log's next record gets (from recovery).
-    pub fn new(tx: Sender<SyncJob>, next: u64, me: usize, gauge: Arc<DiskGauge>, limits: DiskLimits) -> Journal {
+    /// The journal of worker `me`, whose log (already recovered) holds `footprint` (bytes and
+    /// segments) and numbers its next record `next`.
+    pub fn new(tx: Sender<SyncJob>, next: u64, me: usize, gauge: Arc<DiskGauge>, limits: DiskLimits, footprint: (u64, usize)) -> Journal {
+        // What the log holds counts against max_disk_bytes from the start, not from the first
+        // group commit.
+        if let Some(b) = gauge.bytes.get(me) {
+            b.store(footprint.0, Ordering::Relaxed);
+        }
+        let stats = JournalStats { disk_bytes: footprint.0, segments: footprint.1 as u64, ..JournalStats::default() };
         Journal {
             tx,
             job: SyncJob::default(),
@@ -107,7 +132,7 @@ impl Journal {
             me,
             gauge,
             limits,
-            stats: JournalStats::default(),
+            stats,
         }
     }
 
@@ -274,6 +299,9 @@ impl Journal {
         self.stats.segments = d.segments as u64;
         self.stats.last_sync_us = d.sync_us;
         self.stats.max_sync_us = self.stats.max_sync_us.max(d.sync_us);
+        self.stats.sync_buckets[bucket(&SYNC_BUCKETS_US, d.sync_us)] += 1;
+        self.stats.sync_us_sum += d.sync_us;
+        self.stats.batch_buckets[bucket(&BATCH_BUCKETS, d.records)] += 1;
         if let Some(b) = self.gauge.bytes.get(self.me) {
             b.store(d.disk_bytes, Ordering::Relaxed);
         }
@@ -377,7 +405,7 @@ mod tests {
             cfg.data_dir = String::new();
             let mut shard = Shard::new(Arc::new(Policies::new(&cfg, 1)), 1, 0);
             let (tx, rx) = crossbeam_channel::bounded(1024);
-            shard.set_journal(Journal::new(tx, 1, 0, Arc::new(DiskGauge::new(1)), DiskLimits::default()));
+            shard.set_journal(Journal::new(tx, 1, 0, Arc::new(DiskGauge::new(1)), DiskLimits::default(), (0, 0)));
             let (mut log, _) = Log::open(SimDisk::new(seed), 16 * 1024).unwrap();
             let mut out = Out::default();
             // A topic too: its durable subscriptions (two names) are queues of their own.
@@ -508,7 +536,7 @@ mod tests {
         let cfg = Config { data_dir: String::new(), ..Config::default() };
         let mut shard = Shard::new(Arc::new(Policies::new(&cfg, 1)), 1, 0);
         let (tx, rx) = crossbeam_channel::bounded(1024);
-        shard.set_journal(Journal::new(tx, 1, 0, Arc::new(DiskGauge::new(1)), DiskLimits::default()));
+        shard.set_journal(Journal::new(tx, 1, 0, Arc::new(DiskGauge::new(1)), DiskLimits::default(), (0, 0)));
         let (mut log, _) = Log::open(SimDisk::new(3), 8 * 1024).unwrap();
         let mut out = Out::default();
         let key = SubKey { conn: conn(2), serial: 1 };
@@ -596,7 +624,7 @@ mod tests {
         let cfg = Config { data_dir: String::new(), ..Config::default() };
         let mut shard = Shard::new(Arc::new(Policies::new(&cfg, 1)), 1, 0);
         let (tx, rx) = crossbeam_channel::bounded(1024);
-        shard.set_journal(Journal::new(tx, 1, 0, Arc::new(DiskGauge::new(1)), DiskLimits::default()));
+        shard.set_journal(Journal::new(tx, 1, 0, Arc::new(DiskGauge::new(1)), DiskLimits::default(), (0, 0)));
         let (mut log, _) = Log::open(SimDisk::new(1), 16 * 1024).unwrap();
         let mut out = Out::default();
         let headers: Vec<(Box<str>, Box<str>)> = vec![("persistent".into(), "true".into())];

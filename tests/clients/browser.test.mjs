@@ -49,6 +49,8 @@ test('the console page connects, subscribes, sends and shows the message', { tim
     await page.waitForSelector('#messages td.body:text-is("hello from chromium")', { timeout: 10000 });
     // Live stats from the console JSON pages.
     await page.waitForFunction(() => /connections on \d+ workers/.test(document.querySelector('#stats').textContent), null, { timeout: 10000 });
+    // The broker runs with a data directory: the durable log's figures are shown.
+    await page.waitForFunction(() => /durable log: [\d.]+ MiB in \d+ segments .* recovered \d+ messages/.test(document.querySelector('#journal').textContent), null, { timeout: 10000 });
     // The live table catches up: two subscribers (the page and the TCP client), two deliveries.
     await page.waitForFunction(() => [...document.querySelectorAll('#destinations tr')].some((tr) => {
       const c = [...tr.cells].map((td) => td.textContent);

@@ -97,6 +97,7 @@ pub struct Opts {
 const USAGE: &str = "usage: romp-bench [options]
   --host H (127.0.0.1)  --port P (61613)  --login L  --passcode P  --vhost V (/)
   --kind queue|topic (queue)   --producers N (1)  --consumers N (1)  --destinations N (1)
+    (--consumers 0 with --kind queue and --receipt-window fills the queues: nothing consumed)
   --queue-prefix S (/queue/bench-)  --topic-prefix S (/topic/bench-)
   --size BYTES (100, at least 16)  --duration SECS (5)  --warmup SECS (1)
   --window N (queue 20000, topic 4000, at most 16 MiB of bodies: published but undelivered
@@ -265,8 +266,12 @@ fn parse_opts() -> Result<Opts, String> {
     if o.slow > 0 && o.kind != Kind::Topic {
         return Err("--slow needs --kind topic (queue consumers compete; a slow one just takes less)".into());
     }
-    if o.producers == 0 || o.consumers == 0 {
-        return Err("need at least one producer and one consumer".into());
+    if o.producers == 0 {
+        return Err("need at least one producer".into());
+    }
+    if o.consumers == 0 && (o.kind != Kind::Queue || o.receipt_window == 0) {
+        // Filling queues: receipts, not deliveries, pace the producers and prove acceptance.
+        return Err("--consumers 0 (filling queues) needs --kind queue and --receipt-window".into());
     }
     Ok(o)
 }
@@ -302,7 +307,7 @@ impl Opts {
     /// Copies of each message that should be delivered.
     pub fn copies_of(&self, dest: usize) -> u64 {
         match self.kind {
-            Kind::Queue => 1,
+            Kind::Queue => u64::from(self.consumers > 0),
             Kind::Topic => (0..self.consumers).filter(|c| c % self.destinations == dest % self.destinations).count() as u64,
         }
     }
