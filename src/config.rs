@@ -278,6 +278,10 @@ pub struct Config {
     /// Free bytes the log's file system must keep; under it, persistent SENDs get ERROR
     /// `disk flup` as above.
     pub min_free_disk: u64,
+    /// `--repair` (command line only, never a file key): a start that meets damaged records in
+    /// the log skips them, logging each, instead of refusing to start.
+    #[serde(skip)]
+    pub repair: bool,
 }
 
 impl Default for Config {
@@ -343,6 +347,7 @@ impl Default for Config {
             segment_size: 16 << 20,
             max_disk_bytes: 0,
             min_free_disk: 50 << 20,
+            repair: false,
         }
     }
 }

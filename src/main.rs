@@ -11,12 +11,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  romp [--config PATH] [--bind ADDR] [--port N]... [--web-port N] [--admin-port N] [--workers N] [--data-dir PATH] [-v|-vv]
+  romp [--config PATH] [--bind ADDR] [--port N]... [--web-port N] [--admin-port N] [--workers N] [--data-dir PATH] [--repair] [-v|-vv]
   romp --check-config [--config PATH]
   romp passwd NAME [--admin]      (reads the passcode from stdin; prints a passwd line)
 
 Without --config, the built-in defaults run (STOMP on 127.0.0.1:61613, durable log in
-./romp-data). --data-dir \"\" runs without a durable log.";
+./romp-data). --data-dir \"\" runs without a durable log. --repair: a start that finds damaged
+records in the log skips them (each is logged, and lost) instead of refusing to start.";
 
 struct Args {
     config: Option<PathBuf>,
@@ -27,6 +28,7 @@ struct Args {
     admin_port: Option<u16>,
     workers: Option<usize>,
     data_dir: Option<String>,
+    repair: bool,
     verbose: u8,
 }
 
@@ -40,6 +42,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         admin_port: None,
         workers: None,
         data_dir: None,
+        repair: false,
         verbose: 0,
     };
     while let Some(arg) = it.next() {
@@ -65,6 +68,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                 a.workers = Some(v.parse().map_err(|_| format!("--workers {v:?} is not a number"))?);
             }
             "--data-dir" => a.data_dir = Some(value("--data-dir")?),
+            "--repair" => a.repair = true,
             "-v" => a.verbose += 1,
             "-vv" => a.verbose += 2,
             "-h" | "--help" => return Err(String::new()),
@@ -145,6 +149,7 @@ fn apply_overrides(cfg: &mut Config, args: &Args) {
     if let Some(w) = args.workers {
         cfg.workers = w;
     }
+    cfg.repair = args.repair;
     match args.verbose {
         0 => {}
         1 => cfg.log_level = "debug".into(),

@@ -232,7 +232,7 @@ impl Server {
             None
         } else {
             let dir = std::path::PathBuf::from(&cfg.data_dir);
-            let opened = crate::journal::store::open(&dir, n, cfg.segment_size, |d| {
+            let opened = crate::journal::store::open(&dir, n, cfg.segment_size, cfg.repair, |d| {
                 crate::broker::owner_of(crate::journal::payload::split_durable_key(d).map_or(d, |k| k.0), n)
             })?;
             let held: usize = opened.state.iter().flat_map(|s| s.destinations.values()).map(|m| m.len()).sum();
@@ -243,6 +243,12 @@ impl Server {
                 opened.took.as_millis(),
                 cfg.sync
             );
+            for r in &opened.repairs {
+                log::warn!("repair: {r}");
+            }
+            if cfg.repair {
+                log::warn!("repair: {} damaged places skipped; the log now holds what was left", opened.repairs.len());
+            }
             shared.id_floor.store(opened.max_counter, Ordering::Relaxed);
             shared.recovered.store(held as u64, Ordering::Relaxed);
             shared.recovery_ms.store(opened.took.as_millis() as u64, Ordering::Relaxed);

@@ -15,7 +15,7 @@
 //!   as corruption).
 
 use super::disk::Disk;
-use super::record::{encode, scan, Bad, Kind, Position, Record, Tail};
+use super::record::{encode, resync, scan, Bad, Kind, Position, Record, Tail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use thiserror::Error;
@@ -24,8 +24,37 @@ use thiserror::Error;
 pub enum RecoverError {
     #[error("cannot read the log: {0}")]
     Io(#[from] io::Error),
-    #[error("the log is damaged in {file} at offset {offset} ({why}): a record that had been synced is not as written")]
+    #[error(
+        "the log is damaged in {file} at offset {offset} ({why}): a record that had been synced is not as written \
+         (romp --repair skips damaged records, reporting each, and starts without them)"
+    )]
     Corrupt { file: String, offset: usize, why: Bad },
+}
+
+/// What [`Log::open_with`] gives: the log open for appending, every record recovered in order,
+/// and the damage skipped.
+pub type Opening<D> = (Log<D>, Vec<Recovered>, Vec<Skipped>);
+
+/// Damage that a repairing open skipped: the bytes `from..to` of `file`, which held the
+/// records after sequence `after` (if any record came before) up to the next good one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub file: String,
+    pub from: usize,
+    pub to: usize,
+    pub why: Bad,
+    pub after: Option<u64>,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let after = self.after.map_or("the first record".to_string(), |s| format!("record {s}"));
+        write!(
+            f,
+            "{}: skipped bytes {}..{} ({}), the records after {after} up to the next good one",
+            self.file, self.from, self.to, self.why
+        )
+    }
 }
 
 /// A record as recovered: kind, sequence and an owned payload.
@@ -87,21 +116,61 @@ fn segment_name(n: u64) -> String {
 
 impl<D: Disk> Log<D> {
     /// Recover the log on `disk` and open it for appending: every record found, in order.
-    pub fn open(mut disk: D, segment_size: u64) -> Result<(Log<D>, Vec<Recovered>), RecoverError> {
+    /// Damage to a synced record refuses ([`RecoverError::Corrupt`]).
+    pub fn open(disk: D, segment_size: u64) -> Result<(Log<D>, Vec<Recovered>), RecoverError> {
+        Log::open_with(disk, segment_size, false).map(|(log, out, _)| (log, out))
+    }
+
+    /// [`Log::open`], and with `repair` damage is skipped instead: the scan goes on at the next
+    /// good record after it (or at the next segment), and each skip is reported. What a skip
+    /// loses is lost: messages, acknowledgements (their messages come back), transactions.
+    pub fn open_with(mut disk: D, segment_size: u64, repair: bool) -> Result<Opening<D>, RecoverError> {
         let names: Vec<String> = disk.list().into_iter().filter(|n| n.ends_with(".seg")).collect();
-        let mut out = Vec::new();
+        let (mut out, mut skipped) = (Vec::new(), Vec::new());
         let mut last: Option<Position> = None;
         let mut torn: Option<(usize, usize, Bad)> = None; // (segment index, offset, why)
         let (mut starts, mut segments) = (BTreeMap::new(), BTreeMap::new());
         for (i, name) in names.iter().enumerate() {
             let bytes = disk.read_all(name)?;
             let before = out.len();
-            let (tail, end) = scan(&bytes, last, |r| out.push(Recovered { kind: r.kind, seq: r.seq, payload: r.payload.to_vec() }));
+            let (mut end, mut from) = (last, 0);
+            let tail = loop {
+                let (t, e) = scan(&bytes[from..], end, |r| out.push(Recovered { kind: r.kind, seq: r.seq, payload: r.payload.to_vec() }));
+                end = e;
+                break match t {
+                    Tail::Clean { end } => Tail::Clean { end: from + end },
+                    Tail::Torn { at, why } => Tail::Torn { at: from + at, why },
+                    Tail::Corrupt { at, why } if repair => {
+                        let at = from + at;
+                        let next = resync(&bytes, at + 1, end);
+                        skipped.push(Skipped {
+                            file: name.clone(),
+                            from: at,
+                            to: next.unwrap_or(bytes.len()),
+                            why,
+                            after: end.map(|p| p.seq),
+                        });
+                        match next {
+                            Some(n) => {
+                                from = n;
+                                continue;
+                            }
+                            None => Tail::Clean { end: bytes.len() },
+                        }
+                    }
+                    Tail::Corrupt { at, why } => Tail::Corrupt { at: from + at, why },
+                };
+            };
             if let Some((j, at, why)) = torn {
                 // A torn tail in an earlier segment, and this one holds records: that batch had
                 // been synced (a later segment is only written after it).
                 if end != last {
-                    return Err(RecoverError::Corrupt { file: names[j].clone(), offset: at, why });
+                    if !repair {
+                        return Err(RecoverError::Corrupt { file: names[j].clone(), offset: at, why });
+                    }
+                    let to = disk.len(&names[j])? as usize;
+                    skipped.push(Skipped { file: names[j].clone(), from: at, to, why, after: last.map(|p| p.seq) });
+                    torn = None;
                 }
             }
             if let Ok(n) = name.trim_end_matches(".seg").parse::<u64>() {
@@ -131,7 +200,7 @@ impl<D: Disk> Log<D> {
         // Appending resumes in a fresh segment: the old ones are only ever read from now on.
         let log =
             Log { disk, segment_size, current: None, number, offset: 0, next, pending: Vec::new(), last_pending: 0, segments, starts };
-        Ok((log, out))
+        Ok((log, out, skipped))
     }
 
     /// Add a record to the batch being gathered; returns its sequence number.
@@ -349,6 +418,76 @@ mod tests {
             }
             Err(e) => panic!("{e}"),
             Ok((_, got)) => panic!("opened over damage, {} records", got.len()),
+        }
+    }
+
+    /// Bytes flipped in synced records of several segments: a plain open refuses; a repairing
+    /// one recovers every record the damage did not touch, exactly, in order, and reports each
+    /// damaged place by file and offset.
+    #[test]
+    fn repair_skips_damaged_records_and_keeps_every_untouched_one() {
+        use crate::journal::record::decode;
+        for seed in 0..200u64 {
+            let mut log = Log::open(SimDisk::new(seed), 4096).unwrap().0;
+            for i in 0..60u64 {
+                log.append(Kind::Message, &payload(i + 1));
+                log.commit().unwrap();
+            }
+            let mut disk = log.into_disk();
+            // Every record: its file, byte range and sequence.
+            let mut records = Vec::new();
+            for name in disk.list() {
+                let seg = disk.read_all(&name).unwrap();
+                let mut at = 0;
+                while let Ok(Some((r, n))) = decode(&seg[at..]) {
+                    records.push((name.clone(), at..at + n, r.seq));
+                    at += n;
+                }
+            }
+            assert_eq!(records.len(), 60);
+            // Damage one to three records, never the last one (that would be a torn tail).
+            let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mut next = || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let mut hit = Vec::new();
+            for _ in 0..1 + next() % 3 {
+                let (name, range, seq) = records[(next() % 59) as usize].clone();
+                let at = range.start + (next() as usize % range.len());
+                let mut seg = disk.read_all(&name).unwrap();
+                seg[at] ^= 1 << (next() % 8);
+                disk.write_at(&name, 0, &seg).unwrap();
+                disk.sync(&name).unwrap();
+                hit.push(seq);
+            }
+            match Log::open(disk.clone(), 4096) {
+                Err(RecoverError::Corrupt { .. }) => {}
+                Err(e) => panic!("seed {seed}: {e}"),
+                Ok(_) => panic!("seed {seed}: opened over damage to {hit:?}"),
+            }
+            let (_, got, skipped) = Log::open_with(disk, 4096, true).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            for r in &got {
+                assert_eq!(r.payload, payload(r.seq), "seed {seed}: record {} not as written", r.seq);
+            }
+            let seqs: Vec<u64> = got.iter().map(|r| r.seq).collect();
+            let want: Vec<u64> = (1..=60).filter(|s| !hit.contains(s)).collect();
+            assert_eq!(seqs, want, "seed {seed}: damaged {hit:?}, skipped {skipped:?}");
+            // Each damaged record is inside a reported skip (neighbours share one), and each
+            // skip starts at a damaged record.
+            let place = |seq: u64| records.iter().find(|r| r.2 == seq).map(|r| (r.0.clone(), r.1.start)).unwrap_or_default();
+            for &seq in &hit {
+                let (file, at) = place(seq);
+                assert!(skipped.iter().any(|k| k.file == file && (k.from..k.to).contains(&at)), "seed {seed}: {seq} {skipped:?}");
+            }
+            for k in &skipped {
+                assert!(hit.iter().any(|&seq| place(seq) == (k.file.clone(), k.from)), "seed {seed}: {k}");
+            }
+            for k in &skipped {
+                assert!(k.to > k.from && k.to_string().contains(&k.file), "{k}");
+            }
         }
     }
 

@@ -191,6 +191,16 @@ pub fn scan<'a>(buf: &'a [u8], after: Option<Position>, mut each: impl FnMut(Rec
     }
 }
 
+/// Where scanning may go on after damage at `from - 1`: the offset of the first valid record
+/// at or after `from` that comes after `after` (a later sequence, a batch not earlier), if any.
+/// Only `--repair` uses it: a record found this way may follow lost ones.
+pub fn resync(buf: &[u8], from: usize, after: Option<Position>) -> Option<usize> {
+    (from..buf.len().saturating_sub(HEADER_LEN - 1)).filter(|&i| buf[i..i + 2] == MAGIC).find(|&i| match decode(&buf[i..]) {
+        Ok(Some((r, _))) => after.is_none_or(|l| r.seq > l.seq && r.batch >= l.batch),
+        _ => false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

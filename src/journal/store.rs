@@ -54,6 +54,8 @@ pub struct Opened {
     /// Records read from the previous generation, and how long the whole start took.
     pub records: u64,
     pub took: Duration,
+    /// What `repair` skipped, one line each (empty without damage, or without `repair`).
+    pub repairs: Vec<String>,
     /// The lock: held while this lives.
     pub lock: File,
 }
@@ -100,15 +102,25 @@ fn generations(dir: &Path) -> Result<Vec<(u64, bool)>, StoreError> {
     Ok(out)
 }
 
-/// Read one old log: its live state.
-fn read_log(dir: &Path, segment_size: u64) -> Result<(Replay, u64), StoreError> {
+/// One old log as read: its live state, the records read, and (with `repair`) what was skipped.
+type Read = (Replay, u64, Vec<String>);
+
+/// Read one old log.
+fn read_log(dir: &Path, segment_size: u64, repair: bool) -> Result<Read, StoreError> {
     let disk = FsDisk::new(dir).map_err(io_err(dir))?;
-    let (_, records) = Log::open(disk, segment_size).map_err(|source| StoreError::Recover { path: dir.display().to_string(), source })?;
+    let (_, records, skipped) =
+        Log::open_with(disk, segment_size, repair).map_err(|source| StoreError::Recover { path: dir.display().to_string(), source })?;
+    let mut repairs: Vec<String> = skipped.iter().map(|s| format!("{}/{s}", dir.display())).collect();
     let mut replay = Replay::default();
     for r in &records {
-        replay.apply(r).map_err(|source| StoreError::Replay { path: dir.display().to_string(), source })?;
+        match replay.apply(r) {
+            Ok(()) => {}
+            // A record whose bytes check out but whose contents do not make sense.
+            Err(e) if repair => repairs.push(format!("{}: skipped {e}", dir.display())),
+            Err(source) => return Err(StoreError::Replay { path: dir.display().to_string(), source }),
+        }
     }
-    Ok((replay, records.len() as u64))
+    Ok((replay, records.len() as u64, repairs))
 }
 
 /// Write one worker's share of the live state into its new, empty log.
@@ -151,8 +163,9 @@ fn write_log(dir: &Path, segment_size: u64, state: &mut Replay) -> Result<Log<Fs
 }
 
 /// Open (or create) the data directory `dir` for `workers` workers; `owner` maps a destination
-/// to the worker that owns it this run.
-pub fn open(dir: &Path, workers: usize, segment_size: u64, owner: impl Fn(&str) -> usize) -> Result<Opened, StoreError> {
+/// to the worker that owns it this run. With `repair`, damaged records are skipped (listed in
+/// [`Opened::repairs`]) instead of refusing to start; the new generation holds what was left.
+pub fn open(dir: &Path, workers: usize, segment_size: u64, repair: bool, owner: impl Fn(&str) -> usize) -> Result<Opened, StoreError> {
     let started = Instant::now();
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let lock = lock(dir)?;
@@ -175,8 +188,8 @@ pub fn open(dir: &Path, workers: usize, segment_size: u64, owner: impl Fn(&str) 
         }
         old.sort();
     }
-    let read: Vec<Result<(Replay, u64), StoreError>> = std::thread::scope(|s| {
-        let hs: Vec<_> = old.iter().map(|p| s.spawn(move || read_log(p, segment_size))).collect();
+    let read: Vec<Result<Read, StoreError>> = std::thread::scope(|s| {
+        let hs: Vec<_> = old.iter().map(|p| s.spawn(move || read_log(p, segment_size, repair))).collect();
         hs.into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
@@ -186,10 +199,11 @@ pub fn open(dir: &Path, workers: usize, segment_size: u64, owner: impl Fn(&str) 
             .collect()
     });
     let mut state: Vec<Replay> = (0..workers).map(|_| Replay::default()).collect();
-    let (mut records, mut max_counter) = (0u64, 0u64);
+    let (mut records, mut max_counter, mut repairs) = (0u64, 0u64, Vec::new());
     for r in read {
-        let (replay, n) = r?;
+        let (replay, n, skipped) = r?;
         records += n;
+        repairs.extend(skipped);
         for (dest, held) in replay.destinations {
             max_counter = max_counter.max(held.keys().map(|id| id & ((1 << 48) - 1)).max().unwrap_or(0));
             // A durable subscription's messages live with its topic.
@@ -243,7 +257,7 @@ pub fn open(dir: &Path, workers: usize, segment_size: u64, owner: impl Fn(&str) 
         std::fs::remove_dir_all(&p).map_err(io_err(&p))?;
     }
     sync_dir(dir)?;
-    Ok(Opened { logs, state, max_counter, records, took: started.elapsed(), lock })
+    Ok(Opened { logs, state, max_counter, records, repairs, took: started.elapsed(), lock })
 }
 
 #[cfg(test)]
@@ -290,7 +304,7 @@ mod tests {
     #[test]
     fn the_live_state_moves_to_a_new_generation_for_any_worker_count() {
         let dir = temp("workers");
-        let mut o = open(&dir, 2, 64 * 1024, owner).unwrap();
+        let mut o = open(&dir, 2, 64 * 1024, false, owner).unwrap();
         assert!(held(&o).is_empty());
         // Worker 0 owns the even-length names, worker 1 the odd ones.
         send(&mut o.logs[1], "/queue/a", 9);
@@ -306,7 +320,7 @@ mod tests {
         drop(o);
         let want = vec![("/queue/a".to_string(), vec![9, 5]), ("/queue/bb".to_string(), vec![(7 << 48) | 12])];
         for workers in [3, 1, 2] {
-            let o = open(&dir, workers, 64 * 1024, owner).unwrap();
+            let o = open(&dir, workers, 64 * 1024, false, owner).unwrap();
             assert_eq!(held(&o), want, "{workers} workers");
             assert_eq!(o.max_counter, 12);
             for (w, st) in o.state.iter().enumerate() {
@@ -322,8 +336,8 @@ mod tests {
     #[test]
     fn a_second_broker_on_the_same_directory_is_refused_and_an_unfinished_generation_ignored() {
         let dir = temp("lock");
-        let o = open(&dir, 1, 64 * 1024, owner).unwrap();
-        match open(&dir, 1, 64 * 1024, owner) {
+        let o = open(&dir, 1, 64 * 1024, false, owner).unwrap();
+        match open(&dir, 1, 64 * 1024, false, owner) {
             Err(StoreError::Locked { path }) => assert!(path.contains("romp-store-lock")),
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("opened twice"),
@@ -336,7 +350,7 @@ mod tests {
         let junk = dir.join(gen_name(99)).join("w0");
         std::fs::create_dir_all(&junk).unwrap();
         std::fs::write(junk.join("0000000001.seg"), b"not a log").unwrap();
-        let o = open(&dir, 1, 64 * 1024, owner).unwrap();
+        let o = open(&dir, 1, 64 * 1024, false, owner).unwrap();
         assert_eq!(held(&o), vec![("/queue/x".to_string(), vec![1])]);
         assert!(!dir.join(gen_name(99)).exists());
         drop(o);
