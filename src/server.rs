@@ -281,6 +281,8 @@ impl Server {
         if let Some((dir, opened)) = store {
             let gauge = Arc::new(crate::broker::durable::DiskGauge::new(n));
             let limits = crate::broker::durable::DiskLimits { max_bytes: cfg.max_disk_bytes, min_free: cfg.min_free_disk };
+            // The sync threads spin for their next job only if the workers leave a core free.
+            let spare_core = std::thread::available_parallelism().map_or(1, |c| c.get()) > n;
             for (i, (log, state)) in opened.logs.into_iter().zip(opened.state).enumerate() {
                 let (next, footprint) = (log.next_seq(), log.footprint());
                 let peer = peers[i].clone();
@@ -289,6 +291,7 @@ impl Server {
                 let (tx, h) = crate::journal::syncer::spawn(
                     log,
                     cfg.sync_mode(),
+                    spare_core,
                     move || crate::journal::syncer::free_bytes(&free_dir),
                     move |d| {
                         // Blocking is fine: this thread serves only this worker, which always

@@ -116,10 +116,12 @@ pub fn sub_records(buf: &[u8]) -> Result<Vec<(Kind, &[u8])>, PayloadError> {
 pub type SyncThread<D> = (Sender<SyncJob>, std::thread::JoinHandle<Option<Log<D>>>);
 
 /// Start the sync thread for `log`. It ends when every sender is dropped (returning the log)
-/// or on an I/O error (after `on_death`). `free`: the free bytes of the log's file system.
+/// or on an I/O error (after `on_death`). `free`: the free bytes of the log's file system;
+/// `spin`: whether it may spin for its next job (see [`Pacer`]: only with a core to spare).
 pub fn spawn<D: Disk + Send + 'static>(
     mut log: Log<D>,
     mode: SyncMode,
+    spin: bool,
     free: impl Fn() -> u64 + Send + 'static,
     mut on_durable: impl FnMut(Durable) + Send + 'static,
     on_death: impl FnOnce(String) + Send + 'static,
@@ -129,7 +131,8 @@ pub fn spawn<D: Disk + Send + 'static>(
         let mut last_free = (Instant::now(), free());
         let mut last_sync = Instant::now();
         let (mut live, mut kills) = (0u64, Vec::new());
-        while let Some(first) = recv_spinning(&rx) {
+        let (mut pacer, mut done) = (Pacer::new(spin), Instant::now());
+        while let Some(first) = recv_spinning(&rx, &mut pacer, done) {
             let mut jobs = vec![first];
             if let SyncMode::Interval(ms) = mode {
                 // Gather until the interval since the last sync is over.
@@ -173,31 +176,72 @@ pub fn spawn<D: Disk + Send + 'static>(
             let (disk_bytes, segments) = log.footprint();
             let relog_below = log.relog_below().unwrap_or(0);
             on_durable(Durable { upto, disk_bytes, segments, free: last_free.1, records, sync_us, relog_below });
+            done = Instant::now();
         }
         Some(log)
     })?;
     Ok((tx, h))
 }
 
-/// How long the sync thread looks for the next job before it sleeps. A thread woken from a
-/// futex costs tens of microseconds on a virtual machine, against a fdatasync of about 120 us
-/// here; the next turn's records often come within this. Spinning costs at most this much CPU
-/// per batch, and nothing while the broker is idle. (Letting the workers spin too while a
-/// receipt waits was tried and dropped: on two cores it starved the sync threads as often as
-/// it helped.)
-const SPIN: Duration = Duration::from_micros(60);
+/// The longest the sync thread spins for its next job before it sleeps (see [`Pacer`]).
+const MAX_SPIN: Duration = Duration::from_micros(400);
 
-/// The next job: spin briefly (see [`SPIN`]), then block. `None` once every sender is gone.
-fn recv_spinning(rx: &Receiver<SyncJob>) -> Option<SyncJob> {
-    let start = Instant::now();
-    loop {
-        match rx.try_recv() {
-            Ok(j) => return Some(j),
-            Err(crossbeam_channel::TryRecvError::Disconnected) => return None,
-            Err(crossbeam_channel::TryRecvError::Empty) if start.elapsed() < SPIN => std::hint::spin_loop(),
-            Err(crossbeam_channel::TryRecvError::Empty) => return rx.recv().ok(),
+/// How long the sync thread spins for its next job, from how soon jobs have been coming after
+/// each sync. A thread woken from a futex costs tens of microseconds on a virtual machine,
+/// against an fdatasync of about 100 us here; with one receipt in flight the next record comes
+/// some 100 us after the last sync (receipt out, client, SEND in), so a short fixed spin
+/// missed it. The pacer spins twice the recent gap when that is under [`MAX_SPIN`], and not at
+/// all when jobs come further apart (a steady 1,000 persistent SENDs a second would otherwise
+/// burn a third of a core spinning), so the CPU goes where it saves a wake-up. A busy log
+/// never spins: its next job is already queued when the sync ends.
+///
+/// Spinning only pays with a core to spare: with as many workers as cores (the default) the
+/// spinning thread takes the CPU that the worker and the client need to bring the next job,
+/// and one receipt in flight measured 15-25% slower with any spin than with none (2 cores, 2
+/// workers); with one worker on two cores the pacer gained 10-25%. So the server allows it
+/// only when the workers leave a core free.
+#[derive(Debug, Clone, Copy)]
+struct Pacer {
+    /// Moving average of the time from the end of a sync to the next job, microseconds.
+    gap_us: f64,
+    allowed: bool,
+}
+
+impl Pacer {
+    fn new(allowed: bool) -> Pacer {
+        Pacer { gap_us: MAX_SPIN.as_micros() as f64 * 4.0, allowed }
+    }
+
+    fn spin(&self) -> Duration {
+        let max = MAX_SPIN.as_micros() as f64;
+        if self.allowed && self.gap_us < max {
+            Duration::from_micros((self.gap_us * 2.0).min(max) as u64)
+        } else {
+            Duration::ZERO
         }
     }
+
+    /// A job arrived `gap` after the last sync ended (capped: a long idle spell counts as one
+    /// long gap, not as an ever-growing one).
+    fn saw(&mut self, gap: Duration) {
+        let gap = (gap.as_micros() as f64).min(10_000.0);
+        self.gap_us = self.gap_us * 0.75 + gap * 0.25;
+    }
+}
+
+/// The next job: spin for as long as `pacer` says, then block. `None` once every sender is gone.
+fn recv_spinning(rx: &Receiver<SyncJob>, pacer: &mut Pacer, since: Instant) -> Option<SyncJob> {
+    let spin = pacer.spin();
+    let job = loop {
+        match rx.try_recv() {
+            Ok(j) => break Some(j),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => break None,
+            Err(crossbeam_channel::TryRecvError::Empty) if since.elapsed() < spin => std::hint::spin_loop(),
+            Err(crossbeam_channel::TryRecvError::Empty) => break rx.recv().ok(),
+        }
+    };
+    pacer.saw(since.elapsed());
+    job
 }
 
 /// Free bytes for an unprivileged writer on the file system holding `path` (`u64::MAX` if it
@@ -219,12 +263,39 @@ mod tests {
     use crate::journal::disk::SimDisk;
     use std::sync::{Arc, Mutex};
 
+    /// Jobs coming soon after each sync: spin twice the gap (within the cap); far apart, or
+    /// without a spare core: never.
+    #[test]
+    fn the_pacer_spins_only_for_jobs_that_come_soon_and_only_with_a_spare_core() {
+        let mut p = Pacer::new(true);
+        assert_eq!(p.spin(), Duration::ZERO, "no spin before jobs have shown how soon they come");
+        for _ in 0..40 {
+            p.saw(Duration::from_micros(100));
+        }
+        let spin = p.spin().as_micros();
+        assert!((195..=205).contains(&spin), "{spin}");
+        for _ in 0..40 {
+            p.saw(Duration::from_micros(300));
+        }
+        assert_eq!(p.spin(), MAX_SPIN);
+        for _ in 0..40 {
+            p.saw(Duration::from_millis(900));
+        }
+        assert_eq!(p.spin(), Duration::ZERO, "jobs a second apart");
+        let mut busy = Pacer::new(false);
+        for _ in 0..40 {
+            busy.saw(Duration::from_micros(10));
+        }
+        assert_eq!(busy.spin(), Duration::ZERO);
+    }
+
     #[test]
     fn records_become_durable_in_order_and_survive_a_crash() {
         let (log, _) = Log::open(SimDisk::new(7), 64 * 1024).unwrap();
         let reported = Arc::new(Mutex::new(Vec::new()));
         let r2 = reported.clone();
-        let (tx, h) = spawn(log, SyncMode::Batch, || u64::MAX, move |d| r2.lock().unwrap().push(d.upto), |why| panic!("{why}")).unwrap();
+        let (tx, h) =
+            spawn(log, SyncMode::Batch, true, || u64::MAX, move |d| r2.lock().unwrap().push(d.upto), |why| panic!("{why}")).unwrap();
         let mut sent = 0u64;
         for turn in 0..200u64 {
             let mut job = SyncJob::default();
@@ -253,9 +324,15 @@ mod tests {
         let reported = Arc::new(Mutex::new(Vec::new()));
         let died = Arc::new(Mutex::new(None));
         let (r2, d2) = (reported.clone(), died.clone());
-        let (tx, h) =
-            spawn(log, SyncMode::Batch, || u64::MAX, move |d| r2.lock().unwrap().push(d.upto), move |why| *d2.lock().unwrap() = Some(why))
-                .unwrap();
+        let (tx, h) = spawn(
+            log,
+            SyncMode::Batch,
+            true,
+            || u64::MAX,
+            move |d| r2.lock().unwrap().push(d.upto),
+            move |why| *d2.lock().unwrap() = Some(why),
+        )
+        .unwrap();
         for i in 0..10u64 {
             let mut job = SyncJob::default();
             job.push(Kind::Message, &i.to_le_bytes());
