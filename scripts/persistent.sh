@@ -5,7 +5,8 @@
 # the file system that holds the logs. Usage: scripts/persistent.sh [SECONDS=5]
 # RabbitMQ: classic durable queues (no fsync before the receipt: its receipts do not mean "on
 # disk") and quorum queues (x-queue-type:quorum, fsync before the receipt). A peer that cannot
-# be installed or started is reported as such. Output: bench/persistent.jsonl, and a table.
+# be installed or started is reported as such. ActiveMQ Classic: KahaDB, journal fsynced
+# before the receipt. Output: bench/persistent.jsonl, and a table.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
@@ -53,6 +54,14 @@ else
 fi
 scripts/peers/rabbitmq.sh stop >/dev/null 2>&1
 echo "rabbitmq: $rabbit"
+if ACTIVEMQ_PERSISTENT=true scripts/peers/activemq.sh start >/tmp/activemq-start.log 2>&1; then
+  run "activemq kahadb" 61643 "/queue/pa-$RANDOM-"
+  activemq="measured ($(dpkg-query -W -f='${Version}' activemq 2>/dev/null))"
+else
+  activemq="could not be started ($(tail -1 /tmp/activemq-start.log))"
+fi
+scripts/peers/activemq.sh stop >/dev/null 2>&1
+echo "activemq: $activemq"
 python3 - "$raw" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]

@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # ActiveMQ Classic from Debian (package activemq, 5.17), for benchmarks: STOMP on $STOMP_PORT
-# (61643), no OpenWire, non-persistent (in memory, like romp), in its own directory, never the
-# system service. Usage: scripts/peers/activemq.sh start|stop|install
+# (61643), no OpenWire, in its own directory, never the system service. Non-persistent (in
+# memory, like romp's non-persistent traffic) unless ACTIVEMQ_PERSISTENT=true: then KahaDB in
+# the directory, with its default journalDiskSyncStrategy "always" (the journal is fsynced
+# before a persistent SEND is acknowledged, so a RECEIPT means "on disk" as in romp).
+# Usage: scripts/peers/activemq.sh start|stop|install
 set -euo pipefail
 dir=${ACTIVEMQ_DIR:-/tmp/romp-peer-activemq}
 port=${STOMP_PORT:-61643}
+persistent=${ACTIVEMQ_PERSISTENT:-false}
+store=""
+[ "$persistent" = true ] && store="<persistenceAdapter><kahaDB directory=\"$dir/data/kahadb\" journalDiskSyncStrategy=\"always\"/></persistenceAdapter>"
 case "${1:-}" in
   install)
     [ -f /usr/share/activemq/bin/activemq.jar ] || { apt-get update >/dev/null && apt-get install -y activemq >/dev/null; }
     ;;
   start)
     "$0" install
+    rm -rf "$dir/data"
     mkdir -p "$dir/conf" "$dir/data"
     cp /etc/activemq/instances-available/main/log4j2.properties "$dir/conf/" 2>/dev/null || true
     cat >"$dir/conf/activemq.xml" <<XML
@@ -18,7 +25,8 @@ case "${1:-}" in
   xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
   xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans.xsd
   http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
-  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="romp-peer" persistent="false" useJmx="false" dataDirectory="$dir/data">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="romp-peer" persistent="$persistent" useJmx="false" dataDirectory="$dir/data">
+    $store
     <systemUsage><systemUsage><memoryUsage><memoryUsage limit="256 mb"/></memoryUsage></systemUsage></systemUsage>
     <transportConnectors>
       <transportConnector name="stomp" uri="stomp+nio://127.0.0.1:$port?transport.closeAsync=false"/>
