@@ -263,6 +263,22 @@ impl Authenticator {
         self.shared.is_none() && self.users.is_empty() && self.secret.is_none()
     }
 
+    /// A login proven by a verified client certificate (`tls_cert_login = "cn"`): no passcode.
+    /// On a broker with users (`user_file`), the name must be one of them (its admin flag
+    /// applies); the shared config login is an admin as usual; an open broker accepts anyone.
+    pub fn check_certified(&self, name: &str) -> Verdict {
+        if self.is_open() {
+            return Verdict::Accept { admin: false };
+        }
+        if let Some(u) = self.users.get(name) {
+            return Verdict::Accept { admin: u.admin };
+        }
+        match &self.shared {
+            Some((l, _)) if l == name => Verdict::Accept { admin: true },
+            _ => Verdict::Reject,
+        }
+    }
+
     pub fn check(&self, login: Option<&str>, passcode: Option<&str>) -> Verdict {
         if self.is_open() {
             return Verdict::Accept { admin: false };

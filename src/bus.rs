@@ -116,6 +116,7 @@ pub struct Reconfig {
     pub cfg: Arc<crate::config::Config>,
     pub policies: Arc<Policies>,
     pub auth: Arc<crate::auth::Authenticator>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The receiving half of one worker's bus.

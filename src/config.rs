@@ -139,6 +139,8 @@ pub enum ConfigError {
     Parse { file: String, message: String },
     #[error("{file}: key `{key}`: {message}")]
     Invalid { file: String, key: &'static str, message: String },
+    #[error("{file}: {source}")]
+    Tls { file: String, source: crate::tls::TlsError },
 }
 
 /// The whole configuration. Field names are the TOML keys.
@@ -278,6 +280,21 @@ pub struct Config {
     /// Free bytes the log's file system must keep; under it, persistent SENDs get ERROR
     /// `disk flup` as above.
     pub min_free_disk: u64,
+    /// STOMP-over-TLS ports (`--tls-port N`; 61614 by convention); empty = none.
+    pub tls_ports: Vec<u16>,
+    /// The web port's TLS twin: HTTPS and WSS (e.g. 8443); unset = none.
+    pub web_tls_port: Option<u16>,
+    /// The admin port speaks TLS instead of plain TCP.
+    pub admin_tls: bool,
+    /// The server's certificate chain and its private key (PEM files), for every TLS port.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// The CA (PEM) that signs client certificates, with `tls_client_auth`.
+    pub tls_client_ca: Option<String>,
+    /// "none", "optional" or "required": whether TLS clients present a certificate.
+    pub tls_client_auth: crate::tls::ClientAuth,
+    /// "none" or "cn": a verified client certificate's common name is the login.
+    pub tls_cert_login: crate::tls::CertLogin,
     /// `--repair` (command line only, never a file key): a start that meets damaged records in
     /// the log skips them, logging each, instead of refusing to start.
     #[serde(skip)]
@@ -348,6 +365,14 @@ impl Default for Config {
             max_disk_bytes: 0,
             min_free_disk: 50 << 20,
             repair: false,
+            tls_ports: Vec::new(),
+            web_tls_port: None,
+            admin_tls: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_client_auth: crate::tls::ClientAuth::None,
+            tls_cert_login: crate::tls::CertLogin::None,
         }
     }
 }
@@ -369,6 +394,31 @@ impl Config {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
         Config::from_toml(&text, &file)
+    }
+
+    /// Whether any listener speaks TLS.
+    pub fn tls_wanted(&self) -> bool {
+        !self.tls_ports.is_empty() || self.web_tls_port.is_some() || self.admin_tls
+    }
+
+    /// The TLS server configuration (certificate, key and client CA loaded), if any listener
+    /// speaks TLS. `file` names the source in errors.
+    pub fn tls_server(&self, file: &str) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {
+        if !self.tls_wanted() {
+            return Ok(None);
+        }
+        let need = |key: &'static str, v: &Option<String>| match v {
+            Some(f) => Ok(f.clone()),
+            None => Err(ConfigError::Invalid {
+                file: file.into(),
+                key,
+                message: "a TLS port is configured (tls_ports, web_tls_port or admin_tls): set the PEM file".into(),
+            }),
+        };
+        let (cert, key) = (need("tls_cert", &self.tls_cert)?, need("tls_key", &self.tls_key)?);
+        let files =
+            crate::tls::ServerFiles { cert: &cert, key: &key, client_ca: self.tls_client_ca.as_deref(), client_auth: self.tls_client_auth };
+        crate::tls::server_config(&files).map(Some).map_err(|source| ConfigError::Tls { file: file.into(), source })
     }
 
     /// Workers to start: `workers`, or the number of online cores.
@@ -447,6 +497,17 @@ impl Config {
         if self.login.is_some() != self.passcode.is_some() {
             return bad("passcode", "login and passcode go together".into());
         }
+        if self.tls_client_auth != crate::tls::ClientAuth::None && self.tls_client_ca.is_none() {
+            return bad("tls_client_ca", "tls_client_auth asks for client certificates: name the CA that signs them".into());
+        }
+        if self.tls_cert_login == crate::tls::CertLogin::Cn && self.tls_client_auth == crate::tls::ClientAuth::None {
+            return bad("tls_cert_login", "\"cn\" takes the login from a client certificate: set tls_client_auth".into());
+        }
+        if self.tls_ports.iter().any(|p| *p != 0 && self.ports.contains(p)) {
+            return bad("tls_ports", "a port cannot be both plain (ports) and TLS (tls_ports)".into());
+        }
+        // The files are read here too, so --check-config and reloads catch a bad certificate.
+        self.tls_server(file)?;
         let positive: [(&'static str, usize); 12] = [
             ("max_connections", self.max_connections),
             ("max_message_size", self.max_message_size),
@@ -604,6 +665,9 @@ pub const RESTART_KEYS: &[&str] = &[
     "name",
     "bind_address",
     "ports",
+    "tls_ports",
+    "web_tls_port",
+    "admin_tls",
     "workers",
     "pin_workers",
     "bus_capacity",

@@ -18,7 +18,8 @@
 //!    [`transport`]: the byte streams under connections and links; [`memory`]: the
 //!    process-wide memory accounting and alarm.
 //! 2. [`ws`]: WebSocket framing and the upgrade handshake (on [`http`]); [`client`]: the
-//!    public sans-io STOMP client and its blocking adapter (on [`stomp`]).
+//!    public sans-io STOMP client and its blocking adapter (on [`stomp`]); [`journal`]: the
+//!    durable log; [`tls`]: certificates, keys and the rustls configurations.
 //! 3. [`config`]: the configuration and its validation.
 //! 4. [`admin`]: the admin plane's vocabulary and parser (no connection, no bus).
 //! 5. [`broker`]: messages, destinations, the shard one worker owns, and its mail
@@ -37,7 +38,7 @@
 /// The declared layers, bottom up (read by `tests/layers.rs`; keep in step with the list above).
 pub const LAYERS: &[&[&str]] = &[
     &["stomp", "http", "timer", "transport", "memory", "rng"],
-    &["ws", "client", "journal"],
+    &["ws", "client", "journal", "tls"],
     &["config"],
     &["admin"],
     &["broker"],
@@ -69,6 +70,7 @@ pub mod server;
 pub mod sim;
 pub mod stomp;
 pub mod timer;
+pub mod tls;
 pub mod transport;
 pub mod worker;
 pub mod ws;

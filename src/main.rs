@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  romp [--config PATH] [--bind ADDR] [--port N]... [--web-port N] [--admin-port N] [--workers N] [--data-dir PATH] [--repair] [-v|-vv]
+  romp [--config PATH] [--bind ADDR] [--port N]... [--tls-port N]... [--web-port N] [--admin-port N] [--workers N] [--data-dir PATH] [--repair] [-v|-vv]
   romp --check-config [--config PATH]
   romp passwd NAME [--admin]      (reads the passcode from stdin; prints a passwd line)
 
@@ -24,6 +24,7 @@ struct Args {
     check: bool,
     bind: Option<String>,
     ports: Vec<u16>,
+    tls_ports: Vec<u16>,
     web_port: Option<u16>,
     admin_port: Option<u16>,
     workers: Option<usize>,
@@ -38,6 +39,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         check: false,
         bind: None,
         ports: Vec::new(),
+        tls_ports: Vec::new(),
         web_port: None,
         admin_port: None,
         workers: None,
@@ -54,6 +56,10 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--port" => {
                 let v = value("--port")?;
                 a.ports.push(v.parse().map_err(|_| format!("--port {v:?} is not a port number"))?);
+            }
+            "--tls-port" => {
+                let v = value("--tls-port")?;
+                a.tls_ports.push(v.parse().map_err(|_| format!("--tls-port {v:?} is not a port number"))?);
             }
             "--web-port" => {
                 let v = value("--web-port")?;
@@ -136,6 +142,9 @@ fn apply_overrides(cfg: &mut Config, args: &Args) {
     }
     if !args.ports.is_empty() {
         cfg.ports = args.ports.clone();
+    }
+    if !args.tls_ports.is_empty() {
+        cfg.tls_ports = args.tls_ports.clone();
     }
     if let Some(p) = args.web_port {
         cfg.web_port = p;

@@ -61,7 +61,9 @@ pub struct ServerFailure(pub String);
 /// A running broker.
 pub struct ServerHandle {
     addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
     web_addr: Option<SocketAddr>,
+    web_tls_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     next_id: std::sync::atomic::AtomicU64,
     reloads: std::sync::atomic::AtomicU64,
@@ -183,7 +185,9 @@ impl Server {
             key: "ports",
             source,
         })?;
-        let mut kinds = vec![crate::conn::ListenerKind::Stomp; cfg.ports.len()];
+        use crate::conn::{ListenerKind, Port};
+        let tls = cfg.tls_server("configuration")?;
+        let mut kinds = vec![Port { kind: ListenerKind::Stomp, tls: false }; cfg.ports.len()];
         let mut bound = |ip: IpAddr, port: u16, key: &'static str, kind, listeners: &mut Vec<Vec<mio::net::TcpListener>>| {
             let (more, addr) =
                 listener::bind_all(ip, &[port], n).map_err(|source| StartError::Bind { addr: format!("{ip}:{port}"), key, source })?;
@@ -193,15 +197,26 @@ impl Server {
             kinds.push(kind);
             Ok::<SocketAddr, StartError>(addr[0])
         };
-        let web_addr =
-            if cfg.enable_web { Some(bound(ip, cfg.web_port, "web_port", crate::conn::ListenerKind::Web, &mut listeners)?) } else { None };
+        let mut tls_addrs = Vec::new();
+        for &p in &cfg.tls_ports {
+            tls_addrs.push(bound(ip, p, "tls_ports", Port { kind: ListenerKind::Stomp, tls: true }, &mut listeners)?);
+        }
+        let web_addr = if cfg.enable_web {
+            Some(bound(ip, cfg.web_port, "web_port", Port { kind: ListenerKind::Web, tls: false }, &mut listeners)?)
+        } else {
+            None
+        };
+        let web_tls_addr = match cfg.web_tls_port {
+            Some(p) if cfg.enable_web => Some(bound(ip, p, "web_tls_port", Port { kind: ListenerKind::Web, tls: true }, &mut listeners)?),
+            _ => None,
+        };
         let admin_addr = if cfg.enable_admin {
             let aip: IpAddr = cfg.admin_bind_address.parse().map_err(|_| ConfigError::Invalid {
                 file: "configuration".into(),
                 key: "admin_bind_address",
                 message: "not an IP address".into(),
             })?;
-            Some(bound(aip, cfg.admin_port, "admin_port", crate::conn::ListenerKind::Admin, &mut listeners)?)
+            Some(bound(aip, cfg.admin_port, "admin_port", Port { kind: ListenerKind::Admin, tls: cfg.admin_tls }, &mut listeners)?)
         } else {
             None
         };
@@ -321,6 +336,8 @@ impl Server {
                 shared.clone(),
             );
             let shard = Shard::new(policies.clone(), n, i);
+            let mut ctx = ctx;
+            ctx.env.tls = tls.clone();
             let mut worker = Worker::new(poll, ls, kinds.clone(), ctx, shard, mailbox, shared.clone())?;
             if let Some((journal, state)) = journals[i].take() {
                 worker.attach_journal(journal, state);
@@ -349,12 +366,20 @@ impl Server {
             }
             None => log::info!("romp {} listening on {:?} with {n} workers", env!("CARGO_PKG_VERSION"), addrs),
         }
+        if !tls_addrs.is_empty() {
+            log::info!("STOMP over TLS on {tls_addrs:?}");
+        }
+        if let Some(a) = web_tls_addr {
+            log::info!("HTTPS/WSS on {a}");
+        }
         if let Some(a) = admin_addr {
-            log::info!("admin port on {a}");
+            log::info!("admin port on {a}{}", if cfg.admin_tls { " (TLS)" } else { "" });
         }
         Ok(ServerHandle {
             addrs,
+            tls_addrs,
             web_addr,
+            web_tls_addr,
             admin_addr,
             next_id: std::sync::atomic::AtomicU64::new(shared.id_floor.load(Ordering::Relaxed)),
             reloads: Default::default(),
@@ -378,6 +403,16 @@ impl ServerHandle {
     /// The web port's address (HTTP and WebSocket), if enabled.
     pub fn web_addr(&self) -> Option<SocketAddr> {
         self.web_addr
+    }
+
+    /// The STOMP-over-TLS listeners' addresses (`tls_ports`), in order.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
+    }
+
+    /// The web port's TLS twin (HTTPS and WSS), if configured.
+    pub fn web_tls_addr(&self) -> Option<SocketAddr> {
+        self.web_tls_addr
     }
 
     /// The admin port's address, if enabled.
@@ -491,7 +526,9 @@ impl ServerHandle {
         // Reload generations live in the high bits; admin `perms` changes count in the low ones.
         let gen = (self.reloads.fetch_add(1, Ordering::AcqRel) + 2) << 32;
         let policies = Arc::new(crate::broker::policy::Policies::new(&cfg, gen));
-        let rc = Arc::new(bus::Reconfig { cfg: cfg.clone(), policies, auth });
+        // New certificates for new connections; connections already open keep theirs.
+        let tls = cfg.tls_server("reload")?;
+        let rc = Arc::new(bus::Reconfig { cfg: cfg.clone(), policies, auth, tls });
         for p in &self.peers {
             let mut msg = bus::ToWorker::Reconfigure(rc.clone());
             loop {

@@ -80,7 +80,7 @@ pub fn apply_perms(target: &str, change: &DestConfig, ctx: &mut Ctx) -> AdminRep
         return AdminReply::error("perms", err.to_string());
     }
     let policies = Arc::new(crate::broker::policy::Policies::build(&ctx.env.cfg, entries, ctx.env.policies.gen + 1));
-    let rc = Arc::new(crate::bus::Reconfig { cfg: ctx.env.cfg.clone(), policies, auth: ctx.env.auth.clone() });
+    let rc = Arc::new(crate::bus::Reconfig { cfg: ctx.env.cfg.clone(), policies, auth: ctx.env.auth.clone(), tls: ctx.env.tls.clone() });
     for w in 0..ctx.outbox.workers() {
         ctx.outbox.to_worker(w, ToWorker::Reconfigure(rc.clone()));
     }

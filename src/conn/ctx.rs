@@ -131,6 +131,9 @@ pub struct WorkerEnv {
     /// The stop flag and connection count shared by every worker of this server.
     pub shared: Arc<crate::bus::Shared>,
     pub started: Instant,
+    /// The TLS server configuration for connections accepted on TLS ports (swapped on reload:
+    /// new connections get the new certificates, existing ones keep theirs).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl WorkerEnv {
@@ -259,6 +262,7 @@ impl Ctx {
             site,
             shared,
             started: Instant::now(),
+            tls: None,
         };
         Ctx {
             worker,

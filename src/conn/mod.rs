@@ -41,6 +41,13 @@ pub enum ListenerKind {
     Admin,
 }
 
+/// One listening port: what it speaks, and whether under TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port {
+    pub kind: ListenerKind,
+    pub tls: bool,
+}
+
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -326,7 +333,7 @@ impl Conn {
 
     /// Bytes waiting to be written: STOMP output plus encoded WebSocket frames.
     pub fn pending_out(&self) -> usize {
-        self.out.len() + self.web.as_ref().map_or(0, |w| w.wire_len())
+        self.out.len() + self.web.as_ref().map_or(0, |w| w.wire_len()) + self.io.pending()
     }
 
     /// Came in over the web port.

@@ -20,9 +20,9 @@ impl Worker {
             let Some(l) = self.listeners.get(li) else {
                 return;
             };
-            let kind = self.kinds.get(li).copied().unwrap_or(ListenerKind::Stomp);
+            let port = self.kinds.get(li).copied().unwrap_or(Port { kind: ListenerKind::Stomp, tls: false });
             match l.accept() {
-                Ok((sock, peer)) => self.add_conn(sock, peer, kind),
+                Ok((sock, peer)) => self.add_conn(sock, peer, port),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
@@ -36,13 +36,27 @@ impl Worker {
         }
     }
 
-    pub(super) fn add_conn(&mut self, sock: mio::net::TcpStream, peer: std::net::SocketAddr, kind: ListenerKind) {
+    pub(super) fn add_conn(&mut self, sock: mio::net::TcpStream, peer: std::net::SocketAddr, port: Port) {
         let _ = sock.set_nodelay(true);
+        let kind = port.kind;
+        let mut io = match (&self.node.ctx.env.tls, port.tls) {
+            (_, false) => crate::conn::Transport::Tcp(sock),
+            (Some(cfg), true) => match crate::conn::Transport::tls_server(sock, cfg.clone()) {
+                Ok(t) => t,
+                Err(e) => {
+                    log::warn!("worker {}: cannot start TLS for {peer}: {e}", self.node.ctx.worker);
+                    return;
+                }
+            },
+            (None, true) => {
+                log::error!("worker {}: a TLS port without a TLS configuration; closing {peer}", self.node.ctx.worker);
+                return;
+            }
+        };
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
         let entry = self.node.conns.vacant_entry();
         let slot = entry.key() as u32;
-        let mut io = crate::conn::Transport::Tcp(sock);
         if let Err(e) = io.register(self.poll.registry(), conn_token(slot, gen)) {
             log::warn!("worker {}: cannot register a connection from {peer}: {e}", self.node.ctx.worker);
             return;

@@ -27,7 +27,7 @@ use crate::broker::shard::Shard;
 use crate::broker::ConnRef;
 use crate::bus::Mailbox;
 use crate::bus::Shared;
-use crate::conn::{deliver, session, CloseReason, Conn, Ctx, ListenerKind, Phase, ReadSide, WriteSide};
+use crate::conn::{deliver, session, CloseReason, Conn, Ctx, ListenerKind, Phase, Port, ReadSide, WriteSide};
 use crate::stomp::ErrorWord;
 use crate::timer::{Fired, Timer, TimerKind, WorkerTimer};
 use mio::net::TcpListener;
@@ -62,7 +62,7 @@ fn conn_token(slot: u32, gen: u32) -> Token {
 pub struct Worker {
     poll: Poll,
     listeners: Vec<TcpListener>,
-    kinds: Vec<ListenerKind>,
+    kinds: Vec<Port>,
     node: Node,
     mailbox: Mailbox,
     shared: Arc<Shared>,
@@ -77,7 +77,7 @@ impl Worker {
     pub fn new(
         poll: Poll,
         listeners: Vec<TcpListener>,
-        kinds: Vec<ListenerKind>,
+        kinds: Vec<Port>,
         ctx: Ctx,
         shard: Shard,
         mailbox: Mailbox,

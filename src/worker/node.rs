@@ -144,6 +144,7 @@ impl Node {
         self.ctx.env.limits = rc.cfg.limits();
         self.ctx.env.auth = rc.auth.clone();
         self.ctx.env.policies = rc.policies.clone();
+        self.ctx.env.tls = rc.tls.clone();
         self.shard.set_policies(rc.policies.clone());
         log::debug!("worker {}: configuration generation {} in force", self.ctx.worker, rc.policies.gen);
     }

@@ -34,8 +34,13 @@ impl Worker {
         if *write == WriteSide::Dead {
             buf.clear();
         }
-        let mut failed = None;
-        while !buf.is_empty() {
+        // What the transport itself holds (TLS records) goes first.
+        let mut failed = match io.flush() {
+            Ok(()) => None,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => None,
+            Err(e) => Some(e),
+        };
+        while failed.is_none() && !buf.is_empty() {
             match io.write(buf) {
                 Ok(n) => {
                     buf.drain(..n);

@@ -9,7 +9,11 @@ import { Client } from '@stomp/stompjs';
 import { TCPWrapper } from '@stomp/tcp-wrapper';
 
 const PORT = Number(process.env.ROMP_PORT || 61613);
-const WEB_PORT = Number(process.env.ROMP_WEB_PORT || 8080);
+// SCHEME=https: the page over HTTPS on $ROMP_WEB_TLS_PORT, its STOMP over WSS (Chromium is told
+// to accept the run's self-made certificate).
+const SCHEME = process.env.SCHEME || 'http';
+const DEST = `/topic/browser-${SCHEME}`;
+const WEB_PORT = Number(SCHEME === 'https' ? process.env.ROMP_WEB_TLS_PORT || 8443 : process.env.ROMP_WEB_PORT || 8080);
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 function tcpSubscriber(dest) {
@@ -26,24 +30,25 @@ function tcpSubscriber(dest) {
 }
 
 test('the console page connects, subscribes, sends and shows the message', { timeout: 60000 }, async () => {
-  const tcp = await tcpSubscriber('/topic/browser');
+  const tcp = await tcpSubscriber(DEST);
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
+      '--disable-component-update', '--disable-sync', ...(SCHEME === 'https' ? ['--ignore-certificate-errors'] : [])],
   });
   try {
     const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
     const errors = [];
     page.on('pageerror', (e) => errors.push(String(e)));
-    await page.goto(`http://127.0.0.1:${WEB_PORT}/`);
+    await page.goto(`${SCHEME}://127.0.0.1:${WEB_PORT}/`);
+    assert.equal(new URL(page.url()).protocol, `${SCHEME}:`);
     await page.click('#connect');
     await page.waitForSelector('#status.on', { timeout: 10000 });
     assert.match(await page.textContent('#status'), /STOMP 1\.2/);
-    await page.fill('#sub-dest', '/topic/browser');
+    await page.fill('#sub-dest', DEST);
     await page.click('#subscribe');
     await page.waitForSelector('#subscriptions li.subscribed', { timeout: 10000 });
-    await page.fill('#send-dest', '/topic/browser');
+    await page.fill('#send-dest', DEST);
     await page.fill('#send-body', 'hello from chromium');
     await page.click('#send');
     await page.waitForSelector('#messages td.body:text-is("hello from chromium")', { timeout: 10000 });
@@ -52,10 +57,10 @@ test('the console page connects, subscribes, sends and shows the message', { tim
     // The broker runs with a data directory: the durable log's figures are shown.
     await page.waitForFunction(() => /durable log: [\d.]+ MiB in \d+ segments .* recovered \d+ messages/.test(document.querySelector('#journal').textContent), null, { timeout: 10000 });
     // The live table catches up: two subscribers (the page and the TCP client), two deliveries.
-    await page.waitForFunction(() => [...document.querySelectorAll('#destinations tr')].some((tr) => {
+    await page.waitForFunction((dest) => [...document.querySelectorAll('#destinations tr')].some((tr) => {
       const c = [...tr.cells].map((td) => td.textContent);
-      return c[0] === '/topic/browser' && c[1] === 'topic' && c[2] === '2' && c[4] === '2';
-    }), null, { timeout: 10000 });
+      return c[0] === dest && c[1] === 'topic' && c[2] === '2' && c[4] === '2';
+    }), DEST, { timeout: 10000 });
     mkdirSync('artifacts', { recursive: true });
     await page.screenshot({ path: 'artifacts/console.png', fullPage: true });
     assert.deepEqual(errors, []);

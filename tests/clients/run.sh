@@ -14,9 +14,27 @@ py=$top/.venv/bin/python
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 web_port=$(free_port)
+tls_port=$(free_port)
+web_tls_port=$(free_port)
 log=$(mktemp)
 data=$(mktemp -d)
-"$bin" --port "$port" --web-port "$web_port" --admin-port 0 --workers 2 --data-dir "$data" >"$log" 2>&1 &
+# A test CA and a server certificate for 127.0.0.1 (ECDSA P-256), made fresh for every run.
+pki="$data/pki"
+mkdir -p "$pki"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=romp test CA" \
+  -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
+  -keyout "$pki/server.key" -out "$pki/server.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$pki/san.ext"
+openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
+  -extfile "$pki/san.ext" -out "$pki/server.pem" 2>/dev/null
+cat >"$data/romp.toml" <<TOML
+tls_ports = [$tls_port]
+web_tls_port = $web_tls_port
+tls_cert = "$pki/server.pem"
+tls_key = "$pki/server.key"
+TOML
+"$bin" --config "$data/romp.toml" --port "$port" --web-port "$web_port" --admin-port 0 --workers 2 --data-dir "$data/log" >"$log" 2>&1 &
 pid=$!
 cleanup() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$log" "$data"; }
 trap cleanup EXIT
@@ -25,16 +43,18 @@ for _ in $(seq 100); do
   sleep 0.05
 done
 
-export ROMP_PORT=$port ROMP_WEB_PORT=$web_port
+export ROMP_PORT=$port ROMP_WEB_PORT=$web_port ROMP_TLS_PORT=$tls_port ROMP_WEB_TLS_PORT=$web_tls_port ROMP_CA=$pki/ca.pem
 status=0
-echo "== stomp.py $("$py" -c 'import stomp; print(stomp.__version__)') over TCP (1.0, 1.1, 1.2) and WebSocket"
+echo "== stomp.py $("$py" -c 'import stomp; print(stomp.__version__)') over TCP (1.0, 1.1, 1.2), TLS and WebSocket"
 timeout 120 "$py" "$here/stomppy_test.py" || status=1
-for transport in tcp ws; do
+for transport in tcp ws wss; do
   echo "== @stomp/stompjs over $transport"
   (cd "$here" && TRANSPORT=$transport timeout 120 node --test --test-reporter=spec stompjs.test.mjs) || status=1
 done
 echo "== the console page in headless $(${CHROMIUM:-/usr/bin/chromium} --version 2>/dev/null || echo 'chromium (missing)')"
 (cd "$here" && timeout 120 node --test --test-reporter=spec browser.test.mjs) || status=1
+echo "== the console page over HTTPS and WSS in headless chromium"
+(cd "$here" && SCHEME=https timeout 120 node --test --test-reporter=spec browser.test.mjs) || status=1
 if [ $status -ne 0 ]; then
   echo "--- broker log"; tail -50 "$log"
 fi

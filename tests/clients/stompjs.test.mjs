@@ -5,15 +5,24 @@ import assert from 'node:assert/strict';
 import { Client } from '@stomp/stompjs';
 import { TCPWrapper } from '@stomp/tcp-wrapper';
 import WebSocket from 'ws';
+import { readFileSync } from 'node:fs';
 
 // TRANSPORT=tcp (default): STOMP over TCP on $ROMP_PORT; TRANSPORT=ws: STOMP over WebSocket on
-// $ROMP_WEB_PORT at /stomp, with the subprotocols stompjs offers in browsers.
+// $ROMP_WEB_PORT at /stomp, with the subprotocols stompjs offers in browsers; TRANSPORT=wss: the
+// same over TLS on $ROMP_WEB_TLS_PORT, trusting only the run's test CA ($ROMP_CA).
 const PORT = Number(process.env.ROMP_PORT || 61613);
 const WEB_PORT = Number(process.env.ROMP_WEB_PORT || 8080);
+const WEB_TLS_PORT = Number(process.env.ROMP_WEB_TLS_PORT || 8443);
 const TRANSPORT = process.env.TRANSPORT || 'tcp';
 const WAIT = 10000;
 
 function socket() {
+  if (TRANSPORT === 'wss') {
+    const ws = new WebSocket(`wss://127.0.0.1:${WEB_TLS_PORT}/stomp`, ['v12.stomp', 'v11.stomp', 'v10.stomp'],
+      { ca: readFileSync(process.env.ROMP_CA), rejectUnauthorized: true });
+    ws.binaryType = 'arraybuffer';
+    return ws;
+  }
   if (TRANSPORT === 'ws') {
     const ws = new WebSocket(`ws://127.0.0.1:${WEB_PORT}/stomp`, ['v12.stomp', 'v11.stomp', 'v10.stomp']);
     ws.binaryType = 'arraybuffer';
@@ -75,7 +84,7 @@ function receipt(client, send) {
 
 test(`connect negotiates 1.2 and non-zero heart-beats (${TRANSPORT})`, async () => {
   const { client, frame } = await connect();
-  if (TRANSPORT === 'ws') assert.equal(client.webSocket.protocol, 'v12.stomp');
+  if (TRANSPORT !== 'tcp') assert.equal(client.webSocket.protocol, 'v12.stomp');
   assert.equal(client.connectedVersion, '1.2');
   assert.equal(frame.headers['heart-beat'], '10000,10000');
   await client.deactivate();

@@ -8,6 +8,8 @@ import stomp
 
 PORT = int(os.environ.get("ROMP_PORT", "61613"))
 WEB_PORT = int(os.environ.get("ROMP_WEB_PORT", "8080"))
+TLS_PORT = int(os.environ.get("ROMP_TLS_PORT", "61614"))
+CA = os.environ.get("ROMP_CA", "")
 WAIT = 10.0
 
 
@@ -44,8 +46,12 @@ class Collector(stomp.ConnectionListener):
         return self.messages[:n]
 
 
-def connect(version="1.2", ws=False, headers=None):
-    if ws:
+def connect(version="1.2", ws=False, headers=None, tls=False):
+    if tls:
+        # stomp.py's own TLS (set_ssl), verifying the server against the run's test CA.
+        conn = stomp.Connection12([("127.0.0.1", TLS_PORT)], heartbeats=(0, 0))
+        conn.set_ssl(for_hosts=[("127.0.0.1", TLS_PORT)], ca_certs=CA)
+    elif ws:
         # stomp.py's WebSocket transport offers no subprotocol; romp accepts that (O1).
         from stomp.adapter.ws import WSStompConnection
 
@@ -180,6 +186,27 @@ class StompPy(unittest.TestCase):
         self.assertEqual(len(l.messages), 3)
         conn.disconnect()
         p.disconnect()
+
+    def test_tls_round_trip_and_receipts(self):
+        sub, got = connect(tls=True)
+        pub, _ = connect()
+        dest = "/queue/py-tls"
+        sub.subscribe(dest, id="t", ack="client-individual")
+        for i in range(20):
+            pub.send(dest, f"over tls {i}" + "x" * (i * 5000), receipt=f"r{i}")
+        msgs = got.wait_messages(20)
+        self.assertEqual([m.body.split("x")[0] for m in msgs], [f"over tls {i}" for i in range(20)])
+        self.assertEqual(len(msgs[19].body), len("over tls 19") + 19 * 5000)
+        for m in msgs:
+            sub.ack(m.headers["ack"])
+        # And the other way: the TLS client publishes, with a receipt.
+        back, back_got = connect()
+        back.subscribe("/queue/py-tls-back", id="b")
+        sub.send("/queue/py-tls-back", "from the tls side", receipt="tr")
+        got.wait(lambda: "tr" in got.receipts, "the TLS client's receipt")
+        self.assertEqual(back_got.wait_messages(1)[0].body, "from the tls side")
+        for c in (sub, pub, back):
+            c.disconnect()
 
     def test_error_frame(self):
         conn, l = connect()

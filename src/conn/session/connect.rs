@@ -22,7 +22,13 @@ pub(super) fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         };
         conn.beat.hb = negotiate_heart_beat(hb, ctx.env.cfg.heart_beat_min, ctx.env.cfg.heart_beat_max);
     }
-    let login = f.header("login");
+    // Under tls_cert_login = "cn", a CONNECT without a login logs in as its verified client
+    // certificate's common name, with no passcode.
+    let certified = match (f.header("login"), ctx.env.cfg.tls_cert_login) {
+        (None, crate::tls::CertLogin::Cn) => conn.io.peer_certificate().and_then(crate::tls::common_name),
+        _ => None,
+    };
+    let login = f.header("login").or(certified.as_deref());
     conn.who.login = login.map(str::to_string);
     conn.who.client_id = match f.header("client-id") {
         None | Some("") => None,
@@ -31,11 +37,16 @@ pub(super) fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         }
         Some(c) => Some(c.into()),
     };
-    match ctx.env.auth.check(login, f.header("passcode")) {
+    let verdict = match &certified {
+        Some(name) => ctx.env.auth.check_certified(name),
+        None => ctx.env.auth.check(login, f.header("passcode")),
+    };
+    match verdict {
         Verdict::Accept { admin } => {
             finish_connect(conn, ctx, admin);
             Ok(())
         }
+        Verdict::Reject if certified.is_some() => Err(Fatal::new(ErrorWord::AuthErr, "the client certificate's name is not a known user")),
         Verdict::Reject => Err(Fatal::new(ErrorWord::AuthErr, "bad login or passcode")),
         Verdict::Deferred(credential, admin) => {
             let job = AuthJob {
