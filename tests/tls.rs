@@ -392,3 +392,83 @@ fn a_tls_subscriber_that_pauses_gets_everything_when_it_reads_again() {
         assert!(m.command == "MESSAGE" && m.body == body(60_000 + i, i), "message {i}: {} {} bytes", m.command, m.body.len());
     }
 }
+
+/// The common name of the certificate a TLS client was shown.
+fn served_cn(t: &TlsClient) -> String {
+    let c = t.s.conn.peer_certificates().and_then(|c| c.first()).expect("a server certificate");
+    romp::tls::common_name(c).unwrap_or_default()
+}
+
+/// New certificate files take effect on reload for new connections; connections already open
+/// keep theirs and go on working; a reload with a broken key changes nothing.
+#[test]
+fn a_reload_serves_new_certificates_to_new_connections_only() {
+    let pki = Pki::new("reload");
+    pki.issue("server", "first", true);
+    let mut cfg = romp::Config {
+        ports: vec![0],
+        web_port: 0,
+        admin_port: 0,
+        workers: 2,
+        pin_workers: false,
+        data_dir: String::new(),
+        ..romp::Config::default()
+    };
+    pki.configure(&mut cfg);
+    let handle = romp::Server::start(cfg.clone()).unwrap();
+    let addr = handle.tls_addrs()[0];
+    let tls = client_config(&pki, &[&rustls::version::TLS13], None);
+    let mut old = TlsClient::open(addr, tls.clone()).unwrap();
+    assert_eq!(served_cn(&old), "first");
+    assert_eq!(old.connect(&[]).command, "CONNECTED");
+    old.send("SUBSCRIBE", &[("id", "1"), ("destination", "/topic/reload"), ("receipt", "s")], b"").unwrap();
+    assert_eq!(old.recv().unwrap().command, "RECEIPT");
+
+    pki.issue("server", "second", true);
+    handle.reload(cfg.clone()).expect("reload");
+    // Each worker takes the new configuration from its inbox on its next turn.
+    let deadline = Instant::now() + WAIT;
+    let mut new = loop {
+        let t = TlsClient::open(addr, tls.clone()).unwrap();
+        if served_cn(&t) == "second" || Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(served_cn(&new), "second");
+    assert_eq!(new.connect(&[]).command, "CONNECTED");
+    new.send("SEND", &[("destination", "/topic/reload"), ("receipt", "r")], b"after the reload").unwrap();
+    assert_eq!(new.recv().unwrap().command, "RECEIPT");
+    let m = old.recv().unwrap();
+    assert_eq!((m.command.as_str(), m.body.as_slice()), ("MESSAGE", &b"after the reload"[..]));
+
+    // A broken key file: the reload is refused naming it, and the second certificate stays.
+    std::fs::write(pki.path("server.key"), "not a key").unwrap();
+    let e = handle.reload(cfg.clone()).unwrap_err().to_string();
+    assert!(e.contains("tls_key") && e.contains("server.key"), "{e}");
+    for _ in 0..4 {
+        let again = TlsClient::open(addr, tls.clone()).unwrap();
+        assert_eq!(served_cn(&again), "second");
+    }
+    handle.shutdown();
+    handle.join().unwrap();
+}
+
+/// `admin_tls = true`: the admin port's pages come over HTTPS only.
+#[test]
+fn the_admin_port_speaks_tls_when_asked() {
+    let pki = Pki::new("admin");
+    let (b, _) = tls_broker(&pki, 1, |c| c.admin_tls = true);
+    let admin = b.admin.expect("admin port");
+    let mut t = TlsClient::open(admin, client_config(&pki, &[&rustls::version::TLS13], None)).unwrap();
+    t.s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut page = Vec::new();
+    let _ = t.s.read_to_end(&mut page);
+    let page = String::from_utf8_lossy(&page);
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains("romp_uptime_seconds"), "{page}");
+    // Plain HTTP there gets nothing but a closed connection.
+    let mut s = TcpStream::connect(admin).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let got = read_to_close(&mut s, WAIT);
+    assert!(!String::from_utf8_lossy(&got).contains("romp_"), "{got:?}");
+}
