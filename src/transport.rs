@@ -149,6 +149,17 @@ impl Transport {
         Ok(Transport::Tls(Box::new(TlsStream { sock, tls: tls.into() })))
     }
 
+    /// A client-side TLS connection to `name` over a connected socket (the handshake starts
+    /// with the first write or flush).
+    pub fn tls_client(
+        sock: TcpStream,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<Transport> {
+        let tls = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        Ok(Transport::Tls(Box::new(TlsStream { sock, tls: tls.into() })))
+    }
+
     /// Start a non-blocking TCP connect and a client-side TLS handshake to `name` over it.
     pub fn connect_tls(
         addr: std::net::SocketAddr,

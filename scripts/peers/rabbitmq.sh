@@ -3,9 +3,12 @@
 # $WEB_STOMP_PORT (15675), AMQP on 5673, in its own directory, never the system service.
 # Usage: scripts/peers/rabbitmq.sh start|stop|install
 # Installs Debian's rabbitmq-server when missing (as root). `start` prints the node's PID file.
+# With RABBIT_TLS_CERT, RABBIT_TLS_KEY and RABBIT_TLS_CA (PEM files) it also serves STOMP over
+# TLS on $STOMP_TLS_PORT (61624) with that certificate.
 set -euo pipefail
 dir=${RABBIT_DIR:-/tmp/romp-peer-rabbitmq}
 stomp_port=${STOMP_PORT:-61623}
+stomp_tls_port=${STOMP_TLS_PORT:-61624}
 web_port=${WEB_STOMP_PORT:-15675}
 node=romp-peer@localhost
 install() {
@@ -35,6 +38,16 @@ web_stomp.tcp.port = $web_port
 web_stomp.tcp.ip = 127.0.0.1
 vm_memory_high_watermark.relative = 0.4
 CONF
+    if [ -n "${RABBIT_TLS_CERT:-}" ]; then
+      cat >>"$dir/rabbitmq.conf" <<CONF
+stomp.listeners.ssl.1 = 127.0.0.1:$stomp_tls_port
+ssl_options.certfile = $RABBIT_TLS_CERT
+ssl_options.keyfile = $RABBIT_TLS_KEY
+ssl_options.cacertfile = $RABBIT_TLS_CA
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+CONF
+    fi
     echo '[rabbitmq_stomp,rabbitmq_web_stomp].' >"$dir/enabled_plugins"
     /usr/lib/rabbitmq/bin/rabbitmq-server >"$dir/server.out" 2>&1 &
     echo $! >"$dir/launcher.pid"

@@ -6,12 +6,13 @@
 use crate::report::Tally;
 use crate::{Opts, Shared};
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 use romp::broker::AckMode;
 use romp::client::{frames, Decoded, Incoming};
 use romp::stomp::{Command, HeartBeat, Limits, Version};
+use romp::transport::Transport;
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -63,7 +64,8 @@ enum Role {
 }
 
 struct Conn {
-    sock: TcpStream,
+    /// Plain TCP, or TLS with `--tls`.
+    sock: Transport,
     role: Role,
     connected: bool,
     ready: bool,
@@ -117,7 +119,11 @@ fn flush(c: &mut Conn) -> std::io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    // TLS records the socket has not taken yet.
+    match sock.flush() {
+        Err(e) if e.kind() != ErrorKind::WouldBlock && e.kind() != ErrorKind::Interrupted => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Per-thread state the read path needs.
@@ -318,8 +324,16 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
         let s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let sock = TcpStream::from_std(s);
+        let sock = match &o.tls {
+            None => Transport::Tcp(sock),
+            Some(cfg) => {
+                let name = rustls::pki_types::ServerName::try_from(o.host.clone()).map_err(|e| format!("--host as a TLS name: {e}"))?;
+                Transport::tls_client(sock, cfg.clone(), name).map_err(|e| e.to_string())?
+            }
+        };
         Ok(Conn {
-            sock: TcpStream::from_std(s),
+            sock,
             role,
             connected: false,
             ready: false,
@@ -356,7 +370,7 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
         conns.push(open(Role::Producer { pid: pid as u32, seq: 0, copies, head, rhead, receipted: 0, asked })?);
     }
     for (i, c) in conns.iter_mut().enumerate() {
-        poll.registry().register(&mut c.sock, Token(i), Interest::READABLE | Interest::WRITABLE).map_err(|e| e.to_string())?;
+        c.sock.register(poll.registry(), Token(i)).map_err(|e| e.to_string())?;
         flush(c).map_err(|e| e.to_string())?;
     }
     let mut r = Reader {

@@ -15,6 +15,7 @@
 
 mod conn;
 mod fsync;
+mod handshake;
 
 // Messages are allocated on one worker and freed on another; mimalloc handles such remote frees
 // without the arena locking glibc's malloc does (13% of a worker's time in _int_malloc when
@@ -78,6 +79,10 @@ pub struct Opts {
     pub null_broker: bool,
     /// `--ws PATH`: speak STOMP over WebSocket on this path (the port is the web port).
     pub ws: Option<String>,
+    /// `--tls CA`: speak TLS, trusting the CA certificates in this PEM file.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// `--handshakes`: measure full TLS handshakes per second instead of a load.
+    pub handshakes: bool,
     /// `--stomp-version`: the protocol version asked for (CONNECT, ACK shape, escaping).
     pub version: romp::stomp::Version,
     /// `--persistent`: every SEND carries `persistent:true` (through the broker's log).
@@ -128,6 +133,10 @@ const USAGE: &str = "usage: romp-bench [options]
   --broker-pid PID              also report the broker's peak RSS during the run
   --ws PATH                     STOMP over WebSocket on PATH (e.g. /stomp; --port is then the web
                                 port); load modes only
+  --tls CA.pem                  TLS (1.3 preferred) to --port, trusting the CAs in CA.pem (the
+                                server name checked is --host); with --ws, WSS; load modes only
+  --handshakes                  with --tls: full handshakes per second (no resumption), each with
+                                CONNECT and CONNECTED, on --threads client threads
   --null-broker                 serve on --port as a minimal forwarder (no acks, receipts only
                                 for SUBSCRIBE, no limits): the tool's own ceiling
 
@@ -172,6 +181,8 @@ impl Default for Opts {
             slow_rate: 1000,
             null_broker: false,
             ws: None,
+            tls: None,
+            handshakes: false,
             version: romp::stomp::Version::V1_2,
         }
     }
@@ -232,6 +243,11 @@ fn parse_opts() -> Result<Opts, String> {
             "--slow-rate" => o.slow_rate = num(v()?)?.max(1),
             "--null-broker" => o.null_broker = true,
             "--ws" => o.ws = Some(v()?),
+            "--handshakes" => o.handshakes = true,
+            "--tls" => {
+                let ca = v()?;
+                o.tls = Some(romp::tls::client_config("--tls", Some(&ca)).map_err(|e| e.to_string())?);
+            }
             "--stomp-version" => {
                 let t = v()?;
                 o.version = romp::stomp::Version::from_token(&t).ok_or_else(|| format!("--stomp-version {t:?}: 1.0, 1.1 or 1.2"))?;
@@ -362,6 +378,13 @@ fn main() {
         }
     };
 
+    if opts.handshakes {
+        if let Err(e) = handshake::run(&opts, addr) {
+            eprintln!("romp-bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Some(dir) = &opts.fsync_floor {
         if let Err(e) = fsync::run(&opts, dir) {
             eprintln!("romp-bench: {e}");
