@@ -295,6 +295,12 @@ pub struct Config {
     pub tls_client_auth: crate::tls::ClientAuth,
     /// "none" or "cn": a verified client certificate's common name is the login.
     pub tls_cert_login: crate::tls::CertLogin,
+    /// What no `[acl]` rule covers: "allow" or "deny".
+    pub acl_default: crate::acl::Default,
+    /// Named groups of logins, for `[acl]` lists.
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// Access rules per destination pattern (exact name or `prefix*`, `{user}` = the login).
+    pub acl: BTreeMap<String, crate::acl::Rule>,
     /// `--repair` (command line only, never a file key): a start that meets damaged records in
     /// the log skips them, logging each, instead of refusing to start.
     #[serde(skip)]
@@ -365,6 +371,9 @@ impl Default for Config {
             max_disk_bytes: 0,
             min_free_disk: 50 << 20,
             repair: false,
+            acl_default: crate::acl::Default::Allow,
+            groups: BTreeMap::new(),
+            acl: BTreeMap::new(),
             tls_ports: Vec::new(),
             web_tls_port: None,
             admin_tls: false,
@@ -505,6 +514,11 @@ impl Config {
         }
         if self.tls_ports.iter().any(|p| *p != 0 && self.ports.contains(p)) {
             return bad("tls_ports", "a port cannot be both plain (ports) and TLS (tls_ports)".into());
+        }
+        for pattern in self.acl.keys() {
+            if pattern.trim_end_matches('*').contains('*') || pattern.is_empty() {
+                return bad("acl", format!("{pattern:?}: a pattern is an exact name or a prefix ending in one '*'"));
+            }
         }
         // The files are read here too, so --check-config and reloads catch a bad certificate.
         self.tls_server(file)?;

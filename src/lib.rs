@@ -19,7 +19,8 @@
 //!    process-wide memory accounting and alarm.
 //! 2. [`ws`]: WebSocket framing and the upgrade handshake (on [`http`]); [`client`]: the
 //!    public sans-io STOMP client and its blocking adapter (on [`stomp`]); [`journal`]: the
-//!    durable log; [`tls`]: certificates, keys and the rustls configurations.
+//!    durable log; [`tls`]: certificates, keys and the rustls configurations; [`acl`]: the
+//!    access rules.
 //! 3. [`config`]: the configuration and its validation.
 //! 4. [`admin`]: the admin plane's vocabulary and parser (no connection, no bus).
 //! 5. [`broker`]: messages, destinations, the shard one worker owns, and its mail
@@ -38,7 +39,7 @@
 /// The declared layers, bottom up (read by `tests/layers.rs`; keep in step with the list above).
 pub const LAYERS: &[&[&str]] = &[
     &["stomp", "http", "timer", "transport", "memory", "rng"],
-    &["ws", "client", "journal", "tls"],
+    &["ws", "client", "journal", "tls", "acl"],
     &["config"],
     &["admin"],
     &["broker"],
@@ -52,6 +53,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["server", "sim"],
 ];
 
+pub mod acl;
 pub mod admin;
 pub mod api;
 pub mod auth;

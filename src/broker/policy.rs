@@ -177,6 +177,8 @@ pub struct Policies {
     default: Arc<Policy>,
     /// The entries as configured (plus admin changes), to rebuild from.
     pub entries: std::collections::BTreeMap<String, DestConfig>,
+    /// The access rules (rebuilt with the table, so a reload takes new ones at once).
+    pub acl: Arc<crate::acl::Acl>,
 }
 
 impl Policies {
@@ -214,6 +216,7 @@ impl Policies {
             prefixes,
             default: Arc::new(base),
             entries,
+            acl: Arc::new(crate::acl::Acl::new(cfg.acl_default, &cfg.groups, &cfg.acl)),
         }
     }
 

@@ -42,11 +42,13 @@ pub enum ErrorWord {
     BodyErr,
     /// A persistent SEND while the durable log is at `max_disk_bytes` or under `min_free_disk`.
     DiskFlup,
+    /// The access rules (`[acl]`) do not let this login use this verb on this destination.
+    AccessDenied,
 }
 
 impl ErrorWord {
     /// Every word, in counter order.
-    pub const ALL: [ErrorWord; 17] = [
+    pub const ALL: [ErrorWord; 18] = [
         ErrorWord::Syntax,
         ErrorWord::General,
         ErrorWord::AuthErr,
@@ -64,6 +66,7 @@ impl ErrorWord {
         ErrorWord::LenNotInt,
         ErrorWord::BodyErr,
         ErrorWord::DiskFlup,
+        ErrorWord::AccessDenied,
     ];
 
     /// The word as it goes on the wire.
@@ -86,6 +89,7 @@ impl ErrorWord {
             ErrorWord::LenNotInt => "len not +int",
             ErrorWord::BodyErr => "body err",
             ErrorWord::DiskFlup => "disk flup",
+            ErrorWord::AccessDenied => "access denied",
         }
     }
 

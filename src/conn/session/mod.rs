@@ -480,6 +480,17 @@ fn is_broker_header(name: &str) -> bool {
     matches!(name, "destination" | "content-length" | "receipt" | "transaction" | "message-id" | "subscription" | "ack" | "redelivered")
 }
 
+/// Refuse `verb` on `dest` if the access rules do not let this session's login use it.
+fn check_access(conn: &Conn, verb: crate::acl::Verb, dest: &str, ctx: &Ctx) -> Res {
+    let who = crate::acl::Who { login: conn.who.login.as_deref(), admin: conn.who.admin };
+    if ctx.env.policies.acl.allows(who, verb, dest) {
+        return Ok(());
+    }
+    let login = conn.who.login.as_deref().map_or("an anonymous session".to_string(), |l| format!("{l:?}"));
+    log::info!("{} {}: access denied: {} on {dest} for {login}", conn.session_id(), conn.who.peer, verb.as_str());
+    Err(Fatal::new(ErrorWord::AccessDenied, format!("{login} may not {} on {dest} (the [acl] rules)", verb.as_str())))
+}
+
 /// Refuse a destination the policies do not allow this connection to use.
 fn check_policy(conn: &Conn, dest: &str, p: &Policy, write: bool, ctx: &Ctx) -> Res {
     if !ctx.env.policies.allows(dest, p) {

@@ -22,8 +22,11 @@ pub(super) fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         return Ok(());
     }
     let (dest, policy) = match &conn.session.last_dest {
+        // Checked once per destination (and again after a reload): the rules cannot change
+        // without a new generation.
         Some((d, p, gen)) if **d == *dest && *gen == ctx.env.policies.gen => (d.clone(), p.clone()),
         _ => {
+            check_access(conn, crate::acl::Verb::Send, dest, ctx)?;
             let d: Arc<str> = Arc::from(dest);
             let p = ctx.env.policies.resolve(&d).clone();
             conn.session.last_dest = Some((d.clone(), p.clone(), ctx.env.policies.gen));
@@ -31,6 +34,9 @@ pub(super) fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         }
     };
     check_policy(conn, &dest, &policy, true, ctx)?;
+    if f.header("persistent") == Some("true") && !ctx.env.policies.acl.is_open() {
+        check_access(conn, crate::acl::Verb::Durable, &dest, ctx)?;
+    }
     if f.body.len() > policy.max_message_size {
         return Err(Fatal::new(
             ErrorWord::MsgFlup,

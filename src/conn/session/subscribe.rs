@@ -63,6 +63,7 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let prefetch = parse_prefetch(f, ctx)?;
     let policy = ctx.env.policies.resolve(dest).clone();
     check_policy(conn, dest, &policy, false, ctx)?;
+    check_access(conn, crate::acl::Verb::Subscribe, dest, ctx)?;
     let mode = if policy.auto_ack { AckMode::Auto } else { mode };
     let filter = match f.header("filter") {
         None | Some("") => None,
@@ -85,6 +86,7 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
             if filter.is_some() {
                 return Err(Fatal::new(ErrorWord::Syntax, "a durable subscription cannot also filter"));
             }
+            check_access(conn, crate::acl::Verb::Durable, dest, ctx)?;
             Some(Box::new((durable_identity(conn)?, Box::<str>::from(name))))
         }
         _ => None,

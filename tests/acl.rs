@@ -1,0 +1,142 @@
+//! Access control through the embedded server: every verb allowed and denied by name, group,
+//! `*`, `anonymous` and `{user}` patterns, the most specific pattern deciding, `acl_default =
+//! "deny"`, admins passing, a refusal inside a transaction, the same over WebSocket, and a
+//! reload that changes the rules for sessions already open.
+
+mod common;
+use common::*;
+use romp::acl::{Default as AclDefault, Rule};
+use sha2::Digest;
+
+fn passwd(dir: &std::path::Path) -> std::path::PathBuf {
+    let line = |name: &str, pass: &str, admin: bool| {
+        let mut h = sha2::Sha256::new();
+        h.update(format!("{pass}\n").as_bytes());
+        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        format!("{name}:{hex}{}\n", if admin { ":true" } else { "" })
+    };
+    let p = dir.join("passwd");
+    let text = [line("orders-svc", "o", false), line("billing", "b", false), line("ann", "a", false), line("root", "r", true)].concat();
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn list(names: &[&str]) -> Option<Vec<String>> {
+    Some(names.iter().map(|s| s.to_string()).collect())
+}
+
+fn rules(c: &mut romp::Config, users: std::path::PathBuf) {
+    c.user_file = Some(users);
+    c.acl_default = AclDefault::Deny;
+    c.groups.insert("apps".into(), vec!["orders-svc".into(), "billing".into()]);
+    c.acl.insert(
+        "/queue/orders*".into(),
+        Rule { send: list(&["apps"]), subscribe: list(&["orders-svc"]), durable: list(&["orders-svc"]), ..Rule::default() },
+    );
+    c.acl.insert("/topic/user.{user}.*".into(), Rule { subscribe: list(&["*"]), send: list(&["*"]), ..Rule::default() });
+    c.acl.insert("/topic/public".into(), Rule { subscribe: list(&["*"]), send: list(&["apps"]), ..Rule::default() });
+}
+
+fn login(b: &Broker, user: &str, pass: &str) -> Client {
+    let mut c = b.raw();
+    c.connect_with("1.2", &[("login", user), ("passcode", pass)]);
+    c
+}
+
+fn denied(c: &mut Client, what: &str) {
+    let e = c.expect_error("access denied");
+    assert!(e.text().contains(what), "{e:?}");
+}
+
+#[test]
+fn verbs_are_allowed_and_denied_by_the_rules_over_tcp_and_websocket() {
+    let dir = std::env::temp_dir().join(format!("romp-acl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let users = passwd(&dir);
+    for setup in [Setup { workers: 2, ws: false }, Setup { workers: 1, ws: true }] {
+        let u = users.clone();
+        let b = Broker::with(setup, |c| rules(c, u));
+        // A group member sends; the named consumer subscribes and receives.
+        let mut sub = login(&b, "orders-svc", "o");
+        sub.subscribe_sync("1", "/queue/orders.new", "auto");
+        let mut p = login(&b, "billing", "b");
+        p.with_receipt("SEND", &[("destination", "/queue/orders.new")], b"order 1", "r1");
+        assert_eq!(sub.recv().text(), "order 1", "{setup}");
+        // Not in the subscribe list: refused, named verb and destination.
+        let mut c = login(&b, "billing", "b");
+        c.send_frame("SUBSCRIBE", &[("id", "1"), ("destination", "/queue/orders.new")], b"");
+        denied(&mut c, "subscribe on /queue/orders.new");
+        // Not in the send list.
+        let mut c = login(&b, "ann", "a");
+        c.send_frame("SEND", &[("destination", "/queue/orders.new")], b"x");
+        denied(&mut c, "send on /queue/orders.new");
+        // No rule at all: acl_default = deny.
+        let mut c = login(&b, "ann", "a");
+        c.send_frame("SEND", &[("destination", "/queue/elsewhere")], b"x");
+        denied(&mut c, "\"ann\" may not send on /queue/elsewhere");
+        // {user}: one's own topics only.
+        let mut own = login(&b, "ann", "a");
+        own.subscribe_sync("1", "/topic/user.ann.inbox", "auto");
+        let mut c = login(&b, "billing", "b");
+        c.send_frame("SUBSCRIBE", &[("id", "1"), ("destination", "/topic/user.ann.inbox")], b"");
+        denied(&mut c, "subscribe on /topic/user.ann.inbox");
+        // Persistent SENDs need `durable` where the rules set it.
+        let mut c = login(&b, "billing", "b");
+        c.send_frame("SEND", &[("destination", "/queue/orders.new"), ("persistent", "true")], b"x");
+        denied(&mut c, "durable on /queue/orders.new");
+        // A SEND inside a transaction is refused at once, not at COMMIT.
+        let mut c = login(&b, "ann", "a");
+        c.send_frame("BEGIN", &[("transaction", "t")], b"");
+        c.send_frame("SEND", &[("destination", "/topic/public"), ("transaction", "t")], b"x");
+        denied(&mut c, "send on /topic/public");
+        // An admin passes every rule.
+        let mut root = login(&b, "root", "r");
+        root.with_receipt("SEND", &[("destination", "/queue/elsewhere")], b"admin", "ra");
+        root.with_receipt("SUBSCRIBE", &[("id", "9"), ("destination", "/topic/user.ann.inbox")], b"", "rs");
+        // Anonymous: nothing here (every rule names logged-in users).
+        let mut open = Broker::with(setup, |c| {
+            c.acl_default = AclDefault::Deny;
+            c.acl.insert("/topic/public".into(), Rule { subscribe: list(&["anonymous"]), ..Rule::default() });
+        });
+        let mut a = open.client("1.2");
+        a.subscribe_sync("1", "/topic/public", "auto");
+        a.send_frame("SEND", &[("destination", "/topic/public")], b"x");
+        denied(&mut a, "an anonymous session may not send on /topic/public");
+        open.handle.take().unwrap().shutdown();
+        // Those who were allowed still work.
+        p.with_receipt("SEND", &[("destination", "/queue/orders.new")], b"order 2", "r2");
+        assert_eq!(sub.recv().text(), "order 2");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_reload_applies_new_rules_to_sessions_already_open() {
+    let dir = std::env::temp_dir().join(format!("romp-acl-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let users = passwd(&dir);
+    let u = users.clone();
+    let b = Broker::with(2, |c| rules(c, u));
+    let mut p = login(&b, "billing", "b");
+    p.with_receipt("SEND", &[("destination", "/queue/orders.x")], b"before", "r1");
+    // The new rules drop billing from the senders; its next SEND (same destination, whose
+    // check was cached) is refused.
+    let mut cfg = romp::Config {
+        ports: vec![0],
+        web_port: 0,
+        admin_port: 0,
+        workers: 2,
+        pin_workers: false,
+        data_dir: String::new(),
+        ..romp::Config::default()
+    };
+    rules(&mut cfg, users);
+    cfg.acl.get_mut("/queue/orders*").unwrap().send = list(&["orders-svc"]);
+    b.handle.as_ref().unwrap().reload(cfg).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    p.send_frame("SEND", &[("destination", "/queue/orders.x")], b"after");
+    denied(&mut p, "send on /queue/orders.x");
+    let mut o = login(&b, "orders-svc", "o");
+    o.with_receipt("SEND", &[("destination", "/queue/orders.x")], b"allowed now", "r2");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
