@@ -227,6 +227,13 @@ pub struct Config {
     pub web_root: Option<PathBuf>,
     /// Serve the JSON info pages (`/romp/info`, `/romp/destinations`).
     pub enable_console: bool,
+    /// The stats pages (`/metrics`, `/romp/info`, `/romp/destinations`) answer without
+    /// credentials. Off: on a broker with users they need an admin login (HTTP Basic) or, for
+    /// `/metrics`, the `metrics_token` bearer.
+    pub console_public: bool,
+    /// A bearer token (`Authorization: Bearer TOKEN`) that opens `/metrics` to scrapers. Setting
+    /// it protects the stats pages even on a broker without users.
+    pub metrics_token: Option<String>,
     /// Bytes of one HTTP request head.
     pub max_http_head: usize,
     /// Milliseconds a closing connection lingers to flush its last frames (ERROR, RECEIPT).
@@ -348,6 +355,8 @@ impl Default for Config {
             websocket_text: false,
             web_root: None,
             enable_console: true,
+            console_public: false,
+            metrics_token: None,
             max_http_head: 8192,
             linger: 2_000,
             shutdown_timeout: 3_000,
@@ -515,9 +524,16 @@ impl Config {
         if self.tls_ports.iter().any(|p| *p != 0 && self.ports.contains(p)) {
             return bad("tls_ports", "a port cannot be both plain (ports) and TLS (tls_ports)".into());
         }
-        for pattern in self.acl.keys() {
+        for (pattern, rule) in &self.acl {
             if pattern.trim_end_matches('*').contains('*') || pattern.is_empty() {
                 return bad("acl", format!("{pattern:?}: a pattern is an exact name or a prefix ending in one '*'"));
+            }
+            // Refused rather than accepted and not enforced.
+            if rule.create.is_some() {
+                return bad(
+                    "acl",
+                    format!("{pattern:?}: the create verb is not enforced yet; remove it (create_destinations = false closes creation)"),
+                );
             }
         }
         // The files are read here too, so --check-config and reloads catch a bad certificate.

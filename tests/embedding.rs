@@ -19,7 +19,7 @@ fn wrap(handle: romp::ServerHandle) -> Broker {
     let addr = handle.local_addrs()[0];
     let web = handle.web_addr().unwrap();
     let admin = handle.admin_addr();
-    Broker { handle: Some(handle), addr, web, admin, ws: false }
+    Broker { handle: Some(handle), addr, web, admin, ws: false, basic: None }
 }
 
 #[test]

@@ -72,7 +72,14 @@
 
   async function refreshStats() {
     try {
-      const info = await (await fetch('romp/info')).json();
+      // The stats pages want an admin login on a broker with users: the STOMP login fields.
+      const headers = $('login').value ? { Authorization: `Basic ${btoa(`${$('login').value}:${$('passcode').value}`)}` } : {};
+      const infoResp = await fetch('romp/info', { headers });
+      if (infoResp.status === 401 || infoResp.status === 403) {
+        $('stats').textContent = 'stats need an admin login (fill in login and passcode)';
+        return;
+      }
+      const info = await infoResp.json();
       $('server').textContent = info.server;
       $('stats').textContent = `${info.connections} connections on ${info.workers} workers · ` +
         `${info.messages_in} messages in · ${info.messages_out} out · up ${info.uptime_seconds} s`;
@@ -82,7 +89,7 @@
         `${j.syncs} syncs, ${j.records_per_sync.toFixed(1)} records each, p50 ≤ ${j.sync_p50_us_at_most} µs, ` +
         `p99 ≤ ${j.sync_p99_us_at_most} µs · recovered ${info.recovery.messages} messages in ` +
         `${info.recovery.milliseconds} ms at start` : 'durable log: off (memory only)';
-      const dests = await (await fetch('romp/destinations')).json();
+      const dests = await (await fetch('romp/destinations', { headers })).json();
       const body = $('destinations').tBodies[0];
       body.replaceChildren();
       for (const d of dests.destinations) {

@@ -113,6 +113,14 @@ pub fn handle(msg: ToWorker, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
         }
         ToWorker::AuthDone { conn, outcome } => {
             if let Some(c) = live(conns, conn.slot, conn.gen).filter(|c| c.phase == Phase::Authenticating) {
+                if c.is_web() && matches!(c.web.as_deref().map(|w| &w.mode), Some(super::web::Mode::Http { .. })) {
+                    // Basic credentials for a stats page, not a STOMP CONNECT.
+                    let (ok, admin) = match outcome {
+                        AuthOutcome::Accepted { admin } => (true, admin),
+                        AuthOutcome::Rejected => (false, false),
+                    };
+                    return super::web::auth_done(c, ok, admin, ctx);
+                }
                 match outcome {
                     AuthOutcome::Accepted { admin } => {
                         session::finish_connect(c, ctx, admin);

@@ -386,21 +386,24 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
             }
         },
         "/romp/info" | "/romp/destinations" | "/metrics" if admin || (ctx.env.cfg.enable_console && path != "/metrics") => {
-            // A snapshot this worker gathered less than STATS_FRESH ago answers at once (rendered
-            // from the cache in place, not copied): no request rate can make every worker
-            // snapshot itself more often than that.
-            let fresh = ctx.stats_cache.as_ref().filter(|(at, _)| ctx.time.now.duration_since(*at) < STATS_FRESH);
-            if let Some(resp) = fresh.map(|(_, parts)| stats_response(&path, parts, ctx)) {
-                return respond(conn, ctx, &resp, keep_alive, head_only);
+            // Credentials first: a request that may not see the pages costs no worker anything.
+            match gate(&req, &path, ctx) {
+                Gate::Open => {}
+                Gate::Refused(resp) => return respond(conn, ctx, &resp, keep_alive, head_only),
+                Gate::Verify(job) => {
+                    let job = crate::auth::AuthJob { conn: conn.me, ..*job };
+                    if !crate::auth::submit(&ctx.env.auth_tx, job) {
+                        return respond(conn, ctx, &Response::text(503, "the authentication service is busy; try again"), false, head_only);
+                    }
+                    conn.phase = super::Phase::Authenticating;
+                    if let Some(web) = conn.web.as_mut() {
+                        web.mode =
+                            Mode::Http { waiting: Some(Box::new(StatsWait { path, keep_alive, head_only, due: 0, parts: Vec::new() })) };
+                    }
+                    return;
+                }
             }
-            // Ask every worker (including this one) for its numbers; answer when all replied.
-            let n = ctx.outbox.workers();
-            for w in 0..n {
-                ctx.outbox.to_owner(w, ToOwner::Stats { from: crate::broker::StatsAsker::Conn(conn.me) });
-            }
-            if let Some(web) = conn.web.as_mut() {
-                web.mode = Mode::Http { waiting: Some(Box::new(StatsWait { path, keep_alive, head_only, due: n, parts: Vec::new() })) };
-            }
+            stats_round(conn, path, keep_alive, head_only, ctx);
         }
         _ => {
             let hctx = HttpContext { path: &path, target: &req.target, headers: &req.headers, peer: conn.who.peer };
@@ -483,4 +486,93 @@ pub fn timed_out(conn: &mut Conn, ctx: &mut Ctx) {
             conn.close_reason = Some(CloseReason::ConnectTimeout);
         }
     }
+}
+
+/// Answer a stats page: from this worker's fresh snapshot, or by asking every worker.
+fn stats_round(conn: &mut Conn, path: String, keep_alive: bool, head_only: bool, ctx: &mut Ctx) {
+    // A snapshot this worker gathered less than STATS_FRESH ago answers at once (rendered
+    // from the cache in place, not copied): no request rate can make every worker
+    // snapshot itself more often than that.
+    let fresh = ctx.stats_cache.as_ref().filter(|(at, _)| ctx.time.now.duration_since(*at) < STATS_FRESH);
+    if let Some(resp) = fresh.map(|(_, parts)| stats_response(&path, parts, ctx)) {
+        return respond(conn, ctx, &resp, keep_alive, head_only);
+    }
+    // Ask every worker (including this one) for its numbers; answer when all replied.
+    let n = ctx.outbox.workers();
+    for w in 0..n {
+        ctx.outbox.to_owner(w, ToOwner::Stats { from: crate::broker::StatsAsker::Conn(conn.me) });
+    }
+    if let Some(web) = conn.web.as_mut() {
+        web.mode = Mode::Http { waiting: Some(Box::new(StatsWait { path, keep_alive, head_only, due: n, parts: Vec::new() })) };
+    }
+}
+
+/// What the admin plane's rules say about a request for a stats page.
+enum Gate {
+    Open,
+    Refused(Response),
+    /// Credentials the auth thread must check (a PBKDF2 passcode); `conn` is filled in.
+    Verify(Box<crate::auth::AuthJob>),
+}
+
+fn unauthorized(why: &str) -> Response {
+    Response::text(401, why).with_header("WWW-Authenticate", "Basic realm=\"romp\", charset=\"UTF-8\"")
+}
+
+/// The stats pages need an admin login (HTTP Basic), or the `metrics_token` bearer for
+/// `/metrics`, unless `console_public` opens them or there is nothing to log in with (a broker
+/// without users and without a token).
+fn gate(req: &crate::http::Request, path: &str, ctx: &Ctx) -> Gate {
+    let cfg = &ctx.env.cfg;
+    let auth = &ctx.env.auth;
+    if cfg.console_public || (auth.is_open() && cfg.metrics_token.is_none()) {
+        return Gate::Open;
+    }
+    let Some(value) = req.header("authorization") else {
+        return Gate::Refused(unauthorized("credentials needed: an admin login (HTTP Basic) or the metrics token"));
+    };
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        let ok =
+            path == "/metrics" && cfg.metrics_token.as_deref().is_some_and(|t| crate::auth::ct_eq(t.as_bytes(), rest.trim().as_bytes()));
+        return if ok { Gate::Open } else { Gate::Refused(unauthorized("bad token (metrics_token opens /metrics only)")) };
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Gate::Refused(unauthorized("unsupported authorization scheme"));
+    }
+    use base64::Engine;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok().and_then(|b| String::from_utf8(b).ok());
+    let Some((login, passcode)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+        return Gate::Refused(unauthorized("malformed Basic credentials"));
+    };
+    match auth.check(Some(login), Some(passcode)) {
+        crate::auth::Verdict::Accept { admin: true } => Gate::Open,
+        crate::auth::Verdict::Accept { admin: false } => Gate::Refused(Response::text(403, "the stats pages are for admin users")),
+        crate::auth::Verdict::Reject => Gate::Refused(unauthorized("bad login or passcode")),
+        crate::auth::Verdict::Deferred(credential, admin) => Gate::Verify(Box::new(crate::auth::AuthJob {
+            conn: crate::broker::ConnRef { worker: 0, slot: 0, gen: 0 },
+            credential,
+            admin,
+            login: login.to_string(),
+            passcode: passcode.to_string(),
+        })),
+    }
+}
+
+/// The auth thread's answer for a stats page's Basic credentials.
+pub fn auth_done(conn: &mut Conn, accepted: bool, admin: bool, ctx: &mut Ctx) {
+    conn.phase = super::Phase::Handshake;
+    let waiting = match conn.web.as_mut().map(|w| &mut w.mode) {
+        Some(Mode::Http { waiting }) => waiting.take(),
+        _ => None,
+    };
+    let Some(w) = waiting else { return };
+    if !accepted {
+        respond(conn, ctx, &unauthorized("bad login or passcode"), w.keep_alive, w.head_only);
+    } else if !admin {
+        respond(conn, ctx, &Response::text(403, "the stats pages are for admin users"), w.keep_alive, w.head_only);
+    } else {
+        stats_round(conn, w.path, w.keep_alive, w.head_only, ctx);
+    }
+    super::want_read(conn, ctx);
 }

@@ -40,6 +40,8 @@ pub struct Broker {
     pub web: SocketAddr,
     pub admin: Option<SocketAddr>,
     pub ws: bool,
+    /// `Authorization` for the stats pages: Basic with the config's shared login, if it has one.
+    pub basic: Option<String>,
 }
 
 impl Broker {
@@ -59,11 +61,18 @@ impl Broker {
             ..Config::default()
         };
         f(&mut cfg);
+        let basic = match (&cfg.login, &cfg.passcode) {
+            (Some(l), Some(p)) => {
+                use base64::Engine;
+                Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{l}:{p}"))))
+            }
+            _ => None,
+        };
         let handle = Server::start(cfg).expect("broker starts");
         let addr = handle.local_addrs()[0];
         let web = handle.web_addr().unwrap_or(addr);
         let admin = handle.admin_addr();
-        Broker { handle: Some(handle), addr, web, admin, ws: setup.ws }
+        Broker { handle: Some(handle), addr, web, admin, ws: setup.ws, basic }
     }
 
     /// A raw connection (TCP, or WebSocket after the upgrade), no CONNECT sent.
@@ -86,7 +95,8 @@ impl Broker {
     pub fn metrics(&self) -> String {
         let mut s = TcpStream::connect(self.admin.expect("admin port")).expect("admin port");
         s.set_read_timeout(Some(WAIT)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let auth = self.basic.as_ref().map(|b| format!("Authorization: {b}\r\n")).unwrap_or_default();
+        s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes()).unwrap();
         let mut all = String::new();
         s.read_to_string(&mut all).unwrap();
         all

@@ -1,0 +1,90 @@
+//! The admin plane's HTTP pages on a broker with users: `/metrics` and the console JSON need an
+//! admin login (HTTP Basic, a PBKDF2 one checked off the worker), or the `metrics_token`
+//! bearer for `/metrics`; `console_public` opens them; health stays open; refused requests
+//! cost the workers nothing (no snapshot is taken for them).
+
+mod common;
+use base64::Engine;
+use common::*;
+use sha2::Digest;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut all = String::new();
+    let _ = s.read_to_string(&mut all);
+    let status = all.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, all)
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+}
+
+fn users(dir: &std::path::Path) -> std::path::PathBuf {
+    let sha = |pass: &str| -> String {
+        let mut h = sha2::Sha256::new();
+        h.update(format!("{pass}\n").as_bytes());
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let pbkdf2 = romp::auth::passwd_line("ops", "slow-secret", true).unwrap();
+    let p = dir.join("passwd");
+    std::fs::write(&p, format!("root:{}:true\nann:{}\n{pbkdf2}\n", sha("r"), sha("a"))).unwrap();
+    p
+}
+
+#[test]
+fn the_stats_pages_need_an_admin_or_the_token_and_refusals_cost_nothing() {
+    let dir = std::env::temp_dir().join(format!("romp-admin-plane-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = users(&dir);
+    let b = Broker::with(2, |c| {
+        c.user_file = Some(file.clone());
+        c.metrics_token = Some("scrape-me".into());
+    });
+    let (admin, web) = (b.admin.unwrap(), b.web);
+    let root = basic("root", "r");
+    let snapshots = || {
+        let (_, page) = get(admin, "/metrics", Some(&root));
+        page.lines().find(|l| l.starts_with("romp_stats_snapshots_total ")).and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).unwrap()
+    };
+    let (code, page) = get(admin, "/metrics", None);
+    assert_eq!(code, 401, "{page}");
+    assert!(page.contains("WWW-Authenticate: Basic"), "{page}");
+    assert_eq!(get(admin, "/metrics", Some(&basic("ann", "a"))).0, 403, "not an admin");
+    assert_eq!(get(admin, "/metrics", Some(&basic("root", "wrong"))).0, 401);
+    assert_eq!(get(admin, "/metrics", Some("Bearer scrape-me")).0, 200);
+    assert_eq!(get(admin, "/metrics", Some("Bearer nope")).0, 401);
+    assert_eq!(get(web, "/romp/info", Some("Bearer scrape-me")).0, 401, "the token opens /metrics only");
+    assert_eq!(get(web, "/romp/info", None).0, 401);
+    let (code, page) = get(web, "/romp/info", Some(&root));
+    assert!(code == 200 && page.contains("\"connections\""), "{page}");
+    // A PBKDF2 admin is checked on the auth thread; the page follows.
+    assert_eq!(get(admin, "/metrics", Some(&basic("ops", "slow-secret"))).0, 200);
+    assert_eq!(get(admin, "/metrics", Some(&basic("ops", "wrong"))).0, 401);
+    // Health stays open (orchestrators probe it without credentials).
+    assert_eq!(get(web, "/health", None).0, 200);
+    // Refused requests take no snapshot anywhere.
+    std::thread::sleep(std::time::Duration::from_millis(300)); // past the snapshot cache
+    let before = snapshots();
+    for _ in 0..50 {
+        assert_eq!(get(web, "/romp/destinations", None).0, 401);
+        assert_eq!(get(admin, "/metrics", Some(&basic("ann", "a"))).0, 403);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let after = snapshots();
+    assert!(after - before <= 2 * 2, "refused requests made the workers snapshot: {before} -> {after}");
+    drop(b);
+
+    let b = Broker::with(1, |c| {
+        c.user_file = Some(file.clone());
+        c.console_public = true;
+    });
+    assert_eq!(get(b.admin.unwrap(), "/metrics", None).0, 200, "console_public");
+    assert_eq!(get(b.web, "/romp/info", None).0, 200);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
