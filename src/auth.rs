@@ -73,6 +73,12 @@ pub struct Authenticator {
     users: HashMap<String, User>,
     /// Token auth: the secret and how long a token is valid (ms).
     secret: Option<(String, u64)>,
+    /// What an unknown login is checked against, so that it costs what a known one does and
+    /// user names cannot be told apart by timing: a PBKDF2 hash with the largest iteration
+    /// count of the file's PBKDF2 users (no passcode matches it: its salt and hash are zeros
+    /// against a random-looking derivation); `None` when no user has a PBKDF2 hash (every
+    /// check is then a fast SHA-256 one either way).
+    dummy: Option<Credential>,
 }
 
 /// The parts of a token login `"user <unix-seconds> <random>"`.
@@ -249,7 +255,15 @@ impl Authenticator {
             }
             None => HashMap::new(),
         };
-        Ok(Authenticator { shared, users, secret: None })
+        let dummy = users
+            .values()
+            .filter_map(|u| match &u.credential {
+                Credential::Pbkdf2 { iterations, .. } => Some(*iterations),
+                _ => None,
+            })
+            .max()
+            .map(|iterations| Credential::Pbkdf2 { iterations, salt: vec![0; 16], hash: vec![0; 32] });
+        Ok(Authenticator { shared, users, secret: None, dummy })
     }
 
     /// Accept token logins signed with `secret`, valid for `timeout_ms`.
@@ -308,7 +322,14 @@ impl Authenticator {
                 c @ Credential::Pbkdf2 { .. } => Verdict::Deferred(c.clone(), u.admin),
                 Credential::Token { .. } => Verdict::Reject, // never stored in a passwd file
             },
-            None => Verdict::Reject,
+            // As slow as a known user's check, on the same thread (it fails there).
+            None => match &self.dummy {
+                Some(d) => Verdict::Deferred(d.clone(), false),
+                None => {
+                    let _ = verify(&Credential::Sha256([0; 32]), passcode);
+                    Verdict::Reject
+                }
+            },
         }
     }
 }
@@ -323,6 +344,8 @@ pub enum AuthOutcome {
 /// A slow credential check for the auth thread.
 pub struct AuthJob {
     pub conn: ConnRef,
+    /// The connection's peer address (its worker bounds the checks pending per address).
+    pub peer: std::net::IpAddr,
     pub credential: Credential,
     pub admin: bool,
     pub login: String,
@@ -340,40 +363,66 @@ pub const AUTH_QUEUE: usize = 1024;
 ///
 /// `fault` is fault injection for supervision tests: once set, the next job panics.
 pub fn spawn_auth_thread(
-    answer: impl FnMut(ConnRef, AuthOutcome) -> bool + Send + 'static,
-    on_death: impl FnOnce(String) + Send + 'static,
+    answer: impl Fn(ConnRef, std::net::IpAddr, AuthOutcome) -> bool + Send + Sync + 'static,
+    on_death: impl Fn(String) + Send + Sync + 'static,
     fault: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::io::Result<(Sender<AuthJob>, std::thread::JoinHandle<()>)> {
     let (tx, rx): (Sender<AuthJob>, Receiver<AuthJob>) = crossbeam_channel::bounded(AUTH_QUEUE);
+    let (answer, on_death) = (std::sync::Arc::new(answer), std::sync::Arc::new(on_death));
+    // One-time tokens are remembered across the pool, so a replay fails whichever thread
+    // checks it (a lock among the auth threads only; workers never take it).
+    let tokens = std::sync::Arc::new(std::sync::Mutex::new(UsedTokens::default()));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, AUTH_THREADS);
+    let mut handles = Vec::new();
+    for i in 0..threads {
+        let (rx, answer, on_death, fault, tokens) = (rx.clone(), answer.clone(), on_death.clone(), fault.clone(), tokens.clone());
+        handles.push(std::thread::Builder::new().name(format!("romp-auth{i}")).spawn(move || {
+            let run = std::panic::AssertUnwindSafe(|| auth_loop(rx, &*answer, &fault, &tokens));
+            if let Err(p) = std::panic::catch_unwind(run) {
+                let text = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+                on_death(format!("the auth thread died: {}", text.unwrap_or_else(|| "a panic".into())));
+            }
+        })?);
+    }
+    // The handle the server joins: it waits for the whole pool.
     let h = std::thread::Builder::new().name("romp-auth".into()).spawn(move || {
-        let run = std::panic::AssertUnwindSafe(|| auth_loop(rx, answer, &fault));
-        if let Err(p) = std::panic::catch_unwind(run) {
-            let text = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
-            on_death(format!("the auth thread died: {}", text.unwrap_or_else(|| "a panic".into())));
+        for h in handles {
+            let _ = h.join();
         }
     })?;
     Ok((tx, h))
 }
 
-/// The auth thread's loop: check each job, answer through `answer`, until the job senders are
+/// Threads checking slow credentials at most (fewer on fewer cores): a flood of PBKDF2 checks
+/// then cannot take every core from the workers, and one slow check does not hold up the rest.
+pub const AUTH_THREADS: usize = 2;
+
+/// Slow checks one peer address may have pending on one worker; past it a CONNECT is refused
+/// at once (ERROR `auth err`), so one source cannot fill the queue that everyone's logins share.
+pub const MAX_PENDING_PER_PEER: u32 = 8;
+
+/// An auth thread's loop: check each job, answer through `answer`, until the job senders are
 /// gone or `answer` says the worker is.
-fn auth_loop(rx: Receiver<AuthJob>, mut answer: impl FnMut(ConnRef, AuthOutcome) -> bool, fault: &std::sync::atomic::AtomicBool) {
-    {
-        let mut tokens = UsedTokens::default();
-        for job in rx {
-            if fault.load(std::sync::atomic::Ordering::Relaxed) {
-                panic!("injected fault in the auth thread");
+fn auth_loop(
+    rx: Receiver<AuthJob>,
+    answer: &dyn Fn(ConnRef, std::net::IpAddr, AuthOutcome) -> bool,
+    fault: &std::sync::atomic::AtomicBool,
+    tokens: &std::sync::Mutex<UsedTokens>,
+) {
+    for job in rx {
+        if fault.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            panic!("injected fault in the auth thread");
+        }
+        let ok = match &job.credential {
+            Credential::Token { secret, timeout_ms } => {
+                let mut t = tokens.lock().unwrap_or_else(|e| e.into_inner());
+                t.check(&job.login, &job.passcode, secret, *timeout_ms, crate::broker::wall_ms())
             }
-            let ok = match &job.credential {
-                Credential::Token { secret, timeout_ms } => {
-                    tokens.check(&job.login, &job.passcode, secret, *timeout_ms, crate::broker::wall_ms())
-                }
-                c => verify(c, &job.passcode),
-            };
-            let outcome = if ok { AuthOutcome::Accepted { admin: job.admin } } else { AuthOutcome::Rejected };
-            if !answer(job.conn, outcome) {
-                return;
-            }
+            c => verify(c, &job.passcode),
+        };
+        let outcome = if ok { AuthOutcome::Accepted { admin: job.admin } } else { AuthOutcome::Rejected };
+        if !answer(job.conn, job.peer, outcome) {
+            return;
         }
     }
 }
@@ -402,7 +451,7 @@ mod tests {
         let text = format!("# users\n{}\n\n{}  # trailing comment\n", sha_line("alice", "secret", true), sha_line("bob", "pw", false));
         let users = parse_passwd(&text, "passwd").unwrap();
         assert!(users["alice"].admin && !users["bob"].admin);
-        let a = Authenticator { shared: None, users, secret: None };
+        let a = Authenticator { shared: None, users, secret: None, dummy: None };
         assert_eq!(a.check(Some("alice"), Some("secret")), Verdict::Accept { admin: true });
         assert_eq!(a.check(Some("alice"), Some("wrong")), Verdict::Reject);
         assert_eq!(a.check(Some("carol"), Some("secret")), Verdict::Reject);
@@ -417,8 +466,37 @@ mod tests {
         let cred = users["dave"].credential.clone();
         assert!(verify(&cred, "s3cret:x"));
         assert!(!verify(&cred, "s3cret"));
-        let a = Authenticator { shared: None, users, secret: None };
+        let a = Authenticator { shared: None, users, secret: None, dummy: None };
         assert!(matches!(a.check(Some("dave"), Some("x")), Verdict::Deferred(_, false)));
+    }
+
+    /// An unknown login costs what a known PBKDF2 one does (the same iterations, on the auth
+    /// threads), so user names cannot be enumerated by timing; and it never succeeds.
+    #[test]
+    fn unknown_logins_take_the_slow_path_of_the_known_ones() {
+        let dir = std::env::temp_dir().join(format!("romp-auth-dummy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("passwd");
+        std::fs::write(&file, format!("{}\n{}\n", passwd_line("dave", "pw", false).unwrap(), sha_line("alice", "secret", false))).unwrap();
+        let a = Authenticator::new(None, None, Some(&file)).unwrap();
+        let known = match a.check(Some("dave"), Some("wrong")) {
+            Verdict::Deferred(Credential::Pbkdf2 { iterations, .. }, _) => iterations,
+            v => panic!("{v:?}"),
+        };
+        match a.check(Some("nobody"), Some("pw")) {
+            Verdict::Deferred(c @ Credential::Pbkdf2 { iterations, .. }, false) => {
+                assert_eq!(iterations, known);
+                for guess in ["", "pw", "secret", "\0"] {
+                    assert!(!verify(&c, guess));
+                }
+            }
+            v => panic!("an unknown login answered {v:?} at once"),
+        }
+        // Without PBKDF2 users every check is fast, unknown logins too.
+        std::fs::write(&file, format!("{}\n", sha_line("alice", "secret", false))).unwrap();
+        let a = Authenticator::new(None, None, Some(&file)).unwrap();
+        assert_eq!(a.check(Some("nobody"), Some("x")), Verdict::Reject);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub enum ToWorker {
     /// New configuration, policy table or users (SIGHUP reload, admin `perms`).
     Reconfigure(Arc<Reconfig>),
     /// A slow credential check finished.
-    AuthDone { conn: ConnRef, outcome: AuthOutcome },
+    AuthDone { conn: ConnRef, peer: std::net::IpAddr, outcome: AuthOutcome },
     /// Fault injection (tests of supervision): panic in the worker loop.
     InjectPanic,
     /// One worker's numbers for a console page.

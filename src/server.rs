@@ -271,11 +271,11 @@ impl Server {
         };
         let auth_peers = peers.clone();
         let (auth_tx, auth_thread) = spawn_auth_thread(
-            move |conn, outcome| {
+            move |conn, peer_ip, outcome| {
                 let peer = &auth_peers[conn.worker as usize];
                 // Blocking here is fine: the auth thread serves nobody else, and workers always
                 // drain their ToWorker inbox.
-                if peer.ctrl.send(bus::ToWorker::AuthDone { conn, outcome }).is_err() {
+                if peer.ctrl.send(bus::ToWorker::AuthDone { conn, peer: peer_ip, outcome }).is_err() {
                     return false;
                 }
                 peer.wake();

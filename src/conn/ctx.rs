@@ -235,6 +235,8 @@ pub struct Ctx {
     /// owner as one `ToOwner::Commit`.
     pub capture: Option<Vec<(usize, crate::bus::ToOwner)>>,
     next_msg: u64,
+    /// Slow credential checks pending per peer address (see [`Ctx::auth_slot`]).
+    auth_pending: FastMap<std::net::IpAddr, u32>,
 }
 
 impl Ctx {
@@ -278,6 +280,7 @@ impl Ctx {
             capture: None,
             // Above every id the durable log holds (recovered messages keep theirs).
             next_msg: shared_floor,
+            auth_pending: FastMap::default(),
         }
     }
 
@@ -286,6 +289,27 @@ impl Ctx {
         match &mut self.capture {
             Some(c) => c.push((w, req)),
             None => self.outbox.to_owner(w, req),
+        }
+    }
+
+    /// Take a slot for one more slow credential check from `ip` (bounded by
+    /// [`crate::auth::MAX_PENDING_PER_PEER`] on this worker); `false` when it has none left.
+    pub fn auth_slot(&mut self, ip: std::net::IpAddr) -> bool {
+        let n = self.auth_pending.entry(ip).or_insert(0);
+        if *n >= crate::auth::MAX_PENDING_PER_PEER {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// A check from `ip` is over (answered, or never queued).
+    pub fn auth_released(&mut self, ip: std::net::IpAddr) {
+        if let Some(n) = self.auth_pending.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.auth_pending.remove(&ip);
+            }
         }
     }
 

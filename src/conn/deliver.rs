@@ -111,7 +111,8 @@ pub fn handle(msg: ToWorker, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
                 super::web::stats_part(c, *part, ctx);
             }
         }
-        ToWorker::AuthDone { conn, outcome } => {
+        ToWorker::AuthDone { conn, peer, outcome } => {
+            ctx.auth_released(peer);
             if let Some(c) = live(conns, conn.slot, conn.gen).filter(|c| c.phase == Phase::Authenticating) {
                 if c.is_web() && matches!(c.web.as_deref().map(|w| &w.mode), Some(super::web::Mode::Http { .. })) {
                     // Basic credentials for a stats page, not a STOMP CONNECT.

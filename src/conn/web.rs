@@ -391,8 +391,12 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
                 Gate::Open => {}
                 Gate::Refused(resp) => return respond(conn, ctx, &resp, keep_alive, head_only),
                 Gate::Verify(job) => {
-                    let job = crate::auth::AuthJob { conn: conn.me, ..*job };
+                    let job = crate::auth::AuthJob { conn: conn.me, peer: conn.who.peer.ip(), ..*job };
+                    if !ctx.auth_slot(conn.who.peer.ip()) {
+                        return respond(conn, ctx, &Response::text(429, "too many logins pending from this address"), false, head_only);
+                    }
                     if !crate::auth::submit(&ctx.env.auth_tx, job) {
+                        ctx.auth_released(conn.who.peer.ip());
                         return respond(conn, ctx, &Response::text(503, "the authentication service is busy; try again"), false, head_only);
                     }
                     conn.phase = super::Phase::Authenticating;
@@ -551,6 +555,7 @@ fn gate(req: &crate::http::Request, path: &str, ctx: &Ctx) -> Gate {
         crate::auth::Verdict::Reject => Gate::Refused(unauthorized("bad login or passcode")),
         crate::auth::Verdict::Deferred(credential, admin) => Gate::Verify(Box::new(crate::auth::AuthJob {
             conn: crate::broker::ConnRef { worker: 0, slot: 0, gen: 0 },
+            peer: std::net::IpAddr::from([0, 0, 0, 0]),
             credential,
             admin,
             login: login.to_string(),
