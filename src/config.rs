@@ -118,6 +118,32 @@ pub struct DownstreamConfig {
     /// Unacknowledged messages the edge may send at once.
     #[serde(default = "default_link_prefetch")]
     pub prefetch: u32,
+    /// Dial the edge over TLS, trusting the CAs in `tls_ca` (PEM), checking the edge's
+    /// certificate for `tls_name` (default: the address's IP).
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub tls_ca: Option<String>,
+    #[serde(default)]
+    pub tls_name: Option<String>,
+}
+
+impl DownstreamConfig {
+    /// The TLS client configuration and the server name to check, when `tls` is on.
+    pub fn tls_client(&self) -> Result<Option<(std::sync::Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>, String> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let ca = self.tls_ca.as_deref().ok_or("tls = true needs tls_ca (the CA that signed the edge's certificate)")?;
+        let cfg = crate::tls::client_config("tls_ca", Some(ca)).map_err(|e| e.to_string())?;
+        let host = match &self.tls_name {
+            Some(n) => n.clone(),
+            None => self.address.parse::<std::net::SocketAddr>().map_err(|e| e.to_string())?.ip().to_string(),
+        };
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|_| format!("tls_name {host:?} is not a DNS name or IP address"))?;
+        Ok(Some((cfg, name)))
+    }
 }
 
 fn default_reconnect_min() -> u64 {
@@ -675,6 +701,9 @@ impl Config {
             if l.prefetch == 0 || l.prefetch > self.max_prefetch {
                 return bad_link("prefetch", format!("must be between 1 and max_prefetch ({})", self.max_prefetch));
             }
+            if let Err(e) = l.tls_client() {
+                return bad_link("tls", e);
+            }
         }
         Ok(())
     }
@@ -877,6 +906,9 @@ mod tests {
             reconnect_min: 1,
             reconnect_max: 1,
             prefetch: 1,
+            tls: false,
+            tls_ca: None,
+            tls_name: None,
         };
         let objects = [serde_json::to_value(Config::default()), serde_json::to_value(DestConfig::default()), serde_json::to_value(link)];
         for v in objects {

@@ -12,7 +12,8 @@
 //! redelivered by the edge (at-least-once across a link failure).
 //!
 //! The link speaks STOMP 1.2 through `romp::client` (a sans-io [`Session`] per connection), with
-//! this module moving its bytes on the worker's mio loop.
+//! this module moving its bytes on the worker's mio loop; with `tls = true` over TLS (the
+//! transport's rustls client, the edge's certificate checked against `tls_ca` for `tls_name`).
 //!
 //! # Invariants
 //! - At most one socket per link; `inbuf` holds at most one partial frame bounded by
@@ -69,6 +70,8 @@ pub struct Link {
     addr: SocketAddr,
     cfg: DownstreamConfig,
     pub state: LinkState,
+    /// TLS to the edge (`tls = true`): the client configuration and the name to check.
+    tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
     sock: Option<Transport>,
     inbuf: Vec<u8>,
     out: Vec<u8>,
@@ -95,7 +98,15 @@ pub enum Next {
 impl Link {
     pub fn new(name: &str, cfg: &DownstreamConfig) -> Option<Link> {
         let addr = cfg.address.parse().ok()?;
+        let tls = match cfg.tls_client() {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("link {name}: {e}");
+                return None;
+            }
+        };
         Some(Link {
+            tls,
             name: Arc::from(name),
             remote: cfg.remote.clone().unwrap_or_else(|| format!("{name}/up")),
             addr,
@@ -131,7 +142,11 @@ impl Link {
         if self.state != LinkState::Backoff {
             return Next::Idle;
         }
-        match Transport::connect(self.addr) {
+        let dialed = match &self.tls {
+            None => Transport::connect(self.addr),
+            Some((cfg, name)) => Transport::connect_tls(self.addr, cfg.clone(), name.clone()),
+        };
+        match dialed {
             Ok(mut s) => {
                 if let Err(e) = s.register(registry, token) {
                     log::warn!("link {}: cannot register a socket: {e}", self.name);
@@ -272,7 +287,11 @@ impl Link {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        // TLS records (the handshake, or what the socket did not take) go out too.
+        match s.flush() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted => Err(e),
+            _ => Ok(()),
+        }
     }
 
     fn read_and_process(&mut self, now: Instant, shard: &mut Shard, out: &mut Outbox) -> Result<(), String> {

@@ -29,6 +29,9 @@ fn linked(edge_port: u16, name: &str, f: impl FnOnce(&mut romp::Config)) -> Brok
                 reconnect_min: 50,
                 reconnect_max: 400,
                 prefetch: 100,
+                tls: false,
+                tls_ca: None,
+                tls_name: None,
             },
         );
         f(c)

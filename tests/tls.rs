@@ -472,3 +472,46 @@ fn the_admin_port_speaks_tls_when_asked() {
     let got = read_to_close(&mut s, WAIT);
     assert!(!String::from_utf8_lossy(&got).contains("romp_"), "{got:?}");
 }
+
+/// An upstream link dials its edge over TLS, checking the certificate against `tls_ca` and for
+/// `tls_name`; a wrong name keeps the link down (nothing is taken from the edge).
+#[test]
+fn an_upstream_link_dials_its_edge_over_tls_and_checks_the_name() {
+    let pki = Pki::new("link");
+    let (edge, edge_tls) = tls_broker(&pki, 1, |_| {});
+    let link = |name: Option<&str>| romp::config::DownstreamConfig {
+        address: edge_tls.to_string(),
+        login: None,
+        passcode: None,
+        remote: None,
+        reconnect_min: 50,
+        reconnect_max: 200,
+        prefetch: 10,
+        tls: true,
+        tls_ca: Some(pki.path("ca.pem")),
+        tls_name: name.map(str::to_string),
+    };
+    let core = Broker::with(2, |c| {
+        c.downstreams.insert("/queue/work".into(), link(None));
+    });
+    let mut sub = core.client("1.2");
+    sub.subscribe_sync("1", "/queue/work", "auto");
+    let mut p = edge.client("1.2");
+    p.with_receipt("SEND", &[("destination", "/queue/work/up")], b"through tls", "r");
+    let m = sub.recv();
+    assert_eq!((m.command.as_str(), m.text()), ("MESSAGE", "through tls".to_string()));
+    drop(core);
+
+    let wrong = Broker::with(1, |c| {
+        c.downstreams.insert("/queue/other".into(), link(Some("not-the-edge.example")));
+    });
+    let mut sub = wrong.client("1.2");
+    sub.subscribe_sync("1", "/queue/other", "auto");
+    p.with_receipt("SEND", &[("destination", "/queue/other/up")], b"stays at the edge", "r2");
+    sub.expect_nothing(Duration::from_millis(800));
+    drop(wrong);
+    // Still at the edge for whoever consumes it there.
+    let mut there = edge.client("1.2");
+    there.subscribe_sync("1", "/queue/other/up", "auto");
+    assert_eq!(there.recv().text(), "stays at the edge");
+}
