@@ -515,3 +515,104 @@ fn an_upstream_link_dials_its_edge_over_tls_and_checks_the_name() {
     there.subscribe_sync("1", "/queue/other/up", "auto");
     assert_eq!(there.recv().text(), "stays at the edge");
 }
+
+/// openssl s_client (Debian's) at each protocol version: 1.2 and 1.3 are served, 1.0 and 1.1
+/// are refused (the client is told it may use them: `SECLEVEL=0`).
+#[test]
+fn openssl_s_client_gets_tls_1_2_and_1_3_only() {
+    let pki = Pki::new("versions");
+    let (_b, addr) = tls_broker(&pki, 1, |_| {});
+    for (flag, served) in [("-tls1", false), ("-tls1_1", false), ("-tls1_2", true), ("-tls1_3", true)] {
+        let mut child = std::process::Command::new("openssl")
+            .args(["s_client", flag, "-cipher", "DEFAULT@SECLEVEL=0", "-CAfile", &pki.path("ca.pem"), "-connect", &addr.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("openssl (Debian's openssl package) runs");
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        // A session that came up names its cipher.
+        let up = !text.contains("Cipher is (NONE)") && text.contains("Cipher is ") && text.contains("Verify return code: 0 (ok)");
+        assert_eq!(up, served, "{flag}: {text}");
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+}
+
+/// A flood of stalled handshakes against the binary: 1,500 connections that each send most of
+/// a large ClientHello record and stop, 500 that send one byte. The broker's memory grows by a
+/// bounded amount per connection (read from /proc), a real TLS client is served meanwhile, and
+/// connect_timeout closes every stalled one.
+#[test]
+fn a_flood_of_stalled_handshakes_is_bounded_and_closed() {
+    let pki = Pki::new("flood");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = pki.dir.join("romp.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "ports = [{port}]\ntls_ports = [{tls_port}]\nweb_port = 0\nadmin_port = 0\ndata_dir = \"\"\nworkers = 2\n\
+             connect_timeout = 2000\nmax_connections = 5000\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            pki.path("server.pem"),
+            pki.path("server.key")
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_romp"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let tls = client_config(&pki, &[&rustls::version::TLS13], None);
+    let deadline = Instant::now() + WAIT;
+    let mut first = loop {
+        match TlsClient::open(addr, tls.clone()) {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the broker did not come up: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    assert_eq!(first.connect(&[]).command, "CONNECTED");
+    let base = rss_kib(child.id());
+    // A handshake record header announcing 16 KiB, then 15 KiB of it.
+    let mut big = vec![0x16, 0x03, 0x01, 0x40, 0x00];
+    big.extend(std::iter::repeat_n(0x01u8, 15 * 1024));
+    let mut stalled = Vec::new();
+    for i in 0..2000 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let _ = s.write_all(if i < 1500 { &big } else { &big[..1] });
+        stalled.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut good = TlsClient::open(addr, tls.clone()).unwrap();
+    assert_eq!(good.connect(&[]).command, "CONNECTED", "a real client during the flood");
+    let peak = rss_kib(child.id());
+    let per_conn = peak.saturating_sub(base) / 2000;
+    assert!(per_conn <= 64, "RSS grew {} KiB for 2,000 stalled handshakes ({per_conn} KiB each)", peak.saturating_sub(base));
+    // connect_timeout closes them all.
+    for s in &mut stalled {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut b = [0u8; 256];
+        let closed = loop {
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => break true,
+                Ok(_) => continue, // an alert or ERROR before the close
+            }
+        };
+        assert!(closed);
+    }
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(child.wait().unwrap().success());
+    eprintln!("RSS {base} KiB, {peak} KiB with 2,000 stalled handshakes ({per_conn} KiB each)");
+}
