@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # STOMP over TLS against plain TCP in one run: queue 1->1 and topic 1->10 (100 B, auto ack) on
-# romp's plain and TLS ports, the same against RabbitMQ's plain and TLS STOMP listeners with
+# romp's plain and TLS ports (and queue 1->1 over WebSocket against WSS), the same against RabbitMQ's plain and TLS STOMP listeners with
 # the same certificate, and full TLS handshakes per second (ECDSA P-256, no resumption, each
 # with CONNECT/CONNECTED) on both. The CA and server certificate are made fresh with openssl.
 # Usage: scripts/tls.sh [SECONDS=5]. Output: bench/tls.jsonl and a table.
@@ -44,10 +44,13 @@ suite() { # broker plain-port tls-port
 }
 port=$(free_port)
 tls_port=$(free_port)
+web=$(free_port)
+web_tls=$(free_port)
 cat >"$work/romp.toml" <<EOF
 ports = [$port]
 tls_ports = [$tls_port]
-web_port = 0
+web_port = $web
+web_tls_port = $web_tls
 admin_port = 0
 data_dir = ""
 tls_cert = "$pki/server.pem"
@@ -57,6 +60,8 @@ EOF
 pid=$!
 sleep 1
 suite romp "$port" "$tls_port"
+bench romp "queue 1->1 ws" "$web" --kind queue --ws /stomp
+bench romp "queue 1->1 wss" "$web_tls" --kind queue --ws /stomp --tls "$pki/ca.pem"
 kill "$pid"; wait "$pid" 2>/dev/null
 pid=
 if RABBIT_TLS_CERT=$pki/server.pem RABBIT_TLS_KEY=$pki/server.key RABBIT_TLS_CA=$pki/ca.pem \
@@ -84,6 +89,9 @@ for s in ["queue 1->1", "topic 1->10"]:
     f = lambda v: f"{v:,.0f}" if v else "-"
     ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "-"
     print(f"| {s} | {f(rp)} | {f(rt)} | {ratio(rt, rp)} | {f(qp)} | {f(qt)} | {ratio(rt, qt)} |")
+w, ws = rate("romp", "queue 1->1 ws"), rate("romp", "queue 1->1 wss")
+if w and ws:
+    print(f"| queue 1->1 over WebSocket (romp only) | {w:,.0f} | {ws:,.0f} | {ws / w:.2f}x | | | |")
 h, hq = rate("romp", "handshakes"), rate("rabbitmq", "handshakes")
 print(f"| full handshakes/s (ECDSA P-256) | | {h or 0:,.0f} | | | {hq or 0:,.0f} | {(h / hq if h and hq else 0):.2f}x |")
 PY
