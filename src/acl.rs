@@ -109,6 +109,11 @@ impl Acl {
         Acl { default, groups: groups.clone(), rules: rules.iter().map(|(p, r)| (p.clone(), r.clone())).collect() }
     }
 
+    /// The rules by pattern, as they stand (the admin `perms` action changes a copy).
+    pub fn rules(&self) -> BTreeMap<String, Rule> {
+        self.rules.iter().cloned().collect()
+    }
+
     /// Whether there is anything to check (no rules and `allow`: every answer is yes).
     pub fn is_open(&self) -> bool {
         self.rules.is_empty() && self.default == Default::Allow

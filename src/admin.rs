@@ -6,8 +6,10 @@
 //! - `shutdown`: stop every worker gracefully (stop accepting, flush, close; the process exits 0);
 //! - `purge` (alias `clean`): empty the destination named by the `target` header (a queue's ready
 //!   messages, a topic's retained ones), on its owner;
-//! - `perms`: change the blocks and limits of `target` (exact name or `prefix*`) at run time,
-//!   on worker 0, which keeps the master policy table and sends every worker the new one;
+//! - `perms`: change the blocks and limits of `target` (exact name or `prefix*`), and its access
+//!   rules (`acl.send`, `acl.subscribe`, `acl.durable`: comma-separated logins, groups, `*` or
+//!   `anonymous`; empty denies), at run time, on worker 0, which keeps the master policy table
+//!   and sends every worker the new one;
 //! - `kick`: close the connection whose session id (`worker-slot-generation`, as in CONNECTED)
 //!   is in the `session` header.
 //!
@@ -32,6 +34,7 @@ pub enum AdminOp {
     Perms {
         target: String,
         change: Box<DestConfig>,
+        acl: Box<crate::acl::Rule>,
     },
 }
 
@@ -74,8 +77,25 @@ fn target(f: &Frame<'_>) -> Option<String> {
     })
 }
 
-/// Read the `perms` headers into a change. Errors name the header.
-fn perms_change(f: &Frame<'_>) -> Result<DestConfig, String> {
+/// Read the `perms` access-rule headers (`acl.VERB`: a comma-separated list; empty denies).
+fn acl_change(f: &Frame<'_>) -> crate::acl::Rule {
+    let list =
+        |name: &str| header(f, name).map(|v| v.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_string).collect::<Vec<_>>());
+    crate::acl::Rule { send: list("acl.send"), subscribe: list("acl.subscribe"), create: None, durable: list("acl.durable") }
+}
+
+/// Read the `perms` headers into a change of limits and blocks, and one of access rules.
+/// Errors name the header.
+fn perms_change(f: &Frame<'_>) -> Result<(DestConfig, crate::acl::Rule), String> {
+    let d = limits_change(f)?;
+    let acl = acl_change(f);
+    if d == DestConfig::default() && acl == crate::acl::Rule::default() {
+        return Err("no change: set one of read_block, write_block, web_read_block, web_write_block, max_connections, max_messages, max_queue_bytes, max_message_size, expiry, acl.send, acl.subscribe, acl.durable".into());
+    }
+    Ok((d, acl))
+}
+
+fn limits_change(f: &Frame<'_>) -> Result<DestConfig, String> {
     let mut d = DestConfig::default();
     let flag = |name: &str| -> Result<Option<bool>, String> {
         match header(f, name) {
@@ -97,9 +117,6 @@ fn perms_change(f: &Frame<'_>) -> Result<DestConfig, String> {
     d.max_queue_bytes = num("max_queue_bytes")?.map(|v| v as usize);
     d.max_message_size = num("max_message_size")?.map(|v| v as usize);
     d.expiry = num("expiry")?;
-    if d == DestConfig::default() {
-        return Err("no change: set one of read_block, write_block, web_read_block, web_write_block, max_connections, max_messages, max_queue_bytes, max_message_size, expiry".into());
-    }
     Ok(d)
 }
 
@@ -130,6 +147,7 @@ pub enum Request {
     Perms {
         target: String,
         change: Box<DestConfig>,
+        acl: Box<crate::acl::Rule>,
     },
     Kick {
         target: SessionId,
@@ -145,7 +163,7 @@ pub fn parse(action: &str, f: &Frame<'_>) -> Result<Request, AdminReply> {
             None => Err(AdminReply::error(action, "name the destination in a target header")),
         },
         "perms" => match (target(f), perms_change(f)) {
-            (Some(target), Ok(change)) => Ok(Request::Perms { target, change: Box::new(change) }),
+            (Some(target), Ok((change, acl))) => Ok(Request::Perms { target, change: Box::new(change), acl: Box::new(acl) }),
             (None, _) => Err(AdminReply::error("perms", "name the destination (or prefix*) in a target header")),
             (_, Err(e)) => Err(AdminReply::error("perms", e)),
         },

@@ -140,3 +140,33 @@ fn a_reload_applies_new_rules_to_sessions_already_open() {
     o.with_receipt("SEND", &[("destination", "/queue/orders.x")], b"allowed now", "r2");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The admin `perms` action changes the rules at run time (until the next reload): here it
+/// takes `send` on the orders queues from billing, and a later change leaves that one in place.
+#[test]
+fn the_admin_perms_action_changes_the_rules_at_run_time() {
+    let dir = std::env::temp_dir().join(format!("romp-acl-perms-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let users = passwd(&dir);
+    let b = Broker::with(2, |c| rules(c, users.clone()));
+    let mut p = login(&b, "billing", "b");
+    p.with_receipt("SEND", &[("destination", "/queue/orders.y")], b"before", "r1");
+    let mut admin = Client::raw(b.admin.unwrap());
+    admin.connect_with("1.2", &[("login", "root"), ("passcode", "r")]);
+    let mut perms = |headers: &[(&str, &str)]| {
+        let mut h = vec![("destination", "/virt/admin/perms"), ("target", "/queue/orders*")];
+        h.extend_from_slice(headers);
+        admin.with_receipt("SEND", &h, b"", "p");
+        let m = admin.recv();
+        assert_eq!(m.header("result"), Some("ok"), "{m:?}");
+    };
+    perms(&[("acl.send", "orders-svc")]);
+    perms(&[("acl.subscribe", "orders-svc, billing")]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // billing may subscribe now, and may no longer send.
+    let mut s = login(&b, "billing", "b");
+    s.subscribe_sync("1", "/queue/orders.y", "auto");
+    p.send_frame("SEND", &[("destination", "/queue/orders.y")], b"after");
+    denied(&mut p, "send on /queue/orders.y");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -53,9 +53,9 @@ pub fn handle(conn: &mut Conn, f: &crate::stomp::Frame<'_>, action: &str, ctx: &
             ctx.outbox.to_owner(w, ToOwner::Admin { from: me, op: AdminOp::Purge { dest: Arc::from(dest), action } });
             Some(w)
         }
-        Request::Perms { target, change } => {
-            log::info!("{sid}: admin perms change of {target}: {change:?}");
-            ctx.outbox.to_owner(0, ToOwner::Admin { from: me, op: AdminOp::Perms { target, change } });
+        Request::Perms { target, change, acl } => {
+            log::info!("{sid}: admin perms change of {target}: {change:?} {acl:?}");
+            ctx.outbox.to_owner(0, ToOwner::Admin { from: me, op: AdminOp::Perms { target, change, acl } });
             Some(0)
         }
         Request::Kick { target } if (target.worker as usize) < ctx.outbox.workers() => {
@@ -71,15 +71,26 @@ pub fn handle(conn: &mut Conn, f: &crate::stomp::Frame<'_>, action: &str, ctx: &
 }
 
 /// Worker 0: apply a `perms` change to the master table and hand the new table to everyone.
-pub fn apply_perms(target: &str, change: &DestConfig, ctx: &mut Ctx) -> AdminReply {
+pub fn apply_perms(target: &str, change: &DestConfig, acl: &crate::acl::Rule, ctx: &mut Ctx) -> AdminReply {
     let mut entries = ctx.env.policies.entries.clone();
     admin::merge_perms(&mut entries, target, change);
+    // The access rules as they stand (earlier perms changes included), this one merged in.
+    let mut rules = ctx.env.policies.acl.rules();
+    if *acl != crate::acl::Rule::default() {
+        let r = rules.entry(target.to_string()).or_default();
+        for (slot, v) in [(&mut r.send, &acl.send), (&mut r.subscribe, &acl.subscribe), (&mut r.durable, &acl.durable)] {
+            if v.is_some() {
+                *slot = v.clone();
+            }
+        }
+    }
     let mut check = (*ctx.env.cfg).clone();
     check.destinations = entries.clone();
+    check.acl = rules;
     if let Err(err) = check.validate("perms") {
         return AdminReply::error("perms", err.to_string());
     }
-    let policies = Arc::new(crate::broker::policy::Policies::build(&ctx.env.cfg, entries, ctx.env.policies.gen + 1));
+    let policies = Arc::new(crate::broker::policy::Policies::build(&check, entries, ctx.env.policies.gen + 1));
     let rc = Arc::new(crate::bus::Reconfig { cfg: ctx.env.cfg.clone(), policies, auth: ctx.env.auth.clone(), tls: ctx.env.tls.clone() });
     for w in 0..ctx.outbox.workers() {
         ctx.outbox.to_worker(w, ToWorker::Reconfigure(rc.clone()));

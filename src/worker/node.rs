@@ -153,8 +153,8 @@ impl Node {
     /// here, where the connection count is known.
     pub fn owner_request(&mut self, m: crate::bus::ToOwner) {
         match m {
-            crate::bus::ToOwner::Admin { from, op: crate::admin::AdminOp::Perms { target, change } } => {
-                let reply = crate::conn::admin::apply_perms(&target, &change, &mut self.ctx);
+            crate::bus::ToOwner::Admin { from, op: crate::admin::AdminOp::Perms { target, change, acl } } => {
+                let reply = crate::conn::admin::apply_perms(&target, &change, &acl, &mut self.ctx);
                 let answer = crate::bus::FromOwner::AdminResult { conn: from, reply };
                 self.ctx.outbox.to_worker(from.worker as usize, answer.into());
             }
