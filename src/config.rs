@@ -550,16 +550,9 @@ impl Config {
         if self.tls_ports.iter().any(|p| *p != 0 && self.ports.contains(p)) {
             return bad("tls_ports", "a port cannot be both plain (ports) and TLS (tls_ports)".into());
         }
-        for (pattern, rule) in &self.acl {
+        for pattern in self.acl.keys() {
             if pattern.trim_end_matches('*').contains('*') || pattern.is_empty() {
                 return bad("acl", format!("{pattern:?}: a pattern is an exact name or a prefix ending in one '*'"));
-            }
-            // Refused rather than accepted and not enforced.
-            if rule.create.is_some() {
-                return bad(
-                    "acl",
-                    format!("{pattern:?}: the create verb is not enforced yet; remove it (create_destinations = false closes creation)"),
-                );
             }
         }
         // The files are read here too, so --check-config and reloads catch a bad certificate.

@@ -495,7 +495,7 @@ impl ServerHandle {
         // Counted on the bus before it is sent (its arrival may be counted first otherwise).
         let weight = msg.weight();
         self.shared.memory.outside(weight, true);
-        match self.peers[owner].data.try_send(bus::ToOwner::Publish { msg, from, receipt: None }) {
+        match self.peers[owner].data.try_send(bus::ToOwner::Publish { msg, from, receipt: None, create: true }) {
             Ok(()) => {
                 self.peers[owner].wake();
                 Ok(())

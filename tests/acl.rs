@@ -31,10 +31,13 @@ fn rules(c: &mut romp::Config, users: std::path::PathBuf) {
     c.groups.insert("apps".into(), vec!["orders-svc".into(), "billing".into()]);
     c.acl.insert(
         "/queue/orders*".into(),
-        Rule { send: list(&["apps"]), subscribe: list(&["orders-svc"]), durable: list(&["orders-svc"]), ..Rule::default() },
+        Rule { send: list(&["apps"]), subscribe: list(&["orders-svc"]), durable: list(&["orders-svc"]), create: list(&["*"]) },
     );
-    c.acl.insert("/topic/user.{user}.*".into(), Rule { subscribe: list(&["*"]), send: list(&["*"]), ..Rule::default() });
-    c.acl.insert("/topic/public".into(), Rule { subscribe: list(&["*"]), send: list(&["apps"]), ..Rule::default() });
+    c.acl.insert(
+        "/topic/user.{user}.*".into(),
+        Rule { subscribe: list(&["*"]), send: list(&["*"]), create: list(&["*"]), ..Rule::default() },
+    );
+    c.acl.insert("/topic/public".into(), Rule { subscribe: list(&["*"]), send: list(&["apps"]), create: list(&["*"]), ..Rule::default() });
 }
 
 fn login(b: &Broker, user: &str, pass: &str) -> Client {
@@ -96,7 +99,7 @@ fn verbs_are_allowed_and_denied_by_the_rules_over_tcp_and_websocket() {
         // Anonymous: nothing here (every rule names logged-in users).
         let mut open = Broker::with(setup, |c| {
             c.acl_default = AclDefault::Deny;
-            c.acl.insert("/topic/public".into(), Rule { subscribe: list(&["anonymous"]), ..Rule::default() });
+            c.acl.insert("/topic/public".into(), Rule { subscribe: list(&["anonymous"]), create: list(&["anonymous"]), ..Rule::default() });
         });
         let mut a = open.client("1.2");
         a.subscribe_sync("1", "/topic/public", "auto");
@@ -168,5 +171,41 @@ fn the_admin_perms_action_changes_the_rules_at_run_time() {
     s.subscribe_sync("1", "/queue/orders.y", "auto");
     p.send_frame("SEND", &[("destination", "/queue/orders.y")], b"after");
     denied(&mut p, "send on /queue/orders.y");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `create`: a destination comes into being only for those allowed to create it; once it
+/// exists, anyone the other verbs allow uses it. The owner decides (only it knows what exists).
+#[test]
+fn only_those_allowed_create_a_destination_on_first_use() {
+    let dir = std::env::temp_dir().join(format!("romp-acl-create-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let users = passwd(&dir);
+    for workers in [1, 3] {
+        let b = Broker::with(workers, |c| {
+            c.user_file = Some(users.clone());
+            c.groups.insert("apps".into(), vec!["orders-svc".into(), "billing".into()]);
+            c.acl.insert(
+                "/queue/jobs*".into(),
+                Rule { send: list(&["*"]), subscribe: list(&["*"]), create: list(&["apps"]), ..Rule::default() },
+            );
+        });
+        let mut ann = login(&b, "ann", "a");
+        ann.send_frame("SEND", &[("destination", "/queue/jobs.new"), ("receipt", "r")], b"x");
+        denied(&mut ann, "may not create /queue/jobs.new");
+        let mut ann = login(&b, "ann", "a");
+        ann.send_frame("SUBSCRIBE", &[("id", "1"), ("destination", "/queue/jobs.other")], b"");
+        denied(&mut ann, "may not create /queue/jobs.other");
+        // billing creates it; then ann may use it.
+        let mut billing = login(&b, "billing", "b");
+        billing.with_receipt("SEND", &[("destination", "/queue/jobs.new")], b"first", "r1");
+        let mut ann = login(&b, "ann", "a");
+        ann.with_receipt("SEND", &[("destination", "/queue/jobs.new")], b"second", "r2");
+        ann.subscribe_sync("1", "/queue/jobs.new", "auto");
+        assert_eq!(ann.recv().text(), "first", "{workers} workers");
+        assert_eq!(ann.recv().text(), "second");
+        // Topics without retained messages are never "created" by a SEND: allowed.
+        ann.with_receipt("SEND", &[("destination", "/topic/anything")], b"dropped", "r3");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -424,7 +424,7 @@ mod tests {
                             headers.push(("persistent".into(), "true".into()));
                         }
                         let m = Message::new(id, dest.clone(), headers, format!("body {id}").into_bytes().into());
-                        ToOwner::Publish { msg: Arc::new(m), from: Publisher::Conn(conn(1)), receipt: None }
+                        ToOwner::Publish { msg: Arc::new(m), from: Publisher::Conn(conn(1)), receipt: None, create: true }
                     };
                     let req = match rng.next_u64() % 12 {
                         0..=3 => message(&mut rng, &dest),
@@ -437,7 +437,7 @@ mod tests {
                             let mode = if (rng.next_u64() % (3)) == 0 { AckMode::Auto } else { AckMode::ClientIndividual };
                             subs.push((key, dest.clone()));
                             let durable = (&*dest == "/topic/t").then(|| Box::new(("app".into(), durable_name(&mut rng).into())));
-                            ToOwner::Subscribe { dest, key, mode, prefetch: 2, filter: None, barrier: false, durable }
+                            ToOwner::Subscribe { dest, key, mode, prefetch: 2, filter: None, barrier: false, durable, create: true }
                         }
                         6 if !subs.is_empty() => {
                             let (key, dest) = subs.swap_remove((rng.next_u64() % (subs.len()) as u64) as usize);
@@ -545,14 +545,14 @@ mod tests {
         let publish = |shard: &mut Shard, out: &mut Out, id: u64| {
             let headers: Vec<(Box<str>, Box<str>)> = vec![("persistent".into(), "true".into())];
             let m = Message::new(id, dest.clone(), headers, vec![b'x'; 300].into());
-            shard.handle(ToOwner::Publish { msg: Arc::new(m), from: Publisher::Conn(conn(1)), receipt: None }, out);
+            shard.handle(ToOwner::Publish { msg: Arc::new(m), from: Publisher::Conn(conn(1)), receipt: None, create: true }, out);
         };
         let sub = durable.then(|| Box::new((Box::from("app"), Box::from("pin"))));
         if durable {
             // Defined first (a topic keeps nothing for nobody), then detached.
             let (d, mode) = (dest.clone(), AckMode::ClientIndividual);
             shard.handle(
-                ToOwner::Subscribe { dest: d, key, mode, prefetch: 40, filter: None, barrier: false, durable: sub.clone() },
+                ToOwner::Subscribe { dest: d, key, mode, prefetch: 40, filter: None, barrier: false, durable: sub.clone(), create: true },
                 &mut out,
             );
             shard.handle(ToOwner::Unsubscribe { dest: dest.clone(), key }, &mut out);
@@ -568,6 +568,7 @@ mod tests {
                 filter: None,
                 barrier: false,
                 durable: sub,
+                create: true,
             },
             &mut out,
         );
@@ -629,9 +630,9 @@ mod tests {
         let mut out = Out::default();
         let headers: Vec<(Box<str>, Box<str>)> = vec![("persistent".into(), "true".into())];
         let m = Message::new(1, Arc::from("/queue/r"), headers, Box::from(&b"x"[..]));
-        shard.handle(ToOwner::Publish { msg: Arc::new(m), from: Publisher::Conn(conn(1)), receipt: None }, &mut out);
+        shard.handle(ToOwner::Publish { msg: Arc::new(m), from: Publisher::Conn(conn(1)), receipt: None, create: true }, &mut out);
         let m = Message::new(2, Arc::from("/queue/r"), Vec::new(), Box::from(&b"y"[..]));
-        shard.handle(ToOwner::Publish { msg: Arc::new(m), from: Publisher::Conn(conn(2)), receipt: None }, &mut out);
+        shard.handle(ToOwner::Publish { msg: Arc::new(m), from: Publisher::Conn(conn(2)), receipt: None, create: true }, &mut out);
         shard.handle(ToOwner::Barrier { from: conn(1) }, &mut out);
         shard.handle(ToOwner::Barrier { from: conn(2) }, &mut out);
         let done = |out: &Out| -> Vec<u32> {

@@ -22,8 +22,10 @@ pub type Seqs = SmallVec<[u64; 4]>;
 /// A connection's request to the owner of a destination.
 #[derive(Debug)]
 pub enum ToOwner {
-    /// Publish a message; `receipt` is echoed in a rejection's ERROR.
-    Publish { msg: Arc<Message>, from: Publisher, receipt: Option<Box<str>> },
+    /// Publish a message; `receipt` is echoed in a rejection's ERROR. `create`: the publisher
+    /// may create the destination if this owner does not hold it (the `create` access rule);
+    /// without it, a SEND that would create one gets ERROR `access denied`.
+    Publish { msg: Arc<Message>, from: Publisher, receipt: Option<Box<str>>, create: bool },
     /// Add a subscription (topic or queue by the destination's name); `filter` is the value a
     /// filtered topic subscription routes on. `barrier`: the SUBSCRIBE asked for a receipt;
     /// answer [`FromOwner::BarrierDone`] once it is in place and *before* its first message,
@@ -38,6 +40,8 @@ pub enum ToOwner {
         filter: Option<Box<str>>,
         barrier: bool,
         durable: Option<Box<(Box<str>, Box<str>)>>,
+        /// As for `Publish`: whether the subscriber may create the destination.
+        create: bool,
     },
     /// Delete the durable subscription (identity, name) of topic `dest` (of every topic this
     /// owner holds, when `None`: sent to every owner) and what it kept.

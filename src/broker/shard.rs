@@ -455,6 +455,17 @@ impl Shard {
 
     /// May `dest` be held here? Yes if it already is, or if this shard is under its share of
     /// `max_destinations`.
+    /// Whether this owner holds `dest` now.
+    fn holds(&self, dest: &str) -> bool {
+        self.queues.contains_key(dest) || self.topics.contains_key(dest)
+    }
+
+    /// Whether publishing to `dest` would create it here: a queue not held, or a topic not held
+    /// that keeps messages for later subscribers (a topic without them just drops the message).
+    fn would_create(&self, dest: &str) -> bool {
+        !self.holds(dest) && (DestKind::of(dest) == DestKind::Queue || self.policies.resolve(dest).min_delivery > 0)
+    }
+
     fn room_for(&self, dest: &str) -> bool {
         let share = self.policies.max_destinations.div_ceil(self.workers.max(1));
         self.queues.contains_key(dest) || self.topics.contains_key(dest) || self.queues.len() + self.topics.len() < share
@@ -492,17 +503,24 @@ impl Shard {
             _ => None,
         };
         match req {
-            ToOwner::Publish { msg, from, receipt } => {
+            ToOwner::Publish { msg, from, receipt, create } => {
                 self.arrived.add(msg.weight());
                 let waiting = match &from {
                     Publisher::Waiting(tx) => Some(tx.clone()),
                     _ => None,
                 };
-                if self.publish(msg, from, receipt, out, false) {
+                if !create && self.would_create(&msg.destination) {
+                    let detail = format!("this login may not create {} (the [acl] create rule)", msg.destination);
+                    self.reject(from, receipt, ErrorWord::AccessDenied, detail, out, false);
+                } else if self.publish(msg, from, receipt, out, false) {
                     if let Some(tx) = waiting {
                         let _ = tx.try_send(Ok(()));
                     }
                 }
+            }
+            ToOwner::Subscribe { key, dest, create: false, .. } if !self.holds(&dest) => {
+                let detail = format!("this login may not create {dest} (the [acl] create rule)");
+                out.answer(key.conn.worker as usize, FromOwner::SubscribeRefused { key, word: ErrorWord::AccessDenied, detail });
             }
             ToOwner::Subscribe { key, dest, .. } if !self.room_for(&dest) => {
                 let detail = self.no_room_detail(&dest);
@@ -1077,7 +1095,7 @@ impl Shard {
             let mut m = Message::new(e.msg.id, Arc::from(dl.as_str()), headers, e.msg.body.clone());
             m.custom_id = e.msg.custom_id.clone();
             let w = owner_of(dl, self.workers);
-            out.to_owner(w, ToOwner::Publish { msg: Arc::new(m), from: Publisher::Broker, receipt: None });
+            out.to_owner(w, ToOwner::Publish { msg: Arc::new(m), from: Publisher::Broker, receipt: None, create: true });
         }
     }
 }

@@ -197,7 +197,7 @@ impl Node {
             let msg = crate::api::message(id, dest, headers, body.clone().into_bytes());
             let w = crate::broker::owner_of(dest, self.ctx.outbox.workers());
             let from = crate::broker::Publisher::Broker;
-            self.ctx.outbox.to_owner(w, crate::bus::ToOwner::Publish { msg: Arc::new(msg), from, receipt: None });
+            self.ctx.outbox.to_owner(w, crate::bus::ToOwner::Publish { msg: Arc::new(msg), from, receipt: None, create: true });
         }
     }
 

@@ -153,7 +153,9 @@ pub struct Session {
     /// The destination of the last SEND, its policy and the policy table generation: a producer
     /// nearly always repeats it, so its name is shared instead of allocated again and its policy
     /// is not looked up again for every message.
-    last_dest: Option<(Arc<str>, Arc<Policy>, u64)>,
+    /// The last SEND's destination, its policy, the policy generation, and whether this
+    /// session may create it (the `create` access rule).
+    last_dest: Option<(Arc<str>, Arc<Policy>, u64, bool)>,
 }
 
 impl Session {
@@ -478,6 +480,13 @@ fn required<'f>(f: &'f Frame<'_>, name: &str) -> Result<&'f str, Fatal> {
 /// Headers the broker sets on MESSAGE itself; a SEND's copies are not passed on.
 fn is_broker_header(name: &str) -> bool {
     matches!(name, "destination" | "content-length" | "receipt" | "transaction" | "message-id" | "subscription" | "ack" | "redelivered")
+}
+
+/// Whether the access rules let this session create `dest` (its owner refuses otherwise,
+/// when it does not hold it yet).
+fn may_create(conn: &Conn, dest: &str, ctx: &Ctx) -> bool {
+    let who = crate::acl::Who { login: conn.who.login.as_deref(), admin: conn.who.admin };
+    ctx.env.policies.acl.allows(who, crate::acl::Verb::Create, dest)
 }
 
 /// Refuse `verb` on `dest` if the access rules do not let this session's login use it.

@@ -6,7 +6,7 @@ use super::*;
 pub(super) fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let dest = match (&conn.session.last_dest, f.header("destination")) {
         // The same destination as the last SEND: already checked.
-        (Some((d, _, _)), Some(name)) if **d == *name => name,
+        (Some((d, _, _, _)), Some(name)) if **d == *name => name,
         _ => destination(f)?,
     };
     if let Some(action) = dest.strip_prefix(crate::admin::PREFIX) {
@@ -24,12 +24,13 @@ pub(super) fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let (dest, policy) = match &conn.session.last_dest {
         // Checked once per destination (and again after a reload): the rules cannot change
         // without a new generation.
-        Some((d, p, gen)) if **d == *dest && *gen == ctx.env.policies.gen => (d.clone(), p.clone()),
+        Some((d, p, gen, _)) if **d == *dest && *gen == ctx.env.policies.gen => (d.clone(), p.clone()),
         _ => {
             check_access(conn, crate::acl::Verb::Send, dest, ctx)?;
             let d: Arc<str> = Arc::from(dest);
             let p = ctx.env.policies.resolve(&d).clone();
-            conn.session.last_dest = Some((d.clone(), p.clone(), ctx.env.policies.gen));
+            let create = may_create(conn, &d, ctx);
+            conn.session.last_dest = Some((d.clone(), p.clone(), ctx.env.policies.gen, create));
             (d, p)
         }
     };
@@ -98,7 +99,12 @@ pub(super) fn publish(conn: &mut Conn, msg: Arc<Message>, receipt: Option<&str>,
     };
     let w = owner_of(&msg.destination, ctx.outbox.workers());
     conn.session.touched.insert(w);
-    ctx.to_owner(w, ToOwner::Publish { msg, from: Publisher::Conn(conn.me), receipt: receipt.map(Box::from) });
+    // Decided with the SEND's other checks (a hook may have renamed the destination).
+    let create = match &conn.session.last_dest {
+        Some((d, _, gen, c)) if **d == *msg.destination && *gen == ctx.env.policies.gen => *c,
+        _ => may_create(conn, &msg.destination, ctx),
+    };
+    ctx.to_owner(w, ToOwner::Publish { msg, from: Publisher::Conn(conn.me), receipt: receipt.map(Box::from), create });
     Ok(())
 }
 
@@ -157,7 +163,8 @@ pub(super) fn run_handlers(conn: &mut Conn, msg: Arc<Message>, ctx: &mut Ctx) ->
         let m = Arc::new(crate::api::message(ctx.next_message_id(), &dest, headers, body));
         let w = owner_of(&m.destination, ctx.outbox.workers());
         conn.session.touched.insert(w);
-        ctx.outbox.to_owner(w, ToOwner::Publish { msg: m, from: Publisher::Conn(conn.me), receipt: None });
+        // Published by the embedder's hook, not by the client: no access rule applies.
+        ctx.outbox.to_owner(w, ToOwner::Publish { msg: m, from: Publisher::Conn(conn.me), receipt: None, create: true });
     }
     if handled {
         return Ok(None);

@@ -132,7 +132,9 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     if barrier {
         s.inline_barrier = Some(w);
     }
-    ctx.outbox.to_owner(w, ToOwner::Subscribe { dest, key: SubKey { conn: conn.me, serial }, mode, prefetch, filter, barrier, durable });
+    let create = may_create(conn, &dest, ctx);
+    ctx.outbox
+        .to_owner(w, ToOwner::Subscribe { dest, key: SubKey { conn: conn.me, serial }, mode, prefetch, filter, barrier, durable, create });
     Ok(())
 }
 
