@@ -616,3 +616,63 @@ fn a_flood_of_stalled_handshakes_is_bounded_and_closed() {
     assert!(child.wait().unwrap().success());
     eprintln!("RSS {base} KiB, {peak} KiB with 2,000 stalled handshakes ({per_conn} KiB each)");
 }
+
+/// SIGHUP to the binary reads the certificate files again: new connections see the new
+/// certificate while a client connected before goes on working.
+#[test]
+fn sighup_reloads_certificates_for_new_connections_of_the_binary() {
+    let pki = Pki::new("sighup");
+    pki.issue("server", "before-hup", true);
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = pki.dir.join("romp.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "ports = [0]\ntls_ports = [{tls_port}]\nweb_port = 0\nadmin_port = 0\ndata_dir = \"\"\nworkers = 2\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            pki.path("server.pem"),
+            pki.path("server.key")
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_romp"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let tls = client_config(&pki, &[&rustls::version::TLS13], None);
+    let deadline = Instant::now() + WAIT;
+    let mut old = loop {
+        match TlsClient::open(addr, tls.clone()) {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the broker did not come up: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    assert_eq!(served_cn(&old), "before-hup");
+    assert_eq!(old.connect(&[]).command, "CONNECTED");
+    old.send("SUBSCRIBE", &[("id", "1"), ("destination", "/topic/hup"), ("receipt", "s")], b"").unwrap();
+    assert_eq!(old.recv().unwrap().command, "RECEIPT");
+    pki.issue("server", "after-hup", true);
+    let _ = std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status();
+    let deadline = Instant::now() + WAIT;
+    let mut new = loop {
+        let t = TlsClient::open(addr, tls.clone()).unwrap();
+        if served_cn(&t) == "after-hup" {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "still the old certificate after SIGHUP");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(new.connect(&[]).command, "CONNECTED");
+    new.send("SEND", &[("destination", "/topic/hup"), ("receipt", "r")], b"across the reload").unwrap();
+    assert_eq!(new.recv().unwrap().command, "RECEIPT");
+    let m = old.recv().unwrap();
+    assert_eq!((m.command.as_str(), m.body.as_slice()), ("MESSAGE", &b"across the reload"[..]));
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(child.wait().unwrap().success());
+}
