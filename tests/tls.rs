@@ -335,6 +335,37 @@ fn bad_input_on_either_port_is_closed_and_other_sessions_go_on() {
     let t0 = Instant::now();
     read_to_close(&mut s, WAIT);
     assert!(t0.elapsed() >= Duration::from_millis(300), "closed after {:?}", t0.elapsed());
+    // A handshake trickled one byte every 50 ms: activity does not extend connect_timeout.
+    let conn2 = rustls::ClientConnection::new(tls.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut hello2 = Vec::new();
+    let mut conn2 = conn2;
+    conn2.write_tls(&mut hello2).unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    let t0 = Instant::now();
+    let mut sent = 0;
+    // The hello is hundreds of bytes: at this pace it would take over 10 s. The broker ends its
+    // side (EOF here) at connect_timeout = 500 ms, trickle or not.
+    s.set_nonblocking(true).unwrap();
+    let mut ended = None;
+    while sent < hello2.len() - 1 && t0.elapsed() < Duration::from_secs(6) {
+        let _ = s.write_all(&hello2[sent..sent + 1]);
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(50));
+        let mut b = [0u8; 64];
+        match s.read(&mut b) {
+            Ok(0) => {
+                ended = Some(t0.elapsed());
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => {
+                ended = Some(t0.elapsed());
+                break;
+            }
+        }
+    }
+    let ended = ended.expect("the trickled handshake was never closed");
+    assert!(ended < Duration::from_millis(1500), "a trickled handshake lived {ended:?} ({sent} bytes)");
     // A TLS ClientHello on the plain port: an ERROR, and closed.
     let conn = rustls::ClientConnection::new(tls.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
     let mut hello = Vec::new();
