@@ -18,15 +18,7 @@ pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; scripts/peers/rabbitmq.sh stop >/dev/null 2>&1; rm -rf "$work"; }
 trap cleanup EXIT
 pki=$work/pki
-mkdir -p "$pki"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=romp bench CA" \
-  -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
-  -keyout "$pki/server.key" -out "$pki/server.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$pki/san.ext"
-openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
-  -extfile "$pki/san.ext" -out "$pki/server.pem" 2>/dev/null
-chmod 644 "$pki"/*
+scripts/test-pki.sh "$pki" "romp bench CA"
 bench() { # broker name port extra-args...
   local broker=$1 name=$2 port=$3 line
   shift 3

@@ -570,6 +570,42 @@ fn openssl_s_client_gets_tls_1_2_and_1_3_only() {
     }
 }
 
+/// The romp binary on a TLS port with the PKI's server certificate (plus `extra` TOML); its
+/// TLS address.
+fn binary(pki: &Pki, extra: &str) -> (std::process::Child, SocketAddr) {
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = pki.dir.join("romp.toml");
+    let text = format!(
+        "ports = [0]\ntls_ports = [{tls_port}]\nweb_port = 0\nadmin_port = 0\ndata_dir = \"\"\nworkers = 2\n\
+         tls_cert = \"{}\"\ntls_key = \"{}\"\n{extra}",
+        pki.path("server.pem"),
+        pki.path("server.key")
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_romp"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, format!("127.0.0.1:{tls_port}").parse().unwrap())
+}
+
+/// A TLS client, once the broker at `addr` accepts one.
+fn open_when_up(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>) -> TlsClient {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match TlsClient::open(addr, tls.clone()) {
+            Ok(c) => return c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the broker did not come up: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
@@ -582,38 +618,9 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn a_flood_of_stalled_handshakes_is_bounded_and_closed() {
     let pki = Pki::new("flood");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let tls_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let cfg = pki.dir.join("romp.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "ports = [{port}]\ntls_ports = [{tls_port}]\nweb_port = 0\nadmin_port = 0\ndata_dir = \"\"\nworkers = 2\n\
-             connect_timeout = 2000\nmax_connections = 5000\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
-            pki.path("server.pem"),
-            pki.path("server.key")
-        ),
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_romp"))
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let (mut child, addr) = binary(&pki, "connect_timeout = 2000\nmax_connections = 5000\n");
     let tls = client_config(&pki, &[&rustls::version::TLS13], None);
-    let deadline = Instant::now() + WAIT;
-    let mut first = loop {
-        match TlsClient::open(addr, tls.clone()) {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "the broker did not come up: {e}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    };
+    let mut first = open_when_up(addr, &tls);
     assert_eq!(first.connect(&[]).command, "CONNECTED");
     let base = rss_kib(child.id());
     // A handshake record header announcing 16 KiB, then 15 KiB of it.
@@ -654,36 +661,9 @@ fn a_flood_of_stalled_handshakes_is_bounded_and_closed() {
 fn sighup_reloads_certificates_for_new_connections_of_the_binary() {
     let pki = Pki::new("sighup");
     pki.issue("server", "before-hup", true);
-    let tls_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let cfg = pki.dir.join("romp.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "ports = [0]\ntls_ports = [{tls_port}]\nweb_port = 0\nadmin_port = 0\ndata_dir = \"\"\nworkers = 2\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
-            pki.path("server.pem"),
-            pki.path("server.key")
-        ),
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_romp"))
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let (mut child, addr) = binary(&pki, "");
     let tls = client_config(&pki, &[&rustls::version::TLS13], None);
-    let deadline = Instant::now() + WAIT;
-    let mut old = loop {
-        match TlsClient::open(addr, tls.clone()) {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "the broker did not come up: {e}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    };
+    let mut old = open_when_up(addr, &tls);
     assert_eq!(served_cn(&old), "before-hup");
     assert_eq!(old.connect(&[]).command, "CONNECTED");
     old.send("SUBSCRIBE", &[("id", "1"), ("destination", "/topic/hup"), ("receipt", "s")], b"").unwrap();

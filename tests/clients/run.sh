@@ -20,14 +20,7 @@ log=$(mktemp)
 data=$(mktemp -d)
 # A test CA and a server certificate for 127.0.0.1 (ECDSA P-256), made fresh for every run.
 pki="$data/pki"
-mkdir -p "$pki"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=romp test CA" \
-  -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
-  -keyout "$pki/server.key" -out "$pki/server.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$pki/san.ext"
-openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
-  -extfile "$pki/san.ext" -out "$pki/server.pem" 2>/dev/null
+"$top/scripts/test-pki.sh" "$pki" "romp test CA"
 cat >"$data/romp.toml" <<TOML
 tls_ports = [$tls_port]
 web_tls_port = $web_tls_port
