@@ -169,6 +169,36 @@ pub enum ConfigError {
     Tls { file: String, source: crate::tls::TlsError },
 }
 
+/// Edits (insertions, deletions, substitutions) that turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// A parse error naming an unknown key, with the closest known key suggested first (serde
+/// lists every key it expected; a typo is easier to see with the one meant).
+fn did_you_mean(message: &str) -> String {
+    let Some(rest) = message.split("unknown field `").nth(1) else { return message.to_string() };
+    let Some(unknown) = rest.split('`').next() else { return message.to_string() };
+    let expected = message.split("expected one of").nth(1).unwrap_or("");
+    let best =
+        expected.split('`').skip(1).step_by(2).map(|k| (edit_distance(unknown, k), k)).filter(|(d, k)| *d <= 2.max(k.len() / 3)).min();
+    match best {
+        Some((_, k)) => format!("unknown key `{unknown}`: did you mean `{k}`? ({message})"),
+        None => message.to_string(),
+    }
+}
+
 /// The whole configuration. Field names are the TOML keys.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -428,7 +458,7 @@ impl Config {
     /// Parse TOML text; `file` names the source in errors.
     pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
         let cfg: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { file: file.into(), message: e.to_string().trim_end().to_string() })?;
+            toml::from_str(text).map_err(|e| ConfigError::Parse { file: file.into(), message: did_you_mean(e.to_string().trim_end()) })?;
         cfg.validate(file)?;
         Ok(cfg)
     }
@@ -549,6 +579,12 @@ impl Config {
         }
         if self.tls_ports.iter().any(|p| *p != 0 && self.ports.contains(p)) {
             return bad("tls_ports", "a port cannot be both plain (ports) and TLS (tls_ports)".into());
+        }
+        // Files the configuration names must be readable now, not only when the broker starts.
+        if let Some(p) = &self.user_file {
+            if let Err(e) = std::fs::read(p) {
+                return bad("user_file", format!("{}: cannot read it: {e}", p.display()));
+            }
         }
         for pattern in self.acl.keys() {
             if pattern.trim_end_matches('*').contains('*') || pattern.is_empty() {
@@ -913,6 +949,17 @@ mod tests {
                 assert!(documented, "conf/romp.toml does not document `{key}`");
             }
         }
+    }
+
+    #[test]
+    fn a_misspelt_key_gets_a_suggestion_and_a_missing_user_file_is_named() {
+        let e = Config::from_toml("bind_adress = \"0.0.0.0\"\n", "romp.toml").unwrap_err().to_string();
+        assert!(e.contains("romp.toml") && e.contains("did you mean `bind_address`?"), "{e}");
+        let e = Config::from_toml("qwertyuiop = 1\n", "romp.toml").unwrap_err().to_string();
+        assert!(!e.contains("did you mean"), "{e}");
+        let e = Config::from_toml("user_file = \"/nonexistent/romp.passwd\"\n", "romp.toml").unwrap_err().to_string();
+        assert!(e.contains("user_file") && e.contains("/nonexistent/romp.passwd") && e.contains("cannot read"), "{e}");
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

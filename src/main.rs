@@ -7,17 +7,23 @@ use romp::config::{log_level, Config};
 // profiled under queue 1->1).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
   romp [--config PATH] [--bind ADDR] [--port N]... [--tls-port N]... [--web-port N] [--admin-port N] [--workers N] [--data-dir PATH] [--repair] [-v|-vv]
   romp --check-config [--config PATH]
+  romp --version | --help
   romp passwd NAME [--admin]      (reads the passcode from stdin; prints a passwd line)
 
 Without --config, the built-in defaults run (STOMP on 127.0.0.1:61613, durable log in
 ./romp-data). --data-dir \"\" runs without a durable log. --repair: a start that finds damaged
 records in the log skips them (each is logged, and lost) instead of refusing to start.";
+
+/// What `parse_args` returns for `--help` and `--version` (answered, not errors).
+const HELP: &str = "\0help";
+const VERSION: &str = "\0version";
 
 struct Args {
     config: Option<PathBuf>,
@@ -77,7 +83,8 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--repair" => a.repair = true,
             "-v" => a.verbose += 1,
             "-vv" => a.verbose += 2,
-            "-h" | "--help" => return Err(String::new()),
+            "-h" | "--help" => return Err(HELP.into()),
+            "-V" | "--version" => return Err(VERSION.into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -223,6 +230,16 @@ fn main() -> ExitCode {
     }
     let args = match parse_args(argv) {
         Ok(a) => a,
+        // Asked for: the answer goes to stdout and is a success.
+        // (A closed stdout, as in `romp --help | head -1`, is no failure.)
+        Err(e) if e == HELP => {
+            let _ = writeln!(std::io::stdout(), "{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) if e == VERSION => {
+            let _ = writeln!(std::io::stdout(), "romp {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             if !e.is_empty() {
                 eprintln!("romp: {e}");

@@ -181,7 +181,7 @@ impl Server {
             message: "not an IP address".into(),
         })?;
         let (mut listeners, addrs) = listener::bind_all(ip, &cfg.ports, n).map_err(|source| StartError::Bind {
-            addr: format!("{ip}:{:?}", cfg.ports),
+            addr: cfg.ports.iter().map(|p| format!("{ip}:{p}")).collect::<Vec<_>>().join(", "),
             key: "ports",
             source,
         })?;
@@ -360,14 +360,17 @@ impl Server {
             workers.push(h);
         }
         drop(auth_tx);
+        let plain = |a: &[SocketAddr]| a.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(", ");
         match web_addr {
-            Some(w) => {
-                log::info!("romp {} listening on {:?} (STOMP) and {w} (HTTP/WebSocket) with {n} workers", env!("CARGO_PKG_VERSION"), addrs)
-            }
-            None => log::info!("romp {} listening on {:?} with {n} workers", env!("CARGO_PKG_VERSION"), addrs),
+            Some(w) => log::info!(
+                "romp {} listening on {} (STOMP) and {w} (HTTP/WebSocket) with {n} workers",
+                env!("CARGO_PKG_VERSION"),
+                plain(&addrs)
+            ),
+            None => log::info!("romp {} listening on {} with {n} workers", env!("CARGO_PKG_VERSION"), plain(&addrs)),
         }
         if !tls_addrs.is_empty() {
-            log::info!("STOMP over TLS on {tls_addrs:?}");
+            log::info!("STOMP over TLS on {}", plain(&tls_addrs));
         }
         if let Some(a) = web_tls_addr {
             log::info!("HTTPS/WSS on {a}");

@@ -198,3 +198,25 @@ fn a_second_broker_on_the_same_port_refuses_to_start() {
     Command::new("kill").args(["-TERM", &first.id().to_string()]).status().unwrap();
     assert!(wait_exit(&mut first, Duration::from_secs(5)).success());
 }
+
+/// `--help` and `--version` answer on stdout with exit 0; a bad argument is an error (exit 2,
+/// usage on stderr); a bind failure prints the address plainly.
+#[test]
+fn help_and_version_answer_on_stdout_and_addresses_print_plainly() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("usage:"), "{out:?}");
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("romp {}", env!("CARGO_PKG_VERSION")));
+    let out = Command::new(BIN).arg("--frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage:"));
+    // A taken port: the error names it as ip:port.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out =
+        Command::new(BIN).args(["--port", &port.to_string(), "--web-port", "0", "--admin-port", "0", "--data-dir", ""]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&format!("127.0.0.1:{port} ")), "{err}");
+}
