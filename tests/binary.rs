@@ -220,3 +220,32 @@ fn help_and_version_answer_on_stdout_and_addresses_print_plainly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains(&format!("127.0.0.1:{port} ")), "{err}");
 }
+
+/// The log says, at INFO, why each client went: the ERROR word and detail with the login it
+/// tried, and a close line with reason, transport and login.
+#[test]
+fn close_lines_name_the_reason_the_transport_and_the_login() {
+    let port = free_port();
+    let log = tmp("close-lines.log", "");
+    let mut child = spawn_broker(port, Stdio::from(std::fs::File::create(&log).unwrap()));
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = connect_retrying(addr);
+    c.connect_with("1.2", &[("login", "mallory")]);
+    c.send_frame("SEND", &[], b"no destination");
+    c.expect_error("syntax");
+    let mut d = Client::raw(addr);
+    d.connect_with("1.2", &[("login", "alice")]);
+    d.disconnect();
+    let deadline = Instant::now() + WAIT;
+    let text = loop {
+        let t = std::fs::read_to_string(&log).unwrap_or_default();
+        if t.contains("login \"mallory\"]") && t.contains("login \"alice\"]") || Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    wait_exit(&mut child, WAIT);
+    assert!(text.contains("[INFO]") && text.contains("ERROR syntax: SEND requires") && text.contains("(login \"mallory\")"), "{text}");
+    assert!(text.contains("[tcp, login \"mallory\"]") && text.contains("closed: client DISCONNECT [tcp, login \"alice\"]"), "{text}");
+}

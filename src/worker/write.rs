@@ -124,7 +124,17 @@ impl Worker {
         }
         let _ = conn.io.deregister(self.poll.registry());
         let reason = conn.close_reason.clone().unwrap_or(reason);
-        log::info!("{} {}: closed: {}", conn.session_id(), conn.who.peer, reason);
+        let transport = match (conn.who.listener, conn.io.is_tls(), conn.is_web()) {
+            (crate::conn::ListenerKind::Admin, tls, web) => {
+                ["admin", "admin tls", "admin http", "admin https"][usize::from(tls) + 2 * usize::from(web)]
+            }
+            (_, false, false) => "tcp",
+            (_, true, false) => "tls",
+            (_, false, true) => "web",
+            (_, true, true) => "web tls",
+        };
+        let login = conn.who.login.as_deref().map_or(String::new(), |l| format!(", login {l:?}"));
+        log::info!("{} {}: closed: {} [{transport}{login}]", conn.session_id(), conn.who.peer, reason);
         self.node.ctx.turn.pool.give(std::mem::take(&mut conn.out));
         self.node.ctx.turn.pool.give(std::mem::take(&mut conn.inbuf));
         self.node.ctx.stats.closed += 1;

@@ -225,7 +225,10 @@ pub fn fail(conn: &mut Conn, ctx: &mut Ctx, f: Fatal) {
     ctx.stats.errors_sent += 1;
     ctx.stats.errors_by_word[f.word.index()] += 1;
     mark_dirty(conn, ctx);
-    log::debug!("{} {}: ERROR {}: {}", conn.session_id(), conn.who.peer, f.word, f.detail);
+    // At INFO: why a client was refused is what an operator looks for first (a failed login
+    // names the user it tried).
+    let who = conn.who.login.as_deref().map_or(String::new(), |l| format!(" (login {l:?})"));
+    log::info!("{} {}: ERROR {}: {}{who}", conn.session_id(), conn.who.peer, f.word, f.detail);
     conn.begin_close(if f.word == ErrorWord::AuthErr { CloseReason::AuthFailed } else { CloseReason::Protocol(f.word) });
 }
 
