@@ -269,7 +269,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let level = log_level(&cfg.log_level).unwrap_or(log::LevelFilter::Info);
-    let log_cfg = simplelog::ConfigBuilder::new().set_thread_level(log::LevelFilter::Off).set_target_level(log::LevelFilter::Off).build();
+    // Timestamps with the date, milliseconds and the zone (UTC), as log shippers want them.
+    let log_cfg = simplelog::ConfigBuilder::new()
+        .set_thread_level(log::LevelFilter::Off)
+        .set_target_level(log::LevelFilter::Off)
+        .set_time_format_custom(simplelog::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"))
+        .build();
     let _ = simplelog::TermLogger::init(level, log_cfg, simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Never);
 
     raise_nofile(&cfg);

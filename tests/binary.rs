@@ -247,5 +247,9 @@ fn close_lines_name_the_reason_the_transport_and_the_login() {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     wait_exit(&mut child, WAIT);
     assert!(text.contains("[INFO]") && text.contains("ERROR syntax: SEND requires") && text.contains("(login \"mallory\")"), "{text}");
+    // Lines start with an RFC 3339 UTC timestamp with milliseconds: 2026-12-04T19:37:41.123Z.
+    let stamp = text.lines().next().unwrap_or("").split(' ').next().unwrap_or("");
+    let b = stamp.as_bytes();
+    assert!(b.len() == 24 && b[4] == b'-' && b[10] == b'T' && b[19] == b'.' && b[23] == b'Z', "{stamp:?}");
     assert!(text.contains("[tcp, login \"mallory\"]") && text.contains("closed: client DISCONNECT [tcp, login \"alice\"]"), "{text}");
 }
