@@ -236,6 +236,20 @@ fn close_lines_name_the_reason_the_transport_and_the_login() {
     let mut d = Client::raw(addr);
     d.connect_with("1.2", &[("login", "alice")]);
     d.disconnect();
+    // A health check is routine: no INFO line for it.
+    let startup = std::fs::read_to_string(&log).unwrap_or_default();
+    let web: std::net::SocketAddr = startup
+        .lines()
+        .find(|l| l.contains("(HTTP/WebSocket)"))
+        .and_then(|l| l.split(" (STOMP) and ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no web port in {startup}"));
+    let mut h = std::net::TcpStream::connect(web).unwrap();
+    std::io::Write::write_all(&mut h, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut page = String::new();
+    let _ = std::io::Read::read_to_string(&mut h, &mut page);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     let deadline = Instant::now() + WAIT;
     let text = loop {
         let t = std::fs::read_to_string(&log).unwrap_or_default();
@@ -252,4 +266,5 @@ fn close_lines_name_the_reason_the_transport_and_the_login() {
     let b = stamp.as_bytes();
     assert!(b.len() == 24 && b[4] == b'-' && b[10] == b'T' && b[19] == b'.' && b[23] == b'Z', "{stamp:?}");
     assert!(text.contains("[tcp, login \"mallory\"]") && text.contains("closed: client DISCONNECT [tcp, login \"alice\"]"), "{text}");
+    assert!(!text.contains("[web]"), "a health check logged at INFO: {text}");
 }

@@ -134,7 +134,9 @@ impl Worker {
             (_, true, true) => "web tls",
         };
         let login = conn.who.login.as_deref().map_or(String::new(), |l| format!(", login {l:?}"));
-        log::info!("{} {}: closed: {} [{transport}{login}]", conn.session_id(), conn.who.peer, reason);
+        // A finished HTTP request (a health check, a scrape) is routine: DEBUG, not a line per probe.
+        let level = if matches!(reason, CloseReason::HttpDone) { log::Level::Debug } else { log::Level::Info };
+        log::log!(level, "{} {}: closed: {} [{transport}{login}]", conn.session_id(), conn.who.peer, reason);
         self.node.ctx.turn.pool.give(std::mem::take(&mut conn.out));
         self.node.ctx.turn.pool.give(std::mem::take(&mut conn.inbuf));
         self.node.ctx.stats.closed += 1;
