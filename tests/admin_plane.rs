@@ -88,3 +88,15 @@ fn the_stats_pages_need_an_admin_or_the_token_and_refusals_cost_nothing() {
     assert_eq!(get(b.web, "/romp/info", None).0, 200);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A scrape is not a connection: `romp_connections` counts client sessions only.
+#[test]
+fn the_scrape_does_not_count_itself_as_a_connection() {
+    let b = Broker::start(2);
+    assert_eq!(b.metric("romp_connections "), 0);
+    let _c = b.client("1.2");
+    // A WebSocket session counts; the HTTP scrape beside it does not.
+    let mut w = Client::websocket(b.web, "/stomp");
+    w.connect("1.2");
+    assert_eq!(b.metric("romp_connections "), 2);
+}

@@ -163,7 +163,15 @@ impl Node {
                 let (destinations, truncated) = self.shard.snapshot(metrics::MAX_LISTED);
                 let part = metrics::WorkerSnapshot {
                     worker: self.ctx.worker,
-                    connections: self.conns.len(),
+                    // Client sessions: an HTTP request (this very scrape, a health check) is
+                    // not one.
+                    connections: self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| {
+                            !matches!(c.web.as_deref(), Some(crate::conn::web::Web { mode: crate::conn::web::Mode::Http { .. }, .. }))
+                        })
+                        .count(),
                     stats: self.ctx.stats,
                     shard: self.shard.stats,
                     destinations,
