@@ -346,9 +346,11 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
     }
     let dests: Vec<&DestInfo> = parts.iter().flat_map(|p| p.destinations.iter()).collect();
     type Column = (&'static str, &'static str, &'static str, fn(&DestInfo) -> u64);
-    let per_dest: [Column; 4] = [
+    let per_dest: [Column; 6] = [
         ("destination_subscribers", "gauge", "Subscribers of a destination.", |d| d.subscribers as u64),
-        ("destination_depth", "gauge", "Messages a destination holds.", |d| d.depth as u64),
+        ("destination_depth", "gauge", "Messages a destination holds (ready + unacked).", |d| d.depth as u64),
+        ("destination_ready", "gauge", "Messages waiting for a consumer.", |d| d.ready as u64),
+        ("destination_unacked", "gauge", "Messages delivered and not acknowledged yet.", |d| d.unacked as u64),
         ("destination_enqueued_total", "counter", "Messages published to a destination.", |d| d.enqueued),
         ("destination_delivered_total", "counter", "Deliveries from a destination.", |d| d.delivered),
     ];

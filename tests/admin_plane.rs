@@ -100,3 +100,30 @@ fn the_scrape_does_not_count_itself_as_a_connection() {
     w.connect("1.2");
     assert_eq!(b.metric("romp_connections "), 2);
 }
+
+/// A queue's depth splits into ready and unacked, as RabbitMQ's metrics do.
+#[test]
+fn queue_depth_is_split_into_ready_and_unacked() {
+    let b = Broker::start(2);
+    let mut p = b.client("1.2");
+    for i in 0..3 {
+        p.with_receipt("SEND", &[("destination", "/queue/split")], b"m", &format!("r{i}"));
+    }
+    let mut c = b.client("1.2");
+    c.send_frame(
+        "SUBSCRIBE",
+        &[("id", "1"), ("destination", "/queue/split"), ("ack", "client-individual"), ("prefetch-count", "1"), ("receipt", "s")],
+        b"",
+    );
+    c.expect("RECEIPT");
+    let m = c.recv();
+    assert_eq!(m.command, "MESSAGE");
+    let label = "{destination=\"/queue/split\",kind=\"queue\"} ";
+    let deadline = std::time::Instant::now() + WAIT;
+    while b.metric(&format!("romp_destination_unacked{label}")) != 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(b.metric(&format!("romp_destination_depth{label}")), 3);
+    assert_eq!(b.metric(&format!("romp_destination_ready{label}")), 2);
+    assert_eq!(b.metric(&format!("romp_destination_unacked{label}")), 1);
+}

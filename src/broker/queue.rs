@@ -225,6 +225,11 @@ impl Queue {
         self.count
     }
 
+    /// Messages waiting for a consumer (not delivered, or back after a NACK or a disconnect).
+    pub fn ready(&self) -> usize {
+        self.ready.len().min(self.count)
+    }
+
     pub fn consumers(&self) -> usize {
         self.consumers.len()
     }

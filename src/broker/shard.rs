@@ -120,8 +120,12 @@ pub struct DestInfo {
     pub name: String,
     pub kind: &'static str,
     pub subscribers: usize,
-    /// Queue: messages held. Topic: messages retained for later subscribers.
+    /// Queue: messages held. Topic: messages retained for later subscribers (and held for its
+    /// durable subscriptions).
     pub depth: usize,
+    /// Of `depth`: waiting for a consumer, and delivered but not acknowledged yet.
+    pub ready: usize,
+    pub unacked: usize,
     pub enqueued: u64,
     pub delivered: u64,
     /// Listed in the periodic stats messages (the destination's `stats` key).
@@ -420,6 +424,8 @@ impl Shard {
             kind: "topic",
             subscribers: t.subs.len() + t.durables.values().filter(|d| d.consumer.is_some()).count(),
             depth: t.retained.len() + t.durables.values().map(|d| d.queue.depth()).sum::<usize>(),
+            ready: t.retained.len() + t.durables.values().map(|d| d.queue.ready()).sum::<usize>(),
+            unacked: t.durables.values().map(|d| d.queue.depth() - d.queue.ready()).sum::<usize>(),
             enqueued: t.enqueued,
             delivered: t.delivered,
             stats: t.policy.stats,
@@ -429,6 +435,8 @@ impl Shard {
             kind: "queue",
             subscribers: q.consumers(),
             depth: q.depth(),
+            ready: q.ready(),
+            unacked: q.depth() - q.ready(),
             enqueued: q.enqueued,
             delivered: q.delivered,
             stats: q.policy.stats,
