@@ -2,7 +2,10 @@
 //!
 //! ```no_run
 //! let mut cfg = romp::config::Config::default();
-//! cfg.ports = vec![0]; // any free port
+//! // Any free ports, memory only, threads not pinned (the host program has its own).
+//! (cfg.ports, cfg.web_port, cfg.admin_port) = (vec![0], 0, 0);
+//! cfg.data_dir = String::new();
+//! cfg.pin_workers = false;
 //! let server = romp::Server::start(cfg).expect("start");
 //! println!("STOMP on {:?}", server.local_addrs());
 //! server.shutdown();
