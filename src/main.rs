@@ -16,6 +16,7 @@ const USAGE: &str = "usage:
   romp --check-config [--config PATH]
   romp --version | --help
   romp passwd NAME [--admin]      (reads the passcode from stdin; prints a passwd line)
+  romp health [IP:PORT]           (GET /health on a web port, default 127.0.0.1:8080; exit 0 if 200)
 
 Without --config, the built-in defaults run (STOMP on 127.0.0.1:61613, durable log in
 ./romp-data). --data-dir \"\" runs without a durable log. --repair: a start that finds damaged
@@ -115,6 +116,34 @@ fn passwd(mut it: impl Iterator<Item = String>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("romp passwd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `romp health [IP:PORT]`: GET /health on a broker's web port (default 127.0.0.1:8080); exit 0
+/// if it answers 200, 1 otherwise. For container HEALTHCHECKs, where no curl exists.
+fn health(addr: &str) -> ExitCode {
+    use std::io::Read;
+    let check = || -> Result<bool, String> {
+        let a: std::net::SocketAddr = addr.parse().map_err(|_| format!("{addr:?} is not ip:port"))?;
+        let t = std::time::Duration::from_secs(3);
+        let mut s = std::net::TcpStream::connect_timeout(&a, t).map_err(|e| format!("{addr}: {e}"))?;
+        s.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
+        s.write_all(format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).map_err(|e| format!("{addr}: {e}"))?;
+        Ok(head.starts_with(b"HTTP/1.1 200"))
+    };
+    match check() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("romp health: {addr} is not healthy");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("romp health: {e}");
             ExitCode::FAILURE
         }
     }
@@ -224,6 +253,10 @@ fn inject_fault(server: &romp::ServerHandle) {
 
 fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1).peekable();
+    if argv.peek().map(String::as_str) == Some("health") {
+        argv.next();
+        return health(argv.next().as_deref().unwrap_or("127.0.0.1:8080"));
+    }
     if argv.peek().map(String::as_str) == Some("passwd") {
         argv.next();
         return passwd(argv);

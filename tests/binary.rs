@@ -268,3 +268,32 @@ fn close_lines_name_the_reason_the_transport_and_the_login() {
     assert!(text.contains("[tcp, login \"mallory\"]") && text.contains("closed: client DISCONNECT [tcp, login \"alice\"]"), "{text}");
     assert!(!text.contains("[web]"), "a health check logged at INFO: {text}");
 }
+
+/// `romp health IP:PORT` (the container HEALTHCHECK) exits 0 against a live web port, 1
+/// against a closed one.
+#[test]
+fn the_health_subcommand_probes_a_web_port() {
+    let b = {
+        let port = free_port();
+        let web = free_port();
+        let child = Command::new(BIN)
+            .args(["--port", &port.to_string(), "--web-port", &web.to_string(), "--admin-port", "0", "--data-dir", ""])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, web)
+    };
+    let (mut child, web) = b;
+    let addr = format!("127.0.0.1:{web}");
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "the broker did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(Command::new(BIN).args(["health", &addr]).status().unwrap().success());
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    wait_exit(&mut child, WAIT);
+    let out = Command::new(BIN).args(["health", &addr]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
