@@ -40,9 +40,18 @@
       heartbeatIncoming: 10000,
       heartbeatOutgoing: 10000,
     });
-    client.onConnect = (frame) => setConnected(true, `connected (STOMP ${frame.headers.version})`);
-    client.onStompError = (frame) => setConnected(false, `ERROR: ${frame.headers.message}`);
-    client.onWebSocketClose = () => setConnected(false);
+    // The broker closes the socket right after an ERROR: keep the ERROR on screen (a failed
+    // login used to show only "disconnected").
+    let lastError = '';
+    client.onConnect = (frame) => {
+      lastError = '';
+      setConnected(true, `connected (STOMP ${frame.headers.version})`);
+    };
+    client.onStompError = (frame) => {
+      lastError = `ERROR ${frame.headers.message}${frame.body ? `: ${frame.body}` : ''}`;
+      setConnected(false, lastError);
+    };
+    client.onWebSocketClose = () => setConnected(false, lastError ? `disconnected after ${lastError}` : 'disconnected');
     client.activate();
   });
 

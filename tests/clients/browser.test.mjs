@@ -66,6 +66,10 @@ test('the console page connects, subscribes, sends and shows the message', { tim
     assert.deepEqual(errors, []);
     for (let i = 0; i < 100 && tcp.got.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(tcp.got, ['hello from chromium']);
+    // An ERROR stays on screen after the broker closes: an admin action from the web port.
+    await page.fill('#send-dest', '/virt/admin/shutdown');
+    await page.click('#send');
+    await page.waitForFunction(() => /disconnected after ERROR blocked: .*admin/.test(document.querySelector('#status').textContent), null, { timeout: 10000 });
   } finally {
     await browser.close();
     await tcp.client.deactivate();
