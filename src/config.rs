@@ -287,6 +287,9 @@ pub struct Config {
     /// credentials. Off: on a broker with users they need an admin login (HTTP Basic) or, for
     /// `/metrics`, the `metrics_token` bearer.
     pub console_public: bool,
+    /// Serve `/metrics` on the web port too (behind the same credentials as on the admin port),
+    /// for deployments that keep the admin port private (the container image does).
+    pub web_metrics: bool,
     /// A bearer token (`Authorization: Bearer TOKEN`) that opens `/metrics` to scrapers. Setting
     /// it protects the stats pages even on a broker without users.
     pub metrics_token: Option<String>,
@@ -412,6 +415,7 @@ impl Default for Config {
             web_root: None,
             enable_console: true,
             console_public: false,
+            web_metrics: false,
             metrics_token: None,
             max_http_head: 8192,
             linger: 2_000,

@@ -127,3 +127,17 @@ fn queue_depth_is_split_into_ready_and_unacked() {
     assert_eq!(b.metric(&format!("romp_destination_ready{label}")), 2);
     assert_eq!(b.metric(&format!("romp_destination_unacked{label}")), 1);
 }
+
+/// `web_metrics`: /metrics on the web port too, behind the same credentials; off, it is not there.
+#[test]
+fn metrics_can_be_served_on_the_web_port_behind_the_same_credentials() {
+    let off = Broker::start(1);
+    assert_eq!(get(off.web, "/metrics", None).0, 404);
+    let b = Broker::with(1, |c| {
+        c.web_metrics = true;
+        c.metrics_token = Some("t0k".into());
+    });
+    assert_eq!(get(b.web, "/metrics", None).0, 401);
+    let (code, page) = get(b.web, "/metrics", Some("Bearer t0k"));
+    assert!(code == 200 && page.contains("romp_connections "), "{page}");
+}
