@@ -121,6 +121,9 @@ pub struct Env<'a> {
     /// (messages recovered from the durable log at start, ms the recovery took); none
     /// without a log.
     pub recovery: Option<(u64, u64)>,
+    /// Destinations named exactly under `[destinations]`: always listed on `/metrics` (with
+    /// zeros while no worker holds them), so an alert on one never meets a missing series.
+    pub configured: &'a std::collections::BTreeMap<String, crate::config::DestConfig>,
 }
 
 /// Destinations listed per worker at most (the page says when it was cut).
@@ -344,7 +347,24 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
     for l in parts.iter().flat_map(|p| p.links.iter()) {
         let _ = writeln!(o, "romp_link_up{{name=\"{}\",address=\"{}\"}} {}", label(&l.name), l.address, u8::from(l.state == "up"));
     }
-    let dests: Vec<&DestInfo> = parts.iter().flat_map(|p| p.destinations.iter()).collect();
+    let mut dests: Vec<&DestInfo> = parts.iter().flat_map(|p| p.destinations.iter()).collect();
+    let absent: Vec<DestInfo> = env
+        .configured
+        .keys()
+        .filter(|n| !n.ends_with('*') && !dests.iter().any(|d| d.name == **n))
+        .map(|n| DestInfo {
+            name: n.to_string(),
+            kind: if crate::broker::DestKind::of(n) == crate::broker::DestKind::Topic { "topic" } else { "queue" },
+            subscribers: 0,
+            depth: 0,
+            ready: 0,
+            unacked: 0,
+            enqueued: 0,
+            delivered: 0,
+            stats: false,
+        })
+        .collect();
+    dests.extend(absent.iter());
     type Column = (&'static str, &'static str, &'static str, fn(&DestInfo) -> u64);
     let per_dest: [Column; 6] = [
         ("destination_subscribers", "gauge", "Subscribers of a destination.", |d| d.subscribers as u64),

@@ -141,3 +141,20 @@ fn metrics_can_be_served_on_the_web_port_behind_the_same_credentials() {
     let (code, page) = get(b.web, "/metrics", Some("Bearer t0k"));
     assert!(code == 200 && page.contains("romp_connections "), "{page}");
 }
+
+/// A destination named in [destinations] is on /metrics from the start, with zeros, so an
+/// alert on it never meets a missing series; patterns are not listed.
+#[test]
+fn configured_destinations_are_always_listed() {
+    let b = Broker::with(2, |c| {
+        c.destinations.insert("/queue/orders".into(), romp::config::DestConfig::default());
+        c.destinations.insert("/queue/batch*".into(), romp::config::DestConfig::default());
+    });
+    let m = b.metrics();
+    assert!(m.contains("romp_destination_depth{destination=\"/queue/orders\",kind=\"queue\"} 0"), "{m}");
+    assert!(!m.contains("/queue/batch*"), "{m}");
+    let mut p = b.client("1.2");
+    p.with_receipt("SEND", &[("destination", "/queue/orders")], b"x", "r");
+    let m = b.metrics();
+    assert_eq!(m.matches("romp_destination_depth{destination=\"/queue/orders\"").count(), 1, "listed once: {m}");
+}

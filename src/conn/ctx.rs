@@ -145,6 +145,7 @@ impl WorkerEnv {
             uptime_secs: self.started.elapsed().as_secs(),
             memory: &self.shared.memory,
             recovery: (!self.cfg.data_dir.is_empty()).then(|| (load(&self.shared.recovered), load(&self.shared.recovery_ms))),
+            configured: &self.policies.entries,
         }
     }
 }
