@@ -47,8 +47,19 @@ fn wait_for(b: &Broker, what: &str, f: impl Fn(&romp::memory::Gauge) -> bool) {
     }
 }
 
+/// The broker's log lines that say why connections closed (the log goes to a file for this
+/// test binary; shown when an assertion about connections fails).
+fn close_lines(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines().filter(|l| l.contains("closed") || l.contains("ERROR")).collect::<Vec<_>>().join("\n")
+}
+
 #[test]
 fn over_max_memory_every_publisher_is_paused_and_resumes_when_consumers_drain() {
+    let log = std::env::temp_dir().join(format!("romp-memory-test-{}.log", std::process::id()));
+    if let Ok(f) = std::fs::File::create(&log) {
+        let _ = simplelog::WriteLogger::init(log::LevelFilter::Info, simplelog::Config::default(), f);
+    }
     let b = Broker::with(2, small_memory);
     let (producers, each, size) = (8usize, 300u64, 16 * 1024);
     let ps: Vec<_> = (0..producers).map(|p| producer(b.addr, format!("/queue/mem-{p}"), each, size)).collect();
@@ -62,7 +73,7 @@ fn over_max_memory_every_publisher_is_paused_and_resumes_when_consumers_drain() 
     assert!(g.used() <= used + MIB, "publishing went on under the alarm: {used} -> {}", g.used());
     eprintln!("observed: {} bytes counted under a {} byte max_memory", g.used(), g.limit());
     assert!(g.used() < g.limit() + 4 * MIB, "overshot max_memory: {} bytes", g.used());
-    assert_eq!(b.connections(), producers, "every producer is still connected");
+    assert_eq!(b.connections(), producers, "every producer is still connected; the broker said:\n{}", close_lines(&log));
     let all = b.metrics();
     assert!(all.contains("romp_memory_alarm 1"), "{all}");
     assert!(metric_of(&all, "romp_memory_paused_publishers_total ") >= 1);
@@ -90,6 +101,7 @@ fn over_max_memory_every_publisher_is_paused_and_resumes_when_consumers_drain() 
     wait_for(&b, "the alarm to clear", |g| !g.alarm());
     assert!(g.alarms() >= 1);
     assert!(b.metric("romp_memory_alarm ") == 0);
+    let _ = std::fs::remove_file(&log);
 }
 
 fn metric_of(all: &str, prefix: &str) -> u64 {
