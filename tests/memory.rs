@@ -61,7 +61,10 @@ fn over_max_memory_every_publisher_is_paused_and_resumes_when_consumers_drain() 
         let _ = simplelog::WriteLogger::init(log::LevelFilter::Info, simplelog::Config::default(), f);
     }
     let b = Broker::with(2, small_memory);
-    let (producers, each, size) = (8usize, 300u64, 16 * 1024);
+    // Each producer alone sends more than max_memory (1,100 x 16 KiB = 17.6 MiB), so none can
+    // finish before the alarm holds it: with 300 a producer alone on a worker sometimes did,
+    // disconnected normally, and the count of held producers came out one short.
+    let (producers, each, size) = (8usize, 1100u64, 16 * 1024);
     let ps: Vec<_> = (0..producers).map(|p| producer(b.addr, format!("/queue/mem-{p}"), each, size)).collect();
     wait_for(&b, "the alarm", |g| g.alarm());
     // Paused: the count stops growing (give the producers time to push more if they could).
