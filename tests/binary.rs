@@ -227,7 +227,15 @@ fn help_and_version_answer_on_stdout_and_addresses_print_plainly() {
 fn close_lines_name_the_reason_the_transport_and_the_login() {
     let port = free_port();
     let log = tmp("close-lines.log", "");
-    let mut child = spawn_broker(port, Stdio::from(std::fs::File::create(&log).unwrap()));
+    // Stopped by PID even when an assertion below fails (a failed run once left it running).
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(spawn_broker(port, Stdio::from(std::fs::File::create(&log).unwrap())));
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut c = connect_retrying(addr);
     c.connect_with("1.2", &[("login", "mallory")]);
@@ -258,8 +266,8 @@ fn close_lines_name_the_reason_the_transport_and_the_login() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    wait_exit(&mut child, WAIT);
+    let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
+    wait_exit(&mut child.0, WAIT);
     assert!(text.contains("[INFO]") && text.contains("ERROR syntax: SEND requires") && text.contains("(login \"mallory\")"), "{text}");
     // Lines start with an RFC 3339 UTC timestamp with milliseconds: 2026-12-04T19:37:41.123Z.
     let stamp = text.lines().next().unwrap_or("").split(' ').next().unwrap_or("");
