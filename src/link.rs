@@ -288,10 +288,7 @@ impl Link {
             }
         }
         // TLS records (the handshake, or what the socket did not take) go out too.
-        match s.flush() {
-            Err(e) if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted => Err(e),
-            _ => Ok(()),
-        }
+        s.flush()
     }
 
     fn read_and_process(&mut self, now: Instant, shard: &mut Shard, out: &mut Outbox) -> Result<(), String> {

@@ -6,9 +6,9 @@
 //! [`Transport::Tls`] (the same socket under rustls' sans-io connection: read = decrypt into
 //! the caller's buffer, write = encrypt; the handshake runs inside reads and writes) and
 //! [`Transport::Detached`] (no socket: the caller hands input in and takes output out, as
-//! `romp::sim` does). Nothing above this file knows which one it has. *Framing* (plain STOMP, HTTP, WebSocket) sits on top, in `conn::web`, because
-//! it combines with every stream: WebSocket over TLS is the web framing over a TLS transport,
-//! not a fourth kind of stream.
+//! `romp::sim` does). Nothing above this file knows which one it has. *Framing* (plain STOMP,
+//! HTTP, WebSocket) sits on top, in `conn::web`, because it combines with every stream:
+//! WebSocket over TLS is the web framing over a TLS transport, not a fourth kind of stream.
 //!
 //! A leaf of the layering (it knows only mio), so connections and links can both use it.
 //!
@@ -125,11 +125,15 @@ impl Transport {
         }
     }
 
-    /// Write out what the transport itself holds (TLS records not yet taken by the socket);
-    /// would-block if the socket is full.
+    /// Write out what the transport itself holds (TLS records not yet taken by the socket), as
+    /// far as the socket takes it now; the rest goes on the next writable event (it stays
+    /// counted in [`Transport::pending`]). Only a real failure is an error.
     pub fn flush(&mut self) -> io::Result<()> {
         match self {
-            Transport::Tls(t) => t.flush(),
+            Transport::Tls(t) => match t.flush() {
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(()),
+                r => r,
+            },
             _ => Ok(()),
         }
     }
@@ -166,10 +170,10 @@ impl Transport {
         config: std::sync::Arc<rustls::ClientConfig>,
         name: rustls::pki_types::ServerName<'static>,
     ) -> io::Result<Transport> {
-        let sock = TcpStream::connect(addr)?;
-        let _ = sock.set_nodelay(true);
-        let tls = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
-        Ok(Transport::Tls(Box::new(TlsStream { sock, tls: tls.into() })))
+        match Transport::connect(addr)? {
+            Transport::Tcp(sock) => Transport::tls_client(sock, config, name),
+            other => Ok(other),
+        }
     }
 
     /// Whether this is a TLS stream.

@@ -35,11 +35,7 @@ impl Worker {
             buf.clear();
         }
         // What the transport itself holds (TLS records) goes first.
-        let mut failed = match io.flush() {
-            Ok(()) => None,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => None,
-            Err(e) => Some(e),
-        };
+        let mut failed = io.flush().err();
         while failed.is_none() && !buf.is_empty() {
             match io.write(buf) {
                 Ok(n) => {

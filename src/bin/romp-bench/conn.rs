@@ -120,10 +120,7 @@ fn flush(c: &mut Conn) -> std::io::Result<()> {
         }
     }
     // TLS records the socket has not taken yet.
-    match sock.flush() {
-        Err(e) if e.kind() != ErrorKind::WouldBlock && e.kind() != ErrorKind::Interrupted => Err(e),
-        _ => Ok(()),
-    }
+    sock.flush()
 }
 
 /// Per-thread state the read path needs.
