@@ -153,9 +153,19 @@ pub struct Session {
     /// The destination of the last SEND, its policy and the policy table generation: a producer
     /// nearly always repeats it, so its name is shared instead of allocated again and its policy
     /// is not looked up again for every message.
-    /// The last SEND's destination, its policy, the policy generation, and whether this
-    /// session may create it (the `create` access rule).
-    last_dest: Option<(Arc<str>, Arc<Policy>, u64, bool)>,
+    last_dest: Option<LastDest>,
+}
+
+/// What a SEND to the same destination as the last one need not work out again: the policy
+/// and the access decisions, valid while the policy generation (reloads, admin `perms`) holds.
+#[derive(Debug)]
+struct LastDest {
+    dest: Arc<str>,
+    policy: Arc<Policy>,
+    gen: u64,
+    /// The `create` and `durable` access rules for this session and destination.
+    create: bool,
+    durable: bool,
 }
 
 impl Session {
@@ -485,19 +495,28 @@ fn is_broker_header(name: &str) -> bool {
     matches!(name, "destination" | "content-length" | "receipt" | "transaction" | "message-id" | "subscription" | "ack" | "redelivered")
 }
 
+/// Whether the access rules let this session use `verb` on `dest`.
+fn allowed(conn: &Conn, verb: crate::acl::Verb, dest: &str, ctx: &Ctx) -> bool {
+    let who = crate::acl::Who { login: conn.who.login.as_deref(), admin: conn.who.admin };
+    ctx.env.policies.acl.allows(who, verb, dest)
+}
+
 /// Whether the access rules let this session create `dest` (its owner refuses otherwise,
 /// when it does not hold it yet).
 fn may_create(conn: &Conn, dest: &str, ctx: &Ctx) -> bool {
-    let who = crate::acl::Who { login: conn.who.login.as_deref(), admin: conn.who.admin };
-    ctx.env.policies.acl.allows(who, crate::acl::Verb::Create, dest)
+    allowed(conn, crate::acl::Verb::Create, dest, ctx)
 }
 
 /// Refuse `verb` on `dest` if the access rules do not let this session's login use it.
 fn check_access(conn: &Conn, verb: crate::acl::Verb, dest: &str, ctx: &Ctx) -> Res {
-    let who = crate::acl::Who { login: conn.who.login.as_deref(), admin: conn.who.admin };
-    if ctx.env.policies.acl.allows(who, verb, dest) {
+    if allowed(conn, verb, dest, ctx) {
         return Ok(());
     }
+    denied(conn, verb, dest)
+}
+
+/// The refusal of `verb` on `dest`: logged, and the ERROR that closes the session.
+fn denied(conn: &Conn, verb: crate::acl::Verb, dest: &str) -> Res {
     let login = conn.who.login.as_deref().map_or("an anonymous session".to_string(), |l| format!("{l:?}"));
     log::info!("{} {}: access denied: {} on {dest} for {login}", conn.session_id(), conn.who.peer, verb.as_str());
     Err(Fatal::new(ErrorWord::AccessDenied, format!("{login} may not {} on {dest} (the [acl] rules)", verb.as_str())))

@@ -6,7 +6,7 @@ use super::*;
 pub(super) fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let dest = match (&conn.session.last_dest, f.header("destination")) {
         // The same destination as the last SEND: already checked.
-        (Some((d, _, _, _)), Some(name)) if **d == *name => name,
+        (Some(last), Some(name)) if *last.dest == *name => name,
         _ => destination(f)?,
     };
     if let Some(action) = dest.strip_prefix(crate::admin::PREFIX) {
@@ -21,22 +21,23 @@ pub(super) fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         }
         return Ok(());
     }
-    let (dest, policy) = match &conn.session.last_dest {
+    let (dest, policy, durable) = match &conn.session.last_dest {
         // Checked once per destination (and again after a reload): the rules cannot change
         // without a new generation.
-        Some((d, p, gen, _)) if **d == *dest && *gen == ctx.env.policies.gen => (d.clone(), p.clone()),
+        Some(last) if *last.dest == *dest && last.gen == ctx.env.policies.gen => (last.dest.clone(), last.policy.clone(), last.durable),
         _ => {
             check_access(conn, crate::acl::Verb::Send, dest, ctx)?;
             let d: Arc<str> = Arc::from(dest);
             let p = ctx.env.policies.resolve(&d).clone();
-            let create = may_create(conn, &d, ctx);
-            conn.session.last_dest = Some((d.clone(), p.clone(), ctx.env.policies.gen, create));
-            (d, p)
+            let (create, durable) = (may_create(conn, &d, ctx), allowed(conn, crate::acl::Verb::Durable, &d, ctx));
+            let gen = ctx.env.policies.gen;
+            conn.session.last_dest = Some(LastDest { dest: d.clone(), policy: p.clone(), gen, create, durable });
+            (d, p, durable)
         }
     };
     check_policy(conn, &dest, &policy, true, ctx)?;
-    if f.header("persistent") == Some("true") && !ctx.env.policies.acl.is_open() {
-        check_access(conn, crate::acl::Verb::Durable, &dest, ctx)?;
+    if !durable && f.header("persistent") == Some("true") {
+        return denied(conn, crate::acl::Verb::Durable, &dest);
     }
     if f.body.len() > policy.max_message_size {
         return Err(Fatal::new(
@@ -101,7 +102,7 @@ pub(super) fn publish(conn: &mut Conn, msg: Arc<Message>, receipt: Option<&str>,
     conn.session.touched.insert(w);
     // Decided with the SEND's other checks (a hook may have renamed the destination).
     let create = match &conn.session.last_dest {
-        Some((d, _, gen, c)) if **d == *msg.destination && *gen == ctx.env.policies.gen => *c,
+        Some(last) if *last.dest == *msg.destination && last.gen == ctx.env.policies.gen => last.create,
         _ => may_create(conn, &msg.destination, ctx),
     };
     ctx.to_owner(w, ToOwner::Publish { msg, from: Publisher::Conn(conn.me), receipt: receipt.map(Box::from), create });
