@@ -89,18 +89,23 @@ pub struct Acl {
 }
 
 /// How specific a pattern is when it matches `dest` (higher wins), or `None`.
+/// (`{user}` stands for the login wherever it appears; matched in place, nothing allocated.)
 fn specificity(pattern: &str, login: Option<&str>, dest: &str) -> Option<usize> {
-    let expanded;
-    let pattern = if pattern.contains("{user}") {
-        expanded = pattern.replace("{user}", login?);
-        expanded.as_str()
-    } else {
-        pattern
+    let (body, prefix) = match pattern.strip_suffix('*') {
+        Some(p) => (p, true),
+        None => (pattern, false),
     };
-    match pattern.strip_suffix('*') {
-        Some(prefix) => dest.starts_with(prefix).then_some(prefix.len()),
+    // Walk the pattern's literal pieces and logins along `dest`.
+    let mut pieces = body.split("{user}");
+    let mut rest = dest.strip_prefix(pieces.next().unwrap_or(""))?;
+    for piece in pieces {
+        rest = rest.strip_prefix(login?)?.strip_prefix(piece)?;
+    }
+    match (prefix, rest.is_empty()) {
+        (true, _) => Some(dest.len() - rest.len()),
         // An exact name beats every prefix.
-        None => (pattern == dest).then_some(usize::MAX),
+        (false, true) => Some(usize::MAX),
+        (false, false) => None,
     }
 }
 
