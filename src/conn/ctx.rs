@@ -150,6 +150,15 @@ impl WorkerEnv {
     }
 }
 
+/// Why a slow credential check was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthBusy {
+    /// This peer address already has its share of checks pending on this worker.
+    PeerPending,
+    /// The auth threads' queue is full (or they are gone).
+    QueueFull,
+}
+
 /// The worker's clocks and deadlines.
 pub struct Clock {
     /// Monotonic time, taken once per loop turn.
@@ -293,15 +302,21 @@ impl Ctx {
         }
     }
 
-    /// Take a slot for one more slow credential check from `ip` (bounded by
-    /// [`crate::auth::MAX_PENDING_PER_PEER`] on this worker); `false` when it has none left.
-    pub fn auth_slot(&mut self, ip: std::net::IpAddr) -> bool {
+    /// Hand a slow credential check to the auth threads, within the bound of checks pending
+    /// per peer address on this worker ([`crate::auth::MAX_PENDING_PER_PEER`]) and the auth
+    /// queue's; the answer comes back as `ToWorker::AuthDone`, which releases the slot.
+    pub fn submit_auth(&mut self, job: AuthJob) -> Result<(), AuthBusy> {
+        let ip = job.peer;
         let n = self.auth_pending.entry(ip).or_insert(0);
         if *n >= crate::auth::MAX_PENDING_PER_PEER {
-            return false;
+            return Err(AuthBusy::PeerPending);
         }
         *n += 1;
-        true
+        if !crate::auth::submit(&self.env.auth_tx, job) {
+            self.auth_released(ip);
+            return Err(AuthBusy::QueueFull);
+        }
+        Ok(())
     }
 
     /// A check from `ip` is over (answered, or never queued).

@@ -389,17 +389,17 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
             if admin || (path == "/metrics" && ctx.env.cfg.web_metrics) || (ctx.env.cfg.enable_console && path != "/metrics") =>
         {
             // Credentials first: a request that may not see the pages costs no worker anything.
-            match gate(&req, &path, ctx) {
+            match gate(&req, &path, conn, ctx) {
                 Gate::Open => {}
                 Gate::Refused(resp) => return respond(conn, ctx, &resp, keep_alive, head_only),
                 Gate::Verify(job) => {
-                    let job = crate::auth::AuthJob { conn: conn.me, peer: conn.who.peer.ip(), ..*job };
-                    if !ctx.auth_slot(conn.who.peer.ip()) {
-                        return respond(conn, ctx, &Response::text(429, "too many logins pending from this address"), false, head_only);
-                    }
-                    if !crate::auth::submit(&ctx.env.auth_tx, job) {
-                        ctx.auth_released(conn.who.peer.ip());
-                        return respond(conn, ctx, &Response::text(503, "the authentication service is busy; try again"), false, head_only);
+                    let busy = match ctx.submit_auth(*job) {
+                        Ok(()) => None,
+                        Err(crate::conn::ctx::AuthBusy::PeerPending) => Some((429, "too many logins pending from this address")),
+                        Err(crate::conn::ctx::AuthBusy::QueueFull) => Some((503, "the authentication service is busy; try again")),
+                    };
+                    if let Some((status, why)) = busy {
+                        return respond(conn, ctx, &Response::text(status, why), false, head_only);
                     }
                     conn.phase = super::Phase::Authenticating;
                     if let Some(web) = conn.web.as_mut() {
@@ -517,7 +517,7 @@ fn stats_round(conn: &mut Conn, path: String, keep_alive: bool, head_only: bool,
 enum Gate {
     Open,
     Refused(Response),
-    /// Credentials the auth thread must check (a PBKDF2 passcode); `conn` is filled in.
+    /// Credentials the auth threads must check (a PBKDF2 passcode).
     Verify(Box<crate::auth::AuthJob>),
 }
 
@@ -528,7 +528,7 @@ fn unauthorized(why: &str) -> Response {
 /// The stats pages need an admin login (HTTP Basic), or the `metrics_token` bearer for
 /// `/metrics`, unless `console_public` opens them or there is nothing to log in with (a broker
 /// without users and without a token).
-fn gate(req: &crate::http::Request, path: &str, ctx: &Ctx) -> Gate {
+fn gate(req: &crate::http::Request, path: &str, conn: &Conn, ctx: &Ctx) -> Gate {
     let cfg = &ctx.env.cfg;
     let auth = &ctx.env.auth;
     if cfg.console_public || (auth.is_open() && cfg.metrics_token.is_none()) {
@@ -556,8 +556,8 @@ fn gate(req: &crate::http::Request, path: &str, ctx: &Ctx) -> Gate {
         crate::auth::Verdict::Accept { admin: false } => Gate::Refused(Response::text(403, "the stats pages are for admin users")),
         crate::auth::Verdict::Reject => Gate::Refused(unauthorized("bad login or passcode")),
         crate::auth::Verdict::Deferred(credential, admin) => Gate::Verify(Box::new(crate::auth::AuthJob {
-            conn: crate::broker::ConnRef { worker: 0, slot: 0, gen: 0 },
-            peer: std::net::IpAddr::from([0, 0, 0, 0]),
+            conn: conn.me,
+            peer: conn.who.peer.ip(),
             credential,
             admin,
             login: login.to_string(),

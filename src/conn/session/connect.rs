@@ -49,21 +49,20 @@ pub(super) fn connect(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         Verdict::Reject if certified.is_some() => Err(Fatal::new(ErrorWord::AuthErr, "the client certificate's name is not a known user")),
         Verdict::Reject => Err(Fatal::new(ErrorWord::AuthErr, "bad login or passcode")),
         Verdict::Deferred(credential, admin) => {
-            let ip = conn.who.peer.ip();
-            if !ctx.auth_slot(ip) {
-                return Err(Fatal::new(ErrorWord::AuthErr, "too many logins pending from this address; try again"));
-            }
             let job = AuthJob {
                 conn: conn.me,
-                peer: ip,
+                peer: conn.who.peer.ip(),
                 credential,
                 admin,
                 login: login.unwrap_or("").to_string(),
                 passcode: f.header("passcode").unwrap_or("").to_string(),
             };
-            if !auth::submit(&ctx.env.auth_tx, job) {
-                ctx.auth_released(ip);
-                return Err(Fatal::new(ErrorWord::AuthErr, "the authentication service is busy; try again"));
+            match ctx.submit_auth(job) {
+                Ok(()) => {}
+                Err(AuthBusy::PeerPending) => {
+                    return Err(Fatal::new(ErrorWord::AuthErr, "too many logins pending from this address; try again"))
+                }
+                Err(AuthBusy::QueueFull) => return Err(Fatal::new(ErrorWord::AuthErr, "the authentication service is busy; try again")),
             }
             conn.phase = Phase::Authenticating;
             Ok(())

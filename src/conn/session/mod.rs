@@ -13,13 +13,14 @@
 
 use super::ListenerKind;
 use super::{mark_dirty, CloseReason, Conn, Ctx, HoldCause, Phase};
-use crate::auth::{self, AuthJob, Verdict};
+use crate::auth::{AuthJob, Verdict};
 use crate::broker::policy::Policy;
 use crate::broker::queue::SettleKind;
 use crate::broker::FastMap;
 use crate::broker::{owner_of, AckMode, DestKind, Message, Publisher, SubKey};
 use crate::bus::{Seqs, ToOwner};
 use crate::config::SlowConsumerPolicy;
+use crate::conn::ctx::AuthBusy;
 use crate::stomp::version::{self, negotiate_heart_beat, HeartBeat};
 use crate::stomp::{encoder, parse, skip_eols, Command, ErrorWord, Frame, ParseError, Parsed, Version};
 use crate::timer::{Timer, TimerKind};
