@@ -211,7 +211,7 @@ fn journal_totals(parts: &[&WorkerSnapshot]) -> serde_json::Value {
     }
     let sum = |f: fn(&JournalStats) -> u64| logs.iter().map(|j| f(j)).sum::<u64>();
     let max = |f: fn(&JournalStats) -> u64| logs.iter().map(|j| f(j)).max().unwrap_or(0);
-    let sync: Vec<u64> = (0..=SYNC_BUCKETS_US.len()).map(|i| logs.iter().map(|j| j.sync_buckets[i]).sum()).collect();
+    let sync = merged(&logs, |j| &j.sync_buckets[..]);
     let syncs = sum(|j| j.syncs);
     serde_json::json!({
         "records": sum(|j| j.records),
@@ -225,6 +225,19 @@ fn journal_totals(parts: &[&WorkerSnapshot]) -> serde_json::Value {
         "sync_p99_us_at_most": quantile_bound(&SYNC_BUCKETS_US, &sync, 0.99),
         "records_per_sync": if syncs == 0 { 0.0 } else { sum(|j| j.records) as f64 / syncs as f64 },
     })
+}
+
+/// One histogram's bucket counts summed over every worker's log.
+fn merged(logs: &[&JournalStats], buckets: fn(&JournalStats) -> &[u64]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for j in logs {
+        let b = buckets(j);
+        out.resize(out.len().max(b.len()), 0);
+        for (o, n) in out.iter_mut().zip(b) {
+            *o += n;
+        }
+    }
+    out
 }
 
 /// A Prometheus histogram `romp_NAME` from per-bucket counts (`counts[i]` observations at most
@@ -320,11 +333,11 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
         );
         metric("journal_max_sync_microseconds", "gauge", "The slowest group commit since start.", jmax(|j| j.max_sync_us));
         metric("journal_disk_refused_total", "counter", "Persistent SENDs refused for disk limits (disk flup).", jsum(|j| j.disk_refused));
-        let sync: Vec<u64> = (0..=SYNC_BUCKETS_US.len()).map(|i| logs.iter().map(|j| j.sync_buckets[i]).sum()).collect();
+        let sync = merged(&logs, |j| &j.sync_buckets[..]);
         let bounds: Vec<String> = SYNC_BUCKETS_US.iter().map(|us| format!("{}", *us as f64 / 1e6)).collect();
         let sum = format!("{}", jsum(|j| j.sync_us_sum) as f64 / 1e6);
         histogram(&mut hists, "journal_sync_seconds", "Group commit latency (one write and its fdatasync).", &bounds, &sync, &sum);
-        let batch: Vec<u64> = (0..=BATCH_BUCKETS.len()).map(|i| logs.iter().map(|j| j.batch_buckets[i]).sum()).collect();
+        let batch = merged(&logs, |j| &j.batch_buckets[..]);
         let bounds: Vec<String> = BATCH_BUCKETS.iter().map(u64::to_string).collect();
         let sum = jsum(|j| j.records).to_string();
         histogram(&mut hists, "journal_batch_records", "Records per group commit.", &bounds, &batch, &sum);
@@ -348,10 +361,11 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
         let _ = writeln!(o, "romp_link_up{{name=\"{}\",address=\"{}\"}} {}", label(&l.name), l.address, u8::from(l.state == "up"));
     }
     let mut dests: Vec<&DestInfo> = parts.iter().flat_map(|p| p.destinations.iter()).collect();
+    let held: std::collections::HashSet<&str> = dests.iter().map(|d| d.name.as_str()).collect();
     let absent: Vec<DestInfo> = env
         .configured
         .keys()
-        .filter(|n| !n.ends_with('*') && !dests.iter().any(|d| d.name == **n))
+        .filter(|n| !n.ends_with('*') && !held.contains(n.as_str()))
         .map(|n| DestInfo {
             name: n.to_string(),
             kind: if crate::broker::DestKind::of(n) == crate::broker::DestKind::Topic { "topic" } else { "queue" },
