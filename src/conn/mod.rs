@@ -336,6 +336,21 @@ impl Conn {
         self.out.len() + self.web.as_ref().map_or(0, |w| w.wire_len()) + self.io.pending()
     }
 
+    /// How the connection came in, for its log lines: tcp, tls, web, web tls, admin, admin tls
+    /// (admin HTTP requests are "admin web").
+    pub fn transport_label(&self) -> &'static str {
+        match (self.who.listener == ListenerKind::Admin, self.is_web(), self.io.is_tls()) {
+            (false, false, false) => "tcp",
+            (false, false, true) => "tls",
+            (false, true, false) => "web",
+            (false, true, true) => "web tls",
+            (true, false, false) => "admin",
+            (true, false, true) => "admin tls",
+            (true, true, false) => "admin web",
+            (true, true, true) => "admin web tls",
+        }
+    }
+
     /// Came in over the web port.
     pub fn is_web(&self) -> bool {
         self.web.is_some()

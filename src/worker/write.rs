@@ -120,19 +120,12 @@ impl Worker {
         }
         let _ = conn.io.deregister(self.poll.registry());
         let reason = conn.close_reason.clone().unwrap_or(reason);
-        let transport = match (conn.who.listener, conn.io.is_tls(), conn.is_web()) {
-            (crate::conn::ListenerKind::Admin, tls, web) => {
-                ["admin", "admin tls", "admin http", "admin https"][usize::from(tls) + 2 * usize::from(web)]
-            }
-            (_, false, false) => "tcp",
-            (_, true, false) => "tls",
-            (_, false, true) => "web",
-            (_, true, true) => "web tls",
-        };
-        let login = conn.who.login.as_deref().map_or(String::new(), |l| format!(", login {l:?}"));
         // A finished HTTP request (a health check, a scrape) is routine: DEBUG, not a line per probe.
         let level = if matches!(reason, CloseReason::HttpDone) { log::Level::Debug } else { log::Level::Info };
-        log::log!(level, "{} {}: closed: {} [{transport}{login}]", conn.session_id(), conn.who.peer, reason);
+        if log::log_enabled!(level) {
+            let login = conn.who.login.as_deref().map_or(String::new(), |l| format!(", login {l:?}"));
+            log::log!(level, "{} {}: closed: {} [{}{login}]", conn.session_id(), conn.who.peer, reason, conn.transport_label());
+        }
         self.node.ctx.turn.pool.give(std::mem::take(&mut conn.out));
         self.node.ctx.turn.pool.give(std::mem::take(&mut conn.inbuf));
         self.node.ctx.stats.closed += 1;

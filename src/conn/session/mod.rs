@@ -238,8 +238,10 @@ pub fn fail(conn: &mut Conn, ctx: &mut Ctx, f: Fatal) {
     mark_dirty(conn, ctx);
     // At INFO: why a client was refused is what an operator looks for first (a failed login
     // names the user it tried).
-    let who = conn.who.login.as_deref().map_or(String::new(), |l| format!(" (login {l:?})"));
-    log::info!("{} {}: ERROR {}: {}{who}", conn.session_id(), conn.who.peer, f.word, f.detail);
+    if log::log_enabled!(log::Level::Info) {
+        let who = conn.who.login.as_deref().map_or(String::new(), |l| format!(" (login {l:?})"));
+        log::info!("{} {}: ERROR {}: {}{who}", conn.session_id(), conn.who.peer, f.word, f.detail);
+    }
     conn.begin_close(if f.word == ErrorWord::AuthErr { CloseReason::AuthFailed } else { CloseReason::Protocol(f.word) });
 }
 
