@@ -124,15 +124,7 @@ fn a_reload_applies_new_rules_to_sessions_already_open() {
     p.with_receipt("SEND", &[("destination", "/queue/orders.x")], b"before", "r1");
     // The new rules drop billing from the senders; its next SEND (same destination, whose
     // check was cached) is refused.
-    let mut cfg = romp::Config {
-        ports: vec![0],
-        web_port: 0,
-        admin_port: 0,
-        workers: 2,
-        pin_workers: false,
-        data_dir: String::new(),
-        ..romp::Config::default()
-    };
+    let mut cfg = test_config(2);
     rules(&mut cfg, users);
     cfg.acl.get_mut("/queue/orders*").unwrap().send = list(&["orders-svc"]);
     b.handle.as_ref().unwrap().reload(cfg).unwrap();

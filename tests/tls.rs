@@ -436,15 +436,7 @@ fn served_cn(t: &TlsClient) -> String {
 fn a_reload_serves_new_certificates_to_new_connections_only() {
     let pki = Pki::new("reload");
     pki.issue("server", "first", true);
-    let mut cfg = romp::Config {
-        ports: vec![0],
-        web_port: 0,
-        admin_port: 0,
-        workers: 2,
-        pin_workers: false,
-        data_dir: String::new(),
-        ..romp::Config::default()
-    };
+    let mut cfg = test_config(2);
     pki.configure(&mut cfg);
     let handle = romp::Server::start(cfg.clone()).unwrap();
     let addr = handle.tls_addrs()[0];

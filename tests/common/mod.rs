@@ -44,6 +44,12 @@ pub struct Broker {
     pub basic: Option<String>,
 }
 
+/// The configuration every test broker starts from: ephemeral ports, memory only, unpinned.
+/// (Tests that reload give `ServerHandle::reload` a configuration built from it too.)
+pub fn test_config(workers: usize) -> Config {
+    Config { ports: vec![0], web_port: 0, admin_port: 0, workers, pin_workers: false, data_dir: String::new(), ..Config::default() }
+}
+
 impl Broker {
     pub fn start(setup: impl Into<Setup>) -> Broker {
         Broker::with(setup, |_| {})
@@ -51,15 +57,7 @@ impl Broker {
 
     pub fn with(setup: impl Into<Setup>, f: impl FnOnce(&mut Config)) -> Broker {
         let setup = setup.into();
-        let mut cfg = Config {
-            ports: vec![0],
-            web_port: 0,
-            admin_port: 0,
-            workers: setup.workers,
-            pin_workers: false,
-            data_dir: String::new(),
-            ..Config::default()
-        };
+        let mut cfg = test_config(setup.workers);
         f(&mut cfg);
         let basic = match (&cfg.login, &cfg.passcode) {
             (Some(l), Some(p)) => {
