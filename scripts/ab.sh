@@ -21,7 +21,7 @@ build() { # rev -> path of its romp binary (worktrees are named by commit, so a 
 }
 bin_a=$(build "$a"); bin_b=$(build "$b")
 cargo build -q --release --bin romp-bench
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/lib.sh
 run_one() { # label binary scenario args...
   local label=$1 bin=$2 name=$3; shift 3
   local p w m pid line

@@ -16,7 +16,7 @@ mkdir -p "$out"
 raw="$out/raw.jsonl"
 : >"$raw"
 cargo build --release -q --bin romp --bin romp-bench || exit 1
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/lib.sh
 
 # name|romp-bench arguments. Core scenarios run against every broker; the extra ones against
 # romp and the null broker (the tool's own ceiling) only, to keep `make bench` short.

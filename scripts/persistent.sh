@@ -10,12 +10,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
-out=${BENCH_OUT:-bench}
-mkdir -p "$out"
-raw="$out/persistent.jsonl"
-: >"$raw"
 cargo build --release -q --bin romp --bin romp-bench || exit 1
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/lib.sh
+raw=$(bench_file persistent.jsonl)
 scenarios=(
   "1 in flight|--producers 1 --receipt-window 1"
   "64 in flight|--producers 1 --receipt-window 64"

@@ -10,12 +10,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 want=${1:-1000000}
 runs=${2:-3}
-out=${BENCH_OUT:-bench}
-mkdir -p "$out"
-raw="$out/recovery.jsonl"
-: >"$raw"
 cargo build --release -q --bin romp --bin romp-bench || exit 1
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/lib.sh
+raw=$(bench_file recovery.jsonl)
 work=$(mktemp -d "${TMPDIR:-/tmp}/romp-recovery.XXXX")
 cfg="$work/romp.toml"
 port=$(free_port)

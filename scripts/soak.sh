@@ -14,7 +14,7 @@ out=${2:-soak-out}
 cd "$(dirname "$0")/.."
 cargo build --release -q --bin romp --bin romp-bench
 mkdir -p "$out"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/lib.sh
 port=$(free_port)
 ./target/release/romp --port "$port" --web-port 0 --admin-port 0 --workers 2 >"$out/broker.log" 2>&1 &
 broker=$!

@@ -7,12 +7,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
-out=${BENCH_OUT:-bench}
-mkdir -p "$out"
-raw="$out/tls.jsonl"
-: >"$raw"
 cargo build --release -q --bin romp --bin romp-bench || exit 1
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/lib.sh
+raw=$(bench_file tls.jsonl)
 work=$(mktemp -d "${TMPDIR:-/tmp}/romp-tls.XXXX")
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; scripts/peers/rabbitmq.sh stop >/dev/null 2>&1; rm -rf "$work"; }

@@ -11,7 +11,7 @@ py=$top/.venv/bin/python
 [ -x "$py" ] || { echo "no $py: run 'make client-deps'"; exit 1; }
 [ -d "$here/node_modules/@stomp/stompjs" ] || { echo "no stompjs: run 'make client-deps'"; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$top/scripts/lib.sh"
 port=$(free_port)
 web_port=$(free_port)
 tls_port=$(free_port)
