@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../fuzz"
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(parser parser_split escape_roundtrip ws_decoder http_head session workers)
+[ ${#targets[@]} -gt 0 ] || targets=(parser parser_split escape_roundtrip ws_decoder http_head session workers selector)
 command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz is not installed: cargo install cargo-fuzz"; exit 1; }
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build >/dev/null

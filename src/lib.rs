@@ -19,7 +19,7 @@
 //!
 //! 1. [`stomp`], [`http`], [`timer`]: sans-io leaves (wire formats, timer wheel);
 //!    [`transport`]: the byte streams under connections and links; [`memory`]: the
-//!    process-wide memory accounting and alarm.
+//!    process-wide memory accounting and alarm; [`selector`]: JMS message selectors.
 //! 2. [`ws`]: WebSocket framing and the upgrade handshake (on [`http`]); [`client`]: the
 //!    public sans-io STOMP client and its blocking adapter (on [`stomp`]); [`journal`]: the
 //!    durable log; [`tls`]: certificates, keys and the rustls configurations; [`acl`]: the
@@ -41,7 +41,7 @@
 
 /// The declared layers, bottom up (read by `tests/layers.rs`; keep in step with the list above).
 pub const LAYERS: &[&[&str]] = &[
-    &["stomp", "http", "timer", "transport", "memory", "rng"],
+    &["stomp", "http", "timer", "transport", "memory", "rng", "selector"],
     &["ws", "client", "journal", "tls", "acl"],
     &["config"],
     &["admin"],
@@ -71,6 +71,7 @@ pub mod link;
 pub mod memory;
 pub mod metrics;
 pub mod rng;
+pub mod selector;
 pub mod server;
 pub mod sim;
 pub mod stomp;
