@@ -37,6 +37,18 @@ pub enum Overflow {
     DropHead,
 }
 
+/// How a topic SUBSCRIBE's destination may name many topics at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Wildcards {
+    /// ActiveMQ's: `.` separates words, `*` is one word, `>` (last) is the rest, at least one.
+    Activemq,
+    /// RabbitMQ's topic exchange: `.` separates words, `*` is one word, `#` zero or more.
+    Rabbitmq,
+    /// Names are literal.
+    Off,
+}
+
 /// Whether a destination's messages go to the durable log (queues, and topics' durable
 /// subscriptions; `data_dir = ""` turns the log off altogether).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -299,6 +311,14 @@ pub struct Config {
     pub linger: u64,
     /// Milliseconds to wait for connections to flush on SIGINT/SIGTERM before closing anyway.
     pub shutdown_timeout: u64,
+    /// SUBSCRIBE's `selector` header (JMS syntax, see `romp::selector`); off, a SUBSCRIBE
+    /// with one is refused with ERROR rather than served unfiltered.
+    pub selectors: bool,
+    /// The wildcard syntax of topic subscriptions.
+    pub wildcards: Wildcards,
+    /// Wildcard subscriptions held at once, server-wide (each is registered with every worker,
+    /// so each costs on every one); past it such a SUBSCRIBE gets ERROR `subs flup`.
+    pub max_wildcard_subs: usize,
     /// Accept SEND/SUBSCRIBE to destinations not listed in `destinations` (false: ERROR
     /// `destination unknown`).
     pub create_destinations: bool,
@@ -420,6 +440,9 @@ impl Default for Config {
             max_http_head: 8192,
             linger: 2_000,
             shutdown_timeout: 3_000,
+            selectors: true,
+            wildcards: Wildcards::Activemq,
+            max_wildcard_subs: 10_000,
             create_destinations: true,
             max_destinations: 100_000,
             max_memory: 0,
@@ -513,12 +536,13 @@ impl Config {
     /// [`Config::validate`] and so by `--check-config` and reloads. The ranges keep a broker that
     /// starts able to work: a channel or buffer of `u64::MAX`, a spin of hours, or a frame limit
     /// past what memory can hold are configuration errors, not a crash later.
-    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 26] {
+    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 27] {
         const MIB: u64 = 1 << 20;
         const DAY_MS: u64 = 86_400_000;
         [
             ("max_connections", self.max_connections as u64, 1, 1_000_000),
             ("max_destinations", self.max_destinations as u64, 1, 10_000_000),
+            ("max_wildcard_subs", self.max_wildcard_subs as u64, 1, 1_000_000),
             ("connect_timeout", self.connect_timeout, 1, 3_600_000),
             ("max_message_size", self.max_message_size as u64, 1, 256 * MIB),
             ("max_headers", self.max_headers as u64, 1, 10_000),

@@ -437,7 +437,17 @@ mod tests {
                             let mode = if (rng.next_u64() % (3)) == 0 { AckMode::Auto } else { AckMode::ClientIndividual };
                             subs.push((key, dest.clone()));
                             let durable = (&*dest == "/topic/t").then(|| Box::new(("app".into(), durable_name(&mut rng).into())));
-                            ToOwner::Subscribe { dest, key, mode, prefetch: 2, filter: None, barrier: false, durable, create: true }
+                            ToOwner::Subscribe {
+                                dest,
+                                key,
+                                mode,
+                                prefetch: 2,
+                                filter: None,
+                                selector: None,
+                                barrier: false,
+                                durable,
+                                create: true,
+                            }
                         }
                         6 if !subs.is_empty() => {
                             let (key, dest) = subs.swap_remove((rng.next_u64() % (subs.len()) as u64) as usize);
@@ -552,7 +562,17 @@ mod tests {
             // Defined first (a topic keeps nothing for nobody), then detached.
             let (d, mode) = (dest.clone(), AckMode::ClientIndividual);
             shard.handle(
-                ToOwner::Subscribe { dest: d, key, mode, prefetch: 40, filter: None, barrier: false, durable: sub.clone(), create: true },
+                ToOwner::Subscribe {
+                    dest: d,
+                    key,
+                    mode,
+                    prefetch: 40,
+                    filter: None,
+                    selector: None,
+                    barrier: false,
+                    durable: sub.clone(),
+                    create: true,
+                },
                 &mut out,
             );
             shard.handle(ToOwner::Unsubscribe { dest: dest.clone(), key }, &mut out);
@@ -566,6 +586,7 @@ mod tests {
                 mode: AckMode::ClientIndividual,
                 prefetch: 40,
                 filter: None,
+                selector: None,
                 barrier: false,
                 durable: sub,
                 create: true,

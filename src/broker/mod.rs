@@ -167,6 +167,19 @@ impl Message {
     }
 }
 
+/// What a selector reads: the message's own headers, plus `destination` and the
+/// `message-id` of a trusted publisher (a broker-numbered id is not text, so a selector on
+/// it sees NULL).
+impl crate::selector::Headers for Message {
+    fn header(&self, name: &str) -> Option<&str> {
+        match name {
+            "destination" => Some(&self.destination),
+            "message-id" => self.custom_id.as_deref(),
+            _ => Message::header(self, name),
+        }
+    }
+}
+
 /// Wall-clock ms since the Unix epoch (expiry is absolute, as the `expires` header is).
 pub fn wall_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)

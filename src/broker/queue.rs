@@ -15,6 +15,7 @@ use super::mail::Seqs;
 use super::policy::Policy;
 use super::{AckMode, FastMap, Message, SubKey};
 use crate::memory::Tally;
+use crate::selector::Selector;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
@@ -73,6 +74,12 @@ struct Consumer {
     /// On the ring of consumers that may take a message.
     queued: bool,
     inflight: BTreeMap<u64, Entry>,
+    /// Takes only the messages this accepts (the SUBSCRIBE's `selector`).
+    selector: Option<Arc<Selector>>,
+    /// With a selector: every ready message below this sequence was offered to this consumer
+    /// and refused. A selector's verdict on a message never changes, so this only moves back
+    /// when a message goes back to the queue below it.
+    cursor: u64,
 }
 
 /// A delivery the owner must send to a consumer's worker.
@@ -109,7 +116,19 @@ pub struct Queue {
     /// Logged messages that left (consumed, expired, dead-lettered, purged) since the shard
     /// last took them: (message id, log record), for its drop record.
     dropped: Vec<(u64, u64)>,
+    /// Consumers with a selector; while there are none, dispatch takes the head for the next
+    /// consumer on the ring (the fast path).
+    selective: usize,
+    /// The last dispatch spent its [`SELECTOR_BUDGET`] with messages left to offer: the owner
+    /// dispatches again next turn, without waiting for another event.
+    unfinished: bool,
 }
+
+/// Selector evaluations one dispatch may spend looking past ready messages that no consumer
+/// on the ring accepts (ActiveMQ's counterpart is a queue's page size, 200 messages). A later
+/// dispatch goes on from where this one stopped; what it costs per call is bounded whatever
+/// the backlog.
+pub const SELECTOR_BUDGET: usize = 16_384;
 
 /// What a destination costs besides its messages (its entry, name, policy handle and
 /// indexes), counted against `max_memory` for as long as it exists. About what 200,000 empty
@@ -133,6 +152,8 @@ impl Queue {
             delivered: 0,
             dead: Vec::new(),
             dropped: Vec::new(),
+            selective: 0,
+            unfinished: false,
         }
     }
 
@@ -292,6 +313,11 @@ impl Queue {
             return;
         }
         e.redelivered = true;
+        if self.selective > 0 {
+            for c in self.consumers.iter_mut().filter(|c| c.selector.is_some()) {
+                c.cursor = c.cursor.min(e.seq);
+            }
+        }
         let pos = self.ready.partition_point(|x| x.seq < e.seq);
         self.ready.insert(pos, e);
     }
@@ -309,10 +335,11 @@ impl Queue {
         self.index.get(&key).map(|&i| i as usize)
     }
 
-    pub fn subscribe(&mut self, key: SubKey, mode: AckMode, prefetch: u32) {
+    pub fn subscribe(&mut self, key: SubKey, mode: AckMode, prefetch: u32, selector: Option<Arc<Selector>>) {
         if self.index.contains_key(&key) {
             return;
         }
+        self.selective += selector.is_some() as usize;
         self.index.insert(key, self.consumers.len() as u32);
         self.consumers.push(Consumer {
             key,
@@ -321,6 +348,8 @@ impl Queue {
             paused: false,
             queued: false,
             inflight: BTreeMap::new(),
+            selector,
+            cursor: 0,
         });
         self.enqueue(self.consumers.len() - 1);
     }
@@ -330,6 +359,7 @@ impl Queue {
     pub fn unsubscribe(&mut self, key: SubKey) {
         let Some(i) = self.index.remove(&key) else { return };
         let c = self.consumers.swap_remove(i as usize);
+        self.selective -= c.selector.is_some() as usize;
         for (_, e) in c.inflight {
             self.requeue(e);
         }
@@ -413,6 +443,10 @@ impl Queue {
     /// Hand ready messages to consumers with credit, round-robin. Expired messages met on the
     /// way are moved to the dead letters instead (`now_ms`: wall clock).
     pub fn dispatch(&mut self, out: &mut Vec<Dispatch>, now_ms: u64) {
+        self.unfinished = false;
+        if self.selective > 0 {
+            return self.dispatch_selective(out, now_ms);
+        }
         while !self.ready.is_empty() {
             if self.ready.front().is_some_and(|e| e.msg.expired(now_ms)) {
                 if let Some(e) = self.ready.pop_front() {
@@ -431,31 +465,111 @@ impl Queue {
                 c.queued = false;
                 continue;
             }
-            let Some(mut entry) = self.ready.pop_front() else {
+            let Some(entry) = self.ready.pop_front() else {
                 self.ring.push_front(i as u32);
                 break;
             };
-            entry.deliveries = entry.deliveries.saturating_add(1);
-            let c = &mut self.consumers[i];
-            c.credit -= 1;
-            if c.credit > 0 && !c.paused {
-                self.ring.push_back(i as u32);
-            } else {
-                c.queued = false;
-            }
-            self.delivered += 1;
-            let (key, retains) = (c.key, c.retains);
-            if retains {
-                c.inflight.insert(entry.seq, entry.clone());
-            } else {
-                // Auto-ack: delivered at most once, so it leaves the log as it leaves here.
-                self.count -= 1;
-                self.shrink(entry.msg.weight());
-                self.gone(&entry);
-                entry.log = 0;
-            }
-            out.push(Dispatch { key, entry, retained: retains });
+            self.deliver(i, entry, out);
         }
+    }
+
+    /// Give `entry` to consumer `i` (taken off the ring; back at its end while it has credit).
+    fn deliver(&mut self, i: usize, mut entry: Entry, out: &mut Vec<Dispatch>) {
+        entry.deliveries = entry.deliveries.saturating_add(1);
+        let c = &mut self.consumers[i];
+        c.credit -= 1;
+        if c.credit > 0 && !c.paused {
+            self.ring.push_back(i as u32);
+        } else {
+            c.queued = false;
+        }
+        self.delivered += 1;
+        let (key, retains) = (c.key, c.retains);
+        if retains {
+            c.inflight.insert(entry.seq, entry.clone());
+        } else {
+            // Auto-ack: delivered at most once, so it leaves the log as it leaves here.
+            self.count -= 1;
+            self.shrink(entry.msg.weight());
+            self.gone(&entry);
+            entry.log = 0;
+        }
+        out.push(Dispatch { key, entry, retained: retains });
+    }
+
+    /// Dispatch with selective consumers, round-robin over the ring as on the fast path: a
+    /// consumer without a selector takes the oldest ready message; one with a selector takes
+    /// the oldest ready message at or past its cursor that it accepts, and the cursor moves
+    /// past what it refused. A message nobody accepts waits (for a consumer that does) while
+    /// later ones go on. Each message is tested against each selector about once, and a call
+    /// spends at most [`SELECTOR_BUDGET`] evaluations (the owner resumes next turn).
+    fn dispatch_selective(&mut self, out: &mut Vec<Dispatch>, now_ms: u64) {
+        let mut budget = SELECTOR_BUDGET;
+        // Consumers visited in a row that found nothing to take: a whole ring of them ends it.
+        let mut idle = 0;
+        while !self.ready.is_empty() && idle < self.ring.len() {
+            let Some(i) = self.ring.pop_front() else { break };
+            let i = i as usize;
+            let c = &mut self.consumers[i];
+            if c.credit == 0 || c.paused {
+                c.queued = false;
+                continue;
+            }
+            let (from, has_selector) = match &c.selector {
+                Some(_) => (self.ready.partition_point(|e| e.seq < c.cursor), true),
+                None => (0, false),
+            };
+            let mut at = from;
+            let mut taken = None;
+            while at < self.ready.len() {
+                if self.ready[at].msg.expired(now_ms) {
+                    if let Some(e) = self.ready.remove(at) {
+                        self.forget(&e);
+                        self.dead.push((e, DeadReason::Expired));
+                    }
+                    continue;
+                }
+                if !has_selector {
+                    taken = Some(at);
+                    break;
+                }
+                if budget == 0 {
+                    break;
+                }
+                budget -= 1;
+                let c = &self.consumers[i];
+                if c.selector.as_ref().is_some_and(|s| s.matches(&*self.ready[at].msg)) {
+                    taken = Some(at);
+                    break;
+                }
+                at += 1;
+            }
+            if has_selector {
+                let next = self.ready.get(at).map_or(u64::MAX, |e| e.seq);
+                let c = &mut self.consumers[i];
+                // Past everything it refused; at the end, past everything held so far.
+                c.cursor = if at < self.ready.len() { next } else { self.ready.back().map_or(c.cursor, |e| e.seq + 1).max(c.cursor) };
+            }
+            match taken.and_then(|at| self.ready.remove(at)) {
+                Some(entry) => {
+                    idle = 0;
+                    self.deliver(i, entry, out);
+                }
+                None => {
+                    idle += 1;
+                    self.ring.push_back(i as u32);
+                    if budget == 0 {
+                        self.unfinished = true;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the last dispatch stopped at its budget with work left (see `unfinished`).
+    pub fn unfinished(&self) -> bool {
+        self.unfinished
     }
 }
 
@@ -490,7 +604,7 @@ mod tests {
         let mut q = queue(0);
         // 10,000 consumers with no credit (client ack, prefetch 0 is never asked; exhaust 1).
         for slot in 0..10_000 {
-            q.subscribe(key(slot), AckMode::Client, 1);
+            q.subscribe(key(slot), AckMode::Client, 1, None);
         }
         for i in 0..10_000u64 {
             q.push(msg(i), i, 0);
@@ -501,7 +615,7 @@ mod tests {
         assert!(q.ring.is_empty(), "nobody has credit left: the ring is empty, not scanned");
         // One auto-ack consumer with credit joins: the next messages go to it alone, round
         // after round, without visiting the others.
-        q.subscribe(key(20_000), AckMode::Auto, 3);
+        q.subscribe(key(20_000), AckMode::Auto, 3, None);
         for i in 10_000..10_006u64 {
             q.push(msg(i), i, 0);
         }
@@ -519,7 +633,7 @@ mod tests {
     fn consumers_with_credit_take_turns() {
         let mut q = queue(0);
         for slot in 0..3 {
-            q.subscribe(key(slot), AckMode::Auto, 10);
+            q.subscribe(key(slot), AckMode::Auto, 10, None);
         }
         for i in 0..9u64 {
             q.push(msg(i), i, 0);
@@ -541,7 +655,7 @@ mod tests {
     fn the_consumer_moved_into_a_leavers_place_is_still_found() {
         let mut q = queue(0);
         for slot in 0..3 {
-            q.subscribe(key(slot), AckMode::ClientIndividual, 1);
+            q.subscribe(key(slot), AckMode::ClientIndividual, 1, None);
         }
         for i in 0..3u64 {
             q.push(msg(i), i, 0);
@@ -565,8 +679,8 @@ mod tests {
     #[test]
     fn round_robin_with_credit() {
         let mut q = queue(0);
-        q.subscribe(key(1), AckMode::Auto, 2);
-        q.subscribe(key(2), AckMode::Auto, 1);
+        q.subscribe(key(1), AckMode::Auto, 2, None);
+        q.subscribe(key(2), AckMode::Auto, 1, None);
         for i in 0..5 {
             q.push(msg(i), i, 0);
         }
@@ -584,7 +698,7 @@ mod tests {
     #[test]
     fn nack_and_unsubscribe_requeue_in_order() {
         let mut q = queue(0);
-        q.subscribe(key(1), AckMode::Client, 10);
+        q.subscribe(key(1), AckMode::Client, 10, None);
         for i in 0..3 {
             q.push(msg(i), i, 0);
         }
@@ -596,7 +710,7 @@ mod tests {
         assert_eq!(q.settle(key(1), &seqs, SettleKind::Ack), 1);
         assert_eq!(q.depth(), 2);
         q.unsubscribe(key(1));
-        q.subscribe(key(2), AckMode::Auto, 10);
+        q.subscribe(key(2), AckMode::Auto, 10, None);
         out.clear();
         q.dispatch(&mut out, 0);
         let ids: Vec<u64> = out.iter().map(|d| d.entry.msg.id).collect();
@@ -604,6 +718,51 @@ mod tests {
         assert!(out.iter().all(|d| d.entry.redelivered));
         assert_eq!(q.depth(), 0);
         assert!(!q.is_idle(), "a consumer is still subscribed");
+    }
+
+    #[test]
+    fn selective_consumers_take_what_they_accept_within_a_budget_per_dispatch() {
+        let sel = |t: &str| Some(Arc::new(Selector::parse(t).unwrap()));
+        let with = |i: u64, n: &str| Arc::new(Message::new(i, "/queue/q".into(), vec![("n".into(), n.into())], vec![].into()));
+        let mut q = queue(0);
+        let mut p = (*q.policy).clone();
+        p.max_messages = 1_000_000;
+        p.max_queue_bytes = 1 << 30;
+        q.policy = Arc::new(p);
+        q.subscribe(key(1), AckMode::ClientIndividual, 10, sel("n = 'one'"));
+        q.subscribe(key(2), AckMode::ClientIndividual, 10, sel("n = 'two'"));
+        let far = 2 * SELECTOR_BUDGET as u64;
+        for i in 0..far {
+            q.push(with(i, "other"), i, 0);
+        }
+        q.push(with(far, "two"), far, 0);
+        q.push(with(far + 1, "one"), far + 1, 0);
+        let mut out = Vec::new();
+        let mut calls = 0;
+        loop {
+            q.dispatch(&mut out, 0);
+            calls += 1;
+            if !q.unfinished() {
+                break;
+            }
+            assert!(out.is_empty(), "nothing matched within the budget");
+        }
+        // Each message of the backlog costs two evaluations (one per consumer on the ring).
+        assert!((4..=6).contains(&calls), "{calls}: about four budgets over the backlog, then the matches");
+        let mut got: Vec<_> = out.iter().map(|d| (d.key.conn.slot, d.entry.seq)).collect();
+        got.sort_unstable();
+        assert_eq!(got, [(1, far + 1), (2, far)]);
+        // Passed over once, the backlog is not scanned again until a consumer joins the ring.
+        q.push(with(far + 2, "one"), far + 2, 0);
+        out.clear();
+        q.dispatch(&mut out, 0);
+        assert!(!q.unfinished());
+        assert_eq!(out.iter().map(|d| d.entry.seq).collect::<Vec<_>>(), [far + 2]);
+        // A consumer without a selector takes the oldest waiting messages.
+        q.subscribe(key(3), AckMode::Auto, 2, None);
+        out.clear();
+        q.dispatch(&mut out, 0);
+        assert_eq!(out.iter().map(|d| (d.key.conn.slot, d.entry.seq)).collect::<Vec<_>>(), [(3, 0), (3, 1)]);
     }
 
     #[test]
@@ -623,7 +782,7 @@ mod tests {
     #[test]
     fn dead_letters_after_max_redeliveries_and_on_expiry() {
         let mut q = queue(1);
-        q.subscribe(key(1), AckMode::Client, 10);
+        q.subscribe(key(1), AckMode::Client, 10, None);
         q.push(msg(0), 0, 0);
         let mut expiring = Message::new(1, "/queue/q".into(), vec![], vec![].into());
         expiring.expires = 50;

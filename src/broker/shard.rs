@@ -202,6 +202,8 @@ pub struct Shard {
     acting: Option<super::ConnRef>,
     /// The last compaction request acted on (records below it were copied).
     relogged_below: u64,
+    /// Queues whose selective dispatch stopped at its budget: dispatched again next turn.
+    unfinished: Vec<Arc<str>>,
 }
 
 fn refresh(policies: &Policies, dest: &str, policy: &mut Arc<Policy>, gen: &mut u64) {
@@ -233,6 +235,7 @@ impl Shard {
             journal: None,
             acting: None,
             relogged_below: 0,
+            unfinished: Vec::new(),
         }
     }
 
@@ -537,7 +540,7 @@ impl Shard {
             ToOwner::Subscribe { dest, key, mode, prefetch, barrier, durable: Some(id), .. } if DestKind::of(&dest) == DestKind::Topic => {
                 self.subscribe_durable(dest, key, mode, prefetch, *id, barrier, out)
             }
-            ToOwner::Subscribe { dest, key, mode, prefetch, filter, barrier, .. } => match DestKind::of(&dest) {
+            ToOwner::Subscribe { dest, key, mode, prefetch, filter, selector, barrier, .. } => match DestKind::of(&dest) {
                 DestKind::Topic => self.subscribe_topic(dest, key, filter, barrier, out),
                 DestKind::Queue => {
                     let q = self.queue_mut(&dest);
@@ -549,7 +552,7 @@ impl Shard {
                         out.answer(key.conn.worker as usize, FromOwner::SubscribeRefused { key, word: ErrorWord::DestFlup, detail });
                         return;
                     }
-                    q.subscribe(key, mode, prefetch);
+                    q.subscribe(key, mode, prefetch, selector);
                     if barrier {
                         let owner = out.me() as u16;
                         out.answer(key.conn.worker as usize, FromOwner::BarrierDone { conn: key.conn, owner });
@@ -1004,6 +1007,9 @@ impl Shard {
             return;
         };
         q.dispatch(&mut self.scratch, self.now_ms);
+        if q.unfinished() && !self.unfinished.contains(dest) {
+            self.unfinished.push(dest.clone());
+        }
         self.dead.extend(q.take_dead());
         Self::log_drops(&mut self.journal, self.acting, dest, q);
         // Flow control state, read while the queue is at hand (no second lookup per message).
@@ -1019,6 +1025,20 @@ impl Shard {
             self.dead_letter(dest, &policy, out);
         }
         self.flow_at(dest, if idle { (false, true) } else { level }, out);
+    }
+
+    /// Queues with selective consumers that have messages left to offer (see
+    /// [`Shard::resume_dispatch`]).
+    pub fn has_unfinished(&self) -> bool {
+        !self.unfinished.is_empty()
+    }
+
+    /// Go on with the dispatches that stopped at their selector budget (once per loop turn,
+    /// so a long backlog of messages nobody accepts never stalls the loop).
+    pub fn resume_dispatch(&mut self, out: &mut impl Outlet) {
+        for dest in std::mem::take(&mut self.unfinished) {
+            self.dispatch(&dest, out);
+        }
     }
 
     /// Send each dispatched queue message to its consumer's worker.

@@ -7,6 +7,7 @@ use crate::broker::{message_id, SubKey};
 use crate::bus::{Outbox, ToOwner};
 use crate::config::Config;
 use crate::metrics::WorkerStats;
+use crate::selector::Selector;
 use crate::stomp::Limits;
 use crate::timer::Timers;
 use crossbeam_channel::Sender;
@@ -30,21 +31,31 @@ pub struct TopicSubs {
     pub filter_header: Option<Box<str>>,
     pub all: Vec<LocalSub>,
     pub by_value: FastMap<Box<str>, Vec<LocalSub>>,
+    /// Subscribers with a selector (and perhaps a filter value too), each tested per message.
+    pub selective: Vec<(LocalSub, Option<Box<str>>, Arc<Selector>)>,
 }
 
 impl TopicSubs {
     pub fn is_empty(&self) -> bool {
-        self.all.is_empty() && self.by_value.is_empty()
+        self.all.is_empty() && self.by_value.is_empty() && self.selective.is_empty()
     }
 
-    pub fn add(&mut self, ls: LocalSub, filter: Option<&str>) {
+    pub fn add(&mut self, ls: LocalSub, filter: Option<&str>, selector: Option<Arc<Selector>>) {
+        if let Some(sel) = selector {
+            self.selective.push((ls, filter.map(Box::from), sel));
+            return;
+        }
         match filter {
             Some(v) => self.by_value.entry(Box::from(v)).or_default().push(ls),
             None => self.all.push(ls),
         }
     }
 
-    pub fn remove(&mut self, ls: LocalSub, filter: Option<&str>) {
+    pub fn remove(&mut self, ls: LocalSub, filter: Option<&str>, selective: bool) {
+        if selective {
+            self.selective.retain(|(l, _, _)| *l != ls);
+            return;
+        }
         match filter {
             Some(v) => {
                 if let Some(list) = self.by_value.get_mut(v) {
@@ -64,6 +75,15 @@ impl TopicSubs {
         if let Some(h) = &self.filter_header {
             if let Some(list) = msg.header(h).and_then(|v| self.by_value.get(v)) {
                 out.extend_from_slice(list);
+            }
+        }
+        for (ls, filter, sel) in &self.selective {
+            let value_ok = match (filter, &self.filter_header) {
+                (Some(v), Some(h)) => msg.header(h) == Some(&**v),
+                _ => true,
+            };
+            if value_ok && sel.matches(msg) {
+                out.push(*ls);
             }
         }
     }

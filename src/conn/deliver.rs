@@ -145,7 +145,8 @@ fn from_owner(msg: FromOwner, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
         FromOwner::Replay { key, msg } => {
             let target = live(conns, key.conn.slot, key.conn.gen).filter(|c| c.phase == Phase::Open);
             if let Some(conn) = target {
-                if !msg.expired(ctx.time.wall_ms) {
+                let selected = conn.session.subs.get(&key.serial).is_some_and(|s| s.selector.as_ref().is_none_or(|sel| sel.matches(&*msg)));
+                if selected && !msg.expired(ctx.time.wall_ms) {
                     write_to(conn, key.serial, &msg, false, 0, ctx);
                 }
             }

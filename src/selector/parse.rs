@@ -50,10 +50,26 @@ pub enum Node {
     And(Vec<Node>),
     Or(Vec<Node>),
     Not(Box<Node>),
-    Like { value: Box<Node>, pattern: Vec<Like>, negated: bool },
-    In { value: Box<Node>, list: Vec<Box<str>>, negated: bool },
-    Between { value: Box<Node>, low: Box<Node>, high: Box<Node>, negated: bool },
-    IsNull { value: Box<Node>, negated: bool },
+    Like {
+        value: Box<Node>,
+        pattern: Vec<Like>,
+        negated: bool,
+    },
+    In {
+        value: Box<Node>,
+        list: Vec<Box<str>>,
+        negated: bool,
+    },
+    Between {
+        value: Box<Node>,
+        low: Box<Node>,
+        high: Box<Node>,
+        negated: bool,
+    },
+    IsNull {
+        value: Box<Node>,
+        negated: bool,
+    },
 }
 
 impl Node {

@@ -44,11 +44,14 @@ pub enum ErrorWord {
     DiskFlup,
     /// The access rules (`[acl]`) do not let this login use this verb on this destination.
     AccessDenied,
+    /// A header asks for a behaviour romp does not provide (or has turned off): refused
+    /// rather than ignored (docs/protocol.md lists the extension headers).
+    Unsupported,
 }
 
 impl ErrorWord {
     /// Every word, in counter order.
-    pub const ALL: [ErrorWord; 18] = [
+    pub const ALL: [ErrorWord; 19] = [
         ErrorWord::Syntax,
         ErrorWord::General,
         ErrorWord::AuthErr,
@@ -67,6 +70,7 @@ impl ErrorWord {
         ErrorWord::BodyErr,
         ErrorWord::DiskFlup,
         ErrorWord::AccessDenied,
+        ErrorWord::Unsupported,
     ];
 
     /// The word as it goes on the wire.
@@ -90,6 +94,7 @@ impl ErrorWord {
             ErrorWord::BodyErr => "body err",
             ErrorWord::DiskFlup => "disk flup",
             ErrorWord::AccessDenied => "access denied",
+            ErrorWord::Unsupported => "unsupported",
         }
     }
 

@@ -227,6 +227,7 @@ impl Worker {
         let busy = !self.node.ctx.turn.read_list.is_empty() && !self.node.ctx.outbox.reads_paused();
         if busy
             || self.node.has_local_work()
+            || self.node.shard.has_unfinished()
             || !self.mailbox.ctrl.is_empty()
             || (!self.mailbox.data.is_empty() && !self.node.ctx.outbox.owner_paused())
         {
@@ -276,6 +277,9 @@ impl Worker {
         }
         if self.node.shard.next_expiry().is_some_and(|at| at <= self.node.ctx.time.wall_ms) {
             self.node.shard.expire(self.node.ctx.time.wall_ms, &mut self.node.ctx.outbox);
+        }
+        if self.node.shard.has_unfinished() {
+            self.node.shard.resume_dispatch(&mut self.node.ctx.outbox);
         }
         self.node.settle();
         self.flush_all();

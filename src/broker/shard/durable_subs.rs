@@ -74,7 +74,7 @@ impl Shard {
             consumer: None,
             last: None,
         });
-        d.queue.subscribe(key, mode, prefetch);
+        d.queue.subscribe(key, mode, prefetch, None);
         d.consumer = Some(key);
         d.last = Some(key);
         if fresh {

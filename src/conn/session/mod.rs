@@ -98,6 +98,8 @@ pub struct Subscription {
     pub dropped: u64,
     /// The filter value of a filtered topic subscription (`filter:HEADER=VALUE`).
     pub filter: Option<Box<str>>,
+    /// The SUBSCRIBE's `selector`, parsed.
+    pub selector: Option<Arc<crate::selector::Selector>>,
     /// What happens when this topic subscriber falls behind (the destination's policy).
     pub slow: SlowConsumerPolicy,
 }

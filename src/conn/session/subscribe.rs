@@ -77,6 +77,15 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
             }
         }
     };
+    let selector = match f.header("selector") {
+        None | Some("") => None,
+        Some(_) if !ctx.env.cfg.selectors => {
+            return Err(Fatal::new(ErrorWord::Unsupported, "selectors are turned off on this broker (selectors = false)"))
+        }
+        Some(text) => Some(Arc::new(
+            crate::selector::Selector::parse(text).map_err(|e| Fatal::new(ErrorWord::Syntax, format!("selector {text:?}: {e}")))?,
+        )),
+    };
     if conn.session.by_id.contains_key(id) {
         return Err(Fatal::new(ErrorWord::Syntax, format!("duplicated subscription identifier {id:?}")));
     }
@@ -85,6 +94,9 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         Some(name) if DestKind::of(dest) == DestKind::Topic => {
             if filter.is_some() {
                 return Err(Fatal::new(ErrorWord::Syntax, "a durable subscription cannot also filter"));
+            }
+            if selector.is_some() {
+                return Err(Fatal::new(ErrorWord::Unsupported, "a durable subscription with a selector is not supported"));
             }
             check_access(conn, crate::acl::Verb::Durable, dest, ctx)?;
             Some(Box::new((durable_identity(conn)?, Box::<str>::from(name))))
@@ -117,14 +129,20 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
             paused: false,
             dropped: 0,
             filter: filter.clone(),
+            selector: selector.clone(),
             slow: policy.slow_consumer,
         }),
     );
-    if kind == DestKind::Topic {
+    // A topic subscriber's selector is applied here, as this worker fans out; a queue
+    // consumer's by the queue's owner, as it dispatches.
+    let selector = if kind == DestKind::Topic {
         let t = ctx.topics.entry(dest.clone()).or_default();
         t.filter_header = policy.filter_header.clone();
-        t.add(crate::conn::ctx::LocalSub { slot: conn.me.slot, gen: conn.me.gen, serial }, filter.as_deref());
-    }
+        t.add(crate::conn::ctx::LocalSub { slot: conn.me.slot, gen: conn.me.gen, serial }, filter.as_deref(), selector);
+        None
+    } else {
+        selector
+    };
     let w = owner_of(&dest, ctx.outbox.workers());
     s.touched.insert(w);
     // With a receipt, the owner answers the barrier itself, before the first MESSAGE.
@@ -133,8 +151,10 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         s.inline_barrier = Some(w);
     }
     let create = may_create(conn, &dest, ctx);
-    ctx.outbox
-        .to_owner(w, ToOwner::Subscribe { dest, key: SubKey { conn: conn.me, serial }, mode, prefetch, filter, barrier, durable, create });
+    ctx.outbox.to_owner(
+        w,
+        ToOwner::Subscribe { dest, key: SubKey { conn: conn.me, serial }, mode, prefetch, filter, selector, barrier, durable, create },
+    );
     Ok(())
 }
 
@@ -158,7 +178,11 @@ pub fn forget_subscription(conn: &mut Conn, serial: u32, ctx: &mut Ctx) -> Optio
     }
     if sub.kind == DestKind::Topic {
         if let Some(t) = ctx.topics.get_mut(&sub.dest) {
-            t.remove(crate::conn::ctx::LocalSub { slot: conn.me.slot, gen: conn.me.gen, serial }, sub.filter.as_deref());
+            t.remove(
+                crate::conn::ctx::LocalSub { slot: conn.me.slot, gen: conn.me.gen, serial },
+                sub.filter.as_deref(),
+                sub.selector.is_some(),
+            );
             if t.is_empty() {
                 ctx.topics.remove(&sub.dest);
             }
