@@ -83,6 +83,8 @@ pub struct Shared {
     /// (read, rewrite, switch of generation), for `/metrics`.
     pub recovered: std::sync::atomic::AtomicU64,
     pub recovery_ms: std::sync::atomic::AtomicU64,
+    /// Wildcard subscriptions held, server-wide (bounded by `max_wildcard_subs`).
+    pub wildcard_subs: AtomicUsize,
 }
 
 impl Shared {

@@ -131,3 +131,128 @@ fn selectors_turned_off_are_refused_not_ignored() {
     let e = c.expect_error("unsupported");
     assert!(e.text().contains("selectors = false"), "{e:?}");
 }
+
+#[test]
+fn wildcard_subscriptions_see_every_matching_topic_whatever_worker_owns_it() {
+    for setup in SETUPS {
+        let b = Broker::start(setup);
+        let mut all = b.client("1.2");
+        all.subscribe_sync("all", "/topic/prices.>", "auto");
+        let mut one_level = b.client("1.2");
+        one_level.subscribe_sync("one", "/topic/prices.*", "auto");
+        let mut ibm = b.client("1.1");
+        sub(&mut ibm, "ibm", "/topic/prices.*.ibm", "price > 100");
+        let mut exact = b.client("1.2");
+        exact.subscribe_sync("x", "/topic/prices.nyse.ibm", "auto");
+        let mut p = b.client("1.2");
+        // Twenty topics: spread over every owner with four workers.
+        let names: Vec<String> = (0..20).map(|i| format!("/topic/prices.x{i}")).collect();
+        for n in &names {
+            send(&mut p, n, &[], n);
+        }
+        send(&mut p, "/topic/prices.nyse.ibm", &[("price", "150")], "ibm 150");
+        send(&mut p, "/topic/prices.nyse.ibm", &[("price", "50")], "ibm 50");
+        send(&mut p, "/topic/prices", &[], "bare");
+        send(&mut p, "/topic/pricesX.a", &[], "other");
+        p.with_receipt("SEND", &[("destination", "/topic/other")], b"unrelated", "r");
+        let mut got = bodies(&mut all, 23);
+        got.sort();
+        let mut want: Vec<String> = names.clone();
+        want.extend(["ibm 150".into(), "ibm 50".into(), "bare".into()]);
+        want.sort();
+        assert_eq!(got, want, "{setup}: `>` matches every level, and the parent");
+        let mut got = bodies(&mut one_level, 20);
+        got.sort();
+        let mut want = names.clone();
+        want.sort();
+        assert_eq!(got, want, "{setup}: `*` matches one level");
+        assert_eq!(bodies(&mut ibm, 1), ["ibm 150"], "{setup}: a selector applies to wildcard deliveries");
+        assert_eq!(bodies(&mut exact, 2), ["ibm 150", "ibm 50"], "{setup}");
+        for c in [&mut all, &mut one_level, &mut ibm, &mut exact] {
+            c.expect_nothing(Duration::from_millis(50));
+        }
+        // Unsubscribed, a wildcard subscription gets nothing more; the others go on.
+        all.with_receipt("UNSUBSCRIBE", &[("id", "all")], b"", "u");
+        p.with_receipt("SEND", &[("destination", "/topic/prices.x3")], b"after", "r2");
+        assert_eq!(bodies(&mut one_level, 1), ["after"]);
+        all.expect_nothing(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn rabbitmq_wildcards_and_literal_names_when_off() {
+    let b = Broker::with(Setup { workers: 4, ws: false }, |c| c.wildcards = romp::config::Wildcards::Rabbitmq);
+    let mut s = b.client("1.2");
+    s.subscribe_sync("1", "/topic/news.#.sport", "auto");
+    let mut p = b.client("1.2");
+    for n in ["/topic/news.sport", "/topic/news.eu.sport", "/topic/news.eu.uk.sport", "/topic/news.eu", "/topic/news.sport.x"] {
+        send(&mut p, n, &[], n);
+    }
+    p.with_receipt("SEND", &[("destination", "/topic/z")], b"", "r");
+    // Different topics, perhaps different owners: no order between them.
+    let mut got = bodies(&mut s, 3);
+    got.sort();
+    assert_eq!(got, ["/topic/news.eu.sport", "/topic/news.eu.uk.sport", "/topic/news.sport"]);
+    s.expect_nothing(Duration::from_millis(100));
+    // `>` is an ordinary word in RabbitMQ's syntax, and every wildcard one with wildcards off.
+    let b = Broker::with(Setup { workers: 2, ws: false }, |c| c.wildcards = romp::config::Wildcards::Off);
+    let mut s = b.client("1.2");
+    s.subscribe_sync("1", "/topic/a.*", "auto");
+    let mut p = b.client("1.2");
+    send(&mut p, "/topic/a.b", &[], "not for it");
+    p.with_receipt("SEND", &[("destination", "/topic/a.*")], b"literal", "r");
+    assert_eq!(bodies(&mut s, 1), ["literal"]);
+}
+
+#[test]
+fn wildcards_where_they_do_not_belong_are_refused() {
+    let b = Broker::start(2);
+    let mut c = b.client("1.2");
+    c.send_frame("SEND", &[("destination", "/topic/a.*")], b"x");
+    assert!(c.expect_error("syntax").text().contains("a SEND names one topic"));
+    let mut c = b.client("1.2");
+    c.send_frame("SUBSCRIBE", &[("id", "1"), ("destination", "/queue/jobs.*")], b"");
+    assert!(c.expect_error("unsupported").text().contains("wildcard subscriptions are for topics"));
+    let mut c = b.client("1.2");
+    c.send_frame("SUBSCRIBE", &[("id", "1"), ("destination", "/topic/a.>.b")], b"");
+    assert!(c.expect_error("syntax").text().contains("last word"));
+    let mut c = b.raw();
+    c.connect_with("1.2", &[("client-id", "me")]);
+    c.send_frame("SUBSCRIBE", &[("id", "1"), ("destination", "/topic/a.>"), ("activemq.subscriptionName", "d")], b"");
+    assert!(c.expect_error("unsupported").text().contains("durable subscription to a wildcard"));
+}
+
+#[test]
+fn wildcard_subscriptions_are_bounded_server_wide_and_released_on_close() {
+    let b = Broker::with(Setup { workers: 4, ws: false }, |c| c.max_wildcard_subs = 3);
+    let mut a = b.client("1.2");
+    a.subscribe_sync("1", "/topic/a.*", "auto");
+    a.subscribe_sync("2", "/topic/b.*", "auto");
+    let mut other = b.client("1.2");
+    other.subscribe_sync("1", "/topic/c.>", "auto");
+    // Exact names are not counted.
+    other.subscribe_sync("2", "/topic/c.d", "auto");
+    let mut c = b.client("1.2");
+    c.send_frame("SUBSCRIBE", &[("id", "1"), ("destination", "/topic/d.*")], b"");
+    assert!(c.expect_error("subs flup").text().contains("max_wildcard_subs = 3"));
+    a.disconnect();
+    // The closed connection's two come back to the pool (its worker applies the close soon
+    // after the DISCONNECT): two more fit, a third does not.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut c = loop {
+        let mut c = b.client("1.2");
+        c.send_frame("SUBSCRIBE", &[("id", "1"), ("destination", "/topic/d.*"), ("receipt", "s1")], b"");
+        if c.recv().command == "RECEIPT" {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "the closed connection's wildcard subscriptions were not released");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    c.subscribe_sync("2", "/topic/e.*", "auto");
+    let mut d = b.client("1.2");
+    d.send_frame("SUBSCRIBE", &[("id", "1"), ("destination", "/topic/f.*")], b"");
+    d.expect_error("subs flup");
+    let mut p = b.client("1.2");
+    p.with_receipt("SEND", &[("destination", "/topic/e.1")], b"e", "r");
+    assert_eq!(c.expect("MESSAGE").text(), "e");
+}

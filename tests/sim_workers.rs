@@ -345,3 +345,43 @@ fn the_memory_alarm_pauses_a_producer_on_another_worker_until_the_owner_drains()
         assert!(g.alarms() >= 1);
     }
 }
+
+/// A wildcard subscription's RECEIPT comes once every owner has registered it, so a message
+/// sent after it to a matching topic of any owner reaches it, in per-topic order, whatever the
+/// schedule; after the UNSUBSCRIBE's receipt, nothing more does.
+#[test]
+fn a_wildcard_subscription_is_in_place_at_every_owner_when_its_receipt_comes() {
+    let workers = 3;
+    for seed in 0..SEEDS / 3 {
+        let mut sim = Sim::workers(Config::default(), workers, seed);
+        let topics: Vec<String> = (0..workers).map(|o| owned_by("/topic/w.", o, workers)).collect();
+        let s = connect(&mut sim, 1);
+        sim.input(s, b"SUBSCRIBE\nid:w\ndestination:/topic/w.*\nselector:n <> 'skip'\nreceipt:sub\n\n\0");
+        sim.run(MAX_STEPS);
+        assert_eq!(frames(&mut sim, s).iter().map(|f| f.command).collect::<Vec<_>>(), [Command::Receipt], "seed {seed}");
+        let p = connect(&mut sim, 0);
+        for i in 0..6 {
+            for t in &topics {
+                let n = if i == 3 { "skip" } else { "keep" };
+                sim.input(p, format!("SEND\ndestination:{t}\nn:{n}\n\n{t} {i}\0").as_bytes());
+            }
+        }
+        sim.input(p, b"SEND\ndestination:/topic/x.y\nreceipt:sent\n\nnot matching\0");
+        sim.run(MAX_STEPS);
+        let got: Vec<String> = frames(&mut sim, s).iter().map(body).collect();
+        for t in &topics {
+            let mine: Vec<&String> = got.iter().filter(|b| b.starts_with(&format!("{t} "))).collect();
+            let want: Vec<String> = [0, 1, 2, 4, 5].iter().map(|i| format!("{t} {i}")).collect();
+            assert_eq!(mine, want.iter().collect::<Vec<_>>(), "seed {seed}: {t}");
+        }
+        assert_eq!(got.len(), 5 * workers, "seed {seed}: {got:?}");
+        sim.input(s, b"UNSUBSCRIBE\nid:w\nreceipt:unsub\n\n\0");
+        sim.run(MAX_STEPS);
+        assert_eq!(frames(&mut sim, s).iter().map(|f| f.command).collect::<Vec<_>>(), [Command::Receipt], "seed {seed}");
+        for t in &topics {
+            sim.input(p, format!("SEND\ndestination:{t}\n\nlate\0").as_bytes());
+        }
+        sim.run(MAX_STEPS);
+        assert!(frames(&mut sim, s).is_empty(), "seed {seed}: delivered after the UNSUBSCRIBE's receipt");
+    }
+}

@@ -46,6 +46,11 @@ pub enum ToOwner {
         /// As for `Publish`: whether the subscriber may create the destination.
         create: bool,
     },
+    /// Register a wildcard topic subscription (sent to every worker: each owner routes the
+    /// topics it owns that match to the subscriber's worker).
+    WildSubscribe { pattern: Arc<super::wildcard::Pattern>, key: SubKey },
+    /// Remove one (sent to every worker).
+    WildUnsubscribe { pattern: Arc<super::wildcard::Pattern>, key: SubKey },
     /// Delete the durable subscription (identity, name) of topic `dest` (of every topic this
     /// owner holds, when `None`: sent to every owner) and what it kept.
     Forget { dest: Option<Arc<str>>, from: ConnRef, identity: Box<str>, name: Box<str> },

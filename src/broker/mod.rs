@@ -12,6 +12,7 @@ pub mod mail;
 pub mod policy;
 pub mod queue;
 pub mod shard;
+pub mod wildcard;
 
 use std::sync::{Arc, OnceLock};
 
@@ -177,6 +178,31 @@ impl crate::selector::Headers for Message {
             "message-id" => self.custom_id.as_deref(),
             _ => Message::header(self, name),
         }
+    }
+}
+
+/// A set of worker indexes (up to [`crate::config::MAX_WORKERS`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSet([u64; 4]);
+
+impl WorkerSet {
+    pub fn insert(&mut self, w: usize) {
+        self.0[w / 64] |= 1 << (w % 64);
+    }
+    pub fn remove(&mut self, w: usize) -> bool {
+        let had = self.contains(w);
+        self.0[w / 64] &= !(1 << (w % 64));
+        had
+    }
+    pub fn contains(&self, w: usize) -> bool {
+        self.0[w / 64] & (1 << (w % 64)) != 0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&x| x == 0)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        // Word by word, skipping empty words (a topic message consults it per publish).
+        self.0.iter().enumerate().flat_map(|(i, &word)| (0..64).filter(move |b| word & (1 << b) != 0).map(move |b| i * 64 + b))
     }
 }
 

@@ -19,6 +19,7 @@ use super::durable::Journal;
 use super::mail::{FromOwner, Outlet, ToOwner};
 use super::policy::{Policies, Policy};
 use super::queue::{DeadReason, Dispatch, Entry, Queue};
+use super::wildcard::Trie;
 use super::FastMap;
 use super::{owner_of, DestKind, Message, Publisher, SubKey};
 use crate::admin::{AdminOp, AdminReply};
@@ -204,6 +205,11 @@ pub struct Shard {
     relogged_below: u64,
     /// Queues whose selective dispatch stopped at its budget: dispatched again next turn.
     unfinished: Vec<Arc<str>>,
+    /// Every wildcard topic subscription in the server (each worker registers its own with
+    /// every owner), for the topics this shard owns.
+    wild: Trie<SubKey>,
+    /// Scratch for the subscriptions a wildcard match found (no allocation once warm).
+    wild_hits: Vec<SubKey>,
 }
 
 fn refresh(policies: &Policies, dest: &str, policy: &mut Arc<Policy>, gen: &mut u64) {
@@ -236,6 +242,8 @@ impl Shard {
             acting: None,
             relogged_below: 0,
             unfinished: Vec::new(),
+            wild: Trie::default(),
+            wild_hits: Vec::new(),
         }
     }
 
@@ -509,6 +517,8 @@ impl Shard {
             | ToOwner::Unsubscribe { key, .. }
             | ToOwner::Credit { key, .. }
             | ToOwner::Subscribe { key, .. }
+            | ToOwner::WildSubscribe { key, .. }
+            | ToOwner::WildUnsubscribe { key, .. }
             | ToOwner::Pace { key, .. } => Some(key.conn),
             ToOwner::Admin { from, .. } | ToOwner::Forget { from, .. } => Some(*from),
             _ => None,
@@ -570,6 +580,10 @@ impl Shard {
                         }
                     }) => {}
             ToOwner::Forget { dest, from, identity, name } => self.forget_durables(dest, from, (identity, name), out),
+            ToOwner::WildSubscribe { pattern, key } => self.wild.insert(&pattern, key),
+            ToOwner::WildUnsubscribe { pattern, key } => {
+                self.wild.remove(&pattern, |k| *k == key);
+            }
             ToOwner::Unsubscribe { dest, key } => match DestKind::of(&dest) {
                 DestKind::Topic => {
                     if let Some(t) = self.topics.get_mut(&dest) {
@@ -800,9 +814,16 @@ impl Shard {
         match DestKind::of(&dest) {
             DestKind::Topic => {
                 self.stats.published += 1;
+                // Wildcard subscribers of this topic's name: the workers they are on.
+                let wild = self.wild_workers(&dest);
                 // The policy is looked up only for a topic not held yet (it then lives in the topic).
                 if !self.topics.contains_key(&dest) && self.policies.resolve(&dest).min_delivery == 0 {
-                    self.stats.unrouted += 1;
+                    if wild.is_empty() {
+                        self.stats.unrouted += 1;
+                    }
+                    for w in wild.iter() {
+                        out.answer(w, FromOwner::TopicMessage { dest: dest.clone(), msg: msg.clone() });
+                    }
                     return true;
                 }
                 if !self.room_for(&dest) {
@@ -833,9 +854,10 @@ impl Shard {
                 }
                 let seq = self.next_seq;
                 let has_expiry = msg.expires != 0;
+                let wild_subs = self.wild_hits.len() as u32;
                 let t = self.topic_mut(&dest);
                 t.enqueued += 1;
-                let matching = t.matching(&msg);
+                let matching = t.matching(&msg) + wild_subs;
                 let owed = t.policy.min_delivery.saturating_sub(matching);
                 if owed > 0 {
                     let (max_m, max_b) = (t.policy.max_messages, t.policy.max_queue_bytes);
@@ -857,7 +879,7 @@ impl Shard {
                 if matching > 0 {
                     t.delivered += matching as u64;
                     for (w, &n) in t.per_worker.iter().enumerate() {
-                        if n > 0 {
+                        if n > 0 || wild.contains(w) {
                             out.answer(w, FromOwner::TopicMessage { dest: dest.clone(), msg: msg.clone() });
                         }
                     }
@@ -951,6 +973,24 @@ impl Shard {
             }
         }
         true
+    }
+
+    /// The workers with a wildcard subscription matching topic `dest` (and, in `wild_hits`,
+    /// the subscriptions, each once). Empty at the cost of one check while nobody holds one.
+    fn wild_workers(&mut self, dest: &str) -> super::WorkerSet {
+        let mut set = super::WorkerSet::default();
+        self.wild_hits.clear();
+        if self.wild.is_empty() {
+            return set;
+        }
+        let hits = &mut self.wild_hits;
+        self.wild.each_match(dest, |k| hits.push(*k));
+        hits.sort_unstable();
+        hits.dedup();
+        for k in hits.iter() {
+            set.insert(k.conn.worker as usize);
+        }
+        set
     }
 
     /// Rebuild the expiry heap without entries for messages no longer held, when those are the

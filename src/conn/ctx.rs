@@ -253,6 +253,8 @@ pub struct Ctx {
     pub outbox: Outbox,
     /// Local subscribers per topic name (this worker's connections only).
     pub topics: FastMap<Arc<str>, TopicSubs>,
+    /// This worker's wildcard topic subscriptions (and their selectors), by pattern.
+    pub wild: crate::broker::wildcard::Trie<(LocalSub, Option<Arc<Selector>>)>,
     pub stats: WorkerStats,
     /// Producer flow control: queues over their limits (announced by their owners), each with
     /// the connections of this worker held because their next frame is a SEND to it.
@@ -303,6 +305,7 @@ impl Ctx {
             turn: Turn::default(),
             outbox,
             topics: FastMap::default(),
+            wild: Default::default(),
             stats: WorkerStats::default(),
             held: FastMap::default(),
             mem: MemoryWatch::default(),

@@ -189,9 +189,10 @@ fn from_owner(msg: FromOwner, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
 }
 
 fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
-    let Some(subs) = ctx.topics.get(dest) else {
+    let subs = ctx.topics.get(dest);
+    if subs.is_none() && ctx.wild.is_empty() {
         return;
-    };
+    }
     if msg.expired(ctx.time.wall_ms) {
         ctx.stats.expired += 1;
         return;
@@ -201,7 +202,22 @@ fn topic_message(dest: &Arc<str>, msg: &Arc<Message>, conns: &mut Slab<Conn>, ct
     // only change the phase; subscriptions leave the index when the worker finishes the close.
     let mut scratch = std::mem::take(&mut ctx.turn.fanout);
     scratch.clear();
-    subs.matching(msg, &mut scratch);
+    if let Some(subs) = subs {
+        subs.matching(msg, &mut scratch);
+    }
+    if !ctx.wild.is_empty() {
+        let exact = scratch.len();
+        ctx.wild.each_match(dest, |(ls, sel)| {
+            if sel.as_ref().is_none_or(|s| s.matches(&**msg)) {
+                scratch.push(*ls);
+            }
+        });
+        // A pattern may match one name in more than one way (`a.#.b.#`): one copy each.
+        if scratch.len() > exact + 1 {
+            scratch[exact..].sort_unstable_by_key(|l| (l.slot, l.serial));
+            scratch.dedup();
+        }
+    }
     for &ls in &scratch {
         let Some(conn) = live(conns, ls.slot, ls.gen) else {
             continue;

@@ -73,7 +73,7 @@ impl Num {
 }
 
 /// The header a name reads, with the JMS names mapped onto STOMP's.
-fn lookup<'a>(h: &'a impl Headers, name: &str) -> Value<'a> {
+fn lookup<'a, H: Headers + ?Sized>(h: &'a H, name: &str) -> Value<'a> {
     let stomp = match name {
         "JMSType" => "type",
         "JMSCorrelationID" => "correlation-id",
@@ -92,7 +92,7 @@ fn lookup<'a>(h: &'a impl Headers, name: &str) -> Value<'a> {
     }
 }
 
-fn value<'a>(n: &'a Node, h: &'a impl Headers) -> Value<'a> {
+fn value<'a, H: Headers + ?Sized>(n: &'a Node, h: &'a H) -> Value<'a> {
     match n {
         Node::Str(s) => Value::Str(s),
         Node::Int(i) => Value::Int(*i),
@@ -176,7 +176,7 @@ fn not(v: Option<bool>) -> Option<bool> {
 }
 
 /// The truth of a condition: `Some(true)`, `Some(false)` or unknown.
-pub fn truth(n: &Node, h: &impl Headers) -> Option<bool> {
+pub fn truth<H: Headers + ?Sized>(n: &Node, h: &H) -> Option<bool> {
     match n {
         Node::And(all) => {
             let mut unknown = false;

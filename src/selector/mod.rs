@@ -104,7 +104,7 @@ impl Selector {
 
     /// Whether a message with these headers is selected (the expression is true; false and
     /// unknown are not).
-    pub fn matches(&self, headers: &impl Headers) -> bool {
+    pub fn matches<H: Headers + ?Sized>(&self, headers: &H) -> bool {
         eval::truth(&self.root, headers) == Some(true)
     }
 

@@ -48,29 +48,7 @@ pub use subscribe::{drop_subscription, forget_subscription};
 use subscribe::{subscribe, unsubscribe};
 use tx::{abort, begin, commit};
 
-/// A set of worker indexes (up to [`crate::config::MAX_WORKERS`]).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct WorkerSet([u64; 4]);
-
-impl WorkerSet {
-    pub fn insert(&mut self, w: usize) {
-        self.0[w / 64] |= 1 << (w % 64);
-    }
-    pub fn remove(&mut self, w: usize) -> bool {
-        let had = self.contains(w);
-        self.0[w / 64] &= !(1 << (w % 64));
-        had
-    }
-    pub fn contains(&self, w: usize) -> bool {
-        self.0[w / 64] & (1 << (w % 64)) != 0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.iter().all(|&x| x == 0)
-    }
-    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..256).filter(|&w| self.contains(w))
-    }
-}
+pub use crate::broker::WorkerSet;
 
 /// A delivered message waiting for ACK/NACK.
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +78,8 @@ pub struct Subscription {
     pub filter: Option<Box<str>>,
     /// The SUBSCRIBE's `selector`, parsed.
     pub selector: Option<Arc<crate::selector::Selector>>,
+    /// A wildcard topic subscription's pattern (`dest` is then the pattern's text).
+    pub wild: Option<Arc<crate::broker::wildcard::Pattern>>,
     /// What happens when this topic subscriber falls behind (the destination's policy).
     pub slow: SlowConsumerPolicy,
 }

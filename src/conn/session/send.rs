@@ -26,6 +26,14 @@ pub(super) fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         // without a new generation.
         Some(last) if *last.dest == *dest && last.gen == ctx.env.policies.gen => (last.dest.clone(), last.policy.clone(), last.durable),
         _ => {
+            if DestKind::of(dest) == DestKind::Topic
+                && !matches!(crate::broker::wildcard::Pattern::parse(dest, ctx.env.cfg.wildcards), Ok(None))
+            {
+                return Err(Fatal::new(
+                    ErrorWord::Syntax,
+                    format!("{dest} is a wildcard: a SEND names one topic (wildcards = {:?})", ctx.env.cfg.wildcards),
+                ));
+            }
             check_access(conn, crate::acl::Verb::Send, dest, ctx)?;
             let d: Arc<str> = Arc::from(dest);
             let p = ctx.env.policies.resolve(&d).clone();

@@ -89,6 +89,20 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     if conn.session.by_id.contains_key(id) {
         return Err(Fatal::new(ErrorWord::Syntax, format!("duplicated subscription identifier {id:?}")));
     }
+    let wild = match crate::broker::wildcard::Pattern::parse(dest, ctx.env.cfg.wildcards) {
+        Err(detail) => return Err(Fatal::new(ErrorWord::Syntax, detail)),
+        Ok(None) => None,
+        Ok(Some(_)) if DestKind::of(dest) == DestKind::Queue => {
+            return Err(Fatal::new(
+                ErrorWord::Unsupported,
+                format!("{dest}: wildcard subscriptions are for topics; a queue is consumed by its name"),
+            ))
+        }
+        Ok(Some(_)) if filter.is_some() => {
+            return Err(Fatal::new(ErrorWord::Unsupported, "a wildcard subscription cannot filter (use a selector)"))
+        }
+        Ok(Some(p)) => Some(Arc::new(p)),
+    };
     // Queues are durable already; on a topic, a named subscription is a queue of its own.
     let durable = match durable_name(f, Some(id), true)? {
         Some(name) if DestKind::of(dest) == DestKind::Topic => {
@@ -97,6 +111,9 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
             }
             if selector.is_some() {
                 return Err(Fatal::new(ErrorWord::Unsupported, "a durable subscription with a selector is not supported"));
+            }
+            if wild.is_some() {
+                return Err(Fatal::new(ErrorWord::Unsupported, "a durable subscription to a wildcard is not supported"));
             }
             check_access(conn, crate::acl::Verb::Durable, dest, ctx)?;
             Some(Box::new((durable_identity(conn)?, Box::<str>::from(name))))
@@ -108,6 +125,17 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
             ErrorWord::SubsFlup,
             format!("too many subscriptions on this connection (limit: max_subs = {})", ctx.env.cfg.max_subs),
         ));
+    }
+    if wild.is_some() {
+        let max = ctx.env.cfg.max_wildcard_subs;
+        let held = &ctx.env.shared.wildcard_subs;
+        if held.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= max {
+            held.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(Fatal::new(
+                ErrorWord::SubsFlup,
+                format!("the broker holds as many wildcard subscriptions as it may (max_wildcard_subs = {max})"),
+            ));
+        }
     }
     let s = &mut conn.session;
     s.next_serial += 1;
@@ -130,9 +158,20 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
             dropped: 0,
             filter: filter.clone(),
             selector: selector.clone(),
+            wild: wild.clone(),
             slow: policy.slow_consumer,
         }),
     );
+    if let Some(pattern) = wild {
+        // Every owner routes the topics it owns that match; the receipt waits for them all.
+        let key = SubKey { conn: conn.me, serial };
+        ctx.wild.insert(&pattern, (crate::conn::ctx::LocalSub { slot: conn.me.slot, gen: conn.me.gen, serial }, selector));
+        for w in 0..ctx.outbox.workers() {
+            s.touched.insert(w);
+            ctx.outbox.to_owner(w, ToOwner::WildSubscribe { pattern: pattern.clone(), key });
+        }
+        return Ok(());
+    }
     // A topic subscriber's selector is applied here, as this worker fans out; a queue
     // consumer's by the queue's owner, as it dispatches.
     let selector = if kind == DestKind::Topic {
@@ -161,6 +200,14 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
 /// Remove a subscription here and at its owner (which requeues what a queue consumer held).
 pub fn drop_subscription(conn: &mut Conn, serial: u32, ctx: &mut Ctx) {
     if let Some(sub) = forget_subscription(conn, serial, ctx) {
+        if let Some(pattern) = sub.wild {
+            let key = SubKey { conn: conn.me, serial };
+            for w in 0..ctx.outbox.workers() {
+                conn.session.touched.insert(w);
+                ctx.outbox.to_owner(w, ToOwner::WildUnsubscribe { pattern: pattern.clone(), key });
+            }
+            return;
+        }
         let w = owner_of(&sub.dest, ctx.outbox.workers());
         conn.session.touched.insert(w);
         ctx.outbox.to_owner(w, ToOwner::Unsubscribe { dest: sub.dest, key: SubKey { conn: conn.me, serial } });
@@ -176,7 +223,12 @@ pub fn forget_subscription(conn: &mut Conn, serial: u32, ctx: &mut Ctx) -> Optio
             conn.session.unindex(p, serial);
         }
     }
-    if sub.kind == DestKind::Topic {
+    if let Some(pattern) = &sub.wild {
+        let ls = crate::conn::ctx::LocalSub { slot: conn.me.slot, gen: conn.me.gen, serial };
+        if ctx.wild.remove(pattern, |(l, _)| *l == ls) {
+            ctx.env.shared.wildcard_subs.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    } else if sub.kind == DestKind::Topic {
         if let Some(t) = ctx.topics.get_mut(&sub.dest) {
             t.remove(
                 crate::conn::ctx::LocalSub { slot: conn.me.slot, gen: conn.me.gen, serial },
