@@ -316,6 +316,10 @@ pub struct Config {
     pub selectors: bool,
     /// The wildcard syntax of topic subscriptions.
     pub wildcards: Wildcards,
+    /// Scheduled messages (`AMQ_SCHEDULED_DELAY` and kin) held at once, server-wide; each
+    /// worker holds at most its share (this / workers, rounded up). Past it a scheduled SEND
+    /// gets ERROR `q flup`.
+    pub max_scheduled: usize,
     /// Wildcard subscriptions held at once, server-wide (each is registered with every worker,
     /// so each costs on every one); past it such a SUBSCRIBE gets ERROR `subs flup`.
     pub max_wildcard_subs: usize,
@@ -443,6 +447,7 @@ impl Default for Config {
             selectors: true,
             wildcards: Wildcards::Activemq,
             max_wildcard_subs: 10_000,
+            max_scheduled: 100_000,
             create_destinations: true,
             max_destinations: 100_000,
             max_memory: 0,
@@ -536,13 +541,14 @@ impl Config {
     /// [`Config::validate`] and so by `--check-config` and reloads. The ranges keep a broker that
     /// starts able to work: a channel or buffer of `u64::MAX`, a spin of hours, or a frame limit
     /// past what memory can hold are configuration errors, not a crash later.
-    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 27] {
+    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 28] {
         const MIB: u64 = 1 << 20;
         const DAY_MS: u64 = 86_400_000;
         [
             ("max_connections", self.max_connections as u64, 1, 1_000_000),
             ("max_destinations", self.max_destinations as u64, 1, 10_000_000),
             ("max_wildcard_subs", self.max_wildcard_subs as u64, 1, 1_000_000),
+            ("max_scheduled", self.max_scheduled as u64, 1, 100_000_000),
             ("connect_timeout", self.connect_timeout, 1, 3_600_000),
             ("max_message_size", self.max_message_size as u64, 1, 256 * MIB),
             ("max_headers", self.max_headers as u64, 1, 10_000),

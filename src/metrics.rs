@@ -144,6 +144,10 @@ pub struct WorkerSnapshot {
     pub journal: Option<JournalStats>,
     /// Durable topic subscriptions it holds.
     pub durable_subscriptions: usize,
+    /// Messages it holds for scheduled delivery.
+    pub scheduled: usize,
+    /// Wildcard subscriptions of its connections.
+    pub wildcard_subscriptions: usize,
 }
 
 /// The JSON body for a console path, from every worker's snapshot.
@@ -196,6 +200,8 @@ fn totals(parts: &[&WorkerSnapshot], env: Env<'_>) -> serde_json::Value {
         "expired": total(&|p| p.shard.expired + p.stats.expired),
         "dead_lettered": total(&|p| p.shard.dead_lettered),
         "durable_subscriptions": total(&|p| p.durable_subscriptions as u64),
+        "scheduled": total(&|p| p.scheduled as u64),
+        "wildcard_subscriptions": total(&|p| p.wildcard_subscriptions as u64),
         "journal": journal_totals(parts),
         "recovery": env.recovery.map(|(messages, ms)| serde_json::json!({"messages": messages, "milliseconds": ms})),
         "closed_by_reason": CloseKind::ALL.iter().map(|k| (k.label().to_string(), total(&|p| p.stats.closed_by[k.index()]).into())).collect::<serde_json::Map<_, _>>(),
@@ -313,6 +319,21 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
     metric("messages_dead_discarded_total", "counter", "Dead letters discarded (dead_letter = \"\").", sum(&|p| p.shard.dead_discarded));
     metric("messages_dropped_slow_total", "counter", "Topic deliveries dropped for slow consumers.", sum(&|p| p.stats.dropped_slow));
     metric("durable_subscriptions", "gauge", "Durable topic subscriptions held.", sum(&|p| p.durable_subscriptions as u64));
+    metric(
+        "wildcard_subscriptions",
+        "gauge",
+        "Wildcard topic subscriptions held (max_wildcard_subs).",
+        sum(&|p| p.wildcard_subscriptions as u64),
+    );
+    metric("scheduled_messages", "gauge", "Messages held for scheduled delivery (max_scheduled).", sum(&|p| p.scheduled as u64));
+    metric("messages_scheduled_total", "counter", "SENDs taken for scheduled delivery.", sum(&|p| p.shard.scheduled));
+    metric("scheduled_deliveries_total", "counter", "Scheduled firings published to their destination.", sum(&|p| p.shard.scheduled_fired));
+    metric(
+        "scheduled_retries_total",
+        "counter",
+        "Scheduled firings their destination refused (offered again 100 ms later).",
+        sum(&|p| p.shard.scheduled_retries),
+    );
     let logs: Vec<&JournalStats> = parts.iter().filter_map(|p| p.journal.as_ref()).collect();
     if let Some((messages, ms)) = env.recovery {
         metric("journal_recovered_messages", "gauge", "Persistent messages the start recovered from the log.", messages);

@@ -256,3 +256,88 @@ fn wildcard_subscriptions_are_bounded_server_wide_and_released_on_close() {
     p.with_receipt("SEND", &[("destination", "/topic/e.1")], b"e", "r");
     assert_eq!(c.expect("MESSAGE").text(), "e");
 }
+
+#[test]
+fn scheduled_messages_wait_for_their_time_on_queues_and_topics() {
+    for setup in SETUPS {
+        let b = Broker::start(setup);
+        let mut q = b.client("1.2");
+        q.subscribe_sync("q", "/queue/later", "auto");
+        let mut t = b.client("1.2");
+        t.subscribe_sync("t", "/topic/later", "auto");
+        let mut p = b.client("1.2");
+        let start = std::time::Instant::now();
+        let at = (romp::broker::wall_ms() + 400).to_string();
+        p.with_receipt("SEND", &[("destination", "/queue/later"), ("AMQ_SCHEDULED_DELAY", "600")], b"in 600 ms", "r1");
+        p.with_receipt("SEND", &[("destination", "/queue/later"), ("AMQ_SCHEDULED_TIME", &at)], b"at +400 ms", "r2");
+        p.with_receipt("SEND", &[("destination", "/topic/later"), ("_AMQ_SCHEDULED_DELAY", "300")], b"topic in 300 ms", "r3");
+        p.with_receipt("SEND", &[("destination", "/queue/later")], b"now", "r4");
+        assert_eq!(q.expect("MESSAGE").text(), "now", "{setup}");
+        let m = t.expect("MESSAGE");
+        assert_eq!(m.text(), "topic in 300 ms");
+        assert!(start.elapsed() >= Duration::from_millis(300), "{setup}: delivered early");
+        let m = q.expect("MESSAGE");
+        assert_eq!(m.text(), "at +400 ms");
+        assert!(start.elapsed() >= Duration::from_millis(390), "{setup}: delivered early");
+        assert_eq!(m.h("AMQ_SCHEDULED_TIME"), at, "the scheduling headers stay, as ActiveMQ keeps them");
+        assert_eq!(q.expect("MESSAGE").text(), "in 600 ms");
+        assert!(start.elapsed() >= Duration::from_millis(600), "{setup}: delivered early: {:?}", start.elapsed());
+    }
+}
+
+#[test]
+fn a_repeated_schedule_delivers_each_time_under_a_new_id() {
+    let b = Broker::start(Setup { workers: 2, ws: false });
+    let mut q = b.client("1.2");
+    q.subscribe_sync("q", "/queue/tick", "client-individual");
+    let mut p = b.client("1.2");
+    let start = std::time::Instant::now();
+    let h =
+        [("destination", "/queue/tick"), ("AMQ_SCHEDULED_DELAY", "100"), ("AMQ_SCHEDULED_PERIOD", "150"), ("AMQ_SCHEDULED_REPEAT", "3")];
+    p.with_receipt("SEND", &h, b"tick", "r");
+    let mut ids = Vec::new();
+    for i in 0..4u64 {
+        let m = q.expect("MESSAGE");
+        assert_eq!(m.text(), "tick");
+        assert!(start.elapsed() >= Duration::from_millis(100 + 150 * i), "firing {i} came early: {:?}", start.elapsed());
+        ids.push(m.h("message-id").to_string());
+        q.send_frame("ACK", &[("id", m.h("ack"))], b"");
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    q.expect_nothing(Duration::from_millis(400));
+}
+
+#[test]
+fn bad_and_unbounded_schedules_are_refused() {
+    let b = Broker::with(2, |c| c.max_scheduled = 4);
+    for (h, v, word, why) in [
+        ("AMQ_SCHEDULED_DELAY", "soon", "syntax", "not a number"),
+        ("AMQ_SCHEDULED_REPEAT", "2", "syntax", "AMQ_SCHEDULED_PERIOD"),
+        ("AMQ_SCHEDULED_DELAY", "99999999999999", "syntax", "366 days"),
+        ("AMQ_SCHEDULED_CRON", "* * * * *", "unsupported", "cron"),
+    ] {
+        let mut c = b.client("1.2");
+        c.send_frame("SEND", &[("destination", "/queue/s"), (h, v)], b"x");
+        let e = c.expect_error(word);
+        assert!(e.text().contains(why), "{h}: {e:?}");
+    }
+    // Two workers: each holds at most two of the four.
+    let mut p = b.client("1.2");
+    let mut refused = None;
+    for i in 0..6 {
+        let dest = format!("/queue/s{i}");
+        p.send_frame("SEND", &[("destination", &dest), ("AMQ_SCHEDULED_DELAY", "60000"), ("receipt", "r")], b"x");
+        let g = p.recv();
+        if g.command == "ERROR" {
+            refused = Some((i, g));
+            break;
+        }
+    }
+    let (i, e) = refused.expect("the bound refused a scheduled SEND");
+    assert!(i >= 2, "refused after {i}");
+    assert_eq!(e.h("message"), "q flup");
+    assert!(e.text().contains("max_scheduled = 4"), "{e:?}");
+    assert_eq!(b.metric("romp_scheduled_messages "), i as u64, "the held ones are counted");
+}

@@ -237,3 +237,51 @@ fn the_recovered_log_counts_against_the_disk_limit_from_the_start_and_metrics_sh
     drop(b);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_persistent_scheduled_message_survives_a_restart_and_still_waits_for_its_time() {
+    let dir = data_dir("scheduled");
+    let at = romp::broker::wall_ms() + 2_500;
+    {
+        let b = durable(2, &dir);
+        let mut p = b.client("1.2");
+        let at = at.to_string();
+        let h = [("destination", "/queue/later"), ("persistent", "true"), ("AMQ_SCHEDULED_TIME", at.as_str())];
+        p.with_receipt("SEND", &h, b"kept", "r");
+        let h = [("destination", "/queue/later"), ("AMQ_SCHEDULED_DELAY", "2000")];
+        p.with_receipt("SEND", &h, b"memory only", "r2");
+    }
+    let b = durable(3, &dir);
+    let mut c = b.client("1.2");
+    c.subscribe_sync("s", "/queue/later", "client-individual");
+    let m = c.recv_timeout(Duration::from_secs(10)).expect("the scheduled message came back");
+    assert!(romp::broker::wall_ms() >= at, "delivered before its time");
+    assert_eq!(m.text(), "kept");
+    assert_eq!(m.h("persistent"), "true");
+    assert!(m.header("romp-deliver-at").is_none(), "the log's own header is not delivered: {m:?}");
+    c.send_frame("ACK", &[("id", m.h("ack"))], b"");
+    c.expect_nothing(Duration::from_millis(300));
+    drop(c);
+    drop(b);
+    // Acknowledged after it fired: gone for good.
+    let b = durable(1, &dir);
+    assert!(drain(&b, "/queue/later").is_empty());
+}
+
+#[test]
+fn a_due_scheduled_message_that_its_full_queue_refuses_waits_until_there_is_room() {
+    let b = Broker::with(1, |c| {
+        c.destinations.insert(
+            "/queue/tight".into(),
+            romp::config::DestConfig { max_messages: Some(1), overflow: Some(romp::config::Overflow::Reject), ..Default::default() },
+        );
+    });
+    let mut p = b.client("1.2");
+    p.with_receipt("SEND", &[("destination", "/queue/tight")], b"first", "r1");
+    p.with_receipt("SEND", &[("destination", "/queue/tight"), ("AMQ_SCHEDULED_DELAY", "50")], b"scheduled", "r2");
+    std::thread::sleep(Duration::from_millis(400));
+    let mut c = b.client("1.2");
+    c.subscribe_sync("s", "/queue/tight", "auto");
+    assert_eq!(c.expect("MESSAGE").text(), "first");
+    assert_eq!(c.expect("MESSAGE").text(), "scheduled", "held while the queue was full, delivered once it had room");
+}

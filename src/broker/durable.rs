@@ -31,6 +31,10 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// The record header that holds a scheduled message's time (never a header of a MESSAGE:
+/// recovery takes it back into `Message::deliver_at`).
+pub const DELIVER_AT: &str = "romp-deliver-at";
+
 /// What every worker's log uses on disk, shared so that each owner can apply the limits to
 /// the whole broker (written by the sync reports, read on persistent SENDs).
 #[derive(Debug, Default)]
@@ -220,6 +224,11 @@ impl Journal {
         let mut headers: Vec<(&str, &str)> = msg.headers.iter().map(|(k, v)| (&**k, &**v)).collect();
         if let Some(c) = &msg.custom_id {
             headers.push(("message-id", c));
+        }
+        // A scheduled message keeps its time (and is scheduled again after a restart).
+        let at = (msg.deliver_at != 0).then(|| msg.deliver_at.to_string());
+        if let Some(at) = &at {
+            headers.push((DELIVER_AT, at));
         }
         MessageRecord { dest, id: msg.id, expires: msg.expires, order, headers, body: &msg.body }.encode(&mut self.buf);
         self.push(Kind::Message, 1, conn)

@@ -109,6 +109,12 @@ pub struct Message {
     pub expires: u64,
     /// A `message-id` set by a trusted (admin-port) publisher, sent instead of `id`.
     pub custom_id: Option<Box<str>>,
+    /// Scheduled delivery (`AMQ_SCHEDULED_DELAY` / `AMQ_SCHEDULED_TIME`): the owner holds it
+    /// until this time (ms since the Unix epoch; 0 = not scheduled) and then publishes it,
+    /// and again every `period` ms `repeat` more times.
+    pub deliver_at: u64,
+    pub period: u64,
+    pub repeat: u32,
     /// The MESSAGE header lines every subscriber of one protocol version shares (message-id,
     /// destination, user headers, content-length, blank line), encoded on first use. Index:
     /// 1.0, 1.1, 1.2. Workers may race to fill it; `OnceLock` keeps one.
@@ -117,7 +123,18 @@ pub struct Message {
 
 impl Message {
     pub fn new(id: u64, destination: Arc<str>, headers: Vec<(Box<str>, Box<str>)>, body: Box<[u8]>) -> Message {
-        Message { id, destination, headers, body, expires: 0, custom_id: None, shared_head: Default::default() }
+        Message {
+            id,
+            destination,
+            headers,
+            body,
+            expires: 0,
+            custom_id: None,
+            deliver_at: 0,
+            period: 0,
+            repeat: 0,
+            shared_head: Default::default(),
+        }
     }
 
     /// Expired at `now_ms` (ms since the Unix epoch)?

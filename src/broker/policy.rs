@@ -171,6 +171,8 @@ pub struct Policies {
     pub create_destinations: bool,
     /// Destinations held at once, server-wide (each worker's shard takes its share).
     pub max_destinations: usize,
+    /// Scheduled messages held at once, server-wide (each owner holds its share).
+    pub max_scheduled: usize,
     exact: FastMap<String, Arc<Policy>>,
     /// Longest prefix first.
     prefixes: Vec<(String, Arc<Policy>)>,
@@ -212,6 +214,7 @@ impl Policies {
             gen,
             create_destinations: cfg.create_destinations,
             max_destinations: cfg.max_destinations,
+            max_scheduled: cfg.max_scheduled,
             exact,
             prefixes,
             default: Arc::new(base),

@@ -32,6 +32,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 mod durable_subs;
+mod schedule;
 pub use durable_subs::DurableId;
 use durable_subs::DurableSub;
 use std::sync::Arc;
@@ -147,6 +148,11 @@ pub struct ShardStats {
     pub flow_blocks: u64,
     /// Messages dropped from the head of a full `overflow = "drop-head"` queue.
     pub overflow_dropped: u64,
+    /// Messages taken for scheduled delivery; firings published; firings their destination
+    /// refused (offered again later).
+    pub scheduled: u64,
+    pub scheduled_fired: u64,
+    pub scheduled_retries: u64,
 }
 
 /// What an admin purge removed.
@@ -210,6 +216,8 @@ pub struct Shard {
     wild: Trie<SubKey>,
     /// Scratch for the subscriptions a wildcard match found (no allocation once warm).
     wild_hits: Vec<SubKey>,
+    /// Messages held for scheduled delivery, earliest first (see `schedule`).
+    scheduled: BinaryHeap<schedule::Scheduled>,
 }
 
 fn refresh(policies: &Policies, dest: &str, policy: &mut Arc<Policy>, gen: &mut u64) {
@@ -244,6 +252,7 @@ impl Shard {
             unfinished: Vec::new(),
             wild: Trie::default(),
             wild_hits: Vec::new(),
+            scheduled: BinaryHeap::new(),
         }
     }
 
@@ -266,9 +275,12 @@ impl Shard {
         for (id, m) in messages {
             let mut headers: Vec<(Box<str>, Box<str>)> = Vec::with_capacity(m.headers.len());
             let mut custom = None;
+            let mut deliver_at = 0;
             for (k, v) in m.headers {
                 if k == "message-id" {
                     custom = Some(v.into_boxed_str());
+                } else if k == super::durable::DELIVER_AT {
+                    deliver_at = v.parse().unwrap_or(1);
                 } else {
                     headers.push((k.into_boxed_str(), v.into_boxed_str()));
                 }
@@ -276,6 +288,15 @@ impl Shard {
             let mut msg = Message::new(id, dest.clone(), headers, m.body.into_boxed_slice());
             msg.expires = m.expires;
             msg.custom_id = custom;
+            if deliver_at != 0 && sub.is_none() {
+                // Scheduled again, repeats and all (at least once: firings before the crash
+                // may come again).
+                msg.deliver_at = deliver_at;
+                msg.period = msg.header("AMQ_SCHEDULED_PERIOD").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                msg.repeat = msg.header("AMQ_SCHEDULED_REPEAT").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                self.hold(Arc::new(msg), m.seq, m.seq);
+                continue;
+            }
             let seq = self.next_seq;
             self.next_seq += 1;
             if let Some((topic, id)) = &sub {
@@ -307,6 +328,7 @@ impl Shard {
                 });
             }
             log::debug!("worker {}: {n} queue messages copied out of the log's oldest segment", self.me);
+            self.relog_scheduled(d.relog_below);
             self.relog_durables(d.relog_below);
         }
     }
@@ -469,7 +491,11 @@ impl Shard {
 
     /// The earliest expiry of anything held (ms since the epoch).
     pub fn next_expiry(&self) -> Option<u64> {
-        self.expiring.peek().map(|r| r.0 .0)
+        let expiry = self.expiring.peek().map(|r| r.0 .0);
+        match (expiry, self.next_scheduled()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// May `dest` be held here? Yes if it already is, or if this shard is under its share of
@@ -799,6 +825,23 @@ impl Shard {
     /// Publish; returns whether the destination accepted the message. `quiet`: a refusal is
     /// only returned, not reported.
     fn publish(&mut self, msg: Arc<Message>, from: Publisher, receipt: Option<Box<str>>, out: &mut impl Outlet, quiet: bool) -> bool {
+        if msg.deliver_at != 0 {
+            return self.schedule(msg, from, receipt, out, quiet);
+        }
+        self.publish_logged(msg, from, receipt, out, quiet, 0)
+    }
+
+    /// [`Shard::publish`]; `prelogged`: the durable record that already holds this queue
+    /// message (a scheduled one, logged when it was scheduled), 0 if none.
+    fn publish_logged(
+        &mut self,
+        msg: Arc<Message>,
+        from: Publisher,
+        receipt: Option<Box<str>>,
+        out: &mut impl Outlet,
+        quiet: bool,
+        prelogged: u64,
+    ) -> bool {
         let dest = msg.destination.clone();
         if msg.expired(self.now_ms) {
             // Dead on arrival: a queue message goes where the queue's expired messages go.
@@ -911,7 +954,7 @@ impl Shard {
                 }
                 let policy = self.queue_mut(&dest).policy.clone();
                 let (msg, logged) = self.persistence(msg, &policy);
-                if logged {
+                if logged && prelogged == 0 {
                     if let Some(detail) = self.journal.as_mut().and_then(|j| j.disk_full()) {
                         if self.queues.get(&dest).is_some_and(|q| q.is_idle()) {
                             self.queues.remove(&dest);
@@ -956,6 +999,7 @@ impl Shard {
                 }
                 let expires = msg.expires;
                 let log = match &mut self.journal {
+                    _ if prelogged != 0 => prelogged,
                     Some(j) if logged => j.message(&msg, self.acting),
                     _ => 0,
                 };
@@ -1016,6 +1060,9 @@ impl Shard {
     /// Remove what expired by `now_ms` (queue messages go to their dead-letter destination).
     pub fn expire(&mut self, now_ms: u64, out: &mut impl Outlet) {
         self.now_ms = now_ms;
+        if self.next_scheduled().is_some_and(|at| at <= now_ms) {
+            self.fire_scheduled(now_ms, out);
+        }
         while self.expiring.peek().is_some_and(|r| r.0 .0 <= now_ms) {
             let Some(Reverse((_, seq, dest))) = self.expiring.pop() else { break };
             match DestKind::of(&dest) {

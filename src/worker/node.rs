@@ -180,6 +180,8 @@ impl Node {
                     timers: self.ctx.time.timers.len(),
                     journal: self.shard.journal.as_ref().map(|j| j.stats),
                     durable_subscriptions: self.shard.durable_subscriptions(),
+                    scheduled: self.shard.scheduled_len(),
+                    wildcard_subscriptions: self.ctx.wild.len(),
                 };
                 self.ctx.outbox.to_worker(from.worker(), crate::bus::ToWorker::StatsPart { to: from, part: Box::new(part) });
             }

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 mod ack;
 mod connect;
+mod dialect;
 pub mod pending;
 mod receipts;
 mod send;

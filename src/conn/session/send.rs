@@ -34,6 +34,7 @@ pub(super) fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
                     format!("{dest} is a wildcard: a SEND names one topic (wildcards = {:?})", ctx.env.cfg.wildcards),
                 ));
             }
+            dialect::rabbit_destination(dest)?;
             check_access(conn, crate::acl::Verb::Send, dest, ctx)?;
             let d: Arc<str> = Arc::from(dest);
             let p = ctx.env.policies.resolve(&d).clone();
@@ -44,6 +45,7 @@ pub(super) fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         }
     };
     check_policy(conn, &dest, &policy, true, ctx)?;
+    dialect::check_send(f, &dest)?;
     if !durable && f.header("persistent") == Some("true") {
         return denied(conn, crate::acl::Verb::Durable, &dest);
     }
@@ -70,8 +72,20 @@ pub(super) fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         headers.retain(|(k, _)| &**k != "expires");
         headers.push((Box::from("expires"), expires.to_string().into_boxed_str()));
     }
+    let (deliver_at, period, repeat) = dialect::schedule(f, ctx.time.wall_ms)?;
+    if deliver_at != 0
+        && DestKind::of(&dest) == DestKind::Topic
+        && f.header("persistent") == Some("true")
+        && !ctx.env.cfg.data_dir.is_empty()
+    {
+        return Err(Fatal::new(
+            ErrorWord::Unsupported,
+            format!("{dest}: a scheduled topic message is held in memory only; send it without persistent:true, or schedule it to a queue"),
+        ));
+    }
     let mut msg = Message::new(ctx.next_message_id(), dest, headers, f.body.into());
     msg.expires = expires;
+    (msg.deliver_at, msg.period, msg.repeat) = (deliver_at, period, repeat);
     if conn.who.listener == ListenerKind::Admin {
         // Trusted publishers may name their messages.
         msg.custom_id = f.header("message-id").filter(|v| !v.is_empty()).map(Box::from);

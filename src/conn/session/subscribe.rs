@@ -60,6 +60,7 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         Some((_, Some(mode))) if mode != AckMode::ClientIndividual || conn.version > Version::V1_0 => mode,
         Some((m, _)) => return Err(Fatal::new(ErrorWord::Syntax, format!("ack mode {m:?} is not auto, client or client-individual"))),
     };
+    dialect::check_subscribe(f, dest)?;
     let prefetch = parse_prefetch(f, ctx)?;
     let policy = ctx.env.policies.resolve(dest).clone();
     check_policy(conn, dest, &policy, false, ctx)?;
