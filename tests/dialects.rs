@@ -341,3 +341,103 @@ fn bad_and_unbounded_schedules_are_refused() {
     assert!(e.text().contains("max_scheduled = 4"), "{e:?}");
     assert_eq!(b.metric("romp_scheduled_messages "), i as u64, "the held ones are counted");
 }
+
+#[test]
+fn queue_priorities_consumer_priorities_exclusive_consumers_and_groups_over_the_wire() {
+    for setup in SETUPS {
+        let b = Broker::start(setup);
+        // Message priority: a backlog is delivered highest first.
+        let mut p = b.client("1.2");
+        for (body, prio) in [("low", "1"), ("high", "9"), ("default", ""), ("mid", "6")] {
+            let mut h = vec![("destination", "/queue/prio")];
+            if !prio.is_empty() {
+                h.push(("priority", prio));
+            }
+            p.send_frame("SEND", &h, body.as_bytes());
+        }
+        p.with_receipt("SEND", &[("destination", "/queue/other")], b"", "r");
+        let mut c = b.client("1.2");
+        c.subscribe_sync("1", "/queue/prio", "auto");
+        assert_eq!(bodies(&mut c, 4), ["high", "mid", "default", "low"], "{setup}");
+        // An exclusive consumer gets everything; when it leaves the next exclusive one does.
+        let mut first = b.client("1.2");
+        first.with_receipt("SUBSCRIBE", &[("id", "1"), ("destination", "/queue/ex"), ("activemq.exclusive", "true")], b"", "s");
+        let mut second = b.client("1.2");
+        second.with_receipt("SUBSCRIBE", &[("id", "1"), ("destination", "/queue/ex"), ("x-single-active-consumer", "true")], b"", "s");
+        let mut plain = b.client("1.2");
+        plain.subscribe_sync("1", "/queue/ex", "auto");
+        for i in 0..6 {
+            send(&mut p, "/queue/ex", &[], &i.to_string());
+        }
+        p.with_receipt("SEND", &[("destination", "/queue/other")], b"", "r");
+        assert_eq!(bodies(&mut first, 6), ["0", "1", "2", "3", "4", "5"], "{setup}");
+        first.disconnect();
+        p.with_receipt("SEND", &[("destination", "/queue/ex")], b"6", "r");
+        assert_eq!(bodies(&mut second, 1), ["6"], "{setup}");
+        plain.expect_nothing(Duration::from_millis(100));
+        // Groups: each group's messages all go to one of the competing consumers.
+        let mut g1 = b.client("1.2");
+        g1.subscribe_sync("1", "/queue/grp", "auto");
+        let mut g2 = b.client("1.2");
+        g2.subscribe_sync("1", "/queue/grp", "auto");
+        for i in 0..20 {
+            let g = ["red", "blue", "green"][i % 3];
+            send(&mut p, "/queue/grp", &[("JMSXGroupID", g)], &format!("{g} {i}"));
+        }
+        p.with_receipt("SEND", &[("destination", "/queue/other")], b"", "r");
+        let (mut a, mut bb) = (Vec::new(), Vec::new());
+        while a.len() + bb.len() < 20 {
+            if let Some(m) = g1.recv_timeout(Duration::from_millis(50)) {
+                a.push(m.text());
+            }
+            if let Some(m) = g2.recv_timeout(Duration::from_millis(50)) {
+                bb.push(m.text());
+            }
+        }
+        for g in ["red", "blue", "green"] {
+            let on_a = a.iter().any(|m| m.starts_with(g));
+            let on_b = bb.iter().any(|m| m.starts_with(g));
+            assert!(on_a != on_b, "{setup}: group {g} split: {a:?} / {bb:?}");
+        }
+        // Consumer priority: the higher consumer takes what it has room for first.
+        let mut low = b.client("1.2");
+        low.subscribe_sync("1", "/queue/cp", "client-individual");
+        let mut high = b.client("1.2");
+        let h =
+            [("id", "1"), ("destination", "/queue/cp"), ("ack", "client-individual"), ("activemq.priority", "9"), ("prefetch-count", "3")];
+        high.with_receipt("SUBSCRIBE", &h, b"", "s");
+        for i in 0..5 {
+            send(&mut p, "/queue/cp", &[], &i.to_string());
+        }
+        p.with_receipt("SEND", &[("destination", "/queue/other")], b"", "r");
+        assert_eq!(bodies(&mut high, 3), ["0", "1", "2"], "{setup}");
+        assert_eq!(bodies(&mut low, 2), ["3", "4"], "{setup}");
+    }
+}
+
+#[test]
+fn consumer_dialect_headers_on_topics_and_bad_priorities_are_refused() {
+    let b = Broker::start(1);
+    let mut c = b.client("1.2");
+    c.send_frame("SUBSCRIBE", &[("id", "1"), ("destination", "/topic/t"), ("activemq.exclusive", "true")], b"");
+    assert!(c.expect_error("unsupported").text().contains("apply to queues"));
+    let mut c = b.client("1.2");
+    c.send_frame("SUBSCRIBE", &[("id", "1"), ("destination", "/queue/q"), ("x-priority", "high")], b"");
+    assert!(c.expect_error("syntax").text().contains("x-priority"));
+    let mut c = b.client("1.2");
+    c.send_frame("SEND", &[("destination", "/queue/q"), ("priority", "urgent")], b"");
+    assert!(c.expect_error("syntax").text().contains("priority"));
+    for (h, v) in [("x-queue-type", "stream"), ("activemq.noLocal", "true"), ("x-max-length", "10"), ("subscription-type", "ANYCAST")] {
+        let mut c = b.client("1.2");
+        c.send_frame("SUBSCRIBE", &[("id", "1"), ("destination", "/topic/t"), (h, v)], b"");
+        assert!(c.expect_error("unsupported").text().contains(h), "{h}");
+    }
+    let mut c = b.client("1.2");
+    c.send_frame("SEND", &[("destination", "/exchange/amq.topic/x")], b"");
+    assert!(c.expect_error("unsupported").text().contains("/topic/NAME"));
+    // Accepted: the quorum/classic queue types, and a matching routing type.
+    let mut c = b.client("1.2");
+    c.with_receipt("SUBSCRIBE", &[("id", "1"), ("destination", "/queue/q"), ("x-queue-type", "quorum")], b"", "a");
+    c.with_receipt("SEND", &[("destination", "/queue/q"), ("destination-type", "ANYCAST")], b"ok", "b");
+    assert_eq!(c.expect("MESSAGE").text(), "ok");
+}

@@ -38,9 +38,10 @@ pub enum ToOwner {
         mode: AckMode,
         prefetch: u32,
         filter: Option<Box<str>>,
-        /// A queue consumer's selector: it is offered only the messages this accepts. (A
-        /// topic subscriber's selector is applied by its own worker while fanning out.)
-        selector: Option<Arc<crate::selector::Selector>>,
+        /// How a queue consumer takes part in dispatch: its selector (it is offered only the
+        /// messages this accepts), priority and exclusivity. (A topic subscriber's selector is
+        /// applied by its own worker while fanning out.)
+        consumer: super::queue::ConsumerOpts,
         barrier: bool,
         durable: Option<Box<(Box<str>, Box<str>)>>,
         /// As for `Publish`: whether the subscriber may create the destination.

@@ -11,6 +11,7 @@ pub mod durable;
 pub mod mail;
 pub mod policy;
 pub mod queue;
+pub mod ready;
 pub mod shard;
 pub mod wildcard;
 
@@ -115,6 +116,9 @@ pub struct Message {
     pub deliver_at: u64,
     pub period: u64,
     pub repeat: u32,
+    /// JMS priority, 0-9 (the `priority` header; 4 without one): a queue delivers higher
+    /// levels first.
+    pub priority: u8,
     /// The MESSAGE header lines every subscriber of one protocol version shares (message-id,
     /// destination, user headers, content-length, blank line), encoded on first use. Index:
     /// 1.0, 1.1, 1.2. Workers may race to fill it; `OnceLock` keeps one.
@@ -123,6 +127,14 @@ pub struct Message {
 
 impl Message {
     pub fn new(id: u64, destination: Arc<str>, headers: Vec<(Box<str>, Box<str>)>, body: Box<[u8]>) -> Message {
+        // Read from the headers here, so every path that builds a message (SEND, links,
+        // recovery, dead letters) gets it alike. 0-9 as in JMS; larger ones (RabbitMQ allows up
+        // to 255) count as 9, as RabbitMQ counts those over a queue's maximum.
+        let priority = headers
+            .iter()
+            .find(|(k, _)| &**k == "priority")
+            .and_then(|(_, v)| v.trim().parse::<u8>().ok())
+            .map_or(ready::DEFAULT_PRIORITY, |p| p.min(ready::LEVELS as u8 - 1));
         Message {
             id,
             destination,
@@ -133,6 +145,7 @@ impl Message {
             deliver_at: 0,
             period: 0,
             repeat: 0,
+            priority,
             shared_head: Default::default(),
         }
     }

@@ -576,7 +576,7 @@ impl Shard {
             ToOwner::Subscribe { dest, key, mode, prefetch, barrier, durable: Some(id), .. } if DestKind::of(&dest) == DestKind::Topic => {
                 self.subscribe_durable(dest, key, mode, prefetch, *id, barrier, out)
             }
-            ToOwner::Subscribe { dest, key, mode, prefetch, filter, selector, barrier, .. } => match DestKind::of(&dest) {
+            ToOwner::Subscribe { dest, key, mode, prefetch, filter, consumer, barrier, .. } => match DestKind::of(&dest) {
                 DestKind::Topic => self.subscribe_topic(dest, key, filter, barrier, out),
                 DestKind::Queue => {
                     let q = self.queue_mut(&dest);
@@ -588,7 +588,7 @@ impl Shard {
                         out.answer(key.conn.worker as usize, FromOwner::SubscribeRefused { key, word: ErrorWord::DestFlup, detail });
                         return;
                     }
-                    q.subscribe(key, mode, prefetch, selector);
+                    q.subscribe(key, mode, prefetch, consumer);
                     if barrier {
                         let owner = out.me() as u16;
                         out.answer(key.conn.worker as usize, FromOwner::BarrierDone { conn: key.conn, owner });

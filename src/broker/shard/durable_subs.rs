@@ -74,7 +74,7 @@ impl Shard {
             consumer: None,
             last: None,
         });
-        d.queue.subscribe(key, mode, prefetch, None);
+        d.queue.subscribe(key, mode, prefetch, Default::default());
         d.consumer = Some(key);
         d.last = Some(key);
         if fresh {

@@ -67,6 +67,25 @@ pub(super) fn schedule(f: &Frame<'_>, now_ms: u64) -> Result<(u64, u64, u32), Fa
     Ok((at, period, repeat as u32))
 }
 
+/// A queue consumer's priority (ActiveMQ's `activemq.priority`, RabbitMQ's `x-priority`;
+/// higher first, 0 by default) and exclusivity (`activemq.exclusive:true`, RabbitMQ's
+/// `x-single-active-consumer:true`). On a topic they mean nothing and are refused.
+pub(super) fn consumer_dialect(f: &Frame<'_>, dest: &str) -> Result<(i32, bool), Fatal> {
+    let raw = f.header("activemq.priority").map(|v| ("activemq.priority", v)).or_else(|| f.header("x-priority").map(|v| ("x-priority", v)));
+    let priority = match raw {
+        None | Some((_, "")) => 0,
+        Some((name, v)) => match v.trim().parse::<i32>() {
+            Ok(p) if (-1000..=1000).contains(&p) => p,
+            _ => return Err(Fatal::new(ErrorWord::Syntax, format!("{name} {v:?} is not an integer from -1000 to 1000"))),
+        },
+    };
+    let exclusive = f.header("activemq.exclusive") == Some("true") || f.header("x-single-active-consumer") == Some("true");
+    if (priority != 0 || exclusive) && DestKind::of(dest) == DestKind::Topic {
+        return Err(Fatal::new(ErrorWord::Unsupported, format!("{dest}: consumer priority and exclusive consumers apply to queues")));
+    }
+    Ok((priority, exclusive))
+}
+
 /// Refuse a SUBSCRIBE whose headers ask for what romp does not do.
 pub(super) fn check_subscribe(f: &Frame<'_>, dest: &str) -> Res {
     for h in f.headers.iter() {

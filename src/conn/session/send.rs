@@ -73,6 +73,9 @@ pub(super) fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         headers.push((Box::from("expires"), expires.to_string().into_boxed_str()));
     }
     let (deliver_at, period, repeat) = dialect::schedule(f, ctx.time.wall_ms)?;
+    if let Some(p) = f.header("priority").filter(|p| !p.is_empty() && p.trim().parse::<u8>().is_err()) {
+        return Err(Fatal::new(ErrorWord::Syntax, format!("priority {p:?} is not a number from 0 to 9")));
+    }
     if deliver_at != 0
         && DestKind::of(&dest) == DestKind::Topic
         && f.header("persistent") == Some("true")

@@ -61,6 +61,7 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         Some((m, _)) => return Err(Fatal::new(ErrorWord::Syntax, format!("ack mode {m:?} is not auto, client or client-individual"))),
     };
     dialect::check_subscribe(f, dest)?;
+    let (priority, exclusive) = dialect::consumer_dialect(f, dest)?;
     let prefetch = parse_prefetch(f, ctx)?;
     let policy = ctx.env.policies.resolve(dest).clone();
     check_policy(conn, dest, &policy, false, ctx)?;
@@ -193,7 +194,17 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let create = may_create(conn, &dest, ctx);
     ctx.outbox.to_owner(
         w,
-        ToOwner::Subscribe { dest, key: SubKey { conn: conn.me, serial }, mode, prefetch, filter, selector, barrier, durable, create },
+        ToOwner::Subscribe {
+            dest,
+            key: SubKey { conn: conn.me, serial },
+            mode,
+            prefetch,
+            filter,
+            consumer: crate::broker::queue::ConsumerOpts { selector, priority, exclusive },
+            barrier,
+            durable,
+            create,
+        },
     );
     Ok(())
 }

@@ -13,11 +13,14 @@
 
 use super::mail::Seqs;
 use super::policy::Policy;
+use super::ready::{Ready, LEVELS};
 use super::{AckMode, FastMap, Message, SubKey};
 use crate::memory::Tally;
 use crate::selector::Selector;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+
+mod constrained;
 
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -76,11 +79,34 @@ struct Consumer {
     inflight: BTreeMap<u64, Entry>,
     /// Takes only the messages this accepts (the SUBSCRIBE's `selector`).
     selector: Option<Arc<Selector>>,
-    /// With a selector: every ready message below this sequence was offered to this consumer
-    /// and refused. A selector's verdict on a message never changes, so this only moves back
-    /// when a message goes back to the queue below it.
-    cursor: u64,
+    /// Consumer priority (`activemq.priority`, `x-priority`): higher ones are offered messages
+    /// first; lower ones get what they leave.
+    priority: i32,
+    /// `activemq.exclusive` / `x-single-active-consumer`: while it is the oldest exclusive
+    /// consumer, it alone gets the queue's messages.
+    exclusive: bool,
+    /// When it subscribed (the queue's counter): the oldest exclusive consumer is the active one.
+    joined: u64,
+    /// Message-group buckets assigned to it.
+    groups: u32,
+    /// Per priority level: every ready message below this sequence was offered to this
+    /// consumer and refused (its selector, or another consumer's group). Moved back when a
+    /// message goes back below it, or when groups are released.
+    cursor: [u64; LEVELS],
 }
+
+/// How a consumer takes part in dispatch (its SUBSCRIBE's dialect headers).
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerOpts {
+    pub selector: Option<Arc<Selector>>,
+    pub priority: i32,
+    pub exclusive: bool,
+}
+
+/// Message-group buckets per queue: a group (`JMSXGroupID`) hashes to one, and a bucket
+/// belongs to one consumer while it lives, so memory is bounded whatever the number of groups
+/// (two groups in one bucket share a consumer, which still keeps each group on one consumer).
+pub const GROUP_BUCKETS: usize = 1024;
 
 /// A delivery the owner must send to a consumer's worker.
 #[derive(Debug)]
@@ -95,7 +121,7 @@ pub struct Queue {
     /// This destination's policy and the table generation it came from.
     pub policy: Arc<Policy>,
     pub policy_gen: u64,
-    ready: VecDeque<Entry>,
+    ready: Ready,
     consumers: Vec<Consumer>,
     /// Where each consumer is in `consumers`: ACKs, credits and pauses find theirs in O(1)
     /// among thousands.
@@ -116,9 +142,22 @@ pub struct Queue {
     /// Logged messages that left (consumed, expired, dead-lettered, purged) since the shard
     /// last took them: (message id, log record), for its drop record.
     dropped: Vec<(u64, u64)>,
-    /// Consumers with a selector; while there are none, dispatch takes the head for the next
-    /// consumer on the ring (the fast path).
+    /// Consumers with a selector, exclusive ones, ones with a priority other than 0, and
+    /// whether message groups are in use: while all are none, dispatch takes the head for the
+    /// next consumer on the ring (the fast path); otherwise see `constrained`.
     selective: usize,
+    exclusives: usize,
+    prioritized: usize,
+    /// Which consumer each message-group bucket belongs to (allocated on the first grouped
+    /// message), and how many are assigned.
+    groups: Option<Box<[Option<SubKey>]>>,
+    grouped: usize,
+    /// Consumers ever subscribed (their `joined`), and a rotation for round-robin among
+    /// equals in constrained dispatch.
+    joins: u64,
+    rr: usize,
+    /// The last dispatch was constrained (the ring is rebuilt when the fast path resumes).
+    was_constrained: bool,
     /// The last dispatch spent its [`SELECTOR_BUDGET`] with messages left to offer: the owner
     /// dispatches again next turn, without waiting for another event.
     unfinished: bool,
@@ -141,7 +180,7 @@ impl Queue {
         Queue {
             policy,
             policy_gen,
-            ready: VecDeque::new(),
+            ready: Ready::default(),
             consumers: Vec::new(),
             index: FastMap::default(),
             ring: VecDeque::new(),
@@ -153,6 +192,13 @@ impl Queue {
             dead: Vec::new(),
             dropped: Vec::new(),
             selective: 0,
+            exclusives: 0,
+            prioritized: 0,
+            groups: None,
+            grouped: 0,
+            joins: 0,
+            rr: 0,
+            was_constrained: false,
             unfinished: false,
         }
     }
@@ -195,28 +241,26 @@ impl Queue {
 
     /// Is a message with this sequence number still held (ready or in flight)?
     pub fn holds(&self, seq: u64) -> bool {
-        self.ready.binary_search_by_key(&seq, |e| e.seq).is_ok() || self.consumers.iter().any(|c| c.inflight.contains_key(&seq))
+        self.ready.contains_seq(seq) || self.consumers.iter().any(|c| c.inflight.contains_key(&seq))
     }
 
     /// Remove a ready message whose time is up. Returns whether it was still waiting.
     pub fn expire(&mut self, seq: u64) -> bool {
-        let Ok(i) = self.ready.binary_search_by_key(&seq, |e| e.seq) else {
+        let Some(e) = self.ready.remove_seq(seq) else {
             return false;
         };
-        if let Some(e) = self.ready.remove(i) {
-            self.forget(&e);
-            self.dead.push((e, DeadReason::Expired));
-        }
+        self.forget(&e);
+        self.dead.push((e, DeadReason::Expired));
         true
     }
 
     /// Drop every ready message (admin purge). In-flight messages stay with their consumers.
     pub fn purge(&mut self) -> usize {
-        let n = self.ready.len();
-        for e in std::mem::take(&mut self.ready) {
-            self.forget(&e);
+        let all: Vec<Entry> = self.ready.take_all().collect();
+        for e in &all {
+            self.forget(e);
         }
-        n
+        all.len()
     }
 
     fn grow(&mut self, n: usize) {
@@ -270,10 +314,10 @@ impl Queue {
         self.count <= self.policy.max_messages / 4 * 3 && self.bytes <= self.policy.max_queue_bytes / 4 * 3
     }
 
-    /// Dead-letter the oldest ready message to make room (`overflow = "drop-head"`); false if
-    /// nothing is ready (everything held is in flight to consumers).
+    /// Dead-letter the oldest ready message (of the lowest priority) to make room
+    /// (`overflow = "drop-head"`); false if nothing is ready (everything held is in flight).
     pub fn drop_head(&mut self) -> bool {
-        let Some(e) = self.ready.pop_front() else { return false };
+        let Some(e) = self.ready.pop_lowest() else { return false };
         self.forget(&e);
         self.dead.push((e, DeadReason::Overflow));
         true
@@ -287,6 +331,7 @@ impl Queue {
     /// Append a message. `seq` comes from the owning shard's counter, so sequence numbers keep
     /// growing even when a queue is forgotten and created again (a late bounce still sorts first).
     pub fn push(&mut self, msg: Arc<Message>, seq: u64, log: u64) {
+        self.note_group(&msg);
         self.count += 1;
         self.grow(msg.weight());
         self.enqueued += 1;
@@ -296,10 +341,11 @@ impl Queue {
     /// A message recovered from the log: held again, marked redelivered (a consumer may have
     /// seen it before the crash).
     pub fn restore(&mut self, msg: Arc<Message>, seq: u64, log: u64) {
-        self.push(msg, seq, log);
-        if let Some(e) = self.ready.back_mut() {
-            e.redelivered = true;
-        }
+        self.note_group(&msg);
+        self.count += 1;
+        self.grow(msg.weight());
+        self.enqueued += 1;
+        self.ready.push_back(Entry { seq, msg, redelivered: true, deliveries: 0, log, order: log });
     }
 
     /// Put a message back in its place (NACK, consumer gone, bounced auto delivery), or to the
@@ -313,13 +359,13 @@ impl Queue {
             return;
         }
         e.redelivered = true;
-        if self.selective > 0 {
-            for c in self.consumers.iter_mut().filter(|c| c.selector.is_some()) {
-                c.cursor = c.cursor.min(e.seq);
+        if self.constrained() {
+            let l = (e.msg.priority as usize).min(LEVELS - 1);
+            for c in self.consumers.iter_mut() {
+                c.cursor[l] = c.cursor[l].min(e.seq);
             }
         }
-        let pos = self.ready.partition_point(|x| x.seq < e.seq);
-        self.ready.insert(pos, e);
+        self.ready.insert_sorted(e);
     }
 
     /// Put consumer `i` on the ring if it may take a message and is not on it yet.
@@ -335,11 +381,15 @@ impl Queue {
         self.index.get(&key).map(|&i| i as usize)
     }
 
-    pub fn subscribe(&mut self, key: SubKey, mode: AckMode, prefetch: u32, selector: Option<Arc<Selector>>) {
+    pub fn subscribe(&mut self, key: SubKey, mode: AckMode, prefetch: u32, opts: ConsumerOpts) {
         if self.index.contains_key(&key) {
             return;
         }
+        let ConsumerOpts { selector, priority, exclusive } = opts;
         self.selective += selector.is_some() as usize;
+        self.exclusives += exclusive as usize;
+        self.prioritized += (priority != 0) as usize;
+        self.joins += 1;
         self.index.insert(key, self.consumers.len() as u32);
         self.consumers.push(Consumer {
             key,
@@ -349,7 +399,11 @@ impl Queue {
             queued: false,
             inflight: BTreeMap::new(),
             selector,
-            cursor: 0,
+            priority,
+            exclusive,
+            joined: self.joins,
+            groups: 0,
+            cursor: [0; LEVELS],
         });
         self.enqueue(self.consumers.len() - 1);
     }
@@ -360,6 +414,11 @@ impl Queue {
         let Some(i) = self.index.remove(&key) else { return };
         let c = self.consumers.swap_remove(i as usize);
         self.selective -= c.selector.is_some() as usize;
+        self.exclusives -= c.exclusive as usize;
+        self.prioritized -= (c.priority != 0) as usize;
+        if c.groups > 0 {
+            self.release_groups(key);
+        }
         for (_, e) in c.inflight {
             self.requeue(e);
         }
@@ -433,6 +492,7 @@ impl Queue {
     /// `log`: the record the owner wrote again for it (an auto-ack delivery left the log when
     /// it was dispatched), or 0.
     pub fn bounce(&mut self, msg: Arc<Message>, seq: u64, deliveries: u32, log: u64) {
+        self.note_group(&msg);
         self.count += 1;
         self.grow(msg.weight());
         // Its place in the log is the new record's: after a restart it follows messages that
@@ -444,8 +504,13 @@ impl Queue {
     /// way are moved to the dead letters instead (`now_ms`: wall clock).
     pub fn dispatch(&mut self, out: &mut Vec<Dispatch>, now_ms: u64) {
         self.unfinished = false;
-        if self.selective > 0 {
-            return self.dispatch_selective(out, now_ms);
+        let constrained = self.constrained();
+        if constrained {
+            self.was_constrained = true;
+            return self.dispatch_constrained(out, now_ms);
+        }
+        if std::mem::take(&mut self.was_constrained) {
+            self.rebuild_ring();
         }
         while !self.ready.is_empty() {
             if self.ready.front().is_some_and(|e| e.msg.expired(now_ms)) {
@@ -474,15 +539,21 @@ impl Queue {
     }
 
     /// Give `entry` to consumer `i` (taken off the ring; back at its end while it has credit).
-    fn deliver(&mut self, i: usize, mut entry: Entry, out: &mut Vec<Dispatch>) {
-        entry.deliveries = entry.deliveries.saturating_add(1);
+    fn deliver(&mut self, i: usize, entry: Entry, out: &mut Vec<Dispatch>) {
         let c = &mut self.consumers[i];
-        c.credit -= 1;
-        if c.credit > 0 && !c.paused {
+        if c.credit > 1 && !c.paused {
             self.ring.push_back(i as u32);
         } else {
             c.queued = false;
         }
+        self.deliver_to(i, entry, out);
+    }
+
+    /// Give `entry` to consumer `i` (its credit, in-flight set, the counters).
+    fn deliver_to(&mut self, i: usize, mut entry: Entry, out: &mut Vec<Dispatch>) {
+        entry.deliveries = entry.deliveries.saturating_add(1);
+        let c = &mut self.consumers[i];
+        c.credit -= 1;
         self.delivered += 1;
         let (key, retains) = (c.key, c.retains);
         if retains {
@@ -495,76 +566,6 @@ impl Queue {
             entry.log = 0;
         }
         out.push(Dispatch { key, entry, retained: retains });
-    }
-
-    /// Dispatch with selective consumers, round-robin over the ring as on the fast path: a
-    /// consumer without a selector takes the oldest ready message; one with a selector takes
-    /// the oldest ready message at or past its cursor that it accepts, and the cursor moves
-    /// past what it refused. A message nobody accepts waits (for a consumer that does) while
-    /// later ones go on. Each message is tested against each selector about once, and a call
-    /// spends at most [`SELECTOR_BUDGET`] evaluations (the owner resumes next turn).
-    fn dispatch_selective(&mut self, out: &mut Vec<Dispatch>, now_ms: u64) {
-        let mut budget = SELECTOR_BUDGET;
-        // Consumers visited in a row that found nothing to take: a whole ring of them ends it.
-        let mut idle = 0;
-        while !self.ready.is_empty() && idle < self.ring.len() {
-            let Some(i) = self.ring.pop_front() else { break };
-            let i = i as usize;
-            let c = &mut self.consumers[i];
-            if c.credit == 0 || c.paused {
-                c.queued = false;
-                continue;
-            }
-            let (from, has_selector) = match &c.selector {
-                Some(_) => (self.ready.partition_point(|e| e.seq < c.cursor), true),
-                None => (0, false),
-            };
-            let mut at = from;
-            let mut taken = None;
-            while at < self.ready.len() {
-                if self.ready[at].msg.expired(now_ms) {
-                    if let Some(e) = self.ready.remove(at) {
-                        self.forget(&e);
-                        self.dead.push((e, DeadReason::Expired));
-                    }
-                    continue;
-                }
-                if !has_selector {
-                    taken = Some(at);
-                    break;
-                }
-                if budget == 0 {
-                    break;
-                }
-                budget -= 1;
-                let c = &self.consumers[i];
-                if c.selector.as_ref().is_some_and(|s| s.matches(&*self.ready[at].msg)) {
-                    taken = Some(at);
-                    break;
-                }
-                at += 1;
-            }
-            if has_selector {
-                let next = self.ready.get(at).map_or(u64::MAX, |e| e.seq);
-                let c = &mut self.consumers[i];
-                // Past everything it refused; at the end, past everything held so far.
-                c.cursor = if at < self.ready.len() { next } else { self.ready.back().map_or(c.cursor, |e| e.seq + 1).max(c.cursor) };
-            }
-            match taken.and_then(|at| self.ready.remove(at)) {
-                Some(entry) => {
-                    idle = 0;
-                    self.deliver(i, entry, out);
-                }
-                None => {
-                    idle += 1;
-                    self.ring.push_back(i as u32);
-                    if budget == 0 {
-                        self.unfinished = true;
-                        return;
-                    }
-                }
-            }
-        }
     }
 
     /// Whether the last dispatch stopped at its budget with work left (see `unfinished`).
@@ -604,7 +605,7 @@ mod tests {
         let mut q = queue(0);
         // 10,000 consumers with no credit (client ack, prefetch 0 is never asked; exhaust 1).
         for slot in 0..10_000 {
-            q.subscribe(key(slot), AckMode::Client, 1, None);
+            q.subscribe(key(slot), AckMode::Client, 1, ConsumerOpts::default());
         }
         for i in 0..10_000u64 {
             q.push(msg(i), i, 0);
@@ -615,7 +616,7 @@ mod tests {
         assert!(q.ring.is_empty(), "nobody has credit left: the ring is empty, not scanned");
         // One auto-ack consumer with credit joins: the next messages go to it alone, round
         // after round, without visiting the others.
-        q.subscribe(key(20_000), AckMode::Auto, 3, None);
+        q.subscribe(key(20_000), AckMode::Auto, 3, ConsumerOpts::default());
         for i in 10_000..10_006u64 {
             q.push(msg(i), i, 0);
         }
@@ -633,7 +634,7 @@ mod tests {
     fn consumers_with_credit_take_turns() {
         let mut q = queue(0);
         for slot in 0..3 {
-            q.subscribe(key(slot), AckMode::Auto, 10, None);
+            q.subscribe(key(slot), AckMode::Auto, 10, ConsumerOpts::default());
         }
         for i in 0..9u64 {
             q.push(msg(i), i, 0);
@@ -655,7 +656,7 @@ mod tests {
     fn the_consumer_moved_into_a_leavers_place_is_still_found() {
         let mut q = queue(0);
         for slot in 0..3 {
-            q.subscribe(key(slot), AckMode::ClientIndividual, 1, None);
+            q.subscribe(key(slot), AckMode::ClientIndividual, 1, ConsumerOpts::default());
         }
         for i in 0..3u64 {
             q.push(msg(i), i, 0);
@@ -679,8 +680,8 @@ mod tests {
     #[test]
     fn round_robin_with_credit() {
         let mut q = queue(0);
-        q.subscribe(key(1), AckMode::Auto, 2, None);
-        q.subscribe(key(2), AckMode::Auto, 1, None);
+        q.subscribe(key(1), AckMode::Auto, 2, ConsumerOpts::default());
+        q.subscribe(key(2), AckMode::Auto, 1, ConsumerOpts::default());
         for i in 0..5 {
             q.push(msg(i), i, 0);
         }
@@ -698,7 +699,7 @@ mod tests {
     #[test]
     fn nack_and_unsubscribe_requeue_in_order() {
         let mut q = queue(0);
-        q.subscribe(key(1), AckMode::Client, 10, None);
+        q.subscribe(key(1), AckMode::Client, 10, ConsumerOpts::default());
         for i in 0..3 {
             q.push(msg(i), i, 0);
         }
@@ -710,7 +711,7 @@ mod tests {
         assert_eq!(q.settle(key(1), &seqs, SettleKind::Ack), 1);
         assert_eq!(q.depth(), 2);
         q.unsubscribe(key(1));
-        q.subscribe(key(2), AckMode::Auto, 10, None);
+        q.subscribe(key(2), AckMode::Auto, 10, ConsumerOpts::default());
         out.clear();
         q.dispatch(&mut out, 0);
         let ids: Vec<u64> = out.iter().map(|d| d.entry.msg.id).collect();
@@ -729,8 +730,8 @@ mod tests {
         p.max_messages = 1_000_000;
         p.max_queue_bytes = 1 << 30;
         q.policy = Arc::new(p);
-        q.subscribe(key(1), AckMode::ClientIndividual, 10, sel("n = 'one'"));
-        q.subscribe(key(2), AckMode::ClientIndividual, 10, sel("n = 'two'"));
+        q.subscribe(key(1), AckMode::ClientIndividual, 10, ConsumerOpts { selector: sel("n = 'one'"), ..Default::default() });
+        q.subscribe(key(2), AckMode::ClientIndividual, 10, ConsumerOpts { selector: sel("n = 'two'"), ..Default::default() });
         let far = 2 * SELECTOR_BUDGET as u64;
         for i in 0..far {
             q.push(with(i, "other"), i, 0);
@@ -745,7 +746,7 @@ mod tests {
             if !q.unfinished() {
                 break;
             }
-            assert!(out.is_empty(), "nothing matched within the budget");
+            assert!(calls < 10, "each call makes progress");
         }
         // Each message of the backlog costs two evaluations (one per consumer on the ring).
         assert!((4..=6).contains(&calls), "{calls}: about four budgets over the backlog, then the matches");
@@ -759,10 +760,129 @@ mod tests {
         assert!(!q.unfinished());
         assert_eq!(out.iter().map(|d| d.entry.seq).collect::<Vec<_>>(), [far + 2]);
         // A consumer without a selector takes the oldest waiting messages.
-        q.subscribe(key(3), AckMode::Auto, 2, None);
+        q.subscribe(key(3), AckMode::Auto, 2, ConsumerOpts::default());
         out.clear();
         q.dispatch(&mut out, 0);
         assert_eq!(out.iter().map(|d| (d.key.conn.slot, d.entry.seq)).collect::<Vec<_>>(), [(3, 0), (3, 1)]);
+    }
+
+    fn with_headers(i: u64, h: &[(&str, &str)]) -> Arc<Message> {
+        let headers = h.iter().map(|(k, v)| (Box::from(*k), Box::from(*v))).collect();
+        Arc::new(Message::new(i, "/queue/q".into(), headers, vec![].into()))
+    }
+
+    fn roomy() -> Queue {
+        let mut q = queue(0);
+        let mut p = (*q.policy).clone();
+        p.max_messages = 1000;
+        p.max_queue_bytes = 1 << 20;
+        q.policy = Arc::new(p);
+        q
+    }
+
+    fn ids(out: &[Dispatch]) -> Vec<(u32, u64)> {
+        out.iter().map(|d| (d.key.conn.slot, d.entry.msg.id)).collect()
+    }
+
+    #[test]
+    fn higher_priorities_go_first_and_a_requeued_message_keeps_its_level() {
+        let mut q = roomy();
+        for (i, p) in [(0, "1"), (1, "9"), (2, "4"), (3, "9"), (4, "")].iter() {
+            q.push(with_headers(*i, &[("priority", p)]), *i, 0);
+        }
+        q.subscribe(key(1), AckMode::ClientIndividual, 2, ConsumerOpts::default());
+        let mut out = Vec::new();
+        q.dispatch(&mut out, 0);
+        assert_eq!(ids(&out), [(1, 1), (1, 3)]);
+        let back: Seqs = [out[0].entry.seq].into_iter().collect();
+        q.settle(key(1), &back, SettleKind::Requeue);
+        out.clear();
+        q.dispatch(&mut out, 0);
+        assert_eq!(ids(&out), [(1, 1)], "the NACKed 9 before the 4s");
+        q.subscribe(key(2), AckMode::Auto, 10, ConsumerOpts::default());
+        out.clear();
+        q.dispatch(&mut out, 0);
+        assert_eq!(ids(&out), [(2, 2), (2, 4), (2, 0)], "then 4s in order (no header is 4), then 1");
+    }
+
+    #[test]
+    fn higher_priority_consumers_are_offered_messages_first() {
+        let mut q = roomy();
+        q.subscribe(key(1), AckMode::ClientIndividual, 10, ConsumerOpts::default());
+        q.subscribe(key(2), AckMode::ClientIndividual, 2, ConsumerOpts { priority: 5, ..Default::default() });
+        for i in 0..5 {
+            q.push(with_headers(i, &[]), i, 0);
+        }
+        let mut out = Vec::new();
+        q.dispatch(&mut out, 0);
+        assert_eq!(ids(&out), [(2, 0), (2, 1), (1, 2), (1, 3), (1, 4)], "the high one to its prefetch, the rest below");
+        // Its credit back, the high one is first again.
+        let seqs: Seqs = [0].into_iter().collect();
+        q.settle(key(2), &seqs, SettleKind::Ack);
+        q.push(with_headers(5, &[]), 5, 0);
+        out.clear();
+        q.dispatch(&mut out, 0);
+        assert_eq!(ids(&out), [(2, 5)]);
+    }
+
+    #[test]
+    fn the_oldest_exclusive_consumer_gets_everything_and_the_next_takes_over() {
+        let mut q = roomy();
+        q.subscribe(key(1), AckMode::Auto, 100, ConsumerOpts::default());
+        q.subscribe(key(2), AckMode::Auto, 100, ConsumerOpts { exclusive: true, ..Default::default() });
+        q.subscribe(key(3), AckMode::Auto, 100, ConsumerOpts { exclusive: true, ..Default::default() });
+        for i in 0..4 {
+            q.push(with_headers(i, &[]), i, 0);
+        }
+        let mut out = Vec::new();
+        q.dispatch(&mut out, 0);
+        assert!(ids(&out).iter().all(|(slot, _)| *slot == 2), "{:?}", ids(&out));
+        q.unsubscribe(key(2));
+        q.push(with_headers(4, &[]), 4, 0);
+        out.clear();
+        q.dispatch(&mut out, 0);
+        assert_eq!(ids(&out), [(3, 4)]);
+        q.unsubscribe(key(3));
+        q.push(with_headers(5, &[]), 5, 0);
+        out.clear();
+        q.dispatch(&mut out, 0);
+        assert_eq!(ids(&out), [(1, 5)], "no exclusive consumer left: the others share again");
+    }
+
+    #[test]
+    fn a_message_group_sticks_to_one_consumer_until_closed_or_it_leaves() {
+        let mut q = roomy();
+        q.subscribe(key(1), AckMode::Auto, 100, ConsumerOpts::default());
+        q.subscribe(key(2), AckMode::Auto, 100, ConsumerOpts::default());
+        let groups = ["a", "b", "a", "a", "b", "c", "a"];
+        for (i, g) in groups.iter().enumerate() {
+            q.push(with_headers(i as u64, &[("JMSXGroupID", g)]), i as u64, 0);
+        }
+        let mut out = Vec::new();
+        q.dispatch(&mut out, 0);
+        assert_eq!(out.len(), groups.len());
+        let owner = |g: &str, out: &[Dispatch]| -> Vec<u32> {
+            let mut v: Vec<u32> = out.iter().filter(|d| d.entry.msg.header("JMSXGroupID") == Some(g)).map(|d| d.key.conn.slot).collect();
+            v.dedup();
+            v
+        };
+        let a = owner("a", &out);
+        assert_eq!(a.len(), 1, "group a on one consumer: {:?}", ids(&out));
+        assert_eq!(owner("b", &out).len(), 1);
+        // Its consumer leaves: the group moves to the other one.
+        let gone = key(a[0]);
+        q.unsubscribe(gone);
+        q.push(with_headers(10, &[("JMSXGroupID", "a")]), 10, 0);
+        out.clear();
+        q.dispatch(&mut out, 0);
+        let other = if a[0] == 1 { 2 } else { 1 };
+        assert_eq!(ids(&out), [(other, 10)]);
+        // JMSXGroupSeq -1 closes it; the buckets are freed and the fast path resumes when
+        // no group is held.
+        q.push(with_headers(11, &[("JMSXGroupID", "a"), ("JMSXGroupSeq", "-1")]), 11, 0);
+        out.clear();
+        q.dispatch(&mut out, 0);
+        assert_eq!(ids(&out), [(other, 11)]);
     }
 
     #[test]
@@ -782,7 +902,7 @@ mod tests {
     #[test]
     fn dead_letters_after_max_redeliveries_and_on_expiry() {
         let mut q = queue(1);
-        q.subscribe(key(1), AckMode::Client, 10, None);
+        q.subscribe(key(1), AckMode::Client, 10, ConsumerOpts::default());
         q.push(msg(0), 0, 0);
         let mut expiring = Message::new(1, "/queue/q".into(), vec![], vec![].into());
         expiring.expires = 50;
