@@ -441,3 +441,41 @@ fn consumer_dialect_headers_on_topics_and_bad_priorities_are_refused() {
     c.with_receipt("SEND", &[("destination", "/queue/q"), ("destination-type", "ANYCAST")], b"ok", "b");
     assert_eq!(c.expect("MESSAGE").text(), "ok");
 }
+
+#[test]
+fn a_browser_sees_the_queue_without_consuming_it_then_the_end() {
+    for setup in SETUPS {
+        let b = Broker::start(setup);
+        let mut p = b.client("1.2");
+        for i in 0..5 {
+            send(&mut p, "/queue/shelf", &[("n", &i.to_string())], &format!("m{i}"));
+        }
+        p.with_receipt("SEND", &[("destination", "/queue/other")], b"", "r");
+        // A consumer holds two unacknowledged.
+        let mut holder = b.client("1.2");
+        let h = [("id", "1"), ("destination", "/queue/shelf"), ("ack", "client-individual"), ("prefetch-count", "2")];
+        holder.with_receipt("SUBSCRIBE", &h, b"", "s");
+        assert_eq!(bodies(&mut holder, 2), ["m0", "m1"]);
+        let mut br = b.client("1.2");
+        br.with_receipt("SUBSCRIBE", &[("id", "b"), ("destination", "/queue/shelf"), ("browser", "true")], b"", "s");
+        assert_eq!(bodies(&mut br, 5), ["m0", "m1", "m2", "m3", "m4"], "{setup}");
+        let end = br.expect("MESSAGE");
+        assert_eq!((end.h("browser"), end.h("subscription"), end.body.len()), ("end", "b", 0), "{setup}");
+        br.expect_nothing(Duration::from_millis(100));
+        // With a selector, and after a new message: a second browse sees what it accepts.
+        p.with_receipt("SEND", &[("destination", "/queue/shelf"), ("n", "9")], b"m9", "r2");
+        let h = [("id", "c"), ("destination", "/queue/shelf"), ("browser", "true"), ("selector", "n > 2")];
+        br.with_receipt("SUBSCRIBE", &h, b"", "s2");
+        assert_eq!(bodies(&mut br, 3), ["m3", "m4", "m9"], "{setup}");
+        assert_eq!(br.expect("MESSAGE").h("browser"), "end");
+        // Nothing was consumed: a consumer still gets the rest.
+        let mut c = b.client("1.2");
+        c.subscribe_sync("1", "/queue/shelf", "auto");
+        assert_eq!(bodies(&mut c, 4), ["m2", "m3", "m4", "m9"], "{setup}");
+        // An empty queue: just the end; a topic: refused.
+        br.with_receipt("SUBSCRIBE", &[("id", "d"), ("destination", "/queue/empty"), ("browser", "true")], b"", "s3");
+        assert_eq!(br.expect("MESSAGE").h("browser"), "end");
+        br.send_frame("SUBSCRIBE", &[("id", "e"), ("destination", "/topic/t"), ("browser", "true")], b"");
+        assert!(br.expect_error("unsupported").text().contains("browsing"));
+    }
+}

@@ -55,6 +55,10 @@ pub enum ToOwner {
     /// Delete the durable subscription (identity, name) of topic `dest` (of every topic this
     /// owner holds, when `None`: sent to every owner) and what it kept.
     Forget { dest: Option<Arc<str>>, from: ConnRef, identity: Box<str>, name: Box<str> },
+    /// Browse a queue (`browser:true`): answer [`FromOwner::Browsed`] with what it holds, in
+    /// arrival order, without consuming it. `barrier`: answer [`FromOwner::BarrierDone`]
+    /// first (the SUBSCRIBE's receipt comes before the messages).
+    Browse { dest: Arc<str>, key: SubKey, barrier: bool },
     /// Remove a subscription; a queue takes back everything it had in flight.
     Unsubscribe { dest: Arc<str>, key: SubKey },
     /// ACK or NACK of queue messages by queue sequence.
@@ -88,6 +92,9 @@ pub enum FromOwner {
     TopicMessage { dest: Arc<str>, msg: Arc<Message> },
     /// A queue message for one subscription. `retained`: the owner keeps it until ACK/NACK.
     QueueMessage { key: SubKey, msg: Arc<Message>, seq: u64, redelivered: bool, retained: bool, deliveries: u32 },
+    /// A queue's messages for a browsing subscription (at most [`super::queue::BROWSE_MAX`];
+    /// `truncated` when it held more), then the end of the browse.
+    Browsed { key: SubKey, msgs: Vec<Arc<Message>>, truncated: bool },
     /// A message a topic kept (`min_delivery`), replayed to one new subscription.
     Replay { key: SubKey, msg: Arc<Message> },
     /// The owner refused a subscription (e.g. `dest flup`): forget it locally, ERROR, close.

@@ -544,6 +544,7 @@ impl Shard {
             | ToOwner::Credit { key, .. }
             | ToOwner::Subscribe { key, .. }
             | ToOwner::WildSubscribe { key, .. }
+            | ToOwner::Browse { key, .. }
             | ToOwner::WildUnsubscribe { key, .. }
             | ToOwner::Pace { key, .. } => Some(key.conn),
             ToOwner::Admin { from, .. } | ToOwner::Forget { from, .. } => Some(*from),
@@ -607,6 +608,18 @@ impl Shard {
                     }) => {}
             ToOwner::Forget { dest, from, identity, name } => self.forget_durables(dest, from, (identity, name), out),
             ToOwner::WildSubscribe { pattern, key } => self.wild.insert(&pattern, key),
+            ToOwner::Browse { dest, key, barrier } => {
+                let w = key.conn.worker as usize;
+                if barrier {
+                    let owner = out.me() as u16;
+                    out.answer(w, FromOwner::BarrierDone { conn: key.conn, owner });
+                }
+                let (msgs, truncated) = match self.queues.get(&dest) {
+                    Some(q) => q.browse(super::queue::BROWSE_MAX),
+                    None => (Vec::new(), false),
+                };
+                out.answer(w, FromOwner::Browsed { key, msgs, truncated });
+            }
             ToOwner::WildUnsubscribe { pattern, key } => {
                 self.wild.remove(&pattern, |k| *k == key);
             }

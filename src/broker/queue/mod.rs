@@ -169,6 +169,9 @@ pub struct Queue {
 /// the backlog.
 pub const SELECTOR_BUDGET: usize = 16_384;
 
+/// The most messages one browse returns (the end marker says when there were more).
+pub const BROWSE_MAX: usize = 10_000;
+
 /// What a destination costs besides its messages (its entry, name, policy handle and
 /// indexes), counted against `max_memory` for as long as it exists. About what 200,000 empty
 /// queues were measured to cost each (1,647 bytes, from the RSS).
@@ -232,6 +235,16 @@ impl Queue {
             self.ready.iter().chain(inflight).filter(|e| e.msg.header("persistent") == Some("true")).map(|e| e.msg.id).collect();
         v.sort_unstable();
         v
+    }
+
+    /// What a browser sees: the messages held (ready and in flight), oldest first, at most
+    /// `max`; and whether there were more.
+    pub fn browse(&self, max: usize) -> (Vec<Arc<Message>>, bool) {
+        let inflight = self.consumers.iter().flat_map(|c| c.inflight.values());
+        let mut all: Vec<(u64, &Arc<Message>)> = self.ready.iter().chain(inflight).map(|e| (e.seq, &e.msg)).collect();
+        all.sort_unstable_by_key(|(seq, _)| *seq);
+        let truncated = all.len() > max;
+        (all.into_iter().take(max).map(|(_, m)| m.clone()).collect(), truncated)
     }
 
     /// Messages that left without being consumed since the last call.

@@ -79,6 +79,9 @@ pub struct Subscription {
     pub filter: Option<Box<str>>,
     /// The SUBSCRIBE's `selector`, parsed.
     pub selector: Option<Arc<crate::selector::Selector>>,
+    /// A browsing subscription (`browser:true`): it gets the queue's messages once, then the
+    /// end marker, and consumes nothing.
+    pub browse: bool,
     /// A wildcard topic subscription's pattern (`dest` is then the pattern's text).
     pub wild: Option<Arc<crate::broker::wildcard::Pattern>>,
     /// What happens when this topic subscriber falls behind (the destination's policy).

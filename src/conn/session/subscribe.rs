@@ -62,6 +62,10 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     };
     dialect::check_subscribe(f, dest)?;
     let (priority, exclusive) = dialect::consumer_dialect(f, dest)?;
+    let browse = f.header("browser") == Some("true");
+    if browse && DestKind::of(dest) != DestKind::Queue {
+        return Err(Fatal::new(ErrorWord::Unsupported, format!("{dest}: browsing (browser:true) is for queues")));
+    }
     let prefetch = parse_prefetch(f, ctx)?;
     let policy = ctx.env.policies.resolve(dest).clone();
     check_policy(conn, dest, &policy, false, ctx)?;
@@ -161,9 +165,24 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
             filter: filter.clone(),
             selector: selector.clone(),
             wild: wild.clone(),
+            browse,
             slow: policy.slow_consumer,
         }),
     );
+    if browse {
+        // Not a consumer: the owner sends a copy of what it holds, then the end.
+        let w = owner_of(&dest, ctx.outbox.workers());
+        s.touched.insert(w);
+        let barrier = f.header("receipt").is_some();
+        if barrier {
+            s.inline_barrier = Some(w);
+        }
+        if let Some(sub) = s.subs.get_mut(&serial) {
+            sub.mode = AckMode::Auto;
+        }
+        ctx.outbox.to_owner(w, ToOwner::Browse { dest, key: SubKey { conn: conn.me, serial }, barrier });
+        return Ok(());
+    }
     if let Some(pattern) = wild {
         // Every owner routes the topics it owns that match; the receipt waits for them all.
         let key = SubKey { conn: conn.me, serial };
@@ -212,6 +231,9 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
 /// Remove a subscription here and at its owner (which requeues what a queue consumer held).
 pub fn drop_subscription(conn: &mut Conn, serial: u32, ctx: &mut Ctx) {
     if let Some(sub) = forget_subscription(conn, serial, ctx) {
+        if sub.browse {
+            return;
+        }
         if let Some(pattern) = sub.wild {
             let key = SubKey { conn: conn.me, serial };
             for w in 0..ctx.outbox.workers() {
