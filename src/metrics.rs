@@ -316,6 +316,12 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
         "Messages dropped from the head of a full queue (overflow = drop-head).",
         sum(&|p| p.shard.overflow_dropped),
     );
+    metric(
+        "messages_temp_discarded_total",
+        "counter",
+        "Messages a temporary queue still held when its connection closed (deleted with it).",
+        sum(&|p| p.shard.temp_discarded),
+    );
     metric("messages_dead_discarded_total", "counter", "Dead letters discarded (dead_letter = \"\").", sum(&|p| p.shard.dead_discarded));
     metric("messages_dropped_slow_total", "counter", "Topic deliveries dropped for slow consumers.", sum(&|p| p.stats.dropped_slow));
     metric("durable_subscriptions", "gauge", "Durable topic subscriptions held.", sum(&|p| p.durable_subscriptions as u64));

@@ -479,3 +479,57 @@ fn a_browser_sees_the_queue_without_consuming_it_then_the_end() {
         assert!(br.expect_error("unsupported").text().contains("browsing"));
     }
 }
+
+#[test]
+fn request_reply_through_temporary_queues_private_to_their_connection() {
+    for setup in SETUPS {
+        let b = Broker::start(setup);
+        // A service answers each request to its reply-to.
+        let mut service = b.client("1.2");
+        service.subscribe_sync("svc", "/queue/service", "auto");
+        // RabbitMQ style: reply-to a temp queue the requester never subscribed to.
+        let mut rq = b.client("1.2");
+        rq.send_frame("SEND", &[("destination", "/queue/service"), ("reply-to", "/temp-queue/answers")], b"ping");
+        let req = service.expect("MESSAGE");
+        let reply_to = req.h("reply-to").to_string();
+        assert!(reply_to.starts_with("/queue/temp-queue.") && reply_to.ends_with(".answers"), "{setup}: rewritten: {reply_to}");
+        service.send_frame("SEND", &[("destination", &reply_to)], b"pong");
+        let m = rq.expect("MESSAGE");
+        assert_eq!((m.text().as_str(), m.h("subscription")), ("pong", "/temp-queue/answers"), "{setup}");
+        // ActiveMQ style: subscribe to the temp queue first, then send with it as reply-to.
+        let mut am = b.client("1.1");
+        am.subscribe_sync("mine", "/temp-queue/r", "auto");
+        am.send_frame("SEND", &[("destination", "/queue/service"), ("reply-to", "/temp-queue/r")], b"ping 2");
+        let req = service.expect("MESSAGE");
+        let other = req.h("reply-to").to_string();
+        assert_ne!(other, reply_to, "{setup}: temp names differ per connection");
+        service.send_frame("SEND", &[("destination", &other)], b"pong 2");
+        assert_eq!(am.expect("MESSAGE").h("subscription"), "mine", "{setup}: no second, automatic subscription");
+        // Someone else may send to it but not consume it.
+        let mut thief = b.client("1.2");
+        thief.send_frame("SUBSCRIBE", &[("id", "1"), ("destination", &reply_to)], b"");
+        assert!(thief.expect_error("access denied").text().contains("another connection's"), "{setup}");
+        // Temp topics too: the same name on two connections is two topics.
+        let mut t1 = b.client("1.2");
+        t1.subscribe_sync("t", "/temp-topic/news", "auto");
+        let mut t2 = b.client("1.2");
+        t2.subscribe_sync("t", "/temp-topic/news", "auto");
+        t1.with_receipt("SEND", &[("destination", "/temp-topic/news")], b"for t1", "r");
+        assert_eq!(t1.expect("MESSAGE").text(), "for t1");
+        t2.expect_nothing(Duration::from_millis(100));
+        // Closed, its temp queue is gone: a late reply is refused, not stored for nobody.
+        rq.disconnect();
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let mut late = b.client("1.2");
+            late.send_frame("SEND", &[("destination", &reply_to), ("receipt", "x")], b"late");
+            let g = late.recv();
+            if g.command == "ERROR" {
+                assert_eq!(g.h("message"), "destination unknown", "{setup}");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{setup}: the temp queue outlived its connection");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -59,6 +59,8 @@ pub enum ToOwner {
     /// arrival order, without consuming it. `barrier`: answer [`FromOwner::BarrierDone`]
     /// first (the SUBSCRIBE's receipt comes before the messages).
     Browse { dest: Arc<str>, key: SubKey, barrier: bool },
+    /// A temporary destination's connection closed: delete it and what it holds.
+    DropTemp { dest: Arc<str> },
     /// Remove a subscription; a queue takes back everything it had in flight.
     Unsubscribe { dest: Arc<str>, key: SubKey },
     /// ACK or NACK of queue messages by queue sequence.

@@ -77,6 +77,16 @@ pub struct SubKey {
 /// Acknowledgement modes are wire vocabulary; the broker uses the stomp core's.
 pub use crate::stomp::AckMode;
 
+/// The real names of temporary destinations (`conn::session::temp`): `/temp-queue/x` of a
+/// connection is `/queue/temp-queue.TOKEN.x`, `/temp-topic/x` is `/topic/temp-topic.TOKEN.x`.
+pub const TEMP_QUEUE_PREFIX: &str = "/queue/temp-queue.";
+pub const TEMP_TOPIC_PREFIX: &str = "/topic/temp-topic.";
+
+/// Whether `dest` is some connection's temporary destination.
+pub fn is_temp(dest: &str) -> bool {
+    dest.starts_with(TEMP_QUEUE_PREFIX) || dest.starts_with(TEMP_TOPIC_PREFIX)
+}
+
 /// Topic or queue, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DestKind {

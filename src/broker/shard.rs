@@ -153,6 +153,8 @@ pub struct ShardStats {
     pub scheduled: u64,
     pub scheduled_fired: u64,
     pub scheduled_retries: u64,
+    /// Messages a temporary queue still held when its connection closed.
+    pub temp_discarded: u64,
 }
 
 /// What an admin purge removed.
@@ -218,7 +220,15 @@ pub struct Shard {
     wild_hits: Vec<SubKey>,
     /// Messages held for scheduled delivery, earliest first (see `schedule`).
     scheduled: BinaryHeap<schedule::Scheduled>,
+    /// Temporary destinations deleted lately (their connections closed), so a late reply gets
+    /// ERROR `destination unknown` instead of creating the queue again; the oldest of at most
+    /// [`TEMP_TOMBSTONES`] are forgotten first.
+    temp_gone: FastMap<Arc<str>, ()>,
+    temp_gone_order: VecDeque<Arc<str>>,
 }
+
+/// Deleted temporary destinations an owner remembers.
+pub const TEMP_TOMBSTONES: usize = 4096;
 
 fn refresh(policies: &Policies, dest: &str, policy: &mut Arc<Policy>, gen: &mut u64) {
     if *gen != policies.gen {
@@ -253,6 +263,8 @@ impl Shard {
             wild: Trie::default(),
             wild_hits: Vec::new(),
             scheduled: BinaryHeap::new(),
+            temp_gone: FastMap::default(),
+            temp_gone_order: VecDeque::new(),
         }
     }
 
@@ -557,7 +569,10 @@ impl Shard {
                     Publisher::Waiting(tx) => Some(tx.clone()),
                     _ => None,
                 };
-                if !create && self.would_create(&msg.destination) {
+                if super::is_temp(&msg.destination) && self.temp_gone.contains_key(&msg.destination) {
+                    let detail = format!("{} is a temporary destination whose connection has closed", msg.destination);
+                    self.reject(from, receipt, ErrorWord::DestinationUnknown, detail, out, false);
+                } else if !create && self.would_create(&msg.destination) {
                     let detail = format!("this login may not create {} (the [acl] create rule)", msg.destination);
                     self.reject(from, receipt, ErrorWord::AccessDenied, detail, out, false);
                 } else if self.publish(msg, from, receipt, out, false) {
@@ -608,6 +623,7 @@ impl Shard {
                     }) => {}
             ToOwner::Forget { dest, from, identity, name } => self.forget_durables(dest, from, (identity, name), out),
             ToOwner::WildSubscribe { pattern, key } => self.wild.insert(&pattern, key),
+            ToOwner::DropTemp { dest } => self.drop_temp(dest),
             ToOwner::Browse { dest, key, barrier } => {
                 let w = key.conn.worker as usize;
                 if barrier {
@@ -733,6 +749,23 @@ impl Shard {
                     out.answer(from.worker as usize, FromOwner::BarrierDone { conn: from, owner })
                 }
             },
+        }
+    }
+
+    /// Delete a temporary destination (its connection closed) and what it holds, counted as
+    /// discarded.
+    fn drop_temp(&mut self, dest: Arc<str>) {
+        if let Some(q) = self.queues.remove(&dest) {
+            self.stats.temp_discarded += q.depth() as u64;
+        }
+        self.topics.remove(&dest);
+        if self.temp_gone.insert(dest.clone(), ()).is_none() {
+            self.temp_gone_order.push_back(dest);
+            if self.temp_gone_order.len() > TEMP_TOMBSTONES {
+                if let Some(old) = self.temp_gone_order.pop_front() {
+                    self.temp_gone.remove(&old);
+                }
+            }
         }
     }
 

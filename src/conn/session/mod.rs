@@ -35,6 +35,7 @@ pub mod pending;
 mod receipts;
 mod send;
 mod subscribe;
+mod temp;
 mod tx;
 
 use ack::ack;
@@ -141,6 +142,8 @@ pub struct Session {
     /// nearly always repeats it, so its name is shared instead of allocated again and its policy
     /// is not looked up again for every message.
     last_dest: Option<LastDest>,
+    /// Its temporary destinations (boxed: most sessions have none).
+    temp: Option<Box<temp::TempState>>,
 }
 
 /// What a SEND to the same destination as the last one need not work out again: the policy
@@ -434,6 +437,18 @@ fn on_frame(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         }
         _ => {}
     }
+    // Temporary destinations are handled under their real names.
+    let rewritten;
+    let f = if matches!(f.command, Command::Send | Command::Subscribe) && temp::names_temp(f) {
+        let (g, reply) = temp::rewrite(conn, f);
+        if let Some((temp_name, real)) = reply {
+            temp::consume_reply_queue(conn, &temp_name, &real, ctx)?;
+        }
+        rewritten = g;
+        &rewritten
+    } else {
+        f
+    };
     match f.command {
         Command::Send => send(conn, f, ctx)?,
         Command::Subscribe => subscribe(conn, f, ctx)?,
@@ -535,5 +550,6 @@ pub fn teardown(conn: &mut Conn, ctx: &mut Ctx) {
     for s in serials {
         drop_subscription(conn, s, ctx);
     }
+    temp::delete_all(conn, ctx);
     conn.session.receipts.clear();
 }

@@ -69,7 +69,12 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     let prefetch = parse_prefetch(f, ctx)?;
     let policy = ctx.env.policies.resolve(dest).clone();
     check_policy(conn, dest, &policy, false, ctx)?;
-    check_access(conn, crate::acl::Verb::Subscribe, dest, ctx)?;
+    temp::check_subscribe(conn, dest, ctx.env.cfg.max_subs)?;
+    // A connection's own temporary destinations are its to use whatever the access rules.
+    let own_temp = temp::is_own(conn, dest);
+    if !own_temp {
+        check_access(conn, crate::acl::Verb::Subscribe, dest, ctx)?;
+    }
     let mode = if policy.auto_ack { AckMode::Auto } else { mode };
     let filter = match f.header("filter") {
         None | Some("") => None,
@@ -210,7 +215,10 @@ pub(super) fn subscribe(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
     if barrier {
         s.inline_barrier = Some(w);
     }
-    let create = may_create(conn, &dest, ctx);
+    let create = own_temp || may_create(conn, &dest, ctx);
+    if own_temp {
+        temp::note(conn, &dest);
+    }
     ctx.outbox.to_owner(
         w,
         ToOwner::Subscribe {
