@@ -320,6 +320,10 @@ pub struct Config {
     /// worker holds at most its share (this / workers, rounded up). Past it a scheduled SEND
     /// gets ERROR `q flup`.
     pub max_scheduled: usize,
+    /// Producer ids (`dedup-id`, `_AMQ_DUPL_ID`) remembered for de-duplication, server-wide
+    /// (each worker its share): a SEND repeating one of them on the same destination is
+    /// acknowledged but not enqueued again.
+    pub dedup_window: usize,
     /// Wildcard subscriptions held at once, server-wide (each is registered with every worker,
     /// so each costs on every one); past it such a SUBSCRIBE gets ERROR `subs flup`.
     pub max_wildcard_subs: usize,
@@ -448,6 +452,7 @@ impl Default for Config {
             wildcards: Wildcards::Activemq,
             max_wildcard_subs: 10_000,
             max_scheduled: 100_000,
+            dedup_window: 100_000,
             create_destinations: true,
             max_destinations: 100_000,
             max_memory: 0,
@@ -541,7 +546,7 @@ impl Config {
     /// [`Config::validate`] and so by `--check-config` and reloads. The ranges keep a broker that
     /// starts able to work: a channel or buffer of `u64::MAX`, a spin of hours, or a frame limit
     /// past what memory can hold are configuration errors, not a crash later.
-    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 28] {
+    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 29] {
         const MIB: u64 = 1 << 20;
         const DAY_MS: u64 = 86_400_000;
         [
@@ -549,6 +554,7 @@ impl Config {
             ("max_destinations", self.max_destinations as u64, 1, 10_000_000),
             ("max_wildcard_subs", self.max_wildcard_subs as u64, 1, 1_000_000),
             ("max_scheduled", self.max_scheduled as u64, 1, 100_000_000),
+            ("dedup_window", self.dedup_window as u64, 1, 10_000_000),
             ("connect_timeout", self.connect_timeout, 1, 3_600_000),
             ("max_message_size", self.max_message_size as u64, 1, 256 * MIB),
             ("max_headers", self.max_headers as u64, 1, 10_000),

@@ -317,6 +317,12 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
         sum(&|p| p.shard.overflow_dropped),
     );
     metric(
+        "messages_deduplicated_total",
+        "counter",
+        "SENDs acknowledged but not enqueued: their dedup-id was seen lately (dedup_window).",
+        sum(&|p| p.shard.deduplicated),
+    );
+    metric(
         "messages_temp_discarded_total",
         "counter",
         "Messages a temporary queue still held when its connection closed (deleted with it).",

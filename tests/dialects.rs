@@ -533,3 +533,46 @@ fn request_reply_through_temporary_queues_private_to_their_connection() {
         }
     }
 }
+
+#[test]
+fn a_retried_send_with_the_same_dedup_id_is_acknowledged_but_enqueued_once() {
+    for setup in SETUPS {
+        let b = Broker::with(setup, |c| c.dedup_window = 8);
+        let mut p = b.client("1.2");
+        p.with_receipt("SEND", &[("destination", "/queue/pay"), ("dedup-id", "order-1")], b"first", "r1");
+        // The retry after a "lost" receipt, from another connection, and in Artemis' spelling.
+        let mut retry = b.client("1.2");
+        retry.with_receipt("SEND", &[("destination", "/queue/pay"), ("dedup-id", "order-1")], b"retry", "r2");
+        retry.with_receipt("SEND", &[("destination", "/queue/pay"), ("_AMQ_DUPL_ID", "order-1")], b"artemis retry", "r3");
+        // Another destination, or another id: not duplicates.
+        p.with_receipt("SEND", &[("destination", "/queue/other"), ("dedup-id", "order-1")], b"elsewhere", "r4");
+        p.with_receipt("SEND", &[("destination", "/queue/pay"), ("dedup-id", "order-2")], b"second", "r5");
+        let mut c = b.client("1.2");
+        c.subscribe_sync("1", "/queue/pay", "auto");
+        assert_eq!(bodies(&mut c, 2), ["first", "second"], "{setup}");
+        c.expect_nothing(Duration::from_millis(100));
+        assert_eq!(b.metric("romp_messages_deduplicated_total "), 2, "{setup}");
+    }
+}
+
+#[test]
+fn the_dedup_window_is_bounded_and_forgets_the_oldest_ids_first() {
+    let b = Broker::with(1, |c| c.dedup_window = 100);
+    let mut p = b.client("1.2");
+    for i in 0..150 {
+        p.send_frame("SEND", &[("destination", "/queue/w"), ("dedup-id", &format!("id-{i}"))], b"x");
+    }
+    // id-0..49 were forgotten: sent again, they are new; id-100..149 are still known.
+    for i in (0..10).chain(140..150) {
+        p.send_frame("SEND", &[("destination", "/queue/w"), ("dedup-id", &format!("id-{i}"))], b"again");
+    }
+    p.with_receipt("SEND", &[("destination", "/queue/x")], b"", "r");
+    let mut c = b.client("1.2");
+    c.subscribe_sync("1", "/queue/w", "auto");
+    let again = bodies(&mut c, 160).iter().filter(|b| *b == "again").count();
+    assert_eq!(again, 10);
+    c.expect_nothing(Duration::from_millis(100));
+    let mut big = b.client("1.2");
+    big.send_frame("SEND", &[("destination", "/queue/w"), ("dedup-id", &"x".repeat(300))], b"");
+    assert!(big.expect_error("syntax").text().contains("at most 256 bytes"));
+}

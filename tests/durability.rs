@@ -285,3 +285,18 @@ fn a_due_scheduled_message_that_its_full_queue_refuses_waits_until_there_is_room
     assert_eq!(c.expect("MESSAGE").text(), "first");
     assert_eq!(c.expect("MESSAGE").text(), "scheduled", "held while the queue was full, delivered once it had room");
 }
+
+#[test]
+fn a_retry_after_a_restart_is_still_recognised_by_its_dedup_id() {
+    let dir = data_dir("dedup");
+    {
+        let b = durable(2, &dir);
+        let mut p = b.client("1.2");
+        p.with_receipt("SEND", &[("destination", "/queue/pay"), ("persistent", "true"), ("dedup-id", "tx-77")], b"once", "r");
+    }
+    let b = durable(1, &dir);
+    let mut p = b.client("1.2");
+    p.with_receipt("SEND", &[("destination", "/queue/pay"), ("persistent", "true"), ("dedup-id", "tx-77")], b"twice", "r");
+    let got = drain(&b, "/queue/pay");
+    assert_eq!(got.iter().map(|m| m.text()).collect::<Vec<_>>(), ["once"]);
+}

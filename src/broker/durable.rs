@@ -269,6 +269,20 @@ impl Journal {
     }
 
     /// Answer `conn`'s barrier now, or hold it until what it wrote is on disk.
+    /// `conn`'s next barrier also waits for record `seq` (a duplicate it sent of a message
+    /// logged for someone else).
+    pub fn depend(&mut self, conn: ConnRef, seq: u64) {
+        if seq > self.durable {
+            let e = self.by_conn.entry(conn).or_insert(seq);
+            *e = (*e).max(seq);
+        }
+    }
+
+    /// The last record numbered (0 before any).
+    pub fn last_record(&self) -> u64 {
+        self.next.saturating_sub(1)
+    }
+
     pub fn barrier(&mut self, conn: ConnRef, out: &mut impl Outlet) {
         let answer = FromOwner::BarrierDone { conn, owner: self.me as u16 };
         match self.by_conn.get(&conn) {
@@ -674,5 +688,36 @@ mod tests {
         assert_eq!(done(&out), vec![2]);
         shard.durable(d, &mut out);
         assert_eq!(done(&out), vec![2, 1]);
+    }
+
+    /// A duplicate's RECEIPT means what the original's does: a connection that sent only a
+    /// duplicate (by `dedup-id`) of a persistent message not yet on disk waits for its record.
+    #[test]
+    fn a_duplicate_waits_for_the_original_record() {
+        let cfg = Config { data_dir: String::new(), ..Config::default() };
+        let mut shard = Shard::new(Arc::new(Policies::new(&cfg, 1)), 1, 0);
+        let (tx, rx) = crossbeam_channel::bounded(1024);
+        shard.set_journal(Journal::new(tx, 1, 0, Arc::new(DiskGauge::new(1)), DiskLimits::default(), (0, 0)));
+        let (mut log, _) = Log::open(SimDisk::new(1), 16 * 1024).unwrap();
+        let mut out = Out::default();
+        let headers = || -> Vec<(Box<str>, Box<str>)> { vec![("persistent".into(), "true".into()), ("dedup-id".into(), "a".into())] };
+        for (id, c) in [(1, 1), (2, 2)] {
+            let m = Message::new(id, Arc::from("/queue/r"), headers(), Box::from(&b"x"[..]));
+            shard.handle(ToOwner::Publish { msg: Arc::new(m), from: Publisher::Conn(conn(c)), receipt: None, create: true }, &mut out);
+        }
+        assert_eq!(shard.queue_depth("/queue/r"), Some(1), "enqueued once");
+        shard.handle(ToOwner::Barrier { from: conn(2) }, &mut out);
+        let done = |out: &Out| out.answers.iter().any(|a| matches!(a, FromOwner::BarrierDone { conn, .. } if conn.slot == 2));
+        assert!(!done(&out), "answered before the original was on disk");
+        shard.flush_journal();
+        let d = sync(&rx, &mut log).unwrap();
+        shard.durable(d, &mut out);
+        assert!(done(&out));
+        // Once it is on disk, a later duplicate's barrier is answered at once.
+        let m = Message::new(3, Arc::from("/queue/r"), headers(), Box::from(&b"x"[..]));
+        shard.handle(ToOwner::Publish { msg: Arc::new(m), from: Publisher::Conn(conn(3)), receipt: None, create: true }, &mut out);
+        shard.handle(ToOwner::Barrier { from: conn(3) }, &mut out);
+        assert!(out.answers.iter().any(|a| matches!(a, FromOwner::BarrierDone { conn, .. } if conn.slot == 3)));
+        assert_eq!(shard.queue_depth("/queue/r"), Some(1));
     }
 }

@@ -173,6 +173,8 @@ pub struct Policies {
     pub max_destinations: usize,
     /// Scheduled messages held at once, server-wide (each owner holds its share).
     pub max_scheduled: usize,
+    /// Producer ids remembered for de-duplication, server-wide (each owner its share).
+    pub dedup_window: usize,
     exact: FastMap<String, Arc<Policy>>,
     /// Longest prefix first.
     prefixes: Vec<(String, Arc<Policy>)>,
@@ -215,6 +217,7 @@ impl Policies {
             create_destinations: cfg.create_destinations,
             max_destinations: cfg.max_destinations,
             max_scheduled: cfg.max_scheduled,
+            dedup_window: cfg.dedup_window,
             exact,
             prefixes,
             default: Arc::new(base),

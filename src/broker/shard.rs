@@ -31,8 +31,10 @@ use crate::stomp::ErrorWord;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
+mod dedup;
 mod durable_subs;
 mod schedule;
+pub use dedup::{dedup_id, MAX_DEDUP_ID};
 pub use durable_subs::DurableId;
 use durable_subs::DurableSub;
 use std::sync::Arc;
@@ -155,6 +157,8 @@ pub struct ShardStats {
     pub scheduled_retries: u64,
     /// Messages a temporary queue still held when its connection closed.
     pub temp_discarded: u64,
+    /// SENDs acknowledged but not enqueued: their `dedup-id` was seen lately.
+    pub deduplicated: u64,
 }
 
 /// What an admin purge removed.
@@ -225,6 +229,8 @@ pub struct Shard {
     /// [`TEMP_TOMBSTONES`] are forgotten first.
     temp_gone: FastMap<Arc<str>, ()>,
     temp_gone_order: VecDeque<Arc<str>>,
+    /// Producer ids seen lately (see `dedup`).
+    dedup: dedup::Window,
 }
 
 /// Deleted temporary destinations an owner remembers.
@@ -265,6 +271,7 @@ impl Shard {
             scheduled: BinaryHeap::new(),
             temp_gone: FastMap::default(),
             temp_gone_order: VecDeque::new(),
+            dedup: Default::default(),
         }
     }
 
@@ -300,6 +307,8 @@ impl Shard {
             let mut msg = Message::new(id, dest.clone(), headers, m.body.into_boxed_slice());
             msg.expires = m.expires;
             msg.custom_id = custom;
+            // A producer retrying across the restart is still caught.
+            self.remember(&msg, m.seq);
             if deliver_at != 0 && sub.is_none() {
                 // Scheduled again, repeats and all (at least once: firings before the crash
                 // may come again).
@@ -575,9 +584,22 @@ impl Shard {
                 } else if !create && self.would_create(&msg.destination) {
                     let detail = format!("this login may not create {} (the [acl] create rule)", msg.destination);
                     self.reject(from, receipt, ErrorWord::AccessDenied, detail, out, false);
-                } else if self.publish(msg, from, receipt, out, false) {
+                } else if self.duplicate(&msg) {
                     if let Some(tx) = waiting {
                         let _ = tx.try_send(Ok(()));
+                    }
+                } else {
+                    let keep = dedup::dedup_id(&msg).is_some().then(|| msg.clone());
+                    let before = self.journal.as_ref().map_or(0, |j| j.last_record());
+                    if self.publish(msg, from, receipt, out, false) {
+                        if let Some(tx) = waiting {
+                            let _ = tx.try_send(Ok(()));
+                        }
+                        if let Some(m) = keep {
+                            // Its record, if publishing wrote one.
+                            let after = self.journal.as_ref().map_or(0, |j| j.last_record());
+                            self.remember(&m, if after > before { after } else { 0 });
+                        }
                     }
                 }
             }

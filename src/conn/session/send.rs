@@ -73,6 +73,11 @@ pub(super) fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         headers.push((Box::from("expires"), expires.to_string().into_boxed_str()));
     }
     let (deliver_at, period, repeat) = dialect::schedule(f, ctx.time.wall_ms)?;
+    for h in ["dedup-id", "_AMQ_DUPL_ID"] {
+        if f.header(h).is_some_and(|v| v.len() > crate::broker::shard::MAX_DEDUP_ID) {
+            return Err(Fatal::new(ErrorWord::Syntax, format!("{h} is at most {} bytes", crate::broker::shard::MAX_DEDUP_ID)));
+        }
+    }
     if let Some(p) = f.header("priority").filter(|p| !p.is_empty() && p.trim().parse::<u8>().is_err()) {
         return Err(Fatal::new(ErrorWord::Syntax, format!("priority {p:?} is not a number from 0 to 9")));
     }
