@@ -709,3 +709,69 @@ fn a_non_reading_consumer_with_a_huge_prefetch_is_bounded_by_its_pending_bytes()
     assert!(growth < (32 + 4 + 32) * MIB, "RSS grew by {} MiB (max_queue_bytes 32 MiB + max_pending_bytes 4 MiB)", growth / MIB);
     drop((pc, c));
 }
+
+/// The dialect features' own bounds hold against a client that floods them: wildcard
+/// subscriptions (`max_wildcard_subs`), scheduled messages (`max_scheduled`) and the
+/// de-duplication window (`dedup_window`). Past each bound the attacker gets ERROR (or, for
+/// de-duplication, old ids are forgotten), a bystander carries on, and RSS stays near what the
+/// bound allows, far below what the flood would take unbounded.
+#[test]
+fn dialect_bounds_hold_under_floods() {
+    let p = Proc::start("max_wildcard_subs = 1000\nmax_scheduled = 1000\ndedup_window = 1000\nmax_subs = 100000\n", None);
+    let mut by = Bystander::new(&p);
+    let base = p.rss();
+
+    // 5,000 wildcard subscriptions with long patterns: 1,000 are taken.
+    let mut w = p.client();
+    let long = "x".repeat(200);
+    let mut refused = None;
+    for i in 0..5000 {
+        let dest = format!("/topic/{long}.{i}.*");
+        w.send_frame("SUBSCRIBE", &[("id", &i.to_string()), ("destination", &dest), ("receipt", "r")], b"");
+        let g = w.recv();
+        if g.command == "ERROR" {
+            refused = Some((i, g));
+            break;
+        }
+    }
+    let (i, e) = refused.expect("the wildcard bound refused");
+    assert_eq!((i, e.h("message")), (1000, "subs flup"));
+    let wild = p.rss().saturating_sub(base);
+    eprintln!("observed: 1,000 wildcard subscriptions of ~220 bytes: RSS +{} KiB", wild / 1024);
+    assert!(wild < 8 * MIB, "wildcard subscriptions: RSS +{wild}");
+    by.check();
+
+    // 5,000 scheduled 10 KiB messages an hour out: 1,000 are held.
+    let mut s = p.client();
+    let body = vec![b'b'; 10 * 1024];
+    let mut held = 0;
+    for i in 0..5000 {
+        let dest = format!("/queue/later{}", i % 7);
+        s.send_frame("SEND", &[("destination", &dest), ("AMQ_SCHEDULED_DELAY", "3600000"), ("receipt", "r")], &body);
+        let g = s.recv();
+        if g.command == "ERROR" {
+            assert_eq!(g.h("message"), "q flup");
+            break;
+        }
+        held += 1;
+    }
+    // Each of the two workers holds its share (500); destinations fill them unevenly.
+    assert!((500..=1000).contains(&held), "held {held}");
+    let sched = p.rss().saturating_sub(base);
+    eprintln!("observed: {held} scheduled 10 KiB messages: RSS +{} KiB (bodies alone: {} KiB)", sched / 1024, held * 10);
+    assert!(sched < 40 * MIB, "scheduled: RSS +{sched}");
+    by.check();
+
+    // 100,000 distinct 256-byte ids to a topic: the window keeps the last 1,000.
+    let before = p.rss();
+    let mut d = p.client();
+    for i in 0..100_000u32 {
+        let id = format!("{i:0>256}");
+        d.send_frame("SEND", &[("destination", "/topic/nobody"), ("dedup-id", &id)], b"");
+    }
+    d.with_receipt("SEND", &[("destination", "/topic/nobody")], b"", "end");
+    let dedup = p.rss().saturating_sub(before);
+    eprintln!("observed: 100,000 dedup ids of 256 bytes through a 1,000-id window: RSS +{} KiB (a window that kept them all measured ~66,000 KiB)", dedup / 1024);
+    assert!(dedup < 6 * MIB, "dedup window: RSS +{dedup}");
+    by.check();
+}

@@ -211,6 +211,36 @@ test('a durable subscription (RabbitMQ spelling) keeps persistent messages while
   await p.deactivate();
 });
 
+test('selectors and ActiveMQ-style wildcards the way stompjs users write them', async () => {
+  const { client } = await connect();
+  const t = `/topic/js.sel.${TRANSPORT}`;
+  const sel = collect(client, `${t}.>`, 2, { selector: "region = 'eu' OR price > 100" });
+  await receipt(client, (id) => client.publish({ destination: '/topic/js-warmup', headers: { receipt: id } }));
+  const { client: p } = await connect();
+  p.publish({ destination: `${t}.a`, body: 'eu', headers: { region: 'eu' } });
+  p.publish({ destination: `${t}.b`, body: 'us cheap', headers: { region: 'us', price: '5' } });
+  p.publish({ destination: `${t}.c.d`, body: 'us dear', headers: { region: 'us', price: '500' } });
+  const got = await sel.done;
+  assert.deepEqual(got.map((m) => m.body).sort(), ['eu', 'us dear']);
+  await p.deactivate();
+  await client.deactivate();
+});
+
+test('request and reply through a temporary queue', async () => {
+  const { client: svc } = await connect();
+  const q = `/queue/js-svc-${TRANSPORT}`;
+  const requests = collect(svc, q, 1, {}, (m) => svc.publish({ destination: m.headers['reply-to'], body: `re: ${m.body}` }));
+  await receipt(svc, (id) => svc.publish({ destination: '/topic/js-warmup', headers: { receipt: id } }));
+  const { client } = await connect();
+  const answers = collect(client, '/temp-queue/js-answers', 1);
+  client.publish({ destination: q, body: 'hello', headers: { 'reply-to': '/temp-queue/js-answers' } });
+  await requests.done;
+  const [a] = await answers.done;
+  assert.equal(a.body, 're: hello');
+  await client.deactivate();
+  await svc.deactivate();
+});
+
 test('a STOMP ERROR reaches the client before the close', async () => {
   const { client } = await connect();
   const err = new Promise((resolve) => {

@@ -216,6 +216,72 @@ class StompPy(unittest.TestCase):
         self.assertEqual(l.errors[0].headers["message"], "syntax")
 
 
+class StompPyDialects(unittest.TestCase):
+    """The ActiveMQ / Artemis / RabbitMQ extensions as stomp.py users write them."""
+
+    def test_selector_on_a_queue_and_a_topic(self):
+        conn, l = connect()
+        conn.subscribe("/queue/py-sel", id="q", ack="auto", headers={"selector": "kind = 'wanted' AND n > 1", "receipt": "s1"})
+        conn.subscribe("/topic/py-sel", id="t", ack="auto", headers={"selector": "kind IN ('wanted')", "receipt": "s2"})
+        l.wait(lambda: {"s1", "s2"} <= set(l.receipts), "subscribe receipts")
+        pub, _ = connect()
+        for n, kind in enumerate(["wanted", "other", "wanted", "wanted"]):
+            pub.send("/queue/py-sel", f"q{n}", headers={"kind": kind, "n": str(n)})
+            pub.send("/topic/py-sel", f"t{n}", headers={"kind": kind})
+        l.wait_messages(5)
+        time.sleep(0.2)
+        got = sorted(m.body for m in l.messages)
+        self.assertEqual(got, ["q2", "q3", "t0", "t2", "t3"])
+        pub.disconnect()
+        conn.disconnect()
+
+    def test_malformed_selector_is_an_error(self):
+        conn, l = connect()
+        conn.subscribe("/queue/py-badsel", id="q", headers={"selector": "kind = "})
+        l.wait(lambda: l.errors, "ERROR")
+        self.assertEqual(l.errors[0].headers["message"], "syntax")
+        self.assertIn("position", l.errors[0].body)
+
+    def test_activemq_wildcards(self):
+        conn, l = connect()
+        conn.subscribe("/topic/py.prices.>", id="all", headers={"receipt": "w"})
+        l.wait(lambda: "w" in l.receipts, "subscribe receipt")
+        pub, _ = connect()
+        for t in ["/topic/py.prices.a", "/topic/py.prices.b.c", "/topic/py.other"]:
+            pub.send(t, t)
+        l.wait_messages(2)
+        time.sleep(0.2)
+        self.assertEqual(sorted(m.body for m in l.messages), ["/topic/py.prices.a", "/topic/py.prices.b.c"])
+        pub.disconnect()
+        conn.disconnect()
+
+    def test_request_reply_through_a_temp_queue(self):
+        service, sl = connect()
+        service.subscribe("/queue/py-svc", id="svc", headers={"receipt": "s"})
+        sl.wait(lambda: "s" in sl.receipts, "subscribe receipt")
+        client, cl = connect()
+        client.send("/queue/py-svc", "2+2", headers={"reply-to": "/temp-queue/py-answers"})
+        [req] = sl.wait_messages(1)
+        service.send(req.headers["reply-to"], "4")
+        [answer] = cl.wait_messages(1)
+        self.assertEqual(answer.body, "4")
+        self.assertEqual(answer.headers["subscription"], "/temp-queue/py-answers")
+        service.disconnect()
+        client.disconnect()
+
+    def test_scheduled_delay(self):
+        conn, l = connect()
+        conn.subscribe("/queue/py-later", id="q", headers={"receipt": "s"})
+        l.wait(lambda: "s" in l.receipts, "subscribe receipt")
+        start = time.monotonic()
+        conn.send("/queue/py-later", "later", headers={"AMQ_SCHEDULED_DELAY": "300"})
+        conn.send("/queue/py-later", "now")
+        ms = l.wait_messages(2)
+        self.assertEqual([m.body for m in ms], ["now", "later"])
+        self.assertGreaterEqual(time.monotonic() - start, 0.3)
+        conn.disconnect()
+
+
 class StompPyWebSocket(unittest.TestCase):
     def test_subscribe_send_ack_over_websocket(self):
         conn, l = connect(ws=True)
