@@ -129,6 +129,8 @@ pub struct Message {
     /// JMS priority, 0-9 (the `priority` header; 4 without one): a queue delivers higher
     /// levels first.
     pub priority: u8,
+    /// It carries a producer id (`dedup-id` / `_AMQ_DUPL_ID`): its owner de-duplicates it.
+    pub dedup: bool,
     /// The MESSAGE header lines every subscriber of one protocol version shares (message-id,
     /// destination, user headers, content-length, blank line), encoded on first use. Index:
     /// 1.0, 1.1, 1.2. Workers may race to fill it; `OnceLock` keeps one.
@@ -140,11 +142,15 @@ impl Message {
         // Read from the headers here, so every path that builds a message (SEND, links,
         // recovery, dead letters) gets it alike. 0-9 as in JMS; larger ones (RabbitMQ allows up
         // to 255) count as 9, as RabbitMQ counts those over a queue's maximum.
-        let priority = headers
-            .iter()
-            .find(|(k, _)| &**k == "priority")
-            .and_then(|(_, v)| v.trim().parse::<u8>().ok())
-            .map_or(ready::DEFAULT_PRIORITY, |p| p.min(ready::LEVELS as u8 - 1));
+        let (mut priority, mut dedup) = (None, false);
+        for (k, v) in &headers {
+            match &**k {
+                "priority" if priority.is_none() => priority = Some(v.trim().parse::<u8>().ok()),
+                "dedup-id" | "_AMQ_DUPL_ID" => dedup = true,
+                _ => {}
+            }
+        }
+        let priority = priority.flatten().map_or(ready::DEFAULT_PRIORITY, |p| p.min(ready::LEVELS as u8 - 1));
         Message {
             id,
             destination,
@@ -156,6 +162,7 @@ impl Message {
             period: 0,
             repeat: 0,
             priority,
+            dedup,
             shared_head: Default::default(),
         }
     }

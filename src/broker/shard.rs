@@ -578,18 +578,19 @@ impl Shard {
                     Publisher::Waiting(tx) => Some(tx.clone()),
                     _ => None,
                 };
+                let has_id = dedup::dedup_id(&msg).is_some();
                 if super::is_temp(&msg.destination) && self.temp_gone.contains_key(&msg.destination) {
                     let detail = format!("{} is a temporary destination whose connection has closed", msg.destination);
                     self.reject(from, receipt, ErrorWord::DestinationUnknown, detail, out, false);
                 } else if !create && self.would_create(&msg.destination) {
                     let detail = format!("this login may not create {} (the [acl] create rule)", msg.destination);
                     self.reject(from, receipt, ErrorWord::AccessDenied, detail, out, false);
-                } else if self.duplicate(&msg) {
+                } else if has_id && self.duplicate(&msg) {
                     if let Some(tx) = waiting {
                         let _ = tx.try_send(Ok(()));
                     }
                 } else {
-                    let keep = dedup::dedup_id(&msg).is_some().then(|| msg.clone());
+                    let keep = has_id.then(|| msg.clone());
                     let before = self.journal.as_ref().map_or(0, |j| j.last_record());
                     if self.publish(msg, from, receipt, out, false) {
                         if let Some(tx) = waiting {

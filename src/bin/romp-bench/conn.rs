@@ -58,7 +58,17 @@ enum Role {
     /// `head`: the SEND command and headers, built once (destination and length never change);
     /// `rhead` the same asking for a RECEIPT (`--receipt-window`). `receipted`: SENDs covered
     /// by the RECEIPTs received; `asked`: when each outstanding receipted SEND was written.
-    Producer { pid: u32, seq: u64, copies: u64, head: Vec<u8>, rhead: Vec<u8>, receipted: u64, asked: VecDeque<Instant> },
+    /// `spread`: with `--spread`, one head per destination, used in turn.
+    Producer {
+        pid: u32,
+        seq: u64,
+        copies: u64,
+        head: Vec<u8>,
+        rhead: Vec<u8>,
+        receipted: u64,
+        asked: VecDeque<Instant>,
+        spread: Vec<Vec<u8>>,
+    },
     /// `slow`: reads at most `--slow-rate` messages/s; not counted in loss accounting.
     Consumer { cid: usize, slow: bool },
 }
@@ -247,7 +257,8 @@ impl Reader<'_> {
                     c.connected = true;
                     match &c.role {
                         Role::Consumer { cid, .. } => {
-                            let (id, dest) = (cid.to_string(), o.destination(*cid));
+                            let dest = o.subscribe_to.clone().unwrap_or_else(|| o.destination(*cid));
+                            let id = cid.to_string();
                             let mut h: Vec<(&str, &str)> = o.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                             h.push(("receipt", "ready"));
                             frames::subscribe(&mut c.wbuf, o.version, &id, &dest, o.ack, &h).map_err(|e| format!("SUBSCRIBE: {e}"))?;
@@ -359,12 +370,25 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
         if o.persistent {
             extra.push(("persistent", "true"));
         }
+        let level = (pid % 10).to_string();
+        if o.priorities {
+            extra.push(("priority", &level));
+        }
         frames::send_head(&mut head, o.version, &o.destination(pid), o.size, &extra).map_err(|e| format!("SEND: {e}"))?;
         let mut rhead = Vec::new();
         extra.push(("receipt", "r"));
         frames::send_head(&mut rhead, o.version, &o.destination(pid), o.size, &extra).map_err(|e| format!("SEND: {e}"))?;
         let asked = VecDeque::new();
-        conns.push(open(Role::Producer { pid: pid as u32, seq: 0, copies, head, rhead, receipted: 0, asked })?);
+        let mut spread = Vec::new();
+        if o.spread {
+            extra.pop();
+            for d in 0..o.destinations {
+                let mut h = Vec::new();
+                frames::send_head(&mut h, o.version, &o.destination(d), o.size, &extra).map_err(|e| format!("SEND: {e}"))?;
+                spread.push(h);
+            }
+        }
+        conns.push(open(Role::Producer { pid: pid as u32, seq: 0, copies, head, rhead, receipted: 0, asked, spread })?);
     }
     for (i, c) in conns.iter_mut().enumerate() {
         c.sock.register(poll.registry(), Token(i)).map_err(|e| e.to_string())?;
@@ -432,7 +456,7 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
         for c in conns.iter_mut() {
             let room = c.pending() < WBUF_MAX;
             let mut window_open = false;
-            if let Role::Producer { pid, seq, copies, head, rhead, receipted, asked } = &mut c.role {
+            if let Role::Producer { pid, seq, copies, head, rhead, receipted, asked, spread } = &mut c.role {
                 if go && c.ready && room {
                     let n = match (rate, shared.started.get()) {
                         _ if o.receipt_window > 0 => {
@@ -474,6 +498,8 @@ pub fn run_thread(t: usize, addr: SocketAddr, o: &Opts, shared: &Shared) -> Resu
                         if o.receipt_window > 0 && *seq % o.receipt_every == 0 {
                             asked.push_back(Instant::now());
                             c.wbuf.extend_from_slice(rhead);
+                        } else if !spread.is_empty() {
+                            c.wbuf.extend_from_slice(&spread[*seq as usize % spread.len()]);
                         } else {
                             c.wbuf.extend_from_slice(head);
                         }

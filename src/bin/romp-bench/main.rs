@@ -97,6 +97,13 @@ pub struct Opts {
     pub headers: Vec<(String, String)>,
     /// `--fsync-floor DIR`: measure fdatasync per 100-byte append in DIR instead of a load.
     pub fsync_floor: Option<String>,
+    /// `--subscribe-to DEST`: every consumer subscribes to DEST (a wildcard, say) instead of
+    /// its own destination; on a topic each then expects every message.
+    pub subscribe_to: Option<String>,
+    /// `--spread`: each producer sends to every destination in turn (with `--subscribe-to`).
+    pub spread: bool,
+    /// `--priorities`: producer N sends with `priority:` N mod 10.
+    pub priorities: bool,
 }
 
 const USAGE: &str = "usage: romp-bench [options]
@@ -116,7 +123,15 @@ const USAGE: &str = "usage: romp-bench [options]
   --receipt-window N [--receipt-every K (1)]  at most N SENDs per producer not yet covered by
                                 a RECEIPT, one asked every K SENDs (no burst then); reports the
                                 receipt round trip p50/p99
-  --header NAME:VALUE           added to every SEND and SUBSCRIBE (repeatable)
+  --header NAME:VALUE           added to every SEND and SUBSCRIBE (repeatable; e.g. a selector
+                                and the header it tests: --header 'type:x'
+                                --header \"selector:type = 'x'\")
+  --subscribe-to DEST           every consumer subscribes to DEST instead of its destination
+                                (a wildcard over the --destinations topics: each consumer then
+                                expects every message)
+  --spread                      with --subscribe-to: each producer sends to every destination
+                                in turn
+  --priorities                  producer N sends with priority N mod 10 (mixed priorities)
   --fsync-floor DIR             measure fdatasync after each 100-byte append to a file in DIR
                                 (the disk's floor for one receipt in flight), not a load
   --stomp-version 1.0|1.1|1.2 (1.2)  what CONNECT asks for; ACKs take that version's shape
@@ -173,6 +188,9 @@ impl Default for Opts {
             receipt_every: 1,
             headers: Vec::new(),
             fsync_floor: None,
+            subscribe_to: None,
+            spread: false,
+            priorities: false,
             idle: None,
             broker_pid: None,
             latency: None,
@@ -212,6 +230,9 @@ fn parse_opts() -> Result<Opts, String> {
             "--destinations" => o.destinations = num(v()?)?.max(1) as usize,
             "--queue-prefix" => o.queue_prefix = v()?,
             "--topic-prefix" => o.topic_prefix = v()?,
+            "--subscribe-to" => o.subscribe_to = Some(v()?),
+            "--spread" => o.spread = true,
+            "--priorities" => o.priorities = true,
             "--size" => o.size = (num(v()?)? as usize).max(conn::HEADER_LEN),
             "--duration" => o.duration = Duration::from_secs_f64(v()?.parse().map_err(|_| "bad --duration")?),
             "--warmup" => o.warmup = Duration::from_secs_f64(v()?.parse().map_err(|_| "bad --warmup")?),
@@ -279,6 +300,9 @@ fn parse_opts() -> Result<Opts, String> {
     if o.ws.is_some() && (o.latency.is_some() || o.idle.is_some() || o.null_broker) {
         return Err("--ws works with the load modes (not --latency, --idle or --null-broker)".into());
     }
+    if o.spread && (o.subscribe_to.is_none() || o.kind != Kind::Topic) {
+        return Err("--spread needs --kind topic and --subscribe-to (every consumer then expects every message)".into());
+    }
     if o.slow > 0 && o.kind != Kind::Topic {
         return Err("--slow needs --kind topic (queue consumers compete; a slow one just takes less)".into());
     }
@@ -324,6 +348,7 @@ impl Opts {
     pub fn copies_of(&self, dest: usize) -> u64 {
         match self.kind {
             Kind::Queue => u64::from(self.consumers > 0),
+            Kind::Topic if self.subscribe_to.is_some() => self.consumers as u64,
             Kind::Topic => (0..self.consumers).filter(|c| c % self.destinations == dest % self.destinations).count() as u64,
         }
     }

@@ -37,6 +37,46 @@ impl Queue {
         }
     }
 
+    /// Only selectors set consumers apart (no priorities, exclusivity or groups): the ring's
+    /// round-robin serves, each consumer taking what it accepts.
+    pub(super) fn selectors_only(&self) -> bool {
+        self.exclusives == 0 && self.prioritized == 0 && self.groups.is_none()
+    }
+
+    /// Dispatch with selectors only: the consumers on the ring in turn, each taking the next
+    /// message it accepts (from its cursors); a consumer that finds none goes to the back, and a
+    /// whole ring of those ends the call. O(1) per delivery when consumers accept what comes.
+    pub(super) fn dispatch_selective(&mut self, out: &mut Vec<Dispatch>, now_ms: u64) {
+        let mut budget = SELECTOR_BUDGET;
+        let mut idle = 0;
+        while !self.ready.is_empty() && idle < self.ring.len() {
+            let Some(i) = self.ring.pop_front() else { break };
+            let i = i as usize;
+            let c = &mut self.consumers[i];
+            if c.credit == 0 || c.paused {
+                c.queued = false;
+                continue;
+            }
+            match self.next_for(i, now_ms, &mut budget) {
+                Some((l, at)) => {
+                    idle = 0;
+                    match self.ready.remove_at(l, at) {
+                        Some(entry) => self.deliver(i, entry, out),
+                        None => self.ring.push_back(i as u32),
+                    }
+                }
+                None => {
+                    idle += 1;
+                    self.ring.push_back(i as u32);
+                    if budget == 0 {
+                        self.unfinished = true;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
     /// Put every consumer that may take a message on the ring (the fast path resumes).
     pub(super) fn rebuild_ring(&mut self) {
         self.ring.clear();
@@ -127,7 +167,10 @@ impl Queue {
         let mut expired = Vec::new();
         let mut found = None;
         'levels: for l in levels {
-            let mut at = self.ready.level(l).partition_point(|e| e.seq < self.consumers[i].cursor[l]);
+            let cursor = self.consumers[i].cursor[l];
+            let q = self.ready.level(l);
+            // Usually the consumer is at the head already (what it passed over was taken).
+            let mut at = if q.front().is_some_and(|e| e.seq >= cursor) { 0 } else { q.partition_point(|e| e.seq < cursor) };
             while at < self.ready.level(l).len() {
                 let e = &self.ready.level(l)[at];
                 if e.msg.expired(now_ms) {

@@ -517,8 +517,15 @@ impl Queue {
     /// way are moved to the dead letters instead (`now_ms`: wall clock).
     pub fn dispatch(&mut self, out: &mut Vec<Dispatch>, now_ms: u64) {
         self.unfinished = false;
-        let constrained = self.constrained();
-        if constrained {
+        if self.constrained() {
+            if self.selectors_only() {
+                // The ring serves here as on the fast path (rebuilt if the full constrained
+                // dispatch ran last and left it stale).
+                if std::mem::take(&mut self.was_constrained) {
+                    self.rebuild_ring();
+                }
+                return self.dispatch_selective(out, now_ms);
+            }
             self.was_constrained = true;
             return self.dispatch_constrained(out, now_ms);
         }

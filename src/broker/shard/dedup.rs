@@ -18,6 +18,9 @@ pub const MAX_DEDUP_ID: usize = 256;
 
 /// The headers that carry a producer's id.
 pub fn dedup_id(msg: &Message) -> Option<&str> {
+    if !msg.dedup {
+        return None;
+    }
     msg.header("dedup-id").or_else(|| msg.header("_AMQ_DUPL_ID")).filter(|v| !v.is_empty())
 }
 

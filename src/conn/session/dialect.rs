@@ -8,49 +8,66 @@
 
 use super::*;
 
-/// Refuse a SEND whose headers ask for what romp does not do.
-pub(super) fn check_send(f: &Frame<'_>, dest: &str) -> Res {
-    for h in f.headers.iter() {
-        let v = h.value.as_ref();
-        let refusal = match h.name.as_ref() {
-            "AMQ_SCHEDULED_CRON" if !v.is_empty() => Some("cron schedules (AMQ_SCHEDULED_CRON) are not supported; use AMQ_SCHEDULED_DELAY with AMQ_SCHEDULED_PERIOD and AMQ_SCHEDULED_REPEAT"),
-            "destination-type" => kind_mismatch(v, dest),
-            _ => None,
-        };
-        if let Some(why) = refusal {
-            return Err(Fatal::new(ErrorWord::Unsupported, format!("{}: {why}", h.name)));
-        }
-    }
-    Ok(())
-}
+/// A SEND's schedule: (deliver at, ms since the epoch; period, ms; repeats), all 0 when it has
+/// none.
+pub(super) type Schedule = (u64, u64, u32);
 
 /// How far ahead a message may be scheduled.
 pub const MAX_SCHEDULE_AHEAD_MS: u64 = 366 * 86_400_000;
 /// The most repeats one scheduled SEND may ask for.
 pub const MAX_SCHEDULE_REPEAT: u64 = 1_000_000;
 
-/// A SEND's schedule: (deliver at, ms since the epoch; period, ms; repeats), all 0 when it
-/// has none. ActiveMQ's `AMQ_SCHEDULED_DELAY` (and Artemis' `_AMQ_SCHEDULED_DELAY`) wait so
-/// many ms, Artemis' `AMQ_SCHEDULED_TIME` names the time; ActiveMQ's `AMQ_SCHEDULED_PERIOD` and
-/// `AMQ_SCHEDULED_REPEAT` deliver it again `repeat` more times, `period` ms apart.
-pub(super) fn schedule(f: &Frame<'_>, now_ms: u64) -> Result<(u64, u64, u32), Fatal> {
-    let num = |name: &str| -> Result<Option<u64>, Fatal> {
-        match f.header(name) {
-            None | Some("") => Ok(None),
-            Some(v) => v
-                .trim()
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| Fatal::new(ErrorWord::Syntax, format!("{name} {v:?} is not a number of milliseconds"))),
+/// Check a SEND's extension headers in one pass and read its schedule: refuse what romp does
+/// not do (cron schedules, a routing type against the name), malformed values (`syntax`), and
+/// ids or priorities out of range. ActiveMQ's `AMQ_SCHEDULED_DELAY` (and Artemis'
+/// `_AMQ_SCHEDULED_DELAY`) wait so many ms, Artemis' `AMQ_SCHEDULED_TIME` names the time;
+/// ActiveMQ's `AMQ_SCHEDULED_PERIOD` and `AMQ_SCHEDULED_REPEAT` deliver it again `repeat` more
+/// times, `period` ms apart. The first occurrence of a header counts (C1).
+pub(super) fn check_send(f: &Frame<'_>, dest: &str, now_ms: u64) -> Result<Schedule, Fatal> {
+    let (mut delay, mut alt_delay, mut time, mut period, mut repeat) = (None, None, None, None, None);
+    let first = |slot: &mut Option<Option<u64>>, name: &str, v: &str| -> Result<(), Fatal> {
+        if slot.is_none() {
+            *slot = Some(match v {
+                "" => None,
+                v => Some(
+                    v.trim()
+                        .parse::<u64>()
+                        .map_err(|_| Fatal::new(ErrorWord::Syntax, format!("{name} {v:?} is not a number of milliseconds")))?,
+                ),
+            });
         }
+        Ok(())
     };
-    let delay = match num("AMQ_SCHEDULED_DELAY")? {
-        Some(d) => Some(d),
-        None => num("_AMQ_SCHEDULED_DELAY")?,
-    };
-    let time = num("AMQ_SCHEDULED_TIME")?;
-    let period = num("AMQ_SCHEDULED_PERIOD")?.unwrap_or(0);
-    let repeat = num("AMQ_SCHEDULED_REPEAT")?.unwrap_or(0);
+    for h in f.headers.iter() {
+        let (name, v) = (h.name.as_ref(), h.value.as_ref());
+        match name {
+            "AMQ_SCHEDULED_DELAY" => first(&mut delay, name, v)?,
+            "_AMQ_SCHEDULED_DELAY" => first(&mut alt_delay, name, v)?,
+            "AMQ_SCHEDULED_TIME" => first(&mut time, name, v)?,
+            "AMQ_SCHEDULED_PERIOD" => first(&mut period, name, v)?,
+            "AMQ_SCHEDULED_REPEAT" => first(&mut repeat, name, v)?,
+            "AMQ_SCHEDULED_CRON" if !v.is_empty() => {
+                return Err(Fatal::new(
+                    ErrorWord::Unsupported,
+                    "AMQ_SCHEDULED_CRON: cron schedules are not supported; use AMQ_SCHEDULED_DELAY with AMQ_SCHEDULED_PERIOD and AMQ_SCHEDULED_REPEAT",
+                ))
+            }
+            "destination-type" => {
+                if let Some(why) = kind_mismatch(v, dest) {
+                    return Err(Fatal::new(ErrorWord::Unsupported, format!("destination-type: {why}")));
+                }
+            }
+            "priority" if !v.is_empty() && v.trim().parse::<u8>().is_err() => {
+                return Err(Fatal::new(ErrorWord::Syntax, format!("priority {v:?} is not a number from 0 to 9")));
+            }
+            "dedup-id" | "_AMQ_DUPL_ID" if v.len() > crate::broker::shard::MAX_DEDUP_ID => {
+                return Err(Fatal::new(ErrorWord::Syntax, format!("{name} is at most {} bytes", crate::broker::shard::MAX_DEDUP_ID)));
+            }
+            _ => {}
+        }
+    }
+    let delay = delay.flatten().or(alt_delay.flatten());
+    let (time, period, repeat) = (time.flatten(), period.flatten().unwrap_or(0), repeat.flatten().unwrap_or(0));
     if repeat > MAX_SCHEDULE_REPEAT {
         return Err(Fatal::new(ErrorWord::Syntax, format!("AMQ_SCHEDULED_REPEAT is at most {MAX_SCHEDULE_REPEAT}")));
     }

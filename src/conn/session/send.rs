@@ -45,7 +45,7 @@ pub(super) fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         }
     };
     check_policy(conn, &dest, &policy, true, ctx)?;
-    dialect::check_send(f, &dest)?;
+    let (deliver_at, period, repeat) = dialect::check_send(f, &dest, ctx.time.wall_ms)?;
     if !durable && f.header("persistent") == Some("true") {
         return denied(conn, crate::acl::Verb::Durable, &dest);
     }
@@ -71,15 +71,6 @@ pub(super) fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
         expires = ctx.time.wall_ms.saturating_add(policy.expiry);
         headers.retain(|(k, _)| &**k != "expires");
         headers.push((Box::from("expires"), expires.to_string().into_boxed_str()));
-    }
-    let (deliver_at, period, repeat) = dialect::schedule(f, ctx.time.wall_ms)?;
-    for h in ["dedup-id", "_AMQ_DUPL_ID"] {
-        if f.header(h).is_some_and(|v| v.len() > crate::broker::shard::MAX_DEDUP_ID) {
-            return Err(Fatal::new(ErrorWord::Syntax, format!("{h} is at most {} bytes", crate::broker::shard::MAX_DEDUP_ID)));
-        }
-    }
-    if let Some(p) = f.header("priority").filter(|p| !p.is_empty() && p.trim().parse::<u8>().is_err()) {
-        return Err(Fatal::new(ErrorWord::Syntax, format!("priority {p:?} is not a number from 0 to 9")));
     }
     if deliver_at != 0
         && DestKind::of(&dest) == DestKind::Topic
