@@ -49,7 +49,7 @@ $(CLIENTS)/node_modules/.ok: $(CLIENTS)/package.json $(CLIENTS)/package-lock.jso
 
 # The browser test needs Debian's chromium (root installs it; others get a clear message).
 chromium:
-	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update && apt-get install -y chromium); } \
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update && apt-get install -y --no-install-recommends chromium); } \
 	  || { echo "install Debian's chromium (apt-get install chromium) for the browser test"; exit 1; }
 
 client-tests: client-deps ## stomp.py and stompjs against a real broker process

@@ -280,6 +280,11 @@ impl Outbox {
     }
 
     /// Anything still waiting for room in a channel.
+    /// Bus messages waiting in this worker's backlogs (the channels were full).
+    pub fn backlog_len(&self) -> usize {
+        self.data_backlogged + self.ctrl_backlogged
+    }
+
     pub fn has_backlog(&self) -> bool {
         self.data_backlogged + self.ctrl_backlogged > 0
     }

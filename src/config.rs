@@ -316,6 +316,11 @@ pub struct Config {
     pub selectors: bool,
     /// The wildcard syntax of topic subscriptions.
     pub wildcards: Wildcards,
+    /// Destinations with series of their own on `/metrics`, at most: configured ones first,
+    /// then the deepest; the others are summed under `destination="(other)"` and counted in
+    /// `romp_destinations_unlisted`, so a broker with very many destinations keeps a small
+    /// scrape.
+    pub metrics_destinations: usize,
     /// Scheduled messages (`AMQ_SCHEDULED_DELAY` and kin) held at once, server-wide; each
     /// worker holds at most its share (this / workers, rounded up). Past it a scheduled SEND
     /// gets ERROR `q flup`.
@@ -452,6 +457,7 @@ impl Default for Config {
             wildcards: Wildcards::Activemq,
             max_wildcard_subs: 10_000,
             max_scheduled: 100_000,
+            metrics_destinations: 1000,
             dedup_window: 100_000,
             create_destinations: true,
             max_destinations: 100_000,
@@ -546,7 +552,7 @@ impl Config {
     /// [`Config::validate`] and so by `--check-config` and reloads. The ranges keep a broker that
     /// starts able to work: a channel or buffer of `u64::MAX`, a spin of hours, or a frame limit
     /// past what memory can hold are configuration errors, not a crash later.
-    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 29] {
+    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 30] {
         const MIB: u64 = 1 << 20;
         const DAY_MS: u64 = 86_400_000;
         [
@@ -555,6 +561,7 @@ impl Config {
             ("max_wildcard_subs", self.max_wildcard_subs as u64, 1, 1_000_000),
             ("max_scheduled", self.max_scheduled as u64, 1, 100_000_000),
             ("dedup_window", self.dedup_window as u64, 1, 10_000_000),
+            ("metrics_destinations", self.metrics_destinations as u64, 0, 1_000_000),
             ("connect_timeout", self.connect_timeout, 1, 3_600_000),
             ("max_message_size", self.max_message_size as u64, 1, 256 * MIB),
             ("max_headers", self.max_headers as u64, 1, 10_000),

@@ -37,6 +37,9 @@ pub struct WorkerStats {
     /// ERROR frames per `message` word (by [`ErrorWord::index`]).
     #[serde(skip)]
     pub errors_by_word: [u64; ErrorWord::ALL.len()],
+    /// Loop turns, and microseconds spent in them (not waiting in the poller).
+    pub turns: u64,
+    pub busy_us: u64,
 }
 
 /// Why connections closed, as counted (the connection layer maps its reasons onto these).
@@ -124,6 +127,8 @@ pub struct Env<'a> {
     /// Destinations named exactly under `[destinations]`: always listed on `/metrics` (with
     /// zeros while no worker holds them), so an alert on one never meets a missing series.
     pub configured: &'a std::collections::BTreeMap<String, crate::config::DestConfig>,
+    /// `metrics_destinations`: destinations with series of their own, at most.
+    pub max_series: usize,
 }
 
 /// Destinations listed per worker at most (the page says when it was cut).
@@ -148,6 +153,8 @@ pub struct WorkerSnapshot {
     pub scheduled: usize,
     /// Wildcard subscriptions of its connections.
     pub wildcard_subscriptions: usize,
+    /// Bus messages waiting in its backlogs (a full channel to another worker).
+    pub backlog: usize,
 }
 
 /// The JSON body for a console path, from every worker's snapshot.
@@ -274,6 +281,17 @@ fn quantile_bound(bounds: &[u64], counts: &[u64], q: f64) -> u64 {
     0
 }
 
+/// The process's resident bytes and open file descriptors, from /proc (0 where unavailable).
+fn process_usage() -> (u64, u64) {
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        // SAFETY: sysconf has no preconditions.
+        .map_or(0, |pages| pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64);
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    (rss, fds)
+}
+
 /// A Prometheus label value: backslash, quote and newline escaped.
 fn label(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -300,6 +318,10 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
         sum(&|p| p.stats.memory_holds),
     );
     metric("timers", "gauge", "Armed timers (connections' and the workers' own).", sum(&|p| p.timers as u64));
+    let (rss, fds) = process_usage();
+    metric("process_resident_memory_bytes", "gauge", "Resident set size of the broker process (the kernel's count).", rss);
+    metric("process_open_fds", "gauge", "File descriptors the broker process has open.", fds);
+    metric("bus_backlog", "gauge", "Messages between workers waiting for room in a full channel.", sum(&|p| p.backlog as u64));
     metric("connections_accepted_total", "counter", "Connections accepted.", sum(&|p| p.stats.accepted));
     metric("frames_in_total", "counter", "Client frames received.", sum(&|p| p.stats.frames_in));
     metric("messages_in_total", "counter", "SENDs received.", sum(&|p| p.stats.messages_in));
@@ -389,6 +411,17 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
         let n = sum(&|p| p.stats.closed_by[k.index()]);
         let _ = writeln!(o, "romp_connections_closed_total{{reason=\"{}\"}} {n}", k.label());
     }
+    let _ = writeln!(
+        o,
+        "# HELP romp_worker_busy_seconds_total Time each worker spent working, not waiting for events (its rate is the worker's utilisation).\n# TYPE romp_worker_busy_seconds_total counter"
+    );
+    for p in parts {
+        let _ = writeln!(o, "romp_worker_busy_seconds_total{{worker=\"{}\"}} {:.6}", p.worker, p.stats.busy_us as f64 / 1e6);
+    }
+    let _ = writeln!(o, "# HELP romp_worker_turns_total Loop turns of each worker.\n# TYPE romp_worker_turns_total counter");
+    for p in parts {
+        let _ = writeln!(o, "romp_worker_turns_total{{worker=\"{}\"}} {}", p.worker, p.stats.turns);
+    }
     let _ = writeln!(o, "# HELP romp_link_up Upstream link connected and subscribed (1) or not (0).\n# TYPE romp_link_up gauge");
     for l in parts.iter().flat_map(|p| p.links.iter()) {
         let _ = writeln!(o, "romp_link_up{{name=\"{}\",address=\"{}\"}} {}", label(&l.name), l.address, u8::from(l.state == "up"));
@@ -402,28 +435,66 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
         .map(|n| DestInfo {
             name: n.to_string(),
             kind: if crate::broker::DestKind::of(n) == crate::broker::DestKind::Topic { "topic" } else { "queue" },
-            subscribers: 0,
-            depth: 0,
-            ready: 0,
-            unacked: 0,
-            enqueued: 0,
-            delivered: 0,
-            stats: false,
+            ..DestInfo::default()
         })
         .collect();
     dests.extend(absent.iter());
+    // The cap: configured destinations first (alerts name them), then the deepest; the rest
+    // summed into one "(other)" series per kind.
+    let configured = |d: &DestInfo| env.configured.contains_key(&d.name);
+    dests.sort_by(|a, b| configured(b).cmp(&configured(a)).then(b.depth.cmp(&a.depth)).then(a.name.cmp(&b.name)));
+    let listed = dests.len().min(env.max_series);
+    let mut other: [DestInfo; 2] = [
+        DestInfo { name: "(other)".into(), kind: "queue", ..DestInfo::default() },
+        DestInfo { name: "(other)".into(), kind: "topic", ..DestInfo::default() },
+    ];
+    for d in &dests[listed..] {
+        let t = &mut other[usize::from(d.kind == "topic")];
+        t.subscribers += d.subscribers;
+        t.depth += d.depth;
+        t.ready += d.ready;
+        t.unacked += d.unacked;
+        t.enqueued += d.enqueued;
+        t.delivered += d.delivered;
+        t.bytes += d.bytes;
+        t.acked += d.acked;
+        t.nacked += d.nacked;
+        t.redelivered += d.redelivered;
+        t.dead_lettered += d.dead_lettered;
+        t.expired += d.expired;
+    }
+    let unlisted = dests.len() - listed;
+    let _ = writeln!(
+        o,
+        "# HELP romp_destinations_unlisted Destinations without series of their own (metrics_destinations), summed under destination=\"(other)\".\n# TYPE romp_destinations_unlisted gauge\nromp_destinations_unlisted {unlisted}"
+    );
+    let mut series: Vec<&DestInfo> = dests[..listed].to_vec();
+    if unlisted > 0 {
+        series.extend(other.iter().filter(|t| t.enqueued + t.depth as u64 + t.subscribers as u64 + t.delivered > 0));
+    }
     type Column = (&'static str, &'static str, &'static str, fn(&DestInfo) -> u64);
-    let per_dest: [Column; 6] = [
-        ("destination_subscribers", "gauge", "Subscribers of a destination.", |d| d.subscribers as u64),
+    let per_dest: [Column; 12] = [
+        ("destination_subscribers", "gauge", "Subscribers (consumers) of a destination.", |d| d.subscribers as u64),
         ("destination_depth", "gauge", "Messages a destination holds (ready + unacked).", |d| d.depth as u64),
         ("destination_ready", "gauge", "Messages waiting for a consumer.", |d| d.ready as u64),
         ("destination_unacked", "gauge", "Messages delivered and not acknowledged yet.", |d| d.unacked as u64),
+        ("destination_bytes", "gauge", "Bytes of the messages a destination holds.", |d| d.bytes),
         ("destination_enqueued_total", "counter", "Messages published to a destination.", |d| d.enqueued),
         ("destination_delivered_total", "counter", "Deliveries from a destination.", |d| d.delivered),
+        ("destination_acked_total", "counter", "Client acknowledgements (ACK) of a destination's messages.", |d| d.acked),
+        ("destination_nacked_total", "counter", "NACKs of a destination's messages (requeued or rejected).", |d| d.nacked),
+        ("destination_redelivered_total", "counter", "Deliveries of messages delivered before (redelivered:true).", |d| d.redelivered),
+        (
+            "destination_dead_lettered_total",
+            "counter",
+            "Messages that left for the dead letters (max_redeliveries, requeue:false, overflow).",
+            |d| d.dead_lettered,
+        ),
+        ("destination_expired_total", "counter", "Messages that expired in a destination.", |d| d.expired),
     ];
     for (name, kind, help, f) in per_dest {
         let _ = writeln!(o, "# HELP romp_{name} {help}\n# TYPE romp_{name} {kind}");
-        for d in &dests {
+        for d in &series {
             let _ = writeln!(o, "romp_{name}{{destination=\"{}\",kind=\"{}\"}} {}", label(&d.name), d.kind, f(d));
         }
     }

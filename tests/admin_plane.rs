@@ -160,3 +160,98 @@ fn configured_destinations_are_always_listed() {
     let m = b.metrics();
     assert_eq!(m.matches("romp_destination_depth{destination=\"/queue/orders\"").count(), 1, "listed once: {m}");
 }
+
+/// RabbitMQ-style per-queue totals after a scripted workload: acknowledged, NACKed,
+/// redelivered, dead-lettered, expired; bytes held; the process figures; and the page passes
+/// `promtool check metrics` where promtool is installed.
+#[test]
+fn per_queue_totals_and_process_figures_after_a_scripted_workload() {
+    let b = Broker::start(2);
+    let mut p = b.client("1.2");
+    for i in 0..5 {
+        p.with_receipt("SEND", &[("destination", "/queue/work")], b"0123456789", &format!("r{i}"));
+    }
+    let expired = (romp::broker::wall_ms() + 50).to_string();
+    p.with_receipt("SEND", &[("destination", "/queue/work"), ("expires", &expired)], b"old", "rx");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let mut c = b.client("1.2");
+    let h = [("id", "1"), ("destination", "/queue/work"), ("ack", "client-individual"), ("prefetch-count", "1"), ("receipt", "s")];
+    c.send_frame("SUBSCRIBE", &h, b"");
+    c.expect("RECEIPT");
+    // ack, nack (comes back redelivered: ack it), nack with requeue:false (dead-lettered).
+    let m = c.expect("MESSAGE");
+    c.send_frame("ACK", &[("id", m.h("ack"))], b"");
+    let m = c.expect("MESSAGE");
+    c.send_frame("NACK", &[("id", m.h("ack"))], b"");
+    let m = c.expect("MESSAGE");
+    assert_eq!(m.h("redelivered"), "true");
+    c.send_frame("ACK", &[("id", m.h("ack"))], b"");
+    let m = c.expect("MESSAGE");
+    c.with_receipt("NACK", &[("id", m.h("ack")), ("requeue", "false")], b"", "n");
+    let _held = c.expect("MESSAGE");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let page = b.metrics();
+    let q = "{destination=\"/queue/work\",kind=\"queue\"}";
+    for (name, want) in [
+        ("acked_total", 2),
+        ("nacked_total", 2),
+        ("redelivered_total", 1),
+        ("dead_lettered_total", 1),
+        ("expired_total", 1),
+        ("unacked", 1),
+        ("ready", 1),
+    ] {
+        assert!(page.contains(&format!("romp_destination_{name}{q} {want}\n")), "{name} {want}: {page}");
+    }
+    let bytes: u64 = page.lines().find_map(|l| l.strip_prefix(&format!("romp_destination_bytes{q} "))).unwrap().parse().unwrap();
+    assert!((20..200).contains(&bytes), "two 10-byte messages held: {bytes}");
+    for name in ["romp_process_resident_memory_bytes ", "romp_process_open_fds "] {
+        let v: u64 = page.lines().find_map(|l| l.strip_prefix(name)).unwrap().parse().unwrap();
+        assert!(v > 0, "{name}");
+    }
+    assert!(page.contains("romp_worker_busy_seconds_total{worker=\"1\"}"), "{page}");
+    assert!(page.contains("romp_bus_backlog 0\n"));
+    if let Ok(out) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            let body = page.split_once("\r\n\r\n").map_or(page.as_str(), |(_, b)| b).to_string();
+            child.stdin.take().expect("stdin").write_all(body.as_bytes())?;
+            child.wait_with_output()
+        })
+    {
+        assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    } else {
+        eprintln!("promtool not installed: the exposition format was not checked by it");
+    }
+}
+
+/// `metrics_destinations`: past the cap, destinations are summed under "(other)" and counted;
+/// configured ones are always listed.
+#[test]
+fn very_many_destinations_keep_a_small_scrape() {
+    let b = Broker::with(2, |c| {
+        c.metrics_destinations = 3;
+        c.destinations.insert("/queue/configured".into(), Default::default());
+    });
+    let mut p = b.client("1.2");
+    for i in 0..10 {
+        for _ in 0..=i {
+            p.send_frame("SEND", &[("destination", &format!("/queue/many{i}"))], b"x");
+        }
+    }
+    p.with_receipt("SEND", &[("destination", "/queue/many0")], b"x", "r");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let page = b.metrics();
+    let listed: Vec<&str> = page.lines().filter(|l| l.starts_with("romp_destination_depth{")).collect();
+    assert_eq!(listed.len(), 4, "three series and the sum of the rest: {listed:?}");
+    assert!(listed[0].contains("/queue/configured"), "configured first: {listed:?}");
+    assert!(listed[1].contains("/queue/many9") && listed[2].contains("/queue/many8"), "then the deepest: {listed:?}");
+    // 1 + 2 + ... + 8 messages in the eight others (many0 got one more).
+    assert_eq!(listed[3], "romp_destination_depth{destination=\"(other)\",kind=\"queue\"} 37");
+    assert!(page.contains("romp_destinations_unlisted 8\n"), "{page}");
+}

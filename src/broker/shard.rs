@@ -119,7 +119,7 @@ impl Drop for Topic {
 }
 
 /// One destination on the console page and in the stats messages.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct DestInfo {
     pub name: String,
     pub kind: &'static str,
@@ -132,6 +132,15 @@ pub struct DestInfo {
     pub unacked: usize,
     pub enqueued: u64,
     pub delivered: u64,
+    /// Bytes of the messages held; client ACKs and NACKs; deliveries of redelivered messages;
+    /// messages dead-lettered (or discarded without a dead-letter destination) and expired.
+    /// A topic's are its durable subscriptions'.
+    pub bytes: u64,
+    pub acked: u64,
+    pub nacked: u64,
+    pub redelivered: u64,
+    pub dead_lettered: u64,
+    pub expired: u64,
     /// Listed in the periodic stats messages (the destination's `stats` key).
     #[serde(skip)]
     pub stats: bool,
@@ -482,6 +491,12 @@ impl Shard {
             unacked: t.durables.values().map(|d| d.queue.depth() - d.queue.ready()).sum::<usize>(),
             enqueued: t.enqueued,
             delivered: t.delivered,
+            bytes: (t.retained_bytes + t.durables.values().map(|d| d.queue.bytes()).sum::<usize>()) as u64,
+            acked: t.durables.values().map(|d| d.queue.acked).sum(),
+            nacked: t.durables.values().map(|d| d.queue.nacked).sum(),
+            redelivered: t.durables.values().map(|d| d.queue.redelivered).sum(),
+            dead_lettered: t.durables.values().map(|d| d.queue.dead_lettered).sum(),
+            expired: t.durables.values().map(|d| d.queue.expired).sum(),
             stats: t.policy.stats,
         });
         let queues = self.queues.iter().map(|(n, q)| DestInfo {
@@ -493,6 +508,12 @@ impl Shard {
             unacked: q.depth() - q.ready(),
             enqueued: q.enqueued,
             delivered: q.delivered,
+            bytes: q.bytes() as u64,
+            acked: q.acked,
+            nacked: q.nacked,
+            redelivered: q.redelivered,
+            dead_lettered: q.dead_lettered,
+            expired: q.expired,
             stats: q.policy.stats,
         });
         let all: Vec<DestInfo> = topics.chain(queues).take(max + 1).collect();

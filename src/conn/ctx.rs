@@ -166,6 +166,7 @@ impl WorkerEnv {
             memory: &self.shared.memory,
             recovery: (!self.cfg.data_dir.is_empty()).then(|| (load(&self.shared.recovered), load(&self.shared.recovery_ms))),
             configured: &self.policies.entries,
+            max_series: self.cfg.metrics_destinations,
         }
     }
 }

@@ -174,6 +174,10 @@ impl Worker {
                 }
             }
             self.turn();
+            // Busy time: from waking to going back to the poller (its rate is utilisation).
+            let busy = self.node.ctx.time.now.elapsed();
+            self.node.ctx.stats.busy_us += busy.as_micros() as u64;
+            self.node.ctx.stats.turns += 1;
             if self.check_stop() {
                 return;
             }

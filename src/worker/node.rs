@@ -182,6 +182,7 @@ impl Node {
                     durable_subscriptions: self.shard.durable_subscriptions(),
                     scheduled: self.shard.scheduled_len(),
                     wildcard_subscriptions: self.ctx.wild.len(),
+                    backlog: self.ctx.outbox.backlog_len(),
                 };
                 self.ctx.outbox.to_worker(from.worker(), crate::bus::ToWorker::StatsPart { to: from, part: Box::new(part) });
             }

@@ -137,6 +137,13 @@ pub struct Queue {
     pub enqueued: u64,
     /// Deliveries made (stats).
     pub delivered: u64,
+    /// Client acknowledgements and NACKs settled; deliveries of redelivered messages; messages
+    /// that left for the dead letters (or were discarded) other than by expiry; and by expiry.
+    pub acked: u64,
+    pub nacked: u64,
+    pub redelivered: u64,
+    pub dead_lettered: u64,
+    pub expired: u64,
     /// Messages that left without being consumed, for the shard to dead-letter.
     dead: Vec<(Entry, DeadReason)>,
     /// Logged messages that left (consumed, expired, dead-lettered, purged) since the shard
@@ -192,6 +199,11 @@ impl Queue {
             tally,
             enqueued: 0,
             delivered: 0,
+            acked: 0,
+            nacked: 0,
+            redelivered: 0,
+            dead_lettered: 0,
+            expired: 0,
             dead: Vec::new(),
             dropped: Vec::new(),
             selective: 0,
@@ -249,7 +261,18 @@ impl Queue {
 
     /// Messages that left without being consumed since the last call.
     pub fn take_dead(&mut self) -> std::vec::Drain<'_, (Entry, DeadReason)> {
+        for (_, reason) in &self.dead {
+            match reason {
+                DeadReason::Expired => self.expired += 1,
+                _ => self.dead_lettered += 1,
+            }
+        }
         self.dead.drain(..)
+    }
+
+    /// Bytes of the messages held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Is a message with this sequence number still held (ready or in flight)?
@@ -458,6 +481,10 @@ impl Queue {
                 c.credit += 1;
                 n += 1;
                 match kind {
+                    SettleKind::Ack => self.acked += 1,
+                    SettleKind::Requeue | SettleKind::Reject => self.nacked += 1,
+                }
+                match kind {
                     SettleKind::Requeue => back.push(e),
                     SettleKind::Ack => {
                         self.count -= 1;
@@ -575,6 +602,7 @@ impl Queue {
         let c = &mut self.consumers[i];
         c.credit -= 1;
         self.delivered += 1;
+        self.redelivered += entry.redelivered as u64;
         let (key, retains) = (c.key, c.retains);
         if retains {
             c.inflight.insert(entry.seq, entry.clone());
