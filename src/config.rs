@@ -37,6 +37,14 @@ pub enum Overflow {
     DropHead,
 }
 
+/// The log's line format (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// How a topic SUBSCRIBE's destination may name many topics at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -227,6 +235,9 @@ pub struct Config {
     pub pin_workers: bool,
     /// error, warn, info, debug or trace.
     pub log_level: String,
+    /// How log lines are written to stderr: `text` (a timestamp, the level, the message) or
+    /// `json` (one object per line: `ts`, `level`, `msg`), for log shippers.
+    pub log_format: LogFormat,
     /// Shared login. With `passcode`, every client must present it (unless `user_file` has them).
     pub login: Option<String>,
     pub passcode: Option<String>,
@@ -415,6 +426,7 @@ impl Default for Config {
             workers: 0,
             pin_workers: true,
             log_level: "info".into(),
+            log_format: LogFormat::Text,
             login: None,
             passcode: None,
             user_file: None,

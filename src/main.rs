@@ -11,6 +11,30 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `log_format = "json"`: one object per line on stderr, `{"ts":..., "level":..., "msg":...}`,
+/// the time as in text lines (RFC 3339, UTC, milliseconds). One `write` per line, so lines
+/// from different threads never interleave.
+struct JsonLog;
+
+impl log::Log for JsonLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let ts = time::OffsetDateTime::now_utc()
+            .format(time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"))
+            .unwrap_or_default();
+        let line = serde_json::json!({ "ts": ts, "level": r.level().as_str(), "msg": r.args().to_string() });
+        let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
 const USAGE: &str = "usage:
   romp [--config PATH] [--bind ADDR] [--port N]... [--tls-port N]... [--web-port N] [--admin-port N] [--workers N] [--data-dir PATH] [--repair] [-v|-vv]
   romp --check-config [--config PATH]
@@ -308,7 +332,16 @@ fn main() -> ExitCode {
         .set_target_level(log::LevelFilter::Off)
         .set_time_format_custom(simplelog::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"))
         .build();
-    let _ = simplelog::TermLogger::init(level, log_cfg, simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Never);
+    match cfg.log_format {
+        romp::config::LogFormat::Text => {
+            let _ = simplelog::TermLogger::init(level, log_cfg, simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Never);
+        }
+        romp::config::LogFormat::Json => {
+            if log::set_boxed_logger(Box::new(JsonLog)).is_ok() {
+                log::set_max_level(level);
+            }
+        }
+    }
 
     raise_nofile(&cfg);
 

@@ -305,3 +305,40 @@ fn the_health_subcommand_probes_a_web_port() {
     let out = Command::new(BIN).args(["health", &addr]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
+
+/// `log_format = "json"`: every line on stderr is one JSON object with `ts`, `level` and
+/// `msg`, the close lines included.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let port = free_port();
+    let conf = tmp("json-log.toml", &format!("ports = [{port}]\nweb_port = 0\nadmin_port = 0\nworkers = 2\ndata_dir = \"\"\nlog_format = \"json\"\n"));
+    let log = tmp("json-log.log", "");
+    let mut child = Command::new(BIN)
+        .args(["--config"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = connect_retrying(addr);
+    c.connect_with("1.2", &[("login", "quote\"and\\slash")]);
+    c.disconnect();
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("DISCONNECT") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    wait_exit(&mut child, WAIT);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut closes = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let ts = v["ts"].as_str().unwrap_or_else(|| panic!("no ts: {line}"));
+        assert!(ts.len() == 24 && ts.ends_with('Z'), "{ts}");
+        assert!(["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&v["level"].as_str().unwrap_or("")), "{line}");
+        let msg = v["msg"].as_str().unwrap_or_else(|| panic!("no msg: {line}"));
+        closes += usize::from(msg.contains("closed: client DISCONNECT") && msg.contains("quote\\\"and\\\\slash"));
+    }
+    assert_eq!(closes, 1, "the close line, with the login escaped in the message: {text}");
+}
