@@ -11,6 +11,9 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[path = "cli/ctl.rs"]
+mod ctl;
+
 /// `log_format = "json"`: one object per line on stderr, `{"ts":..., "level":..., "msg":...}`,
 /// the time as in text lines (RFC 3339, UTC, milliseconds). One `write` per line, so lines
 /// from different threads never interleave.
@@ -41,6 +44,8 @@ const USAGE: &str = "usage:
   romp --version | --help
   romp passwd NAME [--admin]      (reads the passcode from stdin; prints a passwd line)
   romp health [IP:PORT]           (GET /health on a web port, default 127.0.0.1:8080; exit 0 if 200)
+  romp ctl [--admin HOST:PORT] [--user U --password P | --token T] [--json]
+           stats | destinations | connections | purge DEST | kick SESSION   (the admin port)
 
 Without --config, the built-in defaults run (STOMP on 127.0.0.1:61613, durable log in
 ./romp-data). --data-dir \"\" runs without a durable log. --repair: a start that finds damaged
@@ -280,6 +285,10 @@ fn main() -> ExitCode {
     if argv.peek().map(String::as_str) == Some("health") {
         argv.next();
         return health(argv.next().as_deref().unwrap_or("127.0.0.1:8080"));
+    }
+    if argv.peek().map(String::as_str) == Some("ctl") {
+        argv.next();
+        return ctl::run(argv);
     }
     if argv.peek().map(String::as_str) == Some("passwd") {
         argv.next();

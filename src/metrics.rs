@@ -155,6 +155,26 @@ pub struct WorkerSnapshot {
     pub wildcard_subscriptions: usize,
     /// Bus messages waiting in its backlogs (a full channel to another worker).
     pub backlog: usize,
+    /// Its open STOMP sessions (at most [`MAX_LISTED_SESSIONS`]), for `/romp/connections`.
+    #[serde(skip)]
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// Sessions one worker lists on `/romp/connections` at most (the page says when it cut).
+pub const MAX_LISTED_SESSIONS: usize = 1000;
+
+/// One STOMP session on `/romp/connections` (and `romp ctl connections`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    /// The id `kick` takes (`worker-slot-generation`, as in CONNECTED).
+    pub session: String,
+    pub peer: String,
+    pub login: Option<String>,
+    pub transport: &'static str,
+    pub version: &'static str,
+    pub subscriptions: usize,
+    /// Output bytes not yet written to the socket.
+    pub pending_bytes: usize,
 }
 
 /// The JSON body for a console path, from every worker's snapshot.
@@ -164,7 +184,15 @@ pub fn render(path: &str, parts: &[WorkerSnapshot], env: Env<'_>) -> String {
     if path == "/metrics" {
         return prometheus(&parts, env);
     }
-    let v = if path == "/romp/destinations" {
+    let v = if path == "/romp/connections" {
+        let mut sessions: Vec<&SessionInfo> = parts.iter().flat_map(|p| p.sessions.iter()).collect();
+        sessions.sort_by(|a, b| a.session.cmp(&b.session));
+        let listed: usize = parts.iter().map(|p| p.sessions.len()).sum();
+        serde_json::json!({
+            "connections": sessions,
+            "truncated": parts.iter().map(|p| p.connections).sum::<usize>() > listed,
+        })
+    } else if path == "/romp/destinations" {
         let mut dests: Vec<&DestInfo> = parts.iter().flat_map(|p| p.destinations.iter()).collect();
         dests.sort_by(|a, b| a.name.cmp(&b.name));
         serde_json::json!({

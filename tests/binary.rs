@@ -311,7 +311,10 @@ fn the_health_subcommand_probes_a_web_port() {
 #[test]
 fn json_logs_are_one_object_per_line() {
     let port = free_port();
-    let conf = tmp("json-log.toml", &format!("ports = [{port}]\nweb_port = 0\nadmin_port = 0\nworkers = 2\ndata_dir = \"\"\nlog_format = \"json\"\n"));
+    let conf = tmp(
+        "json-log.toml",
+        &format!("ports = [{port}]\nweb_port = 0\nadmin_port = 0\nworkers = 2\ndata_dir = \"\"\nlog_format = \"json\"\n"),
+    );
     let log = tmp("json-log.log", "");
     let mut child = Command::new(BIN)
         .args(["--config"])
@@ -341,4 +344,65 @@ fn json_logs_are_one_object_per_line() {
         closes += usize::from(msg.contains("closed: client DISCONNECT") && msg.contains("quote\\\"and\\\\slash"));
     }
     assert_eq!(closes, 1, "the close line, with the login escaped in the message: {text}");
+}
+
+/// `romp ctl` against a running broker: the tables, `--json`, purge and kick, and a clear
+/// failure without credentials.
+#[test]
+fn the_ctl_subcommand_reads_and_acts_through_the_admin_port() {
+    let (port, admin) = (free_port(), free_port());
+    let conf = tmp(
+        "ctl.toml",
+        &format!(
+            "ports = [{port}]\nweb_port = 0\nadmin_port = {admin}\nworkers = 2\ndata_dir = \"\"\nlogin = \"ops\"\npasscode = \"secret\"\n"
+        ),
+    );
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _broker = Reap(Command::new(BIN).args(["--config"]).arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut p = connect_retrying(addr);
+    p.connect_with("1.2", &[("login", "ops"), ("passcode", "secret")]);
+    for i in 0..3 {
+        p.with_receipt("SEND", &[("destination", "/queue/ctl-q")], b"x", &format!("r{i}"));
+    }
+    let mut idle = Client::raw(addr);
+    let connected = idle.connect_with("1.2", &[("login", "ops"), ("passcode", "secret")]);
+    let session = connected.h("session").to_string();
+    std::thread::sleep(Duration::from_millis(600));
+    let ctl = |args: &[&str]| {
+        let a = format!("127.0.0.1:{admin}");
+        let out = Command::new(BIN).args(["ctl", "--admin", &a, "--user", "ops", "--password", "secret"]).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, out, err) = ctl(&["destinations"]);
+    assert_eq!(code, Some(0), "{err}");
+    let row = out.lines().find(|l| l.starts_with("/queue/ctl-q")).unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(row.split_whitespace().collect::<Vec<_>>()[..4], ["/queue/ctl-q", "queue", "0", "3"], "{out}");
+    let (code, out, _) = ctl(&["--json", "connections"]);
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let listed: Vec<&str> = v["connections"].as_array().unwrap().iter().map(|c| c["session"].as_str().unwrap()).collect();
+    assert!(listed.contains(&session.as_str()), "{session} in {listed:?}");
+    let (code, out, _) = ctl(&["stats"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("connections") && out.contains("memory limit (bytes)"), "{out}");
+    let (code, out, err) = ctl(&["purge", "/queue/ctl-q"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("3 messages removed"), "{out}");
+    let (code, out, err) = ctl(&["kick", &session]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("closed"), "{out}");
+    idle.expect("ERROR");
+    // Without credentials the pages are refused, and ctl says so.
+    let out = Command::new(BIN).args(["ctl", "--admin", &format!("127.0.0.1:{admin}"), "destinations"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 401"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN).args(["ctl", "frobnicate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

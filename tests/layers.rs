@@ -10,7 +10,8 @@ use std::path::Path;
 
 /// Top-level module of a file under `src/` (`None` for the crate root and the binaries).
 fn module_of(rel: &str) -> Option<String> {
-    if rel.starts_with("bin/") || rel == "lib.rs" || rel == "main.rs" {
+    // `cli/` holds modules of the `romp` binary (main.rs), outside the library's layers.
+    if rel.starts_with("bin/") || rel.starts_with("cli/") || rel == "lib.rs" || rel == "main.rs" {
         return None;
     }
     let first = rel.split('/').next()?;

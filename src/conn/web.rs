@@ -385,7 +385,7 @@ fn on_request(conn: &mut Conn, req: Request, ctx: &mut Ctx) {
                 respond(conn, ctx, &r, false, head_only);
             }
         },
-        "/romp/info" | "/romp/destinations" | "/metrics"
+        "/romp/info" | "/romp/destinations" | "/romp/connections" | "/metrics"
             if admin || (path == "/metrics" && ctx.env.cfg.web_metrics) || (ctx.env.cfg.enable_console && path != "/metrics") =>
         {
             // Credentials first: a request that may not see the pages costs no worker anything.

@@ -183,6 +183,27 @@ impl Node {
                     scheduled: self.shard.scheduled_len(),
                     wildcard_subscriptions: self.ctx.wild.len(),
                     backlog: self.ctx.outbox.backlog_len(),
+                    sessions: self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| {
+                            c.phase == crate::conn::Phase::Open
+                                && !matches!(
+                                    c.web.as_deref(),
+                                    Some(crate::conn::web::Web { mode: crate::conn::web::Mode::Http { .. }, .. })
+                                )
+                        })
+                        .take(metrics::MAX_LISTED_SESSIONS)
+                        .map(|(_, c)| metrics::SessionInfo {
+                            session: c.session_id(),
+                            peer: c.who.peer.to_string(),
+                            login: c.who.login.clone(),
+                            transport: c.transport_label(),
+                            version: c.version.as_str(),
+                            subscriptions: c.session.subs.len(),
+                            pending_bytes: c.pending_out(),
+                        })
+                        .collect(),
                 };
                 self.ctx.outbox.to_worker(from.worker(), crate::bus::ToWorker::StatsPart { to: from, part: Box::new(part) });
             }
