@@ -16,6 +16,7 @@ pub const MIN_MAX_MEMORY: u64 = 16 << 20;
 /// What a topic subscriber that exceeds `max_pending_bytes` gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum SlowConsumerPolicy {
     /// Drop the message for that subscriber only, and count it (`dropped_slow` in stats, a
     /// rate-limited warning in the log).
@@ -27,6 +28,7 @@ pub enum SlowConsumerPolicy {
 /// What a queue over `max_messages` or `max_queue_bytes` does with one more SEND.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Overflow {
     /// Accept it, and stop reading the connections that send to the queue until it is back
     /// under three quarters of its limits (producer flow control; nobody is disconnected).
@@ -40,6 +42,7 @@ pub enum Overflow {
 /// The log's line format (`log_format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum LogFormat {
     Text,
     Json,
@@ -48,6 +51,7 @@ pub enum LogFormat {
 /// How a topic SUBSCRIBE's destination may name many topics at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Wildcards {
     /// ActiveMQ's: `.` separates words, `*` is one word, `>` (last) is the rest, at least one.
     Activemq,
@@ -61,6 +65,7 @@ pub enum Wildcards {
 /// subscriptions; `data_dir = ""` turns the log off altogether).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Persistence {
     /// As the SEND says: `persistent:true` is logged, anything else stays in memory.
     Header,
@@ -95,7 +100,7 @@ pub struct DestConfig {
     /// Topics: route on the value of `filter_header`; subscribers send `filter:NAME=VALUE`.
     pub filter: Option<bool>,
     pub filter_header: Option<String>,
-    /// Forbid SUBSCRIBE (read) or SEND (write) [blocked]; the `web_` forms only from the web port.
+    /// Forbid SUBSCRIBE (read) or SEND (write) (ERROR `blocked`); the `web_` forms only from the web port.
     pub read_block: Option<bool>,
     pub write_block: Option<bool>,
     pub web_read_block: Option<bool>,
@@ -178,6 +183,7 @@ fn default_link_prefetch() -> u32 {
 
 /// Configuration errors, each naming the file and the key where known.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
     Read { file: String, source: std::io::Error },
@@ -231,7 +237,10 @@ pub struct Config {
     pub ports: Vec<u16>,
     /// Worker threads; 0 = one per online core.
     pub workers: usize,
-    /// Pin worker N to core N (a failure is a warning).
+    /// Pin worker N to core N (a failure is a warning). On by default for the `romp` binary
+    /// and in configuration files, which give the broker the machine; off in
+    /// `Config::default()`, since a host program embedding romp has threads of its own.
+    #[serde(default = "pin_by_default")]
     pub pin_workers: bool,
     /// error, warn, info, debug or trace.
     pub log_level: String,
@@ -424,7 +433,7 @@ impl Default for Config {
             bind_address: "127.0.0.1".into(),
             ports: vec![61613],
             workers: 0,
-            pin_workers: true,
+            pin_workers: false,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             login: None,
@@ -508,6 +517,11 @@ impl Default for Config {
 
 /// The most workers the routing tables support.
 pub const MAX_WORKERS: usize = 256;
+
+/// `pin_workers` when a configuration file does not say: the standalone broker's default.
+fn pin_by_default() -> bool {
+    true
+}
 
 impl Config {
     /// Parse TOML text; `file` names the source in errors.
@@ -969,6 +983,13 @@ mod tests {
         assert!(e.contains("`passcode`"), "{e}");
         let e = Config::from_toml("slow_consumer = \"explode\"\n", "a.toml").unwrap_err().to_string();
         assert!(e.contains("slow_consumer"), "{e}");
+    }
+
+    #[test]
+    fn workers_are_pinned_in_the_standalone_broker_and_not_when_embedded() {
+        assert!(!Config::default().pin_workers, "an embedder's default leaves its threads alone");
+        assert!(Config::from_toml("", "t.toml").unwrap().pin_workers, "a configuration file gives the broker the machine");
+        assert!(!Config::from_toml("pin_workers = false\n", "t.toml").unwrap().pin_workers);
     }
 
     #[test]

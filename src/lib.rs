@@ -57,29 +57,48 @@ pub const LAYERS: &[&[&str]] = &[
 ];
 
 pub mod acl;
+#[doc(hidden)]
 pub mod admin;
 pub mod api;
+#[doc(hidden)]
 pub mod auth;
+#[doc(hidden)]
 pub mod broker;
+#[doc(hidden)]
 pub mod bus;
 pub mod client;
 pub mod config;
+#[doc(hidden)]
 pub mod conn;
 pub mod http;
+#[doc(hidden)]
 pub mod journal;
+#[doc(hidden)]
 pub mod link;
 pub mod memory;
+#[doc(hidden)]
 pub mod metrics;
+#[doc(hidden)]
 pub mod rng;
 pub mod selector;
 pub mod server;
+#[doc(hidden)]
 pub mod sim;
 pub mod stomp;
+#[doc(hidden)]
 pub mod timer;
 pub mod tls;
+#[doc(hidden)]
 pub mod transport;
+#[doc(hidden)]
 pub mod worker;
+#[doc(hidden)]
 pub mod ws;
 
+// The public surface: `Server`/`ServerHandle`, `Config` and its types, the embedding hooks
+// (`api`, `http::Response`), the STOMP client and wire types (`client`, `stomp`), selectors,
+// access rules, TLS configuration and the memory gauge. The modules marked `doc(hidden)` are the
+// broker's internals: public only for the repository's own tests, benches and fuzz targets, not
+// covered by semver, and absent from `cargo doc`.
 pub use config::Config;
 pub use server::{PublishError, Server, ServerBuilder, ServerHandle, StartError};

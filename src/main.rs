@@ -322,7 +322,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        None => Config::default(),
+        // The standalone broker has the machine: its workers are pinned (an embedder's
+        // Config::default() leaves them unpinned).
+        None => Config { pin_workers: true, ..Config::default() },
     };
     apply_overrides(&mut cfg, &args);
     let source = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "command line".into());
@@ -342,13 +344,14 @@ fn main() -> ExitCode {
         .set_time_format_custom(simplelog::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"))
         .build();
     match cfg.log_format {
-        romp::config::LogFormat::Text => {
-            let _ = simplelog::TermLogger::init(level, log_cfg, simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Never);
-        }
         romp::config::LogFormat::Json => {
             if log::set_boxed_logger(Box::new(JsonLog)).is_ok() {
                 log::set_max_level(level);
             }
+        }
+        // Text, and any format a later library version adds that this binary does not know.
+        _ => {
+            let _ = simplelog::TermLogger::init(level, log_cfg, simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Never);
         }
     }
 

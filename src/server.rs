@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -34,6 +35,7 @@ pub enum StartError {
 
 /// Why [`ServerHandle::publish`] could not hand a message over.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum PublishError {
     #[error("the owner worker's channel is full; try again")]
     Busy,
@@ -71,12 +73,17 @@ pub struct ServerHandle {
     /// The configuration in force (for reloads; only the handle's owner touches it).
     cfg: std::sync::Mutex<Arc<Config>>,
     peers: Vec<bus::Peer>,
+    /// The broker's threads, taken by the first [`ServerHandle::join`] (others wait for it).
+    threads: std::sync::Mutex<Option<Threads>>,
+    _lock: Option<std::fs::File>,
+}
+
+/// The threads a server runs: workers, the auth thread, and the durable log's sync threads
+/// (they finish writing when the workers are gone).
+struct Threads {
     workers: Vec<JoinHandle<()>>,
     auth: Option<JoinHandle<()>>,
-    /// The durable log's sync threads (they finish writing when the workers are gone), and the
-    /// data directory's lock.
     syncers: Vec<JoinHandle<Option<crate::journal::log::Log<crate::journal::fs::FsDisk>>>>,
-    _lock: Option<std::fs::File>,
 }
 
 /// Builds and starts brokers.
@@ -389,9 +396,7 @@ impl Server {
             shared,
             cfg: std::sync::Mutex::new(cfg.clone()),
             peers,
-            workers,
-            auth: Some(auth_thread),
-            syncers,
+            threads: std::sync::Mutex::new(Some(Threads { workers, auth: Some(auth_thread), syncers })),
             _lock: lock,
         })
     }
@@ -568,21 +573,26 @@ impl ServerHandle {
         }
     }
 
-    /// Wait for every worker to finish. `Err` if a broker thread died (the server stopped
-    /// because of it): the embedder or `main` should exit non-zero so a supervisor restarts it.
-    pub fn join(mut self) -> Result<(), ServerFailure> {
-        for h in self.workers.drain(..) {
-            let _ = h.join();
-        }
-        // Workers hold the auth queue's senders; with them gone the auth thread ends.
-        self.peers.clear();
-        if let Some(a) = self.auth.take() {
-            let _ = a.join();
-        }
-        // The workers' journals are gone with them: each sync thread writes what it still had
-        // and ends.
-        for s in self.syncers.drain(..) {
-            let _ = s.join();
+    /// Wait for every broker thread to finish (after [`ServerHandle::shutdown`], or a failure).
+    /// `Err` if a broker thread died (the server stopped because of it): the embedder or `main`
+    /// should exit non-zero so a supervisor restarts it. Takes `&self`, so a handle shared
+    /// (`Arc<ServerHandle>`) by threads that publish can be joined by any of them; a second
+    /// caller waits for the first and gets the same answer.
+    pub fn join(&self) -> Result<(), ServerFailure> {
+        let mut guard = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut t) = guard.take() {
+            for h in t.workers.drain(..) {
+                let _ = h.join();
+            }
+            // Workers hold the auth queue's senders; with them gone the auth thread ends.
+            if let Some(a) = t.auth.take() {
+                let _ = a.join();
+            }
+            // The workers' journals are gone with them: each sync thread writes what it still
+            // had and ends.
+            for s in t.syncers.drain(..) {
+                let _ = s.join();
+            }
         }
         match self.shared.failure.get() {
             Some(reason) => Err(ServerFailure(reason.clone())),
@@ -615,11 +625,10 @@ impl ServerHandle {
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
-        if !self.workers.is_empty() {
+        let running = self.threads.get_mut().map(|t| t.is_some()).unwrap_or(true);
+        if running {
             self.shutdown();
-            for h in self.workers.drain(..) {
-                let _ = h.join();
-            }
+            let _ = self.join();
         }
     }
 }

@@ -210,3 +210,56 @@ fn publish_and_wait_reports_the_destinations_verdict() {
     assert_eq!((s.expect("MESSAGE").text(), s.expect("MESSAGE").text()), ("0".to_string(), "1".to_string()));
     s.expect_nothing(Duration::from_millis(200));
 }
+
+/// A handle shared by threads that publish is joined by any of them, without `try_unwrap`; the
+/// join says when a worker died (here an injected panic), and a second join gives the same
+/// answer.
+#[test]
+fn a_shared_handle_is_joined_from_any_thread_and_reports_a_worker_failure() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<romp::ServerHandle>();
+    let cfg = common::test_config(2);
+    let h = std::sync::Arc::new(romp::Server::start(cfg).expect("start"));
+    let publishers: Vec<_> = (0..2)
+        .map(|i| {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                for n in 0..100 {
+                    h.publish(&format!("/queue/shared{i}"), &[], format!("{n}").as_bytes()).expect("publish");
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.join().unwrap();
+    }
+    h.inject_worker_panic(1);
+    let joiner = {
+        let h = h.clone();
+        std::thread::spawn(move || h.join())
+    };
+    let first = joiner.join().unwrap();
+    let err = first.expect_err("a dead worker is reported by join");
+    assert!(err.to_string().contains("worker 1"), "{err}");
+    assert_eq!(h.join(), Err(err), "joined again: the same answer");
+}
+
+/// The public API as a crate outside this package sees it (tests/api_crate): it builds against
+/// the documented surface alone and runs.
+#[test]
+fn a_crate_outside_the_package_builds_and_runs_against_the_public_api() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let manifest = format!("{root}/tests/api_crate/Cargo.toml");
+    // Its own target directory under ours, so the build neither races this package's nor
+    // starts from nothing each time.
+    let target = format!("{root}/target/api_crate");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(&cargo)
+        .args(["run", "--quiet", "--offline", "--manifest-path", &manifest, "--target-dir", &target])
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("cargo runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), "ok", "{stderr}");
+}

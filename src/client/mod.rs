@@ -47,6 +47,7 @@ use thiserror::Error;
 
 /// What can go wrong on the client side.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The server sent bytes that are not a STOMP frame.
     #[error("malformed frame from the server: {0}")]

@@ -117,7 +117,7 @@ pub type SyncThread<D> = (Sender<SyncJob>, std::thread::JoinHandle<Option<Log<D>
 
 /// Start the sync thread for `log`. It ends when every sender is dropped (returning the log)
 /// or on an I/O error (after `on_death`). `free`: the free bytes of the log's file system;
-/// `spin`: whether it may spin for its next job (see [`Pacer`]: only with a core to spare).
+/// `spin`: whether it may spin for its next job (see `Pacer`: only with a core to spare).
 pub fn spawn<D: Disk + Send + 'static>(
     mut log: Log<D>,
     mode: SyncMode,

@@ -57,6 +57,7 @@ pub struct Error {
 
 /// What was wrong with a selector.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ErrorKind {
     #[error("the selector is longer than {MAX_LEN} bytes")]
     TooLong,

@@ -7,6 +7,7 @@ use std::fmt;
 
 /// An ERROR `message` word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorWord {
     /// A frame that is not STOMP, or a header that breaks a rule.
     Syntax,
