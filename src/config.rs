@@ -994,7 +994,8 @@ mod tests {
 
     #[test]
     fn reload_plans_split_runtime_and_restart_keys() {
-        let old = Config::default();
+        // As the binary starts (pinned, as a configuration file leaves it).
+        let old = Config { pin_workers: true, ..Config::default() };
         let new = Config::from_toml("ports = [1234]\nmax_messages = 5\n[destinations.\"/q\"]\nwrite_block = true\n", "n.toml").unwrap();
         let plan = plan_reload(&old, &new);
         assert_eq!(plan.need_restart, vec!["ports".to_string()]);

@@ -388,6 +388,16 @@ mod tests {
         ["n0", "n1"][(rng.next_u64() % 2) as usize]
     }
 
+    /// A one-worker shard with a journal, the sync thread's end of its channel, and a log on a
+    /// simulated disk (`seed`, `segment` bytes per segment).
+    fn journaled(cfg: &Config, seed: u64, segment: u64) -> (Shard, Receiver<SyncJob>, Log<SimDisk>) {
+        let mut shard = Shard::new(Arc::new(Policies::new(cfg, 1)), 1, 0);
+        let (tx, rx) = crossbeam_channel::bounded(1024);
+        shard.set_journal(Journal::new(tx, 1, 0, Arc::new(DiskGauge::new(1)), DiskLimits::default(), (0, 0)));
+        let (log, _) = Log::open(SimDisk::new(seed), segment).unwrap();
+        (shard, rx, log)
+    }
+
     fn conn(slot: u32) -> ConnRef {
         ConnRef { worker: 0, slot, gen: 1 }
     }
@@ -426,10 +436,7 @@ mod tests {
             let mut rng = crate::rng::Rng::new(seed);
             let mut cfg = Config { max_redeliveries: 2, ..Config::default() };
             cfg.data_dir = String::new();
-            let mut shard = Shard::new(Arc::new(Policies::new(&cfg, 1)), 1, 0);
-            let (tx, rx) = crossbeam_channel::bounded(1024);
-            shard.set_journal(Journal::new(tx, 1, 0, Arc::new(DiskGauge::new(1)), DiskLimits::default(), (0, 0)));
-            let (mut log, _) = Log::open(SimDisk::new(seed), 16 * 1024).unwrap();
+            let (mut shard, rx, mut log) = journaled(&cfg, seed, 16 * 1024);
             let mut out = Out::default();
             // A topic too: its durable subscriptions (two names) are queues of their own.
             let queues = ["/queue/p0", "/queue/p1", "/topic/t"];
@@ -567,10 +574,7 @@ mod tests {
 
     fn pinned_messages_are_copied_forward(durable: bool) {
         let cfg = Config { data_dir: String::new(), ..Config::default() };
-        let mut shard = Shard::new(Arc::new(Policies::new(&cfg, 1)), 1, 0);
-        let (tx, rx) = crossbeam_channel::bounded(1024);
-        shard.set_journal(Journal::new(tx, 1, 0, Arc::new(DiskGauge::new(1)), DiskLimits::default(), (0, 0)));
-        let (mut log, _) = Log::open(SimDisk::new(3), 8 * 1024).unwrap();
+        let (mut shard, rx, mut log) = journaled(&cfg, 3, 8 * 1024);
         let mut out = Out::default();
         let key = SubKey { conn: conn(2), serial: 1 };
         let dest: Arc<str> = Arc::from(if durable { "/topic/pin" } else { "/queue/pin" });
@@ -667,10 +671,7 @@ mod tests {
     #[test]
     fn a_barrier_waits_for_the_records_its_connection_wrote() {
         let cfg = Config { data_dir: String::new(), ..Config::default() };
-        let mut shard = Shard::new(Arc::new(Policies::new(&cfg, 1)), 1, 0);
-        let (tx, rx) = crossbeam_channel::bounded(1024);
-        shard.set_journal(Journal::new(tx, 1, 0, Arc::new(DiskGauge::new(1)), DiskLimits::default(), (0, 0)));
-        let (mut log, _) = Log::open(SimDisk::new(1), 16 * 1024).unwrap();
+        let (mut shard, rx, mut log) = journaled(&cfg, 1, 16 * 1024);
         let mut out = Out::default();
         let headers: Vec<(Box<str>, Box<str>)> = vec![("persistent".into(), "true".into())];
         let m = Message::new(1, Arc::from("/queue/r"), headers, Box::from(&b"x"[..]));
@@ -695,10 +696,7 @@ mod tests {
     #[test]
     fn a_duplicate_waits_for_the_original_record() {
         let cfg = Config { data_dir: String::new(), ..Config::default() };
-        let mut shard = Shard::new(Arc::new(Policies::new(&cfg, 1)), 1, 0);
-        let (tx, rx) = crossbeam_channel::bounded(1024);
-        shard.set_journal(Journal::new(tx, 1, 0, Arc::new(DiskGauge::new(1)), DiskLimits::default(), (0, 0)));
-        let (mut log, _) = Log::open(SimDisk::new(1), 16 * 1024).unwrap();
+        let (mut shard, rx, mut log) = journaled(&cfg, 1, 16 * 1024);
         let mut out = Out::default();
         let headers = || -> Vec<(Box<str>, Box<str>)> { vec![("persistent".into(), "true".into()), ("dedup-id".into(), "a".into())] };
         for (id, c) in [(1, 1), (2, 2)] {

@@ -150,26 +150,25 @@ fn field(v: &serde_json::Value, k: &str) -> String {
     }
 }
 
-fn destinations_table(v: &serde_json::Value) -> String {
-    let cols = ["name", "kind", "subscribers", "ready", "unacked", "enqueued", "delivered"];
-    let rows =
-        v["destinations"].as_array().map(|a| a.iter().map(|d| cols.iter().map(|k| field(d, k)).collect()).collect()).unwrap_or_default();
-    let mut t = table(&["NAME", "KIND", "SUBSCRIBERS", "READY", "UNACKED", "ENQUEUED", "DELIVERED"], rows);
+/// A table of the objects in `v[list]`: `cols` (their keys) under `head`, and a line when the
+/// broker listed fewer than it has.
+fn list_table(v: &serde_json::Value, list: &str, cols: &[&str], head: &[&str]) -> String {
+    let rows = v[list].as_array().map(|a| a.iter().map(|d| cols.iter().map(|k| field(d, k)).collect()).collect()).unwrap_or_default();
+    let mut t = table(head, rows);
     if v["truncated"] == true {
-        t.push_str("\n(more destinations than listed)");
+        t.push_str(&format!("\n(more {list} than listed)"));
     }
     t
 }
 
+fn destinations_table(v: &serde_json::Value) -> String {
+    let cols = ["name", "kind", "subscribers", "ready", "unacked", "enqueued", "delivered"];
+    list_table(v, "destinations", &cols, &["NAME", "KIND", "SUBSCRIBERS", "READY", "UNACKED", "ENQUEUED", "DELIVERED"])
+}
+
 fn connections_table(v: &serde_json::Value) -> String {
     let cols = ["session", "peer", "login", "transport", "version", "subscriptions", "pending_bytes"];
-    let rows =
-        v["connections"].as_array().map(|a| a.iter().map(|d| cols.iter().map(|k| field(d, k)).collect()).collect()).unwrap_or_default();
-    let mut t = table(&["SESSION", "PEER", "LOGIN", "TRANSPORT", "VERSION", "SUBS", "PENDING"], rows);
-    if v["truncated"] == true {
-        t.push_str("\n(more connections than listed)");
-    }
-    t
+    list_table(v, "connections", &cols, &["SESSION", "PEER", "LOGIN", "TRANSPORT", "VERSION", "SUBS", "PENDING"])
 }
 
 fn stats_table(v: &serde_json::Value) -> String {

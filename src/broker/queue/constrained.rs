@@ -50,13 +50,7 @@ impl Queue {
         let mut budget = SELECTOR_BUDGET;
         let mut idle = 0;
         while !self.ready.is_empty() && idle < self.ring.len() {
-            let Some(i) = self.ring.pop_front() else { break };
-            let i = i as usize;
-            let c = &mut self.consumers[i];
-            if c.credit == 0 || c.paused {
-                c.queued = false;
-                continue;
-            }
+            let Some(i) = self.ring_next() else { break };
             match self.next_for(i, now_ms, &mut budget) {
                 Some((l, at)) => {
                     idle = 0;
