@@ -13,14 +13,16 @@
     $('connect').disabled = on;
     $('disconnect').disabled = !on;
     $('subscribe').disabled = !on;
+    $('peek').disabled = !on;
     $('send').disabled = !on;
   }
 
-  function addMessage(m) {
+  // The table keeps the last 200 rows (a busy subscription must not grow the page forever).
+  function addMessage(m, kind = 'message') {
     received += 1;
     $('count').textContent = String(received);
     const tr = document.createElement('tr');
-    tr.className = 'message';
+    tr.className = kind;
     for (const text of [new Date().toLocaleTimeString(), m.headers.destination, m.headers['message-id'], m.body]) {
       const td = document.createElement('td');
       td.textContent = text;
@@ -74,10 +76,50 @@
     client.subscribe(dest, addMessage, { receipt });
   });
 
+  // Peek: browse a queue (browser:true) into the table without consuming; the broker ends the
+  // browse with a MESSAGE carrying browser:end.
+  $('peek').addEventListener('click', () => {
+    const dest = $('sub-dest').value;
+    const li = document.createElement('li');
+    li.textContent = `${dest} (peeking…)`;
+    $('subscriptions').appendChild(li);
+    let seen = 0;
+    const sub = client.subscribe(dest, (m) => {
+      if (m.headers.browser === 'end') {
+        sub.unsubscribe();
+        li.textContent = `${dest}: peeked ${seen} message(s)${m.headers['browser-truncated'] ? ' (more held)' : ''}`;
+        li.className = 'peeked';
+        return;
+      }
+      seen += 1;
+      addMessage(m, 'peek');
+    }, { browser: 'true' });
+  });
+
   $('send-form').addEventListener('submit', (e) => {
     e.preventDefault();
     client.publish({ destination: $('send-dest').value, body: $('send-body').value });
   });
+
+  // Deliveries per second: per destination from successive pages, and the total over the last
+  // 60 samples (two minutes) drawn as a line.
+  let prev = null;
+  const history = [];
+  function drawRates() {
+    const c = $('rates');
+    const g = c.getContext('2d');
+    g.clearRect(0, 0, c.width, c.height);
+    const max = Math.max(1, ...history);
+    g.strokeStyle = '#2e6b8b';
+    g.beginPath();
+    history.forEach((v, i) => {
+      const x = (i / 59) * (c.width - 2) + 1;
+      const y = c.height - 2 - (v / max) * (c.height - 4);
+      if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
+    });
+    g.stroke();
+    $('rate-now').textContent = `${(history[history.length - 1] || 0).toFixed(0)} deliveries/s now, peak ${max.toFixed(0)} in view`;
+  }
 
   async function refreshStats() {
     try {
@@ -99,17 +141,40 @@
         `p99 ≤ ${j.sync_p99_us_at_most} µs · recovered ${info.recovery.messages} messages in ` +
         `${info.recovery.milliseconds} ms at start` : 'durable log: off (memory only)';
       const dests = await (await fetch('romp/destinations', { headers })).json();
+      const now = Date.now();
+      const seconds = prev ? Math.max(0.001, (now - prev.at) / 1000) : 0;
+      const rate = (d) => (prev && prev.delivered.has(d.name) ? Math.max(0, d.delivered - prev.delivered.get(d.name)) / seconds : 0);
       const body = $('destinations').tBodies[0];
       body.replaceChildren();
+      let total = 0;
       for (const d of dests.destinations) {
+        const r = rate(d);
+        total += r;
         const tr = document.createElement('tr');
-        for (const v of [d.name, d.kind, d.subscribers, d.depth, d.delivered]) {
+        for (const v of [d.name, d.kind, d.subscribers, d.depth, d.delivered, r.toFixed(1)]) {
           const td = document.createElement('td');
           td.textContent = String(v);
           tr.appendChild(td);
         }
         body.appendChild(tr);
       }
+      prev = { at: now, delivered: new Map(dests.destinations.map((d) => [d.name, d.delivered])) };
+      history.push(total);
+      while (history.length > 60) history.shift();
+      drawRates();
+      const conns = await (await fetch('romp/connections', { headers })).json();
+      const cbody = $('connections').tBodies[0];
+      cbody.replaceChildren();
+      for (const c of conns.connections) {
+        const tr = document.createElement('tr');
+        for (const v of [c.session, c.peer, c.login || '-', c.transport, c.version, c.subscriptions, c.pending_bytes]) {
+          const td = document.createElement('td');
+          td.textContent = String(v);
+          tr.appendChild(td);
+        }
+        cbody.appendChild(tr);
+      }
+      $('conn-note').textContent = conns.truncated ? '(more than listed)' : String(conns.connections.length);
     } catch (err) {
       $('stats').textContent = 'stats unavailable (enable_console = false?)';
     }

@@ -61,8 +61,32 @@ test('the console page connects, subscribes, sends and shows the message', { tim
       const c = [...tr.cells].map((td) => td.textContent);
       return c[0] === dest && c[1] === 'topic' && c[2] === '2' && c[4] === '2';
     }), DEST, { timeout: 10000 });
+    // Peek at a queue: its messages appear in the table, marked, and stay in the queue.
+    const QUEUE = `/queue/browser-peek-${SCHEME}`;
+    await page.fill('#send-dest', QUEUE);
+    for (const body of ['kept one', 'kept two']) {
+      await page.fill('#send-body', body);
+      await page.click('#send');
+    }
+    await page.waitForFunction((q) => [...document.querySelectorAll('#destinations tr')].some((tr) => {
+      const c = [...tr.cells].map((td) => td.textContent);
+      return c[0] === q && c[3] === '2';
+    }), QUEUE, { timeout: 10000 });
+    await page.fill('#sub-dest', QUEUE);
+    await page.click('#peek');
+    await page.waitForSelector('#subscriptions li.peeked', { timeout: 10000 });
+    assert.match(await page.textContent('#subscriptions li.peeked'), /peeked 2 message/);
+    assert.equal(await page.locator('#messages tr.peek').count(), 2);
+    // The connection list shows this page's WebSocket session; the rate line is drawn.
+    await page.waitForFunction(() => [...document.querySelectorAll('#connections tr')].some((tr) => tr.cells[3] && /^web/.test(tr.cells[3].textContent)), null, { timeout: 10000 });
+    await page.waitForFunction(() => /deliveries\/s now/.test(document.querySelector('#rate-now').textContent), null, { timeout: 10000 });
     mkdirSync('artifacts', { recursive: true });
     await page.screenshot({ path: 'artifacts/console.png', fullPage: true });
+    // Still two in the queue: peeking consumed nothing.
+    await page.waitForFunction((q) => [...document.querySelectorAll('#destinations tr')].some((tr) => {
+      const c = [...tr.cells].map((td) => td.textContent);
+      return c[0] === q && c[3] === '2';
+    }), QUEUE, { timeout: 10000 });
     assert.deepEqual(errors, []);
     for (let i = 0; i < 100 && tcp.got.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(tcp.got, ['hello from chromium']);
