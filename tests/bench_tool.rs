@@ -103,7 +103,10 @@ fn queue_runs_start_with_an_unwindowed_burst_and_lose_nothing_in_it() {
     // burst or not).
     let (ok, r) = bench(s.local_addrs()[0].port(), &["--kind", "queue", "--producers", "2", "--consumers", "1", "--duration", "4"]);
     assert!(ok, "{r}");
-    assert_eq!(r["seconds"].as_f64(), Some(4.0), "{r}");
+    // The measured window is the run's time, give or take a loop turn of the tool on a loaded
+    // machine (4.004 s was seen), not stretched by the burst.
+    let secs = r["seconds"].as_f64().unwrap_or(0.0);
+    assert!((4.0..4.25).contains(&secs), "{r}");
     assert_eq!((r["burst_sent"].as_u64(), r["burst_lost"].as_u64(), r["lost"].as_u64()), (Some(100_000), Some(0), Some(0)), "{r}");
 }
 
