@@ -155,6 +155,9 @@ pub struct WorkerSnapshot {
     pub wildcard_subscriptions: usize,
     /// Bus messages waiting in its backlogs (a full channel to another worker).
     pub backlog: usize,
+    /// Its client sessions by transport label (`tcp`, `tls`, `web`, `web tls`, `admin`, ...).
+    #[serde(skip)]
+    pub by_transport: Vec<(&'static str, usize)>,
     /// Its open STOMP sessions (at most [`MAX_LISTED_SESSIONS`]), for `/romp/connections`.
     #[serde(skip)]
     pub sessions: Vec<SessionInfo>,
@@ -445,6 +448,15 @@ fn prometheus(parts: &[&WorkerSnapshot], env: Env<'_>) -> String {
     );
     for p in parts {
         let _ = writeln!(o, "romp_worker_busy_seconds_total{{worker=\"{}\"}} {:.6}", p.worker, p.stats.busy_us as f64 / 1e6);
+    }
+    let mut by_transport: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for (t, n) in parts.iter().flat_map(|p| p.by_transport.iter()) {
+        *by_transport.entry(t).or_default() += n;
+    }
+    let _ =
+        writeln!(o, "# HELP romp_connections_by_transport Open client sessions by transport.\n# TYPE romp_connections_by_transport gauge");
+    for (t, n) in by_transport {
+        let _ = writeln!(o, "romp_connections_by_transport{{transport=\"{t}\"}} {n}");
     }
     let _ = writeln!(o, "# HELP romp_worker_turns_total Loop turns of each worker.\n# TYPE romp_worker_turns_total counter");
     for p in parts {

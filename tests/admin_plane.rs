@@ -211,6 +211,7 @@ fn per_queue_totals_and_process_figures_after_a_scripted_workload() {
     }
     assert!(page.contains("romp_worker_busy_seconds_total{worker=\"1\"}"), "{page}");
     assert!(page.contains("romp_bus_backlog 0\n"));
+    assert!(page.contains("romp_connections_by_transport{transport=\"tcp\"} 2\n"), "the producer and the consumer: {page}");
     if let Ok(out) = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

@@ -183,6 +183,20 @@ impl Node {
                     scheduled: self.shard.scheduled_len(),
                     wildcard_subscriptions: self.ctx.wild.len(),
                     backlog: self.ctx.outbox.backlog_len(),
+                    by_transport: {
+                        let mut v: Vec<(&'static str, usize)> = Vec::new();
+                        for (_, c) in self.conns.iter() {
+                            if matches!(c.web.as_deref(), Some(crate::conn::web::Web { mode: crate::conn::web::Mode::Http { .. }, .. })) {
+                                continue;
+                            }
+                            let t = c.transport_label();
+                            match v.iter_mut().find(|(k, _)| *k == t) {
+                                Some((_, n)) => *n += 1,
+                                None => v.push((t, 1)),
+                            }
+                        }
+                        v
+                    },
                     sessions: self
                         .conns
                         .iter()
