@@ -39,6 +39,17 @@ pub enum Overflow {
     DropHead,
 }
 
+impl Wildcards {
+    /// The value as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Wildcards::Activemq => "activemq",
+            Wildcards::Rabbitmq => "rabbitmq",
+            Wildcards::Off => "off",
+        }
+    }
+}
+
 /// The log's line format (`log_format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

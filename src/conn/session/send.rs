@@ -31,7 +31,7 @@ pub(super) fn send(conn: &mut Conn, f: &Frame<'_>, ctx: &mut Ctx) -> Res {
             {
                 return Err(Fatal::new(
                     ErrorWord::Syntax,
-                    format!("{dest} is a wildcard: a SEND names one topic (wildcards = {:?})", ctx.env.cfg.wildcards),
+                    format!("{dest} is a wildcard: a SEND names one topic (wildcards = \"{}\")", ctx.env.cfg.wildcards.as_str()),
                 ));
             }
             dialect::rabbit_destination(dest)?;
