@@ -165,23 +165,37 @@ impl<V> Node<V> {
         found
     }
 
-    fn each<'a>(&'a self, w: &[&str], f: &mut impl FnMut(&'a V)) {
+    /// Visit the nodes matching the rest `w` of the name, calling `f` at the ends. `seen`:
+    /// (node, words left) pairs already visited: a zero-or-more word reaches the same node at
+    /// the same place by many splits of the name, and visiting each pair once keeps a match
+    /// O(nodes x words) instead of exponential in the number of `#`s. Returns the visits.
+    fn each<'a>(
+        &'a self,
+        w: &[&str],
+        seen: &mut Option<&mut std::collections::HashSet<(usize, usize)>>,
+        f: &mut impl FnMut(&'a V),
+    ) -> usize {
+        if seen.as_mut().is_some_and(|s| !s.insert((self as *const Self as usize, w.len()))) {
+            return 0;
+        }
+        let mut visits = 1;
         if let Some(n) = &self.any {
             // Zero or more words: every tail of the name, this node's included.
             for k in 0..=w.len() {
-                n.each(&w[k..], f);
+                visits += n.each(&w[k..], seen, f);
             }
         }
         let Some((first, rest)) = w.split_first() else {
             self.here.iter().for_each(&mut *f);
-            return;
+            return visits;
         };
         if let Some(n) = self.lit.get(*first) {
-            n.each(rest, f);
+            visits += n.each(rest, seen, f);
         }
         if let Some(n) = &self.one {
-            n.each(rest, f);
+            visits += n.each(rest, seen, f);
         }
+        visits
     }
 }
 
@@ -190,11 +204,16 @@ impl<V> Node<V> {
 pub struct Trie<V> {
     roots: FastMap<Box<str>, Node<V>>,
     len: usize,
+    /// Scratch for [`Node::each`]'s visited set (no allocation per match once warm), used
+    /// only while some pattern has a zero-or-more word (`anys` of them): without one, every
+    /// node is reached at one place of the name only.
+    seen: std::cell::RefCell<std::collections::HashSet<(usize, usize)>>,
+    anys: usize,
 }
 
 impl<V> Default for Trie<V> {
     fn default() -> Self {
-        Trie { roots: FastMap::default(), len: 0 }
+        Trie { roots: FastMap::default(), len: 0, seen: Default::default(), anys: 0 }
     }
 }
 
@@ -215,6 +234,7 @@ impl<V> Trie<V> {
         }
         n.here.push(v);
         self.len += 1;
+        self.anys += p.words.contains(&Word::Any) as usize;
     }
 
     /// Remove the value of pattern `p` that `pred` picks; whether there was one.
@@ -225,17 +245,21 @@ impl<V> Trie<V> {
             self.roots.remove(&p.prefix);
         }
         self.len -= found as usize;
+        self.anys -= (found && p.words.contains(&Word::Any)) as usize;
         found
     }
 
-    /// Call `f` with every value whose pattern matches the topic `name`. A subscription whose
-    /// pattern matches in more than one way (`a.#.b.#`) may be yielded more than once: callers
-    /// deduplicate.
-    pub fn each_match<'a>(&'a self, name: &str, mut f: impl FnMut(&'a V)) {
+    /// Call `f` with every value whose pattern matches the topic `name` (each once); returns
+    /// the nodes visited, at most the trie's nodes times the name's words plus one.
+    pub fn each_match<'a>(&'a self, name: &str, mut f: impl FnMut(&'a V)) -> usize {
         let (prefix, words) = split(name);
-        if let Some(root) = self.roots.get(prefix) {
-            root.each(&words, &mut f);
+        let Some(root) = self.roots.get(prefix) else { return 0 };
+        if self.anys == 0 {
+            return root.each(&words, &mut None, &mut f);
         }
+        let mut seen = self.seen.borrow_mut();
+        seen.clear();
+        root.each(&words, &mut Some(&mut seen), &mut f)
     }
 }
 
@@ -281,6 +305,19 @@ mod tests {
             t.each_match(name, |_| hits += 1);
             assert_eq!(hits > 0, want, "trie: {pat} ~ {name}");
         }
+    }
+
+    #[test]
+    fn a_long_name_against_many_zero_or_more_words_costs_nodes_times_words() {
+        let mut t = Trie::default();
+        t.insert(&p("/topic/#.x.#.x.#.x.#.y", Wildcards::Rabbitmq), 1u8);
+        t.insert(&p("/topic/#.x", Wildcards::Rabbitmq), 2u8);
+        let name = format!("/topic/{}", vec!["x"; 500].join("."));
+        let mut hits = Vec::new();
+        let visits = t.each_match(&name, |v| hits.push(*v));
+        assert_eq!(hits, [2], "each match once; the one ending in y does not");
+        // 11 nodes x 501 places at most (every split of the name tried would be ~2.6e9).
+        assert!(visits <= 11 * 501, "{visits} visits");
     }
 
     #[test]
