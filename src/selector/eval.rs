@@ -255,13 +255,14 @@ pub fn truth<H: Headers + ?Sized>(n: &Node, h: &H) -> Option<bool> {
     }
 }
 
-/// Does `s` match the LIKE pattern? Iterative, with one backtrack point for the last `%`
-/// (O(pattern × text) at worst, both bounded).
+/// Does `s` match the LIKE pattern? Iterative over the text's characters in place (no copy per
+/// message), with one backtrack point for the last `%`: O(pattern x text) at worst, both
+/// bounded (1,024 pattern terms, `max_header_len`).
 fn like(p: &[Like], s: &str) -> bool {
-    let s: Vec<char> = s.chars().collect();
+    let next = |at: usize| s[at..].chars().next();
     let (mut pi, mut si) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
+    while let Some(c) = next(si) {
         match p.get(pi) {
             Some(Like::Any) => {
                 star = Some((pi, si));
@@ -269,17 +270,18 @@ fn like(p: &[Like], s: &str) -> bool {
             }
             Some(Like::One) => {
                 pi += 1;
-                si += 1;
+                si += c.len_utf8();
             }
-            Some(Like::Char(c)) if *c == s[si] => {
+            Some(Like::Char(x)) if *x == c => {
                 pi += 1;
-                si += 1;
+                si += c.len_utf8();
             }
             _ => match star {
                 Some((sp, ss)) => {
+                    let skip = ss + next(ss).map_or(1, char::len_utf8);
                     pi = sp + 1;
-                    si = ss + 1;
-                    star = Some((sp, ss + 1));
+                    si = skip;
+                    star = Some((sp, skip));
                 }
                 None => return false,
             },
