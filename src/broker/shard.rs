@@ -599,28 +599,27 @@ impl Shard {
                     Publisher::Waiting(tx) => Some(tx.clone()),
                     _ => None,
                 };
-                let has_id = dedup::dedup_id(&msg).is_some();
+                let dedup_key = dedup::key_of(&msg);
                 if super::is_temp(&msg.destination) && self.temp_gone.contains_key(&msg.destination) {
                     let detail = format!("{} is a temporary destination whose connection has closed", msg.destination);
                     self.reject(from, receipt, ErrorWord::DestinationUnknown, detail, out, false);
                 } else if !create && self.would_create(&msg.destination) {
                     let detail = format!("this login may not create {} (the [acl] create rule)", msg.destination);
                     self.reject(from, receipt, ErrorWord::AccessDenied, detail, out, false);
-                } else if has_id && self.duplicate(&msg) {
+                } else if dedup_key.as_deref().is_some_and(|k| self.duplicate(k)) {
                     if let Some(tx) = waiting {
                         let _ = tx.try_send(Ok(()));
                     }
                 } else {
-                    let keep = has_id.then(|| msg.clone());
                     let before = self.journal.as_ref().map_or(0, |j| j.last_record());
                     if self.publish(msg, from, receipt, out, false) {
                         if let Some(tx) = waiting {
                             let _ = tx.try_send(Ok(()));
                         }
-                        if let Some(m) = keep {
+                        if let Some(k) = dedup_key {
                             // Its record, if publishing wrote one.
                             let after = self.journal.as_ref().map_or(0, |j| j.last_record());
-                            self.remember(&m, if after > before { after } else { 0 });
+                            self.remember_key(k, if after > before { after } else { 0 });
                         }
                     }
                 }

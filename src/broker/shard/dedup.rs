@@ -34,6 +34,11 @@ pub(super) struct Window {
 /// Bytes one entry is counted as, besides its key (map and queue slots).
 const ENTRY_OVERHEAD: usize = 64;
 
+/// The window's key for `msg`, if it carries an id: "destination\0id", made once per message.
+pub(super) fn key_of(msg: &Message) -> Option<Box<str>> {
+    dedup_id(msg).map(|id| key(&msg.destination, id))
+}
+
 fn key(dest: &str, id: &str) -> Box<str> {
     let mut k = String::with_capacity(dest.len() + 1 + id.len());
     k.push_str(dest);
@@ -45,10 +50,8 @@ fn key(dest: &str, id: &str) -> Box<str> {
 impl Shard {
     /// If `msg` repeats an id seen lately on its destination: counted, and its connection made
     /// to wait for the original's record; true (the caller acknowledges and drops it).
-    pub(super) fn duplicate(&mut self, msg: &Message) -> bool {
-        let Some(id) = dedup_id(msg) else { return false };
-        let k = key(&msg.destination, id);
-        let Some(&log) = self.dedup.seen.get(&k) else { return false };
+    pub(super) fn duplicate(&mut self, k: &str) -> bool {
+        let Some(&log) = self.dedup.seen.get(k) else { return false };
         self.stats.deduplicated += 1;
         if let (Some(j), Some(c)) = (self.journal.as_mut(), self.acting) {
             j.depend(c, log);
@@ -58,8 +61,13 @@ impl Shard {
 
     /// Remember the id of a message its destination took (`log`: its record, 0 if none).
     pub(super) fn remember(&mut self, msg: &Message, log: u64) {
-        let Some(id) = dedup_id(msg) else { return };
-        let k = key(&msg.destination, id);
+        if let Some(k) = key_of(msg) {
+            self.remember_key(k, log);
+        }
+    }
+
+    /// [`Shard::remember`] with the key made already.
+    pub(super) fn remember_key(&mut self, k: Box<str>, log: u64) {
         if self.dedup.seen.contains_key(&k) {
             return;
         }
